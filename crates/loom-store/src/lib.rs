@@ -1,1 +1,102 @@
-//! placeholder
+//! Loom's source of truth: the [`Store`] trait and its implementations — PostgreSQL (production,
+//! [`PgStore`]) and SQLite (the embedded default of `loom up`, [`SqliteStore`]) — with their
+//! embedded, versioned migrations.
+//!
+//! Invariants every implementation keeps (the conformance suite in [`conformance`] checks them
+//! against each backend):
+//! - A failed operation changes nothing; every multi-row change is one transaction.
+//! - Status changes follow `loom_domain::Status::check_transition`; a bead is `in_progress` only
+//!   with a current `dispatch_id` and a lease.
+//! - No dependency edge closes a cycle and none names a missing bead.
+//! - A claim, its outbox row and its event commit together; a result is applied at most once, and
+//!   only while its `dispatch_id` is the bead's current one (the fencing token).
+//! - Every bead change bumps `version` and appends an event in the same transaction.
+//!
+//! This is the only crate that speaks SQL.
+
+mod error;
+mod model;
+mod pg;
+mod sqlite;
+
+#[cfg(feature = "testing")]
+pub mod conformance;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::{Error, Result};
+pub use model::*;
+pub use pg::PgStore;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use loom_domain::{Agent, Bead, BeadId, DispatchId, Event, NewBead, NewProject, Project, ProjectId};
+
+/// Everything Loom persists. Implemented by PostgreSQL, SQLite and (in `loom-db`) the gRPC client.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Creates a project; `AlreadyExists` if the id is taken.
+    async fn create_project(&self, project: NewProject) -> Result<Project>;
+    /// One project, or `NotFound`.
+    async fn get_project(&self, id: &ProjectId) -> Result<Project>;
+    /// All projects, ordered by id.
+    async fn list_projects(&self) -> Result<Vec<Project>>;
+    /// Replaces a project's fields (not its id or bead prefix).
+    async fn update_project(&self, project: NewProject) -> Result<Project>;
+    /// Deletes a project and its beads; `Conflict` while any bead is `in_progress`.
+    async fn delete_project(&self, id: &ProjectId) -> Result<()>;
+
+    /// Creates beads (one transaction: all or none); blockers and parents must exist.
+    async fn create_beads(&self, beads: Vec<NewBead>) -> Result<Vec<Bead>>;
+    /// One bead with its `blocked_by` edges, or `NotFound`.
+    async fn get_bead(&self, id: &BeadId) -> Result<Bead>;
+    /// A page of beads matching `filter`, oldest first.
+    async fn list_beads(&self, filter: &BeadFilter, page: &PageRequest) -> Result<BeadPage>;
+    /// Applies `patch` if the bead is still at `expected_version`.
+    async fn update_bead(&self, id: &BeadId, expected_version: i64, patch: BeadPatch) -> Result<Bead>;
+    /// Closes by hand (`open | blocked | in_progress → closed`); a running task gets a
+    /// `task.cancelled` outbox row.
+    async fn close_bead(&self, id: &BeadId, reason: &str, expected_version: Option<i64>) -> Result<Bead>;
+    /// `closed | blocked → open`, clearing the error and retry backoff.
+    async fn reopen_bead(&self, id: &BeadId, expected_version: Option<i64>) -> Result<Bead>;
+    /// `bead` waits on `blocker`. Refuses a cycle or a missing blocker. Idempotent.
+    async fn add_dependency(&self, bead: &BeadId, blocker: &BeadId) -> Result<Bead>;
+    /// Removes the edge; `NotFound` if there was none.
+    async fn remove_dependency(&self, bead: &BeadId, blocker: &BeadId) -> Result<Bead>;
+    /// Ready beads of a project (open, not a decision, every blocker closed, not backing off),
+    /// by priority then age.
+    async fn list_ready(&self, project: &ProjectId, limit: u32, now: DateTime<Utc>) -> Result<Vec<Bead>>;
+
+    /// Claims up to `max` ready beads of an active project: each goes `in_progress` with a new
+    /// `dispatch_id` and lease, and a `task.assigned` outbox row, all in one transaction.
+    /// Concurrent claimers never get the same bead.
+    async fn claim_ready(&self, request: &ClaimRequest) -> Result<Vec<Claim>>;
+    /// Extends the lease of a current dispatch (agent progress); false if it is not current.
+    async fn extend_lease(&self, dispatch: &DispatchId, until: DateTime<Utc>) -> Result<bool>;
+    /// Applies an agent's result once, keyed by `dispatch_id`; stale or repeated results are no-ops.
+    async fn record_result(&self, result: &DispatchResult) -> Result<ResultOutcome>;
+    /// Returns beads whose lease expired before `now` to `open` (or `blocked` when their retry
+    /// budget is spent), so they are dispatched again with a new `dispatch_id`.
+    async fn release_expired_leases(&self, now: DateTime<Utc>, max_attempts: u32, limit: u32) -> Result<Vec<Bead>>;
+    /// Blocks an `in_progress` bead whose task was dead-lettered, if `dispatch_id` is current.
+    async fn block_dispatch(&self, dispatch: &DispatchId, reason: &str) -> Result<Option<Bead>>;
+
+    /// Appends an event outside a bead change (agents, connectors).
+    async fn append_event(&self, event: NewEvent) -> Result<Event>;
+    /// Events with `seq > after`, oldest first.
+    async fn list_events(&self, after: i64, limit: u32) -> Result<Vec<Event>>;
+
+    /// The oldest unsent outbox rows.
+    async fn take_outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>>;
+    /// Forgets rows the relay has published.
+    async fn mark_outbox_sent(&self, ids: &[i64]) -> Result<()>;
+
+    /// Records an agent's registration or heartbeat (the bus registry is live; this is history).
+    async fn upsert_agent(&self, agent: &Agent) -> Result<()>;
+    /// Agents known to the store, optionally of one project.
+    async fn list_agents(&self, project: Option<&ProjectId>) -> Result<Vec<Agent>>;
+
+    /// Counts of beads by status, for metrics and `loom status`.
+    async fn bead_counts(&self, project: Option<&ProjectId>) -> Result<Vec<(loom_domain::Status, u64)>>;
+}

@@ -1,0 +1,231 @@
+//! The request and response types of the `Store` trait, beyond the domain entities.
+
+use chrono::{DateTime, Utc};
+use loom_domain::{
+    Bead, BeadId, BeadType, ContextMap, DispatchId, EventKind, Priority, ProjectId, Status, validate_context,
+    validate_description, validate_tags, validate_title,
+};
+use serde::{Deserialize, Serialize};
+
+/// Which beads `list_beads` returns; `None` matches anything.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BeadFilter {
+    pub project: Option<ProjectId>,
+    pub status: Option<Status>,
+    pub bead_type: Option<BeadType>,
+    pub assignee: Option<String>,
+    pub priority: Option<Priority>,
+    pub tag: Option<String>,
+}
+
+/// Keyset paging: `after` is the `next_cursor` of the previous page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageRequest {
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+impl PageRequest {
+    /// Largest page a caller may ask for.
+    pub const MAX_LIMIT: u32 = 1000;
+
+    /// The first page of `limit` items.
+    pub fn first(limit: u32) -> Self {
+        Self { after: None, limit }
+    }
+
+    pub(crate) fn parse(&self) -> crate::Result<(i64, i64)> {
+        let after = match &self.after {
+            None => 0,
+            Some(c) => c.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                loom_domain::Error::Invalid { field: "cursor", reason: format!("{c:?} is not a cursor this API returned") }
+            })?,
+        };
+        if self.limit == 0 || self.limit > Self::MAX_LIMIT {
+            return Err(loom_domain::Error::Invalid {
+                field: "limit",
+                reason: format!("{} is out of range: use 1-{}", self.limit, Self::MAX_LIMIT),
+            }
+            .into());
+        }
+        Ok((after, i64::from(self.limit)))
+    }
+}
+
+/// One page of beads; `next_cursor` is `None` on the last page.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BeadPage {
+    pub beads: Vec<Bead>,
+    pub next_cursor: Option<String>,
+}
+
+/// A partial update; `None` leaves a field as it is. A status change follows the status machine
+/// (`in_progress` only by claim; `closed` cancels a running task as `close_bead` does).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BeadPatch {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub bead_type: Option<BeadType>,
+    pub priority: Option<Priority>,
+    pub status: Option<Status>,
+    pub assignee: Option<Option<String>>,
+    pub tags: Option<Vec<String>>,
+    pub context: Option<ContextMap>,
+    pub parent: Option<Option<BeadId>>,
+}
+
+impl BeadPatch {
+    /// Checks the free-form fields against the domain limits.
+    pub fn validate(&self) -> crate::Result<()> {
+        if let Some(t) = &self.title {
+            validate_title(t)?;
+        }
+        if let Some(d) = &self.description {
+            validate_description(d)?;
+        }
+        if let Some(t) = &self.tags {
+            validate_tags(t)?;
+        }
+        if let Some(c) = &self.context {
+            validate_context(c)?;
+        }
+        Ok(())
+    }
+}
+
+/// A request to claim ready beads of one project.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClaimRequest {
+    pub project: ProjectId,
+    pub max: u32,
+    /// The lease runs until `now + lease`.
+    pub now: DateTime<Utc>,
+    pub lease: std::time::Duration,
+    /// Who claims (recorded as the assignee when the bead has none).
+    pub claimer: String,
+}
+
+/// A bead handed out: it is `in_progress` under `dispatch_id` until the lease expires.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Claim {
+    pub bead: Bead,
+    pub dispatch_id: DispatchId,
+    /// 1 for the first dispatch, 2 for the first retry, …
+    pub attempt: u32,
+    pub lease_expires_at: DateTime<Utc>,
+}
+
+/// What an agent reported for one dispatch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DispatchResult {
+    pub bead_id: BeadId,
+    pub dispatch_id: DispatchId,
+    pub agent_id: String,
+    pub outcome: Outcome,
+    pub now: DateTime<Utc>,
+    /// Attempts allowed in all; a failure on the last one blocks the bead.
+    pub max_attempts: u32,
+    /// How long a failed bead waits before it is ready again.
+    pub retry_backoff: std::time::Duration,
+}
+
+/// Success or failure of a dispatch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Success { output: String },
+    Failure { error: String },
+}
+
+/// What `record_result` did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ResultOutcome {
+    /// The bead is closed; its dependants may now be ready.
+    Closed(Bead),
+    /// The bead is open again and will be retried after its backoff.
+    Retrying(Bead),
+    /// The retry budget is spent; the bead is blocked with the error.
+    Blocked(Bead),
+    /// The dispatch is not the bead's current one (stale, repeated, or the bead is gone):
+    /// nothing changed.
+    Ignored,
+}
+
+/// An event to append; the store assigns `id`, `seq` and the time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent {
+    pub kind: EventKind,
+    pub source: String,
+    pub project_id: Option<ProjectId>,
+    pub entity_id: String,
+    pub action: String,
+    pub description: String,
+    pub data: serde_json::Value,
+    pub correlation_id: Option<String>,
+}
+
+/// What an outbox row asks the relay to publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutboxKind {
+    #[serde(rename = "task.assigned")]
+    TaskAssigned,
+    #[serde(rename = "task.cancelled")]
+    TaskCancelled,
+}
+
+impl OutboxKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            OutboxKind::TaskAssigned => "task.assigned",
+            OutboxKind::TaskCancelled => "task.cancelled",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> crate::Result<Self> {
+        match s {
+            "task.assigned" => Ok(OutboxKind::TaskAssigned),
+            "task.cancelled" => Ok(OutboxKind::TaskCancelled),
+            other => Err(crate::Error::Internal(format!("unknown outbox kind {other:?}"))),
+        }
+    }
+}
+
+/// A message written in the same transaction as the state change it announces; the relay
+/// publishes it with `Nats-Msg-Id = dispatch_id` (so a re-publish is deduplicated) and marks it sent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboxMessage {
+    pub id: i64,
+    pub kind: OutboxKind,
+    pub project_id: ProjectId,
+    pub bead_id: BeadId,
+    pub dispatch_id: DispatchId,
+    pub attempt: u32,
+    /// A snapshot of what the agent needs: [`TaskSnapshot`] for `task.assigned`,
+    /// `{"reason": …}` for `task.cancelled`.
+    pub payload: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The bead fields a task carries, as stored in a `task.assigned` outbox row.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskSnapshot {
+    pub title: String,
+    pub description: String,
+    pub priority: u8,
+    #[serde(rename = "type")]
+    pub bead_type: String,
+    pub context: ContextMap,
+    pub assignee: Option<String>,
+}
+
+impl TaskSnapshot {
+    pub(crate) fn of(bead: &Bead) -> Self {
+        Self {
+            title: bead.title.clone(),
+            description: bead.description.clone(),
+            priority: bead.priority.get(),
+            bead_type: bead.bead_type.as_str().to_owned(),
+            context: bead.context.clone(),
+            assignee: bead.assignee.clone(),
+        }
+    }
+}
