@@ -17,7 +17,8 @@
 mod error;
 mod model;
 mod pg;
-mod sqlite;
+mod transitions;
+// TEMP mod sqlite;
 
 #[cfg(feature = "testing")]
 pub mod conformance;
@@ -26,8 +27,8 @@ pub mod testing;
 
 pub use error::{Error, Result};
 pub use model::*;
-pub use pg::PgStore;
-pub use sqlite::SqliteStore;
+pub use pg::{PgOptions, PgStore};
+// TEMP pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -99,4 +100,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Counts of beads by status, for metrics and `loom status`.
     async fn bead_counts(&self, project: Option<&ProjectId>) -> Result<Vec<(loom_domain::Status, u64)>>;
+}
+
+/// Truncates to whole microseconds, the precision both databases keep, so that what a store
+/// returns equals what it later reads back.
+pub(crate) fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    t.trunc_subsecs(6)
+}
+
+/// The current time at store precision.
+pub(crate) fn now() -> DateTime<Utc> {
+    micros(Utc::now())
 }

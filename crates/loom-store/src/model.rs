@@ -37,8 +37,9 @@ impl PageRequest {
     pub(crate) fn parse(&self) -> crate::Result<(i64, i64)> {
         let after = match &self.after {
             None => 0,
-            Some(c) => c.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                loom_domain::Error::Invalid { field: "cursor", reason: format!("{c:?} is not a cursor this API returned") }
+            Some(c) => c.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| loom_domain::Error::Invalid {
+                field: "cursor",
+                reason: format!("{c:?} is not a cursor this API returned"),
             })?,
         };
         if self.limit == 0 || self.limit > Self::MAX_LIMIT {
@@ -226,6 +227,37 @@ impl TaskSnapshot {
             bead_type: bead.bead_type.as_str().to_owned(),
             context: bead.context.clone(),
             assignee: bead.assignee.clone(),
+        }
+    }
+}
+
+impl NewEvent {
+    /// The event for a change to project `p` (`project.created`, …).
+    pub(crate) fn for_project(p: &loom_domain::Project, kind: EventKind) -> Self {
+        let action = kind.as_str().split_once('.').map_or("", |(_, a)| a).to_owned();
+        NewEvent {
+            kind,
+            source: "store".into(),
+            project_id: Some(p.id.clone()),
+            entity_id: p.id.to_string(),
+            description: format!("project {} {action}", p.id),
+            action,
+            data: serde_json::json!({ "name": p.name, "status": p.status.as_str() }),
+            correlation_id: None,
+        }
+    }
+
+    /// The event for a change to `bead`.
+    pub(crate) fn for_bead(bead: &Bead, kind: EventKind, description: String, data: serde_json::Value) -> Self {
+        NewEvent {
+            kind,
+            source: "store".into(),
+            project_id: Some(bead.project_id.clone()),
+            entity_id: bead.id.to_string(),
+            action: kind.as_str().split_once('.').map_or("", |(_, a)| a).to_owned(),
+            description,
+            data,
+            correlation_id: None,
         }
     }
 }

@@ -1,0 +1,289 @@
+//! `Bus`: the cloneable handle services hold. It builds subjects and headers, and hands
+//! publishing, consuming and the registry to one of the two backends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use loom_domain::{AgentId, ProjectId};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::ConsumerSpec;
+use crate::config::{BusConfig, Names, StreamKind};
+use crate::dead_letter::DeadLetter;
+use crate::embedded::Embedded;
+use crate::envelope::{Outgoing, Receipt, TraceContext};
+use crate::health::Health;
+use crate::jetstream::JetStream;
+use crate::message::{EventMessage, ResultMessage, TaskMessage};
+use crate::registry::{AgentRecord, AgentWatch};
+use crate::subject::{RESULTS_CONSUMER, Role, Subjects, agents_consumer};
+use crate::subscription::{DeadLetters, Subscription};
+use crate::Error;
+
+/// The message bus: JetStream or the embedded in-process twin, with the same semantics.
+/// Cheap to clone; every clone shares one connection.
+#[derive(Clone, Debug)]
+pub struct Bus {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) config: BusConfig,
+    pub(crate) subjects: Subjects,
+    pub(crate) backend: Backend,
+    /// Cancelled when the last handle is dropped or [`Bus::shutdown`] is called.
+    pub(crate) shutdown: CancellationToken,
+}
+
+#[derive(Debug)]
+pub(crate) enum Backend {
+    JetStream(JetStream),
+    Embedded(Embedded),
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// How a subscriber pulls.
+#[derive(Clone, Copy, Debug)]
+pub struct ConsumeOptions {
+    /// Most deliveries this subscriber holds at once, buffered or being handled. An agent sets
+    /// it to its capacity so it never sits on tasks another instance could run.
+    pub max_in_flight: usize,
+}
+
+impl Default for ConsumeOptions {
+    fn default() -> Self {
+        ConsumeOptions { max_in_flight: 1 }
+    }
+}
+
+impl Bus {
+    /// Connects to NATS JetStream at `config.url`. Does not create anything: call
+    /// [`Bus::provision`] (idempotent) before publishing.
+    pub async fn connect(config: BusConfig) -> Result<Bus, Error> {
+        let names = config.validate()?;
+        let shutdown = CancellationToken::new();
+        let backend = Backend::JetStream(JetStream::connect(&config, names.clone(), shutdown.clone()).await?);
+        Ok(Bus::from_parts(config, names, backend, shutdown))
+    }
+
+    /// An in-process bus with the same semantics as JetStream (durable queues, explicit ack,
+    /// in-progress ack, redelivery, dead letters, dedupe, agent registry). Its state lives in
+    /// memory only: it does not survive a restart of the process.
+    pub fn embedded(config: BusConfig) -> Result<Bus, Error> {
+        let names = config.validate()?;
+        let shutdown = CancellationToken::new();
+        let backend = Backend::Embedded(Embedded::new(&config, names.clone(), shutdown.clone()));
+        Ok(Bus::from_parts(config, names, backend, shutdown))
+    }
+
+    fn from_parts(config: BusConfig, names: Names, backend: Backend, shutdown: CancellationToken) -> Bus {
+        Bus { inner: Arc::new(Inner { config, subjects: Subjects::new(names), backend, shutdown }) }
+    }
+
+    /// The configuration this bus runs with.
+    pub fn config(&self) -> &BusConfig {
+        &self.inner.config
+    }
+
+    /// The subject builder of this bus's namespace.
+    pub fn subjects(&self) -> &Subjects {
+        &self.inner.subjects
+    }
+
+    /// Whether this is the embedded in-process bus.
+    pub fn is_embedded(&self) -> bool {
+        matches!(self.inner.backend, Backend::Embedded(_))
+    }
+
+    /// Creates the streams and the agent bucket, or verifies that existing ones have Loom's
+    /// settings. Never deletes or changes an existing one: a difference is an
+    /// [`Error::Mismatch`].
+    pub async fn provision(&self) -> Result<(), Error> {
+        match &self.inner.backend {
+            Backend::JetStream(js) => js.provision(&self.inner.config).await,
+            Backend::Embedded(_) => Ok(()),
+        }
+    }
+
+    /// Deletes this namespace's streams and bucket. Refused without a namespace: it exists for
+    /// tests and scratch benchmarks, never for a production installation.
+    pub async fn destroy(&self) -> Result<(), Error> {
+        if !self.inner.subjects.names().is_namespaced() {
+            return Err(Error::invalid("namespace", "destroy needs a namespace; refusing to delete Loom's streams"));
+        }
+        match &self.inner.backend {
+            Backend::JetStream(js) => js.destroy().await,
+            Backend::Embedded(_) => Ok(()),
+        }
+    }
+
+    /// Stops every subscription, watch and background task of this bus.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    /// A task ready to publish, on `loom.tasks.{project}` or, when `metadata.role` is set,
+    /// `loom.tasks.{project}.{role}`; its dedupe key is the dispatch id.
+    pub fn task(&self, msg: &TaskMessage, trace: &TraceContext) -> Result<Outgoing, Error> {
+        let role = msg.metadata.role.as_deref().filter(|r| !r.is_empty()).map(Role::parse).transpose()?;
+        let subject = self.inner.subjects.tasks(&msg.project_id, role.as_ref());
+        let msg_id = msg.metadata.dispatch_id.to_string();
+        Ok(Outgoing::new(subject, msg_id, &msg.correlation_id, trace, encode(msg)?))
+    }
+
+    /// A result ready to publish on `loom.results.{project}`; dedupe key `{dispatch_id}:result`.
+    /// Progress messages are keyed `{dispatch_id}:progress:{timestamp}` so each one counts.
+    pub fn result(&self, msg: &ResultMessage, trace: &TraceContext) -> Result<Outgoing, Error> {
+        let subject = self.inner.subjects.results(&msg.project_id);
+        let msg_id = match msg.kind {
+            crate::ResultKind::Progress => {
+                format!("{}:progress:{}", msg.metadata.dispatch_id, msg.timestamp.timestamp_micros())
+            }
+            _ => format!("{}:result", msg.metadata.dispatch_id),
+        };
+        Ok(Outgoing::new(subject, msg_id, &msg.correlation_id, trace, encode(msg)?))
+    }
+
+    /// An event ready to publish on `loom.events.{type}`; `event_id` is its dedupe key.
+    pub fn event(&self, msg: &EventMessage, event_id: &str, trace: &TraceContext) -> Result<Outgoing, Error> {
+        if event_id.is_empty() || event_id.len() > 256 || event_id.chars().any(char::is_control) {
+            return Err(Error::invalid("event id", "must be 1-256 printable characters"));
+        }
+        let subject = self.inner.subjects.events(msg.kind);
+        Ok(Outgoing::new(subject, event_id.to_owned(), &msg.correlation_id, trace, encode(msg)?))
+    }
+
+    /// Publishes one message and waits for the bus to store it.
+    pub async fn publish(&self, msg: Outgoing) -> Result<Receipt, Error> {
+        self.publish_batch(vec![msg]).await.pop().unwrap_or(Err(Error::Closed))
+    }
+
+    /// Publishes many messages with a bounded window of unacknowledged publishes; one result
+    /// per message, in order. A failure of one does not stop the others.
+    pub async fn publish_batch(&self, msgs: Vec<Outgoing>) -> Vec<Result<Receipt, Error>> {
+        match &self.inner.backend {
+            Backend::JetStream(js) => js.publish(msgs, self.inner.config.publish_window).await,
+            Backend::Embedded(e) => msgs.into_iter().map(|m| e.publish(m)).collect(),
+        }
+    }
+
+    /// Binds to `agents-{project}` (or `agents-{project}-{role}`), creating the durable consumer
+    /// if needed. Every instance binding to it competes: each task goes to exactly one.
+    pub async fn consume_tasks(
+        &self,
+        project: &ProjectId,
+        role: Option<&Role>,
+        options: ConsumeOptions,
+    ) -> Result<Subscription<TaskMessage>, Error> {
+        let spec = ConsumerSpec {
+            kind: StreamKind::Tasks,
+            durable: agents_consumer(project, role),
+            filter: self.inner.subjects.tasks(project, role),
+            max_in_flight: options.max_in_flight.max(1),
+        };
+        Subscription::start(self.clone(), spec).await
+    }
+
+    /// Binds to `control-plane-results` on every project's results.
+    pub async fn consume_results(&self, options: ConsumeOptions) -> Result<Subscription<ResultMessage>, Error> {
+        let spec = ConsumerSpec {
+            kind: StreamKind::Results,
+            durable: RESULTS_CONSUMER.to_owned(),
+            filter: self.inner.subjects.names().wildcard(StreamKind::Results),
+            max_in_flight: options.max_in_flight.max(1),
+        };
+        Subscription::start(self.clone(), spec).await
+    }
+
+    /// Starts moving messages that exhausted their deliveries to the DLQ (JetStream: by
+    /// listening to the max-deliveries advisory) and yields a notice for each. The control plane
+    /// runs exactly this and blocks the bead named in the notice.
+    pub async fn dead_letters(&self) -> Result<DeadLetters, Error> {
+        let (tx, rx) = mpsc::channel(1024);
+        let cancel = self.inner.shutdown.child_token();
+        match &self.inner.backend {
+            Backend::JetStream(js) => js.watch_max_deliveries(self.clone(), tx, cancel.clone()).await?,
+            Backend::Embedded(e) => e.watch_dead_letters(tx, cancel.clone()),
+        }
+        Ok(DeadLetters::new(rx, cancel))
+    }
+
+    /// Reads up to `limit` DLQ entries with a DLQ sequence ≥ `from_sequence`.
+    pub async fn read_dlq(&self, from_sequence: u64, limit: usize) -> Result<Vec<DeadLetter>, Error> {
+        match &self.inner.backend {
+            Backend::JetStream(js) => js.read_dlq(&self.inner.subjects, from_sequence, limit).await,
+            Backend::Embedded(e) => Ok(e.read_dlq(&self.inner.subjects, from_sequence, limit)),
+        }
+    }
+
+    /// Connection state, JetStream reachability and the lag of the consumers this bus bound to.
+    pub async fn health(&self) -> Health {
+        match &self.inner.backend {
+            Backend::JetStream(js) => js.health().await,
+            Backend::Embedded(e) => e.health(),
+        }
+    }
+
+    /// Registers an agent instance, or refreshes its heartbeat: it stays online for
+    /// `agent_ttl` after the last call.
+    pub async fn register_agent(&self, agent: &AgentRecord) -> Result<(), Error> {
+        let key = crate::registry::key(&agent.agent_id)?;
+        let value = Bytes::from(serde_json::to_vec(agent)?);
+        match &self.inner.backend {
+            Backend::JetStream(js) => js.kv_put(&key, value).await,
+            Backend::Embedded(e) => e.kv_put(&key, value),
+        }
+    }
+
+    /// Same as [`Bus::register_agent`]: a heartbeat is a fresh registration.
+    pub async fn heartbeat_agent(&self, agent: &AgentRecord) -> Result<(), Error> {
+        self.register_agent(agent).await
+    }
+
+    /// Removes an agent instance (it goes offline at once).
+    pub async fn deregister_agent(&self, agent: &AgentId) -> Result<(), Error> {
+        let key = crate::registry::key(agent)?;
+        match &self.inner.backend {
+            Backend::JetStream(js) => js.kv_delete(&key).await,
+            Backend::Embedded(e) => e.kv_delete(&key),
+        }
+    }
+
+    /// Every agent instance currently registered (heartbeat within the TTL).
+    pub async fn list_agents(&self) -> Result<Vec<AgentRecord>, Error> {
+        let entries = match &self.inner.backend {
+            Backend::JetStream(js) => js.kv_entries().await?,
+            Backend::Embedded(e) => e.kv_entries(),
+        };
+        Ok(crate::registry::decode_live(entries, self.inner.config.agent_ttl))
+    }
+
+    /// Online/offline changes of agent instances, starting with the ones online now. A key that
+    /// is deleted, purged or not refreshed within the TTL is reported offline.
+    pub async fn watch_agents(&self) -> Result<AgentWatch, Error> {
+        let (tx, rx) = mpsc::channel(1024);
+        let cancel = self.inner.shutdown.child_token();
+        match &self.inner.backend {
+            Backend::JetStream(js) => js.kv_watch(tx, cancel.clone()).await?,
+            Backend::Embedded(e) => e.kv_watch(tx, cancel.clone()),
+        }
+        Ok(AgentWatch::start(rx, self.inner.config.agent_ttl, cancel))
+    }
+
+    /// The configured in-progress interval, for [`crate::Delivery::keep_alive`].
+    pub(crate) fn progress_interval(&self) -> Duration {
+        self.inner.config.progress_interval
+    }
+}
+
+fn encode<T: serde::Serialize>(msg: &T) -> Result<Bytes, Error> {
+    Ok(Bytes::from(serde_json::to_vec(msg)?))
+}

@@ -1,0 +1,293 @@
+//! Conformance cases: the ready set, claims, results, leases and cancellation.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::Utc;
+use loom_domain::graph::{self, Graph, Node};
+use loom_domain::{BeadType, DispatchId, NewBead, ProjectStatus, Status};
+
+use super::{bead, claim_req, ids, project};
+use crate::{DispatchResult, OutboxKind, Outcome, ResultOutcome, Store};
+
+fn result(claim: &crate::Claim, outcome: Outcome) -> DispatchResult {
+    DispatchResult {
+        bead_id: claim.bead.id.clone(),
+        dispatch_id: claim.dispatch_id.clone(),
+        agent_id: "agent-1".into(),
+        outcome,
+        now: Utc::now(),
+        max_attempts: 3,
+        retry_backoff: Duration::ZERO,
+    }
+}
+
+fn ok() -> Outcome {
+    Outcome::Success { output: "done".into() }
+}
+
+pub async fn ready_order_and_rules(store: &dyn Store) {
+    let p = project(store, "ready").await;
+    let low_old = bead(store, &p, "low old", 3, &[]).await;
+    let high = bead(store, &p, "high", 0, &[]).await;
+    let low_new = bead(store, &p, "low new", 3, &[]).await;
+    let waiting = bead(store, &p, "waits on high", 0, &[&high.id]).await;
+    let mut decision = NewBead::new(p.clone(), "decide");
+    decision.bead_type = BeadType::Decision;
+    store.create_beads(vec![decision]).await.unwrap();
+    let mid = bead(store, &p, "mid", 1, &[]).await;
+    let ready = store.list_ready(&p, 10, Utc::now()).await.unwrap();
+    assert_eq!(ids(&ready), ids(&[high.clone(), mid.clone(), low_old.clone(), low_new.clone()]));
+    assert_eq!(store.list_ready(&p, 2, Utc::now()).await.unwrap().len(), 2, "limit");
+    store.close_bead(&high.id, "done", None).await.unwrap();
+    let ready = store.list_ready(&p, 10, Utc::now()).await.unwrap();
+    assert_eq!(ready.first().map(|b| &b.id), Some(&waiting.id), "closing the blocker readies the dependant");
+}
+
+pub async fn ready_matches_domain_definition(store: &dyn Store) {
+    let p = project(store, "brute").await;
+    let mut state = 0x2545_f491_u64;
+    let mut next = |n: u64| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) % n
+    };
+    let mut beads = Vec::new();
+    let mut g = Graph::new();
+    for i in 0..30 {
+        let mut nb = NewBead::new(p.clone(), format!("b{i}"));
+        nb.priority = loom_domain::Priority::try_from(next(4) as i64).unwrap();
+        nb.bead_type = if next(6) == 0 { BeadType::Decision } else { BeadType::Task };
+        let b = store.create_beads(vec![nb]).await.unwrap().remove(0);
+        for _ in 0..next(3) {
+            if beads.is_empty() {
+                break;
+            }
+            let blocker: &loom_domain::Bead = &beads[next(beads.len() as u64) as usize];
+            if g.add_edge(b.id.clone(), blocker.id.clone()).is_ok() {
+                store.add_dependency(&b.id, &blocker.id).await.unwrap();
+            }
+        }
+        beads.push(b);
+    }
+    for b in &beads {
+        if next(3) == 0 {
+            store.close_bead(&b.id, "random", None).await.unwrap();
+        }
+    }
+    let mut nodes = Vec::new();
+    for (seq, b) in beads.iter().enumerate() {
+        let b = store.get_bead(&b.id).await.unwrap();
+        nodes.push(Node {
+            id: b.id.clone(),
+            status: b.status,
+            bead_type: b.bead_type,
+            priority: b.priority,
+            seq: seq as u64,
+        });
+    }
+    let want: Vec<String> = graph::ready(&nodes, &g).iter().map(|id| id.to_string()).collect();
+    assert_eq!(ids(&store.list_ready(&p, 100, Utc::now()).await.unwrap()), want);
+}
+
+pub async fn claim_assigns_lease_outbox_and_event(store: &dyn Store) {
+    let p = project(store, "claim").await;
+    let a = bead(store, &p, "a", 1, &[]).await;
+    let b = bead(store, &p, "b", 0, &[]).await;
+    bead(store, &p, "c", 2, &[&a.id]).await;
+    let req = claim_req(&p, 5);
+    let claims = store.claim_ready(&req).await.unwrap();
+    assert_eq!(claims.iter().map(|c| c.bead.id.clone()).collect::<Vec<_>>(), vec![b.id.clone(), a.id.clone()]);
+    for c in &claims {
+        let got = store.get_bead(&c.bead.id).await.unwrap();
+        assert_eq!(got.status, Status::InProgress);
+        assert_eq!(got.dispatch_id.as_ref(), Some(&c.dispatch_id));
+        assert_eq!((got.attempts, c.attempt, got.version), (1, 1, 2));
+        assert_eq!(got.assignee.as_deref(), Some("test"));
+        assert!(got.lease_expires_at.unwrap() > Utc::now() + chrono::Duration::seconds(50));
+    }
+    assert_ne!(claims[0].dispatch_id, claims[1].dispatch_id);
+    let outbox = store.take_outbox(10).await.unwrap();
+    assert_eq!(outbox.len(), 2);
+    assert!(outbox.iter().all(|m| m.kind == OutboxKind::TaskAssigned));
+    assert_eq!(outbox[0].dispatch_id, claims[0].dispatch_id);
+    assert_eq!(outbox[0].payload["title"], "b");
+    assert_eq!(outbox[0].payload["priority"], 0);
+    let events = store.list_events(0, 100).await.unwrap();
+    let dispatched = events.iter().filter(|e| e.kind == loom_domain::EventKind::BeadDispatched).count();
+    assert_eq!(dispatched, 2);
+    assert!(store.claim_ready(&req).await.unwrap().is_empty(), "nothing else is ready");
+}
+
+pub async fn claim_skips_paused_projects(store: &dyn Store) {
+    let p = project(store, "paused").await;
+    bead(store, &p, "a", 1, &[]).await;
+    let mut update = loom_domain::NewProject::new(p.clone(), "/tmp/repo");
+    update.status = ProjectStatus::Paused;
+    store.update_project(update.clone()).await.unwrap();
+    assert!(store.claim_ready(&claim_req(&p, 5)).await.unwrap().is_empty());
+    update.status = ProjectStatus::Active;
+    store.update_project(update).await.unwrap();
+    assert_eq!(store.claim_ready(&claim_req(&p, 5)).await.unwrap().len(), 1, "resume hands out queued work");
+}
+
+pub async fn concurrent_claims_never_overlap(store: &dyn Store) {
+    let p = project(store, "race").await;
+    let new: Vec<NewBead> = (0..60).map(|i| NewBead::new(p.clone(), format!("b{i}"))).collect();
+    store.create_beads(new).await.unwrap();
+    // Six claimers interleave on one task; each claim is its own transaction on its own connection.
+    let claimers = (0..6).map(|_| async {
+        let mut got = Vec::new();
+        loop {
+            let claims = store.claim_ready(&claim_req(&p, 4)).await.unwrap();
+            if claims.is_empty() {
+                break got;
+            }
+            got.extend(claims.into_iter().map(|c| c.bead.id));
+            tokio::task::yield_now().await;
+        }
+    });
+    let all: Vec<_> = futures::future::join_all(claimers).await.into_iter().flatten().collect();
+    let unique: BTreeSet<_> = all.iter().collect();
+    assert_eq!((all.len(), unique.len()), (60, 60), "every bead claimed exactly once");
+}
+
+pub async fn result_success_closes_and_unblocks(store: &dyn Store) {
+    let p = project(store, "succ").await;
+    let a = bead(store, &p, "a", 1, &[]).await;
+    let b = bead(store, &p, "b", 1, &[&a.id]).await;
+    let claim = store.claim_ready(&claim_req(&p, 5)).await.unwrap().remove(0);
+    assert_eq!(claim.bead.id, a.id);
+    match store.record_result(&result(&claim, ok())).await.unwrap() {
+        ResultOutcome::Closed(bead) => {
+            assert_eq!(
+                (bead.status, bead.dispatch_id, bead.close_reason.as_deref()),
+                (Status::Closed, None, Some("completed"))
+            )
+        }
+        other => panic!("expected Closed, got {other:?}"),
+    }
+    let next = store.claim_ready(&claim_req(&p, 5)).await.unwrap();
+    assert_eq!(next.iter().map(|c| c.bead.id.clone()).collect::<Vec<_>>(), vec![b.id], "dependant is ready now");
+}
+
+pub async fn result_repeated_or_stale_is_ignored(store: &dyn Store) {
+    let p = project(store, "dup").await;
+    let a = bead(store, &p, "a", 1, &[]).await;
+    let claim = store.claim_ready(&claim_req(&p, 1)).await.unwrap().remove(0);
+    let first = store.record_result(&result(&claim, ok())).await.unwrap();
+    let closed = store.get_bead(&a.id).await.unwrap();
+    assert!(matches!(first, ResultOutcome::Closed(_)));
+    assert_eq!(store.record_result(&result(&claim, ok())).await.unwrap(), ResultOutcome::Ignored);
+    let failure = result(&claim, Outcome::Failure { error: "late failure".into() });
+    assert_eq!(store.record_result(&failure).await.unwrap(), ResultOutcome::Ignored);
+    let mut forged = result(&claim, ok());
+    forged.dispatch_id = DispatchId::parse("not-the-current-one").unwrap();
+    assert_eq!(store.record_result(&forged).await.unwrap(), ResultOutcome::Ignored);
+    assert_eq!(store.get_bead(&a.id).await.unwrap(), closed, "repeated results change nothing");
+    let closes = store
+        .list_events(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == loom_domain::EventKind::BeadClosed)
+        .count();
+    assert_eq!(closes, 1, "closed exactly once");
+}
+
+pub async fn result_failure_retries_then_blocks(store: &dyn Store) {
+    let p = project(store, "fail").await;
+    let a = bead(store, &p, "flaky", 1, &[]).await;
+    let first = store.claim_ready(&claim_req(&p, 1)).await.unwrap().remove(0);
+    assert_eq!(first.attempt, 1);
+    let mut r = result(&first, Outcome::Failure { error: "boom 1".into() });
+    r.retry_backoff = Duration::from_secs(3600);
+    let ResultOutcome::Retrying(bead) = store.record_result(&r).await.unwrap() else { panic!("expected Retrying") };
+    assert_eq!((bead.status, bead.last_error.as_deref()), (Status::Open, Some("boom 1")));
+    assert!(store.list_ready(&p, 10, Utc::now()).await.unwrap().is_empty(), "backing off");
+    let later = Utc::now() + chrono::Duration::hours(2);
+    assert_eq!(store.list_ready(&p, 10, later).await.unwrap().len(), 1, "ready after the backoff");
+
+    let mut req = claim_req(&p, 1);
+    req.now = later;
+    let second = store.claim_ready(&req).await.unwrap().remove(0);
+    assert_eq!(second.attempt, 2);
+    let r = result(&second, Outcome::Failure { error: "boom 2".into() });
+    assert!(matches!(store.record_result(&r).await.unwrap(), ResultOutcome::Retrying(_)));
+
+    req.now = later + chrono::Duration::seconds(1);
+    let third = store.claim_ready(&req).await.unwrap().remove(0);
+    assert_eq!(third.attempt, 3);
+    let r = result(&third, Outcome::Failure { error: "boom 3".into() });
+    let ResultOutcome::Blocked(bead) = store.record_result(&r).await.unwrap() else { panic!("expected Blocked") };
+    assert_eq!((bead.status, bead.attempts, bead.last_error.as_deref()), (Status::Blocked, 3, Some("boom 3")));
+    req.now = later + chrono::Duration::hours(1);
+    assert!(store.claim_ready(&req).await.unwrap().is_empty(), "blocked beads are not dispatched");
+    let unblocked = store.reopen_bead(&a.id, None).await.unwrap();
+    assert_eq!((unblocked.status, unblocked.attempts), (Status::Open, 0), "unblocking restores the budget");
+}
+
+pub async fn expired_leases_are_redispatched_with_new_dispatch(store: &dyn Store) {
+    let p = project(store, "lease").await;
+    let a = bead(store, &p, "a", 1, &[]).await;
+    let mut req = claim_req(&p, 1);
+    req.lease = Duration::from_secs(1);
+    let old = store.claim_ready(&req).await.unwrap().remove(0);
+    assert!(store.release_expired_leases(Utc::now() - chrono::Duration::seconds(10), 3, 10).await.unwrap().is_empty());
+    let later = Utc::now() + chrono::Duration::seconds(5);
+    let released = store.release_expired_leases(later, 3, 10).await.unwrap();
+    assert_eq!(ids(&released), vec![a.id.to_string()]);
+    assert_eq!((released[0].status, released[0].dispatch_id.as_ref()), (Status::Open, None));
+    assert!(released[0].last_error.as_deref().unwrap().contains("lease expired"));
+    req.now = later;
+    let new = store.claim_ready(&req).await.unwrap().remove(0);
+    assert_ne!(new.dispatch_id, old.dispatch_id, "a redispatch gets a new fencing token");
+    assert_eq!(new.attempt, 2);
+    assert_eq!(
+        store.record_result(&result(&old, ok())).await.unwrap(),
+        ResultOutcome::Ignored,
+        "old agent is fenced off"
+    );
+    assert!(matches!(store.record_result(&result(&new, ok())).await.unwrap(), ResultOutcome::Closed(_)));
+}
+
+pub async fn extend_lease_only_for_current_dispatch(store: &dyn Store) {
+    let p = project(store, "extend").await;
+    bead(store, &p, "a", 1, &[]).await;
+    let claim = store.claim_ready(&claim_req(&p, 1)).await.unwrap().remove(0);
+    let until = Utc::now() + chrono::Duration::minutes(30);
+    assert!(store.extend_lease(&claim.dispatch_id, until).await.unwrap());
+    let got = store.get_bead(&claim.bead.id).await.unwrap();
+    assert!((got.lease_expires_at.unwrap() - until).num_milliseconds().abs() < 5);
+    assert!(store.release_expired_leases(Utc::now() + chrono::Duration::minutes(5), 3, 10).await.unwrap().is_empty());
+    assert!(!store.extend_lease(&DispatchId::parse("stale").unwrap(), until).await.unwrap());
+    store.record_result(&result(&claim, ok())).await.unwrap();
+    assert!(!store.extend_lease(&claim.dispatch_id, until).await.unwrap(), "finished dispatches cannot be extended");
+}
+
+pub async fn close_running_bead_cancels_task(store: &dyn Store) {
+    let p = project(store, "cancel").await;
+    bead(store, &p, "a", 1, &[]).await;
+    let claim = store.claim_ready(&claim_req(&p, 1)).await.unwrap().remove(0);
+    let sent: Vec<i64> = store.take_outbox(10).await.unwrap().iter().map(|m| m.id).collect();
+    store.mark_outbox_sent(&sent).await.unwrap();
+    let closed = store.close_bead(&claim.bead.id, "not needed", None).await.unwrap();
+    assert_eq!((closed.status, closed.dispatch_id), (Status::Closed, None));
+    let outbox = store.take_outbox(10).await.unwrap();
+    assert_eq!(outbox.len(), 1);
+    assert_eq!((outbox[0].kind, &outbox[0].dispatch_id), (OutboxKind::TaskCancelled, &claim.dispatch_id));
+    assert_eq!(outbox[0].payload["reason"], "not needed");
+    assert_eq!(store.record_result(&result(&claim, ok())).await.unwrap(), ResultOutcome::Ignored);
+}
+
+pub async fn block_dispatch_blocks_current_only(store: &dyn Store) {
+    let p = project(store, "dlq").await;
+    bead(store, &p, "a", 1, &[]).await;
+    let claim = store.claim_ready(&claim_req(&p, 1)).await.unwrap().remove(0);
+    assert_eq!(store.block_dispatch(&DispatchId::parse("other").unwrap(), "dead letter").await.unwrap(), None);
+    let blocked = store.block_dispatch(&claim.dispatch_id, "dead-lettered after 5 deliveries").await.unwrap().unwrap();
+    assert_eq!(
+        (blocked.status, blocked.last_error.as_deref()),
+        (Status::Blocked, Some("dead-lettered after 5 deliveries"))
+    );
+    assert_eq!(store.block_dispatch(&claim.dispatch_id, "again").await.unwrap(), None, "idempotent");
+}

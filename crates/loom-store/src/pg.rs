@@ -1,0 +1,370 @@
+//! The PostgreSQL store: sqlx with a connection pool, embedded migrations, `FOR UPDATE SKIP
+//! LOCKED` claims and optimistic concurrency on `version`.
+
+mod beads;
+mod dispatch;
+mod rows;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use loom_domain::{Agent, Bead, BeadId, DispatchId, Event, NewBead, NewProject, Project, ProjectId, Status};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::{
+    BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, DispatchResult, Error, NewEvent, OutboxMessage, PageRequest,
+    Result, ResultOutcome, Store,
+};
+use rows::{agent_from_row, event_from_row, outbox_from_row, project_from_row};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How to connect to PostgreSQL.
+#[derive(Clone, Debug)]
+pub struct PgOptions {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+    /// For PgBouncer in transaction-pooling mode: no prepared statements that outlive a transaction.
+    pub statement_cache: bool,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self { max_connections: 16, acquire_timeout: Duration::from_secs(5), statement_cache: true }
+    }
+}
+
+/// The PostgreSQL implementation of [`Store`].
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url` (does not migrate: call [`PgStore::migrate`]).
+    pub async fn connect(url: &str, options: &PgOptions) -> Result<Self> {
+        let mut connect = PgConnectOptions::from_str(url)
+            .map_err(|e| Error::Unavailable(format!("bad database url: {e}")))?
+            .application_name("loom");
+        if !options.statement_cache {
+            connect = connect.statement_cache_capacity(0);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// Wraps an existing pool.
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Applies pending migrations; returns how many were applied.
+    pub async fn migrate(&self) -> Result<usize> {
+        let before = applied(&self.pool).await?;
+        MIGRATOR.run(&self.pool).await?;
+        Ok(applied(&self.pool).await? - before)
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+async fn applied(pool: &PgPool) -> Result<usize> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(pool).await?;
+    if !exists {
+        return Ok(0);
+    }
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success").fetch_one(pool).await?;
+    Ok(n as usize)
+}
+
+type Tx<'a> = Transaction<'a, Postgres>;
+
+/// Appends events inside `tx`, in order.
+pub(crate) async fn insert_events(tx: &mut Tx<'_>, events: &[NewEvent]) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let col = |f: fn(&NewEvent) -> String| events.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(
+        "INSERT INTO events (id, kind, source, project_id, entity_id, action, description, data, correlation_id, created_at)
+         SELECT id, kind, source, project_id, entity_id, action, description, data, correlation_id, $10
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::jsonb[], $9::text[])
+           WITH ORDINALITY AS t(id, kind, source, project_id, entity_id, action, description, data, correlation_id, n)
+         ORDER BY n",
+    )
+    .bind(col(|_| uuid::Uuid::now_v7().to_string()))
+    .bind(col(|e| e.kind.as_str().to_owned()))
+    .bind(col(|e| e.source.clone()))
+    .bind(events.iter().map(|e| e.project_id.as_ref().map(|p| p.to_string())).collect::<Vec<_>>())
+    .bind(col(|e| e.entity_id.clone()))
+    .bind(col(|e| e.action.clone()))
+    .bind(col(|e| e.description.clone()))
+    .bind(events.iter().map(|e| e.data.clone()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.correlation_id.clone()).collect::<Vec<_>>())
+    .bind(crate::now())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+const PROJECT_COLS: &str =
+    "id, name, git_repo, branch, bead_prefix, context, git_strategy, status, created_at, updated_at";
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create_project(&self, p: NewProject) -> Result<Project> {
+        p.validate()?;
+        let mut tx = self.pool.begin().await?;
+        let now = crate::now();
+        let res = sqlx::query(&format!(
+            "INSERT INTO projects ({PROJECT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
+             ON CONFLICT (id) DO NOTHING RETURNING {PROJECT_COLS}"
+        ))
+        .bind(p.id.as_str())
+        .bind(&p.name)
+        .bind(&p.git_repo)
+        .bind(&p.branch)
+        .bind(p.bead_prefix.as_str())
+        .bind(sqlx::types::Json(&p.context))
+        .bind(p.git_strategy.as_str())
+        .bind(p.status.as_str())
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = res else {
+            return Err(Error::AlreadyExists { entity: "project", id: p.id.to_string() });
+        };
+        let project = project_from_row(&row)?;
+        insert_events(&mut tx, &[NewEvent::for_project(&project, loom_domain::EventKind::ProjectCreated)]).await?;
+        tx.commit().await?;
+        Ok(project)
+    }
+
+    async fn get_project(&self, id: &ProjectId) -> Result<Project> {
+        let row = sqlx::query(&format!("SELECT {PROJECT_COLS} FROM projects WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::not_found("project", id))?;
+        project_from_row(&row)
+    }
+
+    async fn list_projects(&self) -> Result<Vec<Project>> {
+        let rows =
+            sqlx::query(&format!("SELECT {PROJECT_COLS} FROM projects ORDER BY id")).fetch_all(&self.pool).await?;
+        rows.iter().map(project_from_row).collect()
+    }
+
+    async fn update_project(&self, p: NewProject) -> Result<Project> {
+        p.validate()?;
+        let mut tx = self.pool.begin().await?;
+        let prefix: Option<String> = sqlx::query_scalar("SELECT bead_prefix FROM projects WHERE id = $1 FOR UPDATE")
+            .bind(p.id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let prefix = prefix.ok_or_else(|| Error::not_found("project", &p.id))?;
+        if prefix != p.bead_prefix.as_str() {
+            return Err(Error::Conflict(format!(
+                "project {}: the bead prefix is {prefix:?} and cannot be changed (bead ids keep it)",
+                p.id
+            )));
+        }
+        let row = sqlx::query(&format!(
+            "UPDATE projects SET name = $2, git_repo = $3, branch = $4, context = $5, git_strategy = $6,
+             status = $7, updated_at = $8 WHERE id = $1 RETURNING {PROJECT_COLS}"
+        ))
+        .bind(p.id.as_str())
+        .bind(&p.name)
+        .bind(&p.git_repo)
+        .bind(&p.branch)
+        .bind(sqlx::types::Json(&p.context))
+        .bind(p.git_strategy.as_str())
+        .bind(p.status.as_str())
+        .bind(crate::now())
+        .fetch_one(&mut *tx)
+        .await?;
+        let project = project_from_row(&row)?;
+        insert_events(&mut tx, &[NewEvent::for_project(&project, loom_domain::EventKind::ProjectUpdated)]).await?;
+        tx.commit().await?;
+        Ok(project)
+    }
+
+    async fn delete_project(&self, id: &ProjectId) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(&format!("SELECT {PROJECT_COLS} FROM projects WHERE id = $1 FOR UPDATE"))
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| Error::not_found("project", id))?;
+        let project = project_from_row(&row)?;
+        let running: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM beads WHERE project_id = $1 AND status = 'in_progress'")
+                .bind(id.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+        if running > 0 {
+            return Err(Error::Conflict(format!(
+                "project {id} has {running} beads in progress; close or wait for them first"
+            )));
+        }
+        sqlx::query("DELETE FROM projects WHERE id = $1").bind(id.as_str()).execute(&mut *tx).await?;
+        insert_events(&mut tx, &[NewEvent::for_project(&project, loom_domain::EventKind::ProjectDeleted)]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_beads(&self, beads: Vec<NewBead>) -> Result<Vec<Bead>> {
+        beads::create(&self.pool, beads).await
+    }
+
+    async fn get_bead(&self, id: &BeadId) -> Result<Bead> {
+        beads::get(&self.pool, id).await
+    }
+
+    async fn list_beads(&self, filter: &BeadFilter, page: &PageRequest) -> Result<BeadPage> {
+        beads::list(&self.pool, filter, page).await
+    }
+
+    async fn update_bead(&self, id: &BeadId, expected_version: i64, patch: BeadPatch) -> Result<Bead> {
+        beads::update(&self.pool, id, expected_version, patch).await
+    }
+
+    async fn close_bead(&self, id: &BeadId, reason: &str, expected_version: Option<i64>) -> Result<Bead> {
+        beads::set_status(&self.pool, id, Status::Closed, Some(reason), expected_version).await
+    }
+
+    async fn reopen_bead(&self, id: &BeadId, expected_version: Option<i64>) -> Result<Bead> {
+        beads::set_status(&self.pool, id, Status::Open, None, expected_version).await
+    }
+
+    async fn add_dependency(&self, bead: &BeadId, blocker: &BeadId) -> Result<Bead> {
+        beads::add_dependency(&self.pool, bead, blocker).await
+    }
+
+    async fn remove_dependency(&self, bead: &BeadId, blocker: &BeadId) -> Result<Bead> {
+        beads::remove_dependency(&self.pool, bead, blocker).await
+    }
+
+    async fn list_ready(&self, project: &ProjectId, limit: u32, now: DateTime<Utc>) -> Result<Vec<Bead>> {
+        dispatch::list_ready(&self.pool, project, limit, now).await
+    }
+
+    async fn claim_ready(&self, request: &ClaimRequest) -> Result<Vec<Claim>> {
+        dispatch::claim(&self.pool, request).await
+    }
+
+    async fn extend_lease(&self, dispatch: &DispatchId, until: DateTime<Utc>) -> Result<bool> {
+        let n = sqlx::query("UPDATE beads SET lease_expires_at = $2 WHERE dispatch_id = $1 AND status = 'in_progress'")
+            .bind(dispatch.as_str())
+            .bind(until)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn record_result(&self, result: &DispatchResult) -> Result<ResultOutcome> {
+        dispatch::record_result(&self.pool, result).await
+    }
+
+    async fn release_expired_leases(&self, now: DateTime<Utc>, max_attempts: u32, limit: u32) -> Result<Vec<Bead>> {
+        dispatch::release_expired(&self.pool, now, max_attempts, limit).await
+    }
+
+    async fn block_dispatch(&self, dispatch: &DispatchId, reason: &str) -> Result<Option<Bead>> {
+        dispatch::block(&self.pool, dispatch, reason).await
+    }
+
+    async fn append_event(&self, event: NewEvent) -> Result<Event> {
+        let row = sqlx::query(
+            "INSERT INTO events (id, kind, source, project_id, entity_id, action, description, data, correlation_id, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(event.kind.as_str())
+        .bind(&event.source)
+        .bind(event.project_id.as_ref().map(ProjectId::as_str))
+        .bind(&event.entity_id)
+        .bind(&event.action)
+        .bind(&event.description)
+        .bind(&event.data)
+        .bind(&event.correlation_id)
+        .bind(crate::now())
+        .fetch_one(&self.pool)
+        .await?;
+        event_from_row(&row)
+    }
+
+    async fn list_events(&self, after: i64, limit: u32) -> Result<Vec<Event>> {
+        let (_, limit) = PageRequest::first(limit).parse()?;
+        let rows = sqlx::query("SELECT * FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn take_outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>> {
+        let rows = sqlx::query("SELECT * FROM outbox ORDER BY id LIMIT $1")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(outbox_from_row).collect()
+    }
+
+    async fn mark_outbox_sent(&self, ids: &[i64]) -> Result<()> {
+        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(ids).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn upsert_agent(&self, a: &Agent) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO agents (id, project_id, role, instance, status, current_bead, capacity, last_heartbeat)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (id) DO UPDATE SET project_id = $2, role = $3, instance = $4, status = $5,
+               current_bead = $6, capacity = $7, last_heartbeat = $8",
+        )
+        .bind(a.id.as_str())
+        .bind(a.project_id.as_str())
+        .bind(&a.role)
+        .bind(&a.instance)
+        .bind(a.status.as_str())
+        .bind(a.current_bead.as_ref().map(BeadId::as_str))
+        .bind(i64::from(a.capacity))
+        .bind(a.last_heartbeat)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_agents(&self, project: Option<&ProjectId>) -> Result<Vec<Agent>> {
+        let rows = sqlx::query("SELECT * FROM agents WHERE $1::text IS NULL OR project_id = $1 ORDER BY id")
+            .bind(project.map(ProjectId::as_str))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(agent_from_row).collect()
+    }
+
+    async fn bead_counts(&self, project: Option<&ProjectId>) -> Result<Vec<(Status, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, count(*) FROM beads WHERE $1::text IS NULL OR project_id = $1 GROUP BY status",
+        )
+        .bind(project.map(ProjectId::as_str))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Status::ALL
+            .iter()
+            .map(|s| (*s, rows.iter().find(|(n, _)| n == s.as_str()).map_or(0, |(_, c)| *c as u64)))
+            .collect())
+    }
+}

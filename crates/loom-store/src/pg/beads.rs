@@ -1,0 +1,380 @@
+//! Bead CRUD and dependencies on PostgreSQL.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use loom_domain::{Bead, BeadId, BeadPrefix, EventKind, NewBead, Status};
+use serde_json::json;
+use sqlx::types::Json;
+use sqlx::{PgPool, QueryBuilder};
+
+use super::rows::{BEAD_COLS, bead_from_row};
+use super::{Tx, insert_events};
+use crate::transitions::{self, Effects};
+use crate::{BeadFilter, BeadPage, BeadPatch, Error, NewEvent, PageRequest, Result};
+
+pub(super) async fn create(pool: &PgPool, new: Vec<NewBead>) -> Result<Vec<Bead>> {
+    if new.is_empty() {
+        return Ok(Vec::new());
+    }
+    for b in &new {
+        b.validate()?;
+    }
+    let mut tx = pool.begin().await?;
+    let prefixes = project_prefixes(&mut tx, &new).await?;
+    let referenced: Vec<String> = new
+        .iter()
+        .flat_map(|b| b.parent.iter().chain(&b.blocked_by))
+        .map(|id| id.to_string())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let existing: BTreeSet<String> = if referenced.is_empty() {
+        BTreeSet::new()
+    } else {
+        sqlx::query_scalar("SELECT id FROM beads WHERE id = ANY($1)")
+            .bind(&referenced)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    let seqs: Vec<i64> = sqlx::query_scalar("SELECT nextval('bead_seq') FROM generate_series(1, $1)")
+        .bind(new.len() as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+    let now = crate::now();
+    let mut beads = Vec::with_capacity(new.len());
+    for (b, seq) in new.into_iter().zip(&seqs) {
+        let id = BeadId::new(&prefixes[b.project_id.as_str()], *seq as u64);
+        if let Some(p) = b.parent.as_ref().filter(|p| !existing.contains(p.as_str())) {
+            return Err(Error::not_found("parent bead", p));
+        }
+        let mut blocked_by: Vec<BeadId> = b.blocked_by.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
+        blocked_by.sort();
+        if let Some(missing) = blocked_by.iter().find(|x| !existing.contains(x.as_str())) {
+            return Err(Error::MissingBlocker { bead: id.to_string(), blocker: missing.to_string() });
+        }
+        beads.push(Bead {
+            id,
+            project_id: b.project_id,
+            title: b.title,
+            description: b.description,
+            bead_type: b.bead_type,
+            priority: b.priority,
+            status: Status::Open,
+            assignee: b.assignee,
+            tags: b.tags,
+            context: b.context,
+            parent: b.parent,
+            blocked_by,
+            attempts: 0,
+            last_error: None,
+            close_reason: None,
+            dispatch_id: None,
+            lease_expires_at: None,
+            not_before: None,
+            created_at: now,
+            updated_at: now,
+            closed_at: None,
+            version: 1,
+        });
+    }
+    insert_rows(&mut tx, &beads, &seqs).await?;
+    let events: Vec<NewEvent> = beads
+        .iter()
+        .map(|b| {
+            let description = format!("bead {} created: {}", b.id, b.title);
+            let data = json!({ "title": b.title, "priority": b.priority.get(), "type": b.bead_type.as_str() });
+            NewEvent::for_bead(b, EventKind::BeadCreated, description, data)
+        })
+        .collect();
+    insert_events(&mut tx, &events).await?;
+    tx.commit().await?;
+    Ok(beads)
+}
+
+async fn project_prefixes(tx: &mut Tx<'_>, new: &[NewBead]) -> Result<BTreeMap<String, BeadPrefix>> {
+    let ids: Vec<String> = new.iter().map(|b| b.project_id.to_string()).collect::<BTreeSet<_>>().into_iter().collect();
+    let rows: Vec<(String, String)> = sqlx::query_as("SELECT id, bead_prefix FROM projects WHERE id = ANY($1)")
+        .bind(&ids)
+        .fetch_all(&mut **tx)
+        .await?;
+    let map: BTreeMap<String, BeadPrefix> = rows
+        .into_iter()
+        .map(|(id, p)| Ok((id, BeadPrefix::parse(&p).map_err(|e| Error::Internal(e.to_string()))?)))
+        .collect::<Result<_>>()?;
+    match ids.iter().find(|id| !map.contains_key(*id)) {
+        Some(missing) => Err(Error::not_found("project", missing)),
+        None => Ok(map),
+    }
+}
+
+async fn insert_rows(tx: &mut Tx<'_>, beads: &[Bead], seqs: &[i64]) -> Result<()> {
+    let col = |f: fn(&Bead) -> String| beads.iter().map(f).collect::<Vec<_>>();
+    let opt = |f: fn(&Bead) -> Option<String>| beads.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(
+        "INSERT INTO beads (id, seq, project_id, title, description, bead_type, priority, status, assignee, tags,
+           context, parent, created_at, updated_at)
+         SELECT id, seq, project_id, title, description, bead_type, priority, 'open', assignee, tags, context, parent, $12, $12
+         FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
+                     $8::text[], $9::jsonb[], $10::jsonb[], $11::text[])
+           AS t(id, seq, project_id, title, description, bead_type, priority, assignee, tags, context, parent)",
+    )
+    .bind(col(|b| b.id.to_string()))
+    .bind(seqs)
+    .bind(col(|b| b.project_id.to_string()))
+    .bind(col(|b| b.title.clone()))
+    .bind(col(|b| b.description.clone()))
+    .bind(col(|b| b.bead_type.as_str().to_owned()))
+    .bind(beads.iter().map(|b| i64::from(b.priority.get())).collect::<Vec<_>>())
+    .bind(opt(|b| b.assignee.clone()))
+    .bind(beads.iter().map(|b| json!(b.tags)).collect::<Vec<_>>())
+    .bind(beads.iter().map(|b| json!(b.context)).collect::<Vec<_>>())
+    .bind(opt(|b| b.parent.as_ref().map(|p| p.to_string())))
+    .bind(beads[0].created_at)
+    .execute(&mut **tx)
+    .await?;
+    let (from, to): (Vec<String>, Vec<String>) =
+        beads.iter().flat_map(|b| b.blocked_by.iter().map(|x| (b.id.to_string(), x.to_string()))).unzip();
+    if !from.is_empty() {
+        sqlx::query("INSERT INTO bead_deps (bead_id, blocker_id) SELECT * FROM UNNEST($1::text[], $2::text[])")
+            .bind(from)
+            .bind(to)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn get(pool: &PgPool, id: &BeadId) -> Result<Bead> {
+    let row = sqlx::query(&format!("SELECT {BEAD_COLS} FROM beads b WHERE b.id = $1"))
+        .bind(id.as_str())
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| Error::not_found("bead", id))?;
+    Ok(bead_from_row(&row)?.0)
+}
+
+/// Loads a bead and locks its row until `tx` ends.
+pub(super) async fn lock(tx: &mut Tx<'_>, id: &BeadId) -> Result<Bead> {
+    let row = sqlx::query(&format!("SELECT {BEAD_COLS} FROM beads b WHERE b.id = $1 FOR UPDATE OF b"))
+        .bind(id.as_str())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| Error::not_found("bead", id))?;
+    Ok(bead_from_row(&row)?.0)
+}
+
+pub(super) async fn list(pool: &PgPool, filter: &BeadFilter, page: &PageRequest) -> Result<BeadPage> {
+    let (after, limit) = page.parse()?;
+    let mut q = QueryBuilder::new(format!("SELECT {BEAD_COLS} FROM beads b WHERE b.seq > "));
+    q.push_bind(after);
+    if let Some(p) = &filter.project {
+        q.push(" AND b.project_id = ").push_bind(p.to_string());
+    }
+    if let Some(s) = filter.status {
+        q.push(" AND b.status = ").push_bind(s.as_str());
+    }
+    if let Some(t) = filter.bead_type {
+        q.push(" AND b.bead_type = ").push_bind(t.as_str());
+    }
+    if let Some(a) = &filter.assignee {
+        q.push(" AND b.assignee = ").push_bind(a.clone());
+    }
+    if let Some(p) = filter.priority {
+        q.push(" AND b.priority = ").push_bind(i64::from(p.get()));
+    }
+    if let Some(t) = &filter.tag {
+        q.push(" AND b.tags @> ").push_bind(Json(vec![t.clone()]));
+    }
+    q.push(" ORDER BY b.seq LIMIT ").push_bind(limit + 1);
+    let rows = q.build().fetch_all(pool).await?;
+    let mut beads = Vec::with_capacity(rows.len());
+    let mut last_seq = 0;
+    for row in rows.iter().take(limit as usize) {
+        let (bead, seq) = bead_from_row(row)?;
+        beads.push(bead);
+        last_seq = seq;
+    }
+    let next_cursor = (rows.len() as i64 > limit).then(|| last_seq.to_string());
+    Ok(BeadPage { beads, next_cursor })
+}
+
+/// Writes every mutable column of a locked bead back.
+pub(super) async fn write(tx: &mut Tx<'_>, b: &Bead) -> Result<()> {
+    sqlx::query(
+        "UPDATE beads SET title = $2, description = $3, bead_type = $4, priority = $5, status = $6, assignee = $7,
+           tags = $8, context = $9, parent = $10, attempts = $11, last_error = $12, close_reason = $13,
+           dispatch_id = $14, lease_expires_at = $15, not_before = $16, updated_at = $17, closed_at = $18,
+           version = $19
+         WHERE id = $1",
+    )
+    .bind(b.id.as_str())
+    .bind(&b.title)
+    .bind(&b.description)
+    .bind(b.bead_type.as_str())
+    .bind(i64::from(b.priority.get()))
+    .bind(b.status.as_str())
+    .bind(&b.assignee)
+    .bind(Json(&b.tags))
+    .bind(Json(&b.context))
+    .bind(b.parent.as_ref().map(BeadId::as_str))
+    .bind(i64::from(b.attempts))
+    .bind(&b.last_error)
+    .bind(&b.close_reason)
+    .bind(b.dispatch_id.as_ref().map(|d| d.as_str()))
+    .bind(b.lease_expires_at)
+    .bind(b.not_before)
+    .bind(b.updated_at)
+    .bind(b.closed_at)
+    .bind(b.version)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes the bead and its effects (event, cancellation) in `tx`.
+pub(super) async fn persist(tx: &mut Tx<'_>, bead: &Bead, effects: Effects) -> Result<()> {
+    write(tx, bead).await?;
+    if let Some(cancel) = &effects.cancel {
+        let (kind, payload) = cancel.payload();
+        sqlx::query(
+            "INSERT INTO outbox (kind, project_id, bead_id, dispatch_id, attempt, payload, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(kind.as_str())
+        .bind(bead.project_id.as_str())
+        .bind(bead.id.as_str())
+        .bind(cancel.dispatch_id.as_str())
+        .bind(i64::from(cancel.attempt))
+        .bind(payload)
+        .bind(bead.updated_at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    insert_events(tx, std::slice::from_ref(&effects.event)).await
+}
+
+pub(super) async fn update(pool: &PgPool, id: &BeadId, expected: i64, patch: BeadPatch) -> Result<Bead> {
+    let mut tx = pool.begin().await?;
+    let mut bead = lock(&mut tx, id).await?;
+    transitions::check_version(&bead, Some(expected))?;
+    if let Some(Some(parent)) = &patch.parent {
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM beads WHERE id = $1)")
+            .bind(parent.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        if !exists {
+            return Err(Error::not_found("parent bead", parent));
+        }
+    }
+    let effects = transitions::apply_patch(&mut bead, patch, crate::now())?;
+    persist(&mut tx, &bead, effects).await?;
+    tx.commit().await?;
+    Ok(bead)
+}
+
+/// Close (with `reason`) or reopen by hand.
+pub(super) async fn set_status(
+    pool: &PgPool,
+    id: &BeadId,
+    to: Status,
+    reason: Option<&str>,
+    expected: Option<i64>,
+) -> Result<Bead> {
+    let mut tx = pool.begin().await?;
+    let mut bead = lock(&mut tx, id).await?;
+    transitions::check_version(&bead, expected)?;
+    let now = crate::now();
+    let effects = match to {
+        Status::Closed => transitions::close(&mut bead, reason.unwrap_or("closed by hand"), now)?,
+        _ => transitions::reopen(&mut bead, now)?,
+    };
+    persist(&mut tx, &bead, effects).await?;
+    tx.commit().await?;
+    Ok(bead)
+}
+
+pub(super) async fn add_dependency(pool: &PgPool, id: &BeadId, blocker: &BeadId) -> Result<Bead> {
+    let mut tx = pool.begin().await?;
+    let mut bead = lock(&mut tx, id).await?;
+    // One edge change at a time per database: two concurrent edges could otherwise close a cycle
+    // that neither sees.
+    sqlx::query("SELECT pg_advisory_xact_lock(7365273)").execute(&mut *tx).await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM beads WHERE id = $1)")
+        .bind(blocker.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+    if !exists {
+        return Err(Error::MissingBlocker { bead: id.to_string(), blocker: blocker.to_string() });
+    }
+    if bead.blocked_by.contains(blocker) {
+        return Ok(bead);
+    }
+    if let Some(path) = cycle_path(&mut tx, id, blocker).await? {
+        return Err(loom_domain::Error::Cycle { bead: id.to_string(), blocker: blocker.to_string(), path }.into());
+    }
+    sqlx::query("INSERT INTO bead_deps (bead_id, blocker_id) VALUES ($1, $2)")
+        .bind(id.as_str())
+        .bind(blocker.as_str())
+        .execute(&mut *tx)
+        .await?;
+    bead.blocked_by.push(blocker.clone());
+    bead.blocked_by.sort();
+    edge_changed(&mut tx, &mut bead, blocker, EventKind::BeadDependencyAdded).await?;
+    tx.commit().await?;
+    Ok(bead)
+}
+
+/// The path `blocker → … → bead` that the edge `bead → blocker` would close, if any.
+async fn cycle_path(tx: &mut Tx<'_>, bead: &BeadId, blocker: &BeadId) -> Result<Option<String>> {
+    if bead == blocker {
+        return Ok(Some(format!("{bead} -> {bead}")));
+    }
+    let path: Option<Vec<String>> = sqlx::query_scalar(
+        "WITH RECURSIVE reach(id, path) AS (
+             SELECT blocker_id, ARRAY[bead_id, blocker_id] FROM bead_deps WHERE bead_id = $1
+           UNION ALL
+             SELECT d.blocker_id, r.path || d.blocker_id FROM bead_deps d JOIN reach r ON d.bead_id = r.id
+             WHERE NOT d.blocker_id = ANY(r.path)
+         )
+         SELECT path FROM reach WHERE id = $2 LIMIT 1",
+    )
+    .bind(blocker.as_str())
+    .bind(bead.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(path.map(|p| format!("{bead} -> {}", p.join(" -> "))))
+}
+
+pub(super) async fn remove_dependency(pool: &PgPool, id: &BeadId, blocker: &BeadId) -> Result<Bead> {
+    let mut tx = pool.begin().await?;
+    let mut bead = lock(&mut tx, id).await?;
+    let n = sqlx::query("DELETE FROM bead_deps WHERE bead_id = $1 AND blocker_id = $2")
+        .bind(id.as_str())
+        .bind(blocker.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(Error::not_found("dependency", format!("{id} -> {blocker}")));
+    }
+    bead.blocked_by.retain(|b| b != blocker);
+    edge_changed(&mut tx, &mut bead, blocker, EventKind::BeadDependencyRemoved).await?;
+    tx.commit().await?;
+    Ok(bead)
+}
+
+async fn edge_changed(tx: &mut Tx<'_>, bead: &mut Bead, blocker: &BeadId, kind: EventKind) -> Result<()> {
+    bead.version += 1;
+    bead.updated_at = crate::now();
+    write(tx, bead).await?;
+    let verb = if kind == EventKind::BeadDependencyAdded { "now waits on" } else { "no longer waits on" };
+    let event = NewEvent::for_bead(
+        bead,
+        kind,
+        format!("bead {} {verb} {blocker}", bead.id),
+        json!({ "blocker": blocker.as_str() }),
+    );
+    insert_events(tx, &[event]).await
+}

@@ -1,0 +1,415 @@
+//! Bead CRUD and dependencies on SQLite. Every change runs in one `BEGIN IMMEDIATE` transaction:
+//! load, check, apply a `transitions` function, write back with the event (and outbox row).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use chrono::{DateTime, Utc};
+use loom_domain::{Bead, BeadId, BeadPrefix, EventKind, NewBead, Status};
+use serde_json::json;
+use sqlx::types::Json;
+use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+
+use super::records::{OutboxRow, insert_events, insert_outbox};
+use super::rows::{BEAD_COLS, bead_from_row, corrupt, micros, normalize, now};
+use super::{SqliteStore, Tx};
+use crate::transitions::{self, Effects};
+use crate::{BeadFilter, BeadPage, BeadPatch, Error, NewEvent, PageRequest, Result};
+
+pub(super) async fn create(store: &SqliteStore, new: Vec<NewBead>) -> Result<Vec<Bead>> {
+    if new.is_empty() {
+        return Ok(Vec::new());
+    }
+    for b in &new {
+        b.validate()?;
+    }
+    let mut tx = store.write().await?;
+    let prefixes = project_prefixes(&mut tx, &new).await?;
+    let referenced = new.iter().flat_map(|b| b.parent.iter().chain(&b.blocked_by)).map(BeadId::to_string);
+    let existing: BTreeSet<String> = existing_ids(&mut tx, referenced.collect()).await?;
+    let seqs = allocate_seqs(&mut tx, new.len()).await?;
+    let now = now();
+    let mut beads = Vec::with_capacity(new.len());
+    for (b, seq) in new.into_iter().zip(&seqs) {
+        let id = BeadId::new(&prefixes[b.project_id.as_str()], *seq as u64);
+        if let Some(p) = b.parent.as_ref().filter(|p| !existing.contains(p.as_str())) {
+            return Err(Error::not_found("parent bead", p));
+        }
+        let blocked_by: Vec<BeadId> = b.blocked_by.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+        if let Some(missing) = blocked_by.iter().find(|x| !existing.contains(x.as_str())) {
+            return Err(Error::MissingBlocker { bead: id.to_string(), blocker: missing.to_string() });
+        }
+        beads.push(fresh(id, b, blocked_by, now));
+    }
+    for (bead, seq) in beads.iter().zip(&seqs) {
+        insert_row(&mut tx, bead, *seq).await?;
+    }
+    let events: Vec<NewEvent> = beads.iter().map(created_event).collect();
+    insert_events(&mut tx, &events).await?;
+    tx.commit().await?;
+    Ok(beads)
+}
+
+fn fresh(id: BeadId, b: NewBead, blocked_by: Vec<BeadId>, now: DateTime<Utc>) -> Bead {
+    Bead {
+        id,
+        project_id: b.project_id,
+        title: b.title,
+        description: b.description,
+        bead_type: b.bead_type,
+        priority: b.priority,
+        status: Status::Open,
+        assignee: b.assignee,
+        tags: b.tags,
+        context: b.context,
+        parent: b.parent,
+        blocked_by,
+        attempts: 0,
+        last_error: None,
+        close_reason: None,
+        dispatch_id: None,
+        lease_expires_at: None,
+        not_before: None,
+        created_at: now,
+        updated_at: now,
+        closed_at: None,
+        version: 1,
+    }
+}
+
+fn created_event(b: &Bead) -> NewEvent {
+    let description = format!("bead {} created: {}", b.id, b.title);
+    let data = json!({ "title": b.title, "priority": b.priority.get(), "type": b.bead_type.as_str() });
+    NewEvent::for_bead(b, EventKind::BeadCreated, description, data)
+}
+
+/// The bead prefix of every project named in `new`; `NotFound` for the first one missing.
+async fn project_prefixes(tx: &mut Tx, new: &[NewBead]) -> Result<BTreeMap<String, BeadPrefix>> {
+    let ids: BTreeSet<&str> = new.iter().map(|b| b.project_id.as_str()).collect();
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, bead_prefix FROM projects WHERE id IN (SELECT value FROM json_each(?1))")
+            .bind(Json(&ids))
+            .fetch_all(&mut **tx)
+            .await?;
+    let map: BTreeMap<String, BeadPrefix> = rows
+        .into_iter()
+        .map(|(id, p)| Ok((id, BeadPrefix::parse(&p).map_err(corrupt)?)))
+        .collect::<Result<_>>()?;
+    match ids.iter().find(|id| !map.contains_key(**id)) {
+        Some(missing) => Err(Error::not_found("project", missing)),
+        None => Ok(map),
+    }
+}
+
+/// Which of `ids` name existing beads.
+async fn existing_ids(tx: &mut Tx, ids: BTreeSet<String>) -> Result<BTreeSet<String>> {
+    if ids.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let found: Vec<String> = sqlx::query_scalar("SELECT id FROM beads WHERE id IN (SELECT value FROM json_each(?1))")
+        .bind(Json(&ids))
+        .fetch_all(&mut **tx)
+        .await?;
+    Ok(found.into_iter().collect())
+}
+
+/// Takes `n` consecutive values of the global bead counter.
+async fn allocate_seqs(tx: &mut Tx, n: usize) -> Result<Vec<i64>> {
+    let n = i64::try_from(n).map_err(|_| Error::Internal("too many beads in one batch".into()))?;
+    let last: i64 = sqlx::query_scalar("UPDATE bead_seq SET value = value + ?1 WHERE id = 1 RETURNING value")
+        .bind(n)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok((last - n + 1..=last).collect())
+}
+
+async fn insert_row(tx: &mut Tx, b: &Bead, seq: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO beads (id, seq, project_id, title, description, bead_type, priority, status, assignee, tags,
+           context, parent, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9, ?10, ?11, ?12, ?12)",
+    )
+    .bind(b.id.as_str())
+    .bind(seq)
+    .bind(b.project_id.as_str())
+    .bind(&b.title)
+    .bind(&b.description)
+    .bind(b.bead_type.as_str())
+    .bind(i64::from(b.priority.get()))
+    .bind(&b.assignee)
+    .bind(Json(&b.tags))
+    .bind(Json(&b.context))
+    .bind(b.parent.as_ref().map(BeadId::as_str))
+    .bind(micros(b.created_at))
+    .execute(&mut **tx)
+    .await?;
+    for blocker in &b.blocked_by {
+        sqlx::query("INSERT INTO bead_deps (bead_id, blocker_id) VALUES (?1, ?2)")
+            .bind(b.id.as_str())
+            .bind(blocker.as_str())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn get(pool: &SqlitePool, id: &BeadId) -> Result<Bead> {
+    let row = sqlx::query(&format!("SELECT {BEAD_COLS} FROM beads b WHERE b.id = ?1"))
+        .bind(id.as_str())
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| Error::not_found("bead", id))?;
+    Ok(bead_from_row(&row)?.0)
+}
+
+/// Loads a bead inside a write transaction (which holds the write lock), or `NotFound`.
+pub(super) async fn load(tx: &mut Tx, id: &BeadId) -> Result<Bead> {
+    let row = sqlx::query(&format!("SELECT {BEAD_COLS} FROM beads b WHERE b.id = ?1"))
+        .bind(id.as_str())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| Error::not_found("bead", id))?;
+    Ok(bead_from_row(&row)?.0)
+}
+
+pub(super) async fn list(pool: &SqlitePool, filter: &BeadFilter, page: &PageRequest) -> Result<BeadPage> {
+    let (after, limit) = page.parse()?;
+    let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {BEAD_COLS} FROM beads b WHERE b.seq > "));
+    q.push_bind(after);
+    if let Some(p) = &filter.project {
+        q.push(" AND b.project_id = ").push_bind(p.to_string());
+    }
+    if let Some(s) = filter.status {
+        q.push(" AND b.status = ").push_bind(s.as_str());
+    }
+    if let Some(t) = filter.bead_type {
+        q.push(" AND b.bead_type = ").push_bind(t.as_str());
+    }
+    if let Some(a) = &filter.assignee {
+        q.push(" AND b.assignee = ").push_bind(a.clone());
+    }
+    if let Some(p) = filter.priority {
+        q.push(" AND b.priority = ").push_bind(i64::from(p.get()));
+    }
+    if let Some(t) = &filter.tag {
+        q.push(" AND EXISTS (SELECT 1 FROM json_each(b.tags) t WHERE t.value = ").push_bind(t.clone()).push(")");
+    }
+    q.push(" ORDER BY b.seq LIMIT ").push_bind(limit + 1);
+    let rows = q.build().fetch_all(pool).await?;
+    let mut beads = Vec::with_capacity(rows.len());
+    let mut last_seq = 0;
+    for row in rows.iter().take(limit as usize) {
+        let (bead, seq) = bead_from_row(row)?;
+        beads.push(bead);
+        last_seq = seq;
+    }
+    let next_cursor = (rows.len() as i64 > limit).then(|| last_seq.to_string());
+    Ok(BeadPage { beads, next_cursor })
+}
+
+/// Writes every mutable column of a loaded bead back, after rounding its times to stored
+/// precision so the caller holds exactly what a later read returns.
+pub(super) async fn write(tx: &mut Tx, b: &mut Bead) -> Result<()> {
+    normalize(b);
+    sqlx::query(
+        "UPDATE beads SET title = ?2, description = ?3, bead_type = ?4, priority = ?5, status = ?6, assignee = ?7,
+           tags = ?8, context = ?9, parent = ?10, attempts = ?11, last_error = ?12, close_reason = ?13,
+           dispatch_id = ?14, lease_expires_at = ?15, not_before = ?16, updated_at = ?17, closed_at = ?18,
+           version = ?19
+         WHERE id = ?1",
+    )
+    .bind(b.id.as_str())
+    .bind(&b.title)
+    .bind(&b.description)
+    .bind(b.bead_type.as_str())
+    .bind(i64::from(b.priority.get()))
+    .bind(b.status.as_str())
+    .bind(&b.assignee)
+    .bind(Json(&b.tags))
+    .bind(Json(&b.context))
+    .bind(b.parent.as_ref().map(BeadId::as_str))
+    .bind(i64::from(b.attempts))
+    .bind(&b.last_error)
+    .bind(&b.close_reason)
+    .bind(b.dispatch_id.as_ref().map(|d| d.as_str()))
+    .bind(b.lease_expires_at.map(micros))
+    .bind(b.not_before.map(micros))
+    .bind(micros(b.updated_at))
+    .bind(b.closed_at.map(micros))
+    .bind(b.version)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes the bead and its effects (event, cancellation) in `tx`.
+pub(super) async fn persist(tx: &mut Tx, bead: &mut Bead, effects: Effects) -> Result<()> {
+    write(tx, bead).await?;
+    if let Some(cancel) = &effects.cancel {
+        let (kind, payload) = cancel.payload();
+        let row = OutboxRow {
+            kind,
+            project_id: bead.project_id.as_str(),
+            bead_id: bead.id.as_str(),
+            dispatch_id: cancel.dispatch_id.as_str(),
+            attempt: cancel.attempt,
+            payload,
+        };
+        insert_outbox(tx, &[row]).await?;
+    }
+    insert_events(tx, std::slice::from_ref(&effects.event)).await
+}
+
+pub(super) async fn update(store: &SqliteStore, id: &BeadId, expected: i64, patch: BeadPatch) -> Result<Bead> {
+    let mut tx = store.write().await?;
+    let mut bead = load(&mut tx, id).await?;
+    transitions::check_version(&bead, Some(expected))?;
+    if let Some(Some(parent)) = &patch.parent
+        && existing_ids(&mut tx, BTreeSet::from([parent.to_string()])).await?.is_empty()
+    {
+        return Err(Error::not_found("parent bead", parent));
+    }
+    let effects = transitions::apply_patch(&mut bead, patch, now())?;
+    persist(&mut tx, &mut bead, effects).await?;
+    tx.commit().await?;
+    Ok(bead)
+}
+
+/// Close (with `reason`) or reopen by hand.
+pub(super) async fn set_status(
+    store: &SqliteStore,
+    id: &BeadId,
+    to: Status,
+    reason: Option<&str>,
+    expected: Option<i64>,
+) -> Result<Bead> {
+    let mut tx = store.write().await?;
+    let mut bead = load(&mut tx, id).await?;
+    transitions::check_version(&bead, expected)?;
+    let now = now();
+    let effects = match to {
+        Status::Closed => transitions::close(&mut bead, reason.unwrap_or("closed by hand"), now)?,
+        _ => transitions::reopen(&mut bead, now)?,
+    };
+    persist(&mut tx, &mut bead, effects).await?;
+    tx.commit().await?;
+    Ok(bead)
+}
+
+pub(super) async fn add_dependency(store: &SqliteStore, id: &BeadId, blocker: &BeadId) -> Result<Bead> {
+    let mut tx = store.write().await?;
+    let mut bead = load(&mut tx, id).await?;
+    if existing_ids(&mut tx, BTreeSet::from([blocker.to_string()])).await?.is_empty() {
+        return Err(Error::MissingBlocker { bead: id.to_string(), blocker: blocker.to_string() });
+    }
+    if bead.blocked_by.contains(blocker) {
+        return Ok(bead);
+    }
+    if let Some(path) = cycle_path(&mut tx, id, blocker).await? {
+        return Err(loom_domain::Error::Cycle { bead: id.to_string(), blocker: blocker.to_string(), path }.into());
+    }
+    sqlx::query("INSERT INTO bead_deps (bead_id, blocker_id) VALUES (?1, ?2)")
+        .bind(id.as_str())
+        .bind(blocker.as_str())
+        .execute(&mut *tx)
+        .await?;
+    bead.blocked_by.push(blocker.clone());
+    bead.blocked_by.sort();
+    edge_changed(&mut tx, &mut bead, blocker, EventKind::BeadDependencyAdded).await?;
+    tx.commit().await?;
+    Ok(bead)
+}
+
+/// The cycle `bead → blocker → … → bead` that the edge `bead → blocker` would close, if any.
+///
+/// One query loads every edge reachable from `blocker` (linear in that subgraph, where a path
+/// enumeration in SQL could blow up on diamonds); a breadth-first search then finds the shortest
+/// path back to `bead`.
+async fn cycle_path(tx: &mut Tx, bead: &BeadId, blocker: &BeadId) -> Result<Option<String>> {
+    if bead == blocker {
+        return Ok(Some(format!("{bead} -> {bead}")));
+    }
+    let edges: Vec<(String, String)> = sqlx::query_as(
+        "WITH RECURSIVE reach(id) AS (
+             SELECT ?1
+           UNION
+             SELECT d.blocker_id FROM bead_deps d JOIN reach r ON d.bead_id = r.id
+         )
+         SELECT d.bead_id, d.blocker_id FROM bead_deps d JOIN reach r ON d.bead_id = r.id",
+    )
+    .bind(blocker.as_str())
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(shortest_path(&edges, blocker.as_str(), bead.as_str()).map(|p| format!("{bead} -> {}", p.join(" -> "))))
+}
+
+/// A shortest path `from → … → to` over `(bead, blocker)` edges.
+fn shortest_path<'a>(edges: &'a [(String, String)], from: &'a str, to: &str) -> Option<Vec<&'a str>> {
+    let mut next: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (a, b) in edges {
+        next.entry(a.as_str()).or_default().push(b.as_str());
+    }
+    let mut parent: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut queue = VecDeque::from([from]);
+    while let Some(node) = queue.pop_front() {
+        if node == to {
+            let mut path = vec![node];
+            while let Some(p) = parent.get(path[path.len() - 1]) {
+                path.push(*p);
+            }
+            path.reverse();
+            return Some(path);
+        }
+        for &n in next.get(node).into_iter().flatten() {
+            if n != from && !parent.contains_key(n) {
+                parent.insert(n, node);
+                queue.push_back(n);
+            }
+        }
+    }
+    None
+}
+
+pub(super) async fn remove_dependency(store: &SqliteStore, id: &BeadId, blocker: &BeadId) -> Result<Bead> {
+    let mut tx = store.write().await?;
+    let mut bead = load(&mut tx, id).await?;
+    let n = sqlx::query("DELETE FROM bead_deps WHERE bead_id = ?1 AND blocker_id = ?2")
+        .bind(id.as_str())
+        .bind(blocker.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(Error::not_found("dependency", format!("{id} -> {blocker}")));
+    }
+    bead.blocked_by.retain(|b| b != blocker);
+    edge_changed(&mut tx, &mut bead, blocker, EventKind::BeadDependencyRemoved).await?;
+    tx.commit().await?;
+    Ok(bead)
+}
+
+async fn edge_changed(tx: &mut Tx, bead: &mut Bead, blocker: &BeadId, kind: EventKind) -> Result<()> {
+    bead.version += 1;
+    bead.updated_at = now();
+    write(tx, bead).await?;
+    let verb = if kind == EventKind::BeadDependencyAdded { "now waits on" } else { "no longer waits on" };
+    let description = format!("bead {} {verb} {blocker}", bead.id);
+    let event = NewEvent::for_bead(bead, kind, description, json!({ "blocker": blocker.as_str() }));
+    insert_events(tx, &[event]).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shortest_path;
+
+    fn edges(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn finds_the_shortest_path_through_diamonds() {
+        let e = edges(&[("c", "b"), ("b", "a"), ("c", "x"), ("x", "y"), ("y", "a"), ("c", "d")]);
+        assert_eq!(shortest_path(&e, "c", "a"), Some(vec!["c", "b", "a"]));
+        assert_eq!(shortest_path(&e, "c", "zz"), None);
+        assert_eq!(shortest_path(&e, "a", "c"), None, "edges are directed");
+    }
+}

@@ -1,0 +1,191 @@
+//! Dispatch on SQLite: the ready query, claims under the write lock, results fenced by
+//! `dispatch_id`, and the lease sweep.
+
+use chrono::{DateTime, Utc};
+use loom_domain::{Bead, DispatchId, EventKind, ProjectId, Status};
+use serde_json::json;
+use sqlx::SqlitePool;
+
+use super::beads::{load, persist, write};
+use super::records::{OutboxRow, insert_events, insert_outbox};
+use super::rows::{BEAD_COLS, bead_from_row, micros, now, stored};
+use super::{SqliteStore, Tx};
+use crate::transitions::{self, Effects};
+use crate::{
+    Claim, ClaimRequest, DispatchResult, NewEvent, OutboxKind, PageRequest, Result, ResultOutcome, TaskSnapshot,
+};
+
+/// The ready rule in SQL; `?1` = project, `?2` = now (µs). The status and type terms repeat the
+/// partial index `beads_ready` literally, so SQLite walks it in (priority, seq) order.
+const READY: &str = "b.project_id = ?1 AND b.status = 'open' AND b.bead_type <> 'decision'
+    AND (b.not_before IS NULL OR b.not_before <= ?2)
+    AND NOT EXISTS (SELECT 1 FROM bead_deps d JOIN beads x ON x.id = d.blocker_id
+                    WHERE d.bead_id = b.id AND x.status <> 'closed')";
+
+fn ready_query() -> String {
+    format!("SELECT {BEAD_COLS} FROM beads b WHERE {READY} ORDER BY b.priority, b.seq LIMIT ?3")
+}
+
+pub(super) async fn list_ready(
+    pool: &SqlitePool,
+    project: &ProjectId,
+    limit: u32,
+    now: DateTime<Utc>,
+) -> Result<Vec<Bead>> {
+    let (_, limit) = PageRequest::first(limit).parse()?;
+    let rows =
+        sqlx::query(&ready_query()).bind(project.as_str()).bind(micros(now)).bind(limit).fetch_all(pool).await?;
+    rows.iter().map(|r| bead_from_row(r).map(|(b, _)| b)).collect()
+}
+
+pub(super) async fn claim(store: &SqliteStore, req: &ClaimRequest) -> Result<Vec<Claim>> {
+    if req.max == 0 {
+        return Ok(Vec::new());
+    }
+    let lease_until = stored(req.now + req.lease);
+    let mut tx = store.write().await?;
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM projects WHERE id = ?1")
+        .bind(req.project.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+    if status.as_deref() != Some(loom_domain::ProjectStatus::Active.as_str()) {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(&ready_query())
+        .bind(req.project.as_str())
+        .bind(micros(req.now))
+        .bind(i64::from(req.max))
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut claims = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let (mut bead, _) = bead_from_row(row)?;
+        let dispatch_id = start_dispatch(&mut bead, req, lease_until)?;
+        write(&mut tx, &mut bead).await?;
+        claims.push(Claim { dispatch_id, attempt: bead.attempts, lease_expires_at: lease_until, bead });
+    }
+    if !claims.is_empty() {
+        record_assignments(&mut tx, &claims).await?;
+    }
+    tx.commit().await?;
+    Ok(claims)
+}
+
+/// `open → in_progress` under a new dispatch id (a UUID v7: unique and time-ordered).
+fn start_dispatch(bead: &mut Bead, req: &ClaimRequest, lease_until: DateTime<Utc>) -> Result<DispatchId> {
+    let dispatch_id = DispatchId::parse(&uuid::Uuid::now_v7().to_string())?;
+    bead.status = Status::InProgress;
+    bead.dispatch_id = Some(dispatch_id.clone());
+    bead.attempts += 1;
+    bead.lease_expires_at = Some(lease_until);
+    bead.assignee = bead.assignee.take().or_else(|| Some(req.claimer.clone()));
+    bead.not_before = None;
+    bead.updated_at = req.now;
+    bead.version += 1;
+    Ok(dispatch_id)
+}
+
+/// The `task.assigned` outbox rows and `bead.dispatched` events of a claim.
+async fn record_assignments(tx: &mut Tx, claims: &[Claim]) -> Result<()> {
+    let rows: Vec<OutboxRow<'_>> = claims
+        .iter()
+        .map(|c| {
+            Ok(OutboxRow {
+                kind: OutboxKind::TaskAssigned,
+                project_id: c.bead.project_id.as_str(),
+                bead_id: c.bead.id.as_str(),
+                dispatch_id: c.dispatch_id.as_str(),
+                attempt: c.attempt,
+                payload: serde_json::to_value(TaskSnapshot::of(&c.bead))
+                    .map_err(|e| crate::Error::Internal(format!("task snapshot: {e}")))?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    insert_outbox(tx, &rows).await?;
+    let events: Vec<NewEvent> = claims
+        .iter()
+        .map(|c| {
+            let data = json!({
+                "dispatch_id": c.dispatch_id.as_str(),
+                "attempt": c.attempt,
+                "lease_expires_at": c.lease_expires_at.to_rfc3339(),
+            });
+            let description = format!("bead {} dispatched (attempt {})", c.bead.id, c.attempt);
+            NewEvent::for_bead(&c.bead, EventKind::BeadDispatched, description, data)
+        })
+        .collect();
+    insert_events(tx, &events).await
+}
+
+pub(super) async fn extend_lease(store: &SqliteStore, dispatch: &DispatchId, until: DateTime<Utc>) -> Result<bool> {
+    let n = sqlx::query("UPDATE beads SET lease_expires_at = ?2 WHERE dispatch_id = ?1 AND status = 'in_progress'")
+        .bind(dispatch.as_str())
+        .bind(micros(until))
+        .execute(&store.writer)
+        .await?
+        .rows_affected();
+    Ok(n == 1)
+}
+
+pub(super) async fn record_result(store: &SqliteStore, r: &DispatchResult) -> Result<ResultOutcome> {
+    let mut tx = store.write().await?;
+    let mut bead = match load(&mut tx, &r.bead_id).await {
+        Ok(b) => b,
+        Err(crate::Error::NotFound { .. }) => return Ok(ResultOutcome::Ignored),
+        Err(e) => return Err(e),
+    };
+    let Some((outcome, event)) = transitions::record_result(&mut bead, r) else {
+        return Ok(ResultOutcome::Ignored);
+    };
+    persist(&mut tx, &mut bead, Effects { event, cancel: None }).await?;
+    tx.commit().await?;
+    // The outcome carries the bead as written (times at stored precision).
+    Ok(match outcome {
+        ResultOutcome::Closed(_) => ResultOutcome::Closed(bead),
+        ResultOutcome::Retrying(_) => ResultOutcome::Retrying(bead),
+        ResultOutcome::Blocked(_) => ResultOutcome::Blocked(bead),
+        ResultOutcome::Ignored => ResultOutcome::Ignored,
+    })
+}
+
+pub(super) async fn release_expired(
+    store: &SqliteStore,
+    now: DateTime<Utc>,
+    max_attempts: u32,
+    limit: u32,
+) -> Result<Vec<Bead>> {
+    let mut tx = store.write().await?;
+    let rows = sqlx::query(&format!(
+        "SELECT {BEAD_COLS} FROM beads b WHERE b.status = 'in_progress' AND b.lease_expires_at < ?1
+         ORDER BY b.lease_expires_at, b.seq LIMIT ?2"
+    ))
+    .bind(micros(now))
+    .bind(i64::from(limit))
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut released = Vec::with_capacity(rows.len());
+    let mut events = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let (mut bead, _) = bead_from_row(row)?;
+        events.push(transitions::release_expired(&mut bead, max_attempts, now));
+        write(&mut tx, &mut bead).await?;
+        released.push(bead);
+    }
+    insert_events(&mut tx, &events).await?;
+    tx.commit().await?;
+    Ok(released)
+}
+
+pub(super) async fn block(store: &SqliteStore, dispatch: &DispatchId, reason: &str) -> Result<Option<Bead>> {
+    let mut tx = store.write().await?;
+    let row = sqlx::query(&format!("SELECT {BEAD_COLS} FROM beads b WHERE b.dispatch_id = ?1 AND b.status = 'in_progress'"))
+        .bind(dispatch.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let (mut bead, _) = bead_from_row(&row)?;
+    let effects = transitions::block(&mut bead, reason, false, now())?;
+    persist(&mut tx, &mut bead, effects).await?;
+    tx.commit().await?;
+    Ok(Some(bead))
+}

@@ -1,0 +1,213 @@
+//! What each bead change does to a bead, independent of the backend: backends load the row
+//! (locked), apply one of these functions, write the row back and record the returned effects in
+//! the same transaction. Hot set-based paths (claim) follow the same rules in SQL.
+
+use chrono::{DateTime, Utc};
+use loom_domain::{Bead, EventKind, Status, truncate_reason};
+use serde_json::json;
+
+use crate::{BeadPatch, DispatchResult, Error, NewEvent, OutboxKind, Outcome, Result, ResultOutcome};
+
+/// A cancellation the backend must put in the outbox: the running task of `dispatch_id` stops.
+#[derive(Debug)]
+pub(crate) struct Cancel {
+    pub dispatch_id: loom_domain::DispatchId,
+    pub attempt: u32,
+    pub reason: String,
+}
+
+/// The side effects of one change: an event and maybe a cancellation.
+#[derive(Debug)]
+pub(crate) struct Effects {
+    pub event: NewEvent,
+    pub cancel: Option<Cancel>,
+}
+
+pub(crate) fn check_version(bead: &Bead, expected: Option<i64>) -> Result<()> {
+    match expected {
+        Some(v) if v != bead.version => {
+            Err(Error::VersionConflict { bead: bead.id.to_string(), expected: v, actual: bead.version })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Leaves `in_progress`: the dispatch is over, its lease gone; returns the cancellation if asked.
+fn end_dispatch(bead: &mut Bead, cancel_reason: Option<&str>) -> Option<Cancel> {
+    let dispatch = bead.dispatch_id.take();
+    bead.lease_expires_at = None;
+    match (dispatch, cancel_reason) {
+        (Some(dispatch_id), Some(reason)) => {
+            Some(Cancel { dispatch_id, attempt: bead.attempts, reason: reason.to_owned() })
+        }
+        _ => None,
+    }
+}
+
+fn touch(bead: &mut Bead, now: DateTime<Utc>) {
+    bead.updated_at = now;
+    bead.version += 1;
+}
+
+fn status_event(bead: &Bead, from: Status, detail: serde_json::Value) -> NewEvent {
+    let mut data = json!({ "from": from.as_str(), "to": bead.status.as_str() });
+    if let (Some(d), serde_json::Value::Object(extra)) = (data.as_object_mut(), detail) {
+        d.extend(extra);
+    }
+    let description = format!("bead {} {} -> {}", bead.id, from, bead.status);
+    NewEvent::for_bead(bead, EventKind::BeadStatusChanged, description, data)
+}
+
+/// Closes by hand or on success.
+pub(crate) fn close(bead: &mut Bead, reason: &str, now: DateTime<Utc>) -> Result<Effects> {
+    let from = bead.status;
+    from.check_transition(Status::Closed, &bead.id)?;
+    let reason = truncate_reason(reason);
+    let cancel = end_dispatch(bead, Some(&reason));
+    bead.status = Status::Closed;
+    bead.close_reason = Some(reason.clone());
+    bead.closed_at = Some(now);
+    bead.not_before = None;
+    touch(bead, now);
+    let description = format!("bead {} closed: {reason}", bead.id);
+    let data = json!({ "from": from.as_str(), "reason": reason });
+    Ok(Effects { event: NewEvent::for_bead(bead, EventKind::BeadClosed, description, data), cancel })
+}
+
+/// `closed | blocked → open` with a fresh retry budget.
+pub(crate) fn reopen(bead: &mut Bead, now: DateTime<Utc>) -> Result<Effects> {
+    let from = bead.status;
+    if from == Status::InProgress {
+        // Legal for the machine (lease lost, retry) but not by hand: that is what redispatch is for.
+        return Err(loom_domain::Error::IllegalTransition {
+            bead: bead.id.to_string(),
+            from,
+            to: Status::Open,
+            hint: "a running bead is returned to open by its result or lease, not by reopen",
+        }
+        .into());
+    }
+    from.check_transition(Status::Open, &bead.id)?;
+    bead.status = Status::Open;
+    bead.close_reason = None;
+    bead.closed_at = None;
+    bead.not_before = None;
+    bead.last_error = None;
+    bead.attempts = 0;
+    touch(bead, now);
+    Ok(Effects { event: status_event(bead, from, json!({})), cancel: None })
+}
+
+/// `in_progress → blocked` (escalation by hand, or a dead-lettered task).
+pub(crate) fn block(bead: &mut Bead, reason: &str, cancel: bool, now: DateTime<Utc>) -> Result<Effects> {
+    let from = bead.status;
+    from.check_transition(Status::Blocked, &bead.id)?;
+    let reason = truncate_reason(reason);
+    let cancel = end_dispatch(bead, cancel.then_some(reason.as_str()));
+    bead.status = Status::Blocked;
+    bead.last_error = Some(reason.clone());
+    touch(bead, now);
+    Ok(Effects { event: status_event(bead, from, json!({ "reason": reason })), cancel })
+}
+
+/// Applies a partial update. Parent existence is the backend's to check.
+pub(crate) fn apply_patch(bead: &mut Bead, patch: BeadPatch, now: DateTime<Utc>) -> Result<Effects> {
+    patch.validate()?;
+    if patch.parent.as_ref().is_some_and(|p| p.as_ref() == Some(&bead.id)) {
+        return Err(
+            loom_domain::Error::Invalid { field: "parent", reason: "a bead cannot be its own parent".into() }.into()
+        );
+    }
+    let mut changed: Vec<&str> = Vec::new();
+    macro_rules! set {
+        ($field:ident, $name:literal) => {
+            if let Some(v) = patch.$field {
+                if bead.$field != v {
+                    bead.$field = v;
+                    changed.push($name);
+                }
+            }
+        };
+    }
+    set!(title, "title");
+    set!(description, "description");
+    set!(bead_type, "type");
+    set!(priority, "priority");
+    set!(assignee, "assignee");
+    set!(tags, "tags");
+    set!(context, "context");
+    set!(parent, "parent");
+    match patch.status.filter(|s| *s != bead.status) {
+        Some(Status::InProgress) => Err(loom_domain::Error::Invalid {
+            field: "status",
+            reason: "in_progress is set by claiming a bead, not by update".into(),
+        }
+        .into()),
+        Some(Status::Closed) => close(bead, "closed by hand", now),
+        Some(Status::Open) => reopen(bead, now),
+        Some(Status::Blocked) => block(bead, "blocked by hand", true, now),
+        None => {
+            touch(bead, now);
+            let description = format!("bead {} updated: {}", bead.id, changed.join(", "));
+            let event = NewEvent::for_bead(bead, EventKind::BeadUpdated, description, json!({ "changed": changed }));
+            Ok(Effects { event, cancel: None })
+        }
+    }
+}
+
+/// Applies an agent's result if its dispatch is the current one; `None` means ignored.
+pub(crate) fn record_result(bead: &mut Bead, r: &DispatchResult) -> Option<(ResultOutcome, NewEvent)> {
+    if bead.status != Status::InProgress || bead.dispatch_id.as_ref() != Some(&r.dispatch_id) {
+        return None;
+    }
+    let from = bead.status;
+    let now = crate::micros(r.now);
+    end_dispatch(bead, None);
+    match &r.outcome {
+        Outcome::Success { .. } => {
+            let effects = close(bead, "completed", now).expect("in_progress -> closed is legal");
+            Some((ResultOutcome::Closed(bead.clone()), effects.event))
+        }
+        Outcome::Failure { error } => {
+            let error = truncate_reason(error);
+            bead.last_error = Some(error.clone());
+            let spent = bead.attempts >= r.max_attempts;
+            if spent {
+                bead.status = Status::Blocked;
+            } else {
+                bead.status = Status::Open;
+                bead.not_before = Some(crate::micros(now + r.retry_backoff));
+            }
+            touch(bead, now);
+            let event =
+                status_event(bead, from, json!({ "error": error, "attempt": bead.attempts, "agent": r.agent_id }));
+            let outcome =
+                if spent { ResultOutcome::Blocked(bead.clone()) } else { ResultOutcome::Retrying(bead.clone()) };
+            Some((outcome, event))
+        }
+    }
+}
+
+/// Returns an expired dispatch's bead to open, or blocks it when its budget is spent.
+pub(crate) fn release_expired(bead: &mut Bead, max_attempts: u32, now: DateTime<Utc>) -> NewEvent {
+    let now = crate::micros(now);
+    let from = bead.status;
+    end_dispatch(bead, None);
+    let reason = if bead.attempts >= max_attempts {
+        bead.status = Status::Blocked;
+        format!("lease expired after {} attempts: the agent stopped reporting progress", bead.attempts)
+    } else {
+        bead.status = Status::Open;
+        "lease expired: the agent stopped reporting progress".to_owned()
+    };
+    bead.last_error = Some(reason.clone());
+    touch(bead, now);
+    status_event(bead, from, json!({ "reason": reason }))
+}
+
+impl Cancel {
+    /// The outbox row kind and payload for this cancellation.
+    pub(crate) fn payload(&self) -> (OutboxKind, serde_json::Value) {
+        (OutboxKind::TaskCancelled, json!({ "reason": self.reason }))
+    }
+}

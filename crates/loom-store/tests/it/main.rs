@@ -1,0 +1,5 @@
+//! Integration tests of the stores against real databases: the shared conformance suite on
+//! PostgreSQL (a fresh database per test) and on SQLite (a fresh file per test).
+
+mod pg;
+// TEMP mod sqlite;
