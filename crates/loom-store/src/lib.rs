@@ -17,8 +17,9 @@
 mod error;
 mod model;
 mod pg;
+pub mod scratch;
 mod transitions;
-// TEMP mod sqlite;
+mod sqlite;
 
 #[cfg(feature = "testing")]
 pub mod conformance;
@@ -28,7 +29,7 @@ pub mod testing;
 pub use error::{Error, Result};
 pub use model::*;
 pub use pg::{PgOptions, PgStore};
-// TEMP pub use sqlite::SqliteStore;
+pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -112,4 +113,18 @@ pub(crate) fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
 /// The current time at store precision.
 pub(crate) fn now() -> DateTime<Utc> {
     micros(Utc::now())
+}
+
+/// A database URL with its password replaced by `****`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((userinfo, host)) if userinfo.contains(':') => {
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:****@{host}")
+            }
+            _ => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
 }

@@ -56,11 +56,10 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
         // The writer connects first, so the file exists and is in WAL mode before any reader opens it.
-        let writer = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(options.clone()).await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(READERS)
-            .connect_with(options.pragma("query_only", "ON"))
-            .await?;
+        let writer =
+            SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(options.clone()).await?;
+        let reader =
+            SqlitePoolOptions::new().max_connections(READERS).connect_with(options.pragma("query_only", "ON")).await?;
         let store = Self { writer, reader };
         store.migrate().await?;
         Ok(store)
@@ -91,12 +90,16 @@ impl SqliteStore {
     }
 
     async fn applied(&self) -> Result<usize> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT CASE WHEN EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')
-             THEN (SELECT count(*) FROM _sqlx_migrations WHERE success) ELSE 0 END",
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
         )
         .fetch_one(&self.writer)
         .await?;
+        if !exists {
+            return Ok(0);
+        }
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success").fetch_one(&self.writer).await?;
         Ok(usize::try_from(n).unwrap_or_default())
     }
 

@@ -1,1 +1,28 @@
-//! placeholder
+//! Logging and tracing setup shared by every Loom service: one call at start-up, before any
+//! service runs, installs the global subscriber.
+//!
+//! Invariants: logs go to stderr (stdout belongs to command output such as `--json`); the filter
+//! comes from `RUST_LOG`, else the configured level; JSON lines for machines, compact text for
+//! people. OpenTelemetry export and Prometheus metrics are not wired yet (see ARCHITECTURE.md).
+
+use tracing_subscriber::EnvFilter;
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Compact human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Installs the global subscriber. Later calls are ignored, so tests may call it freely.
+pub fn init(format: LogFormat, default_level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.compact().with_target(false).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+    };
+}

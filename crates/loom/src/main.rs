@@ -1,1 +1,122 @@
-fn main() {}
+//! `loom`: the one binary. It parses the command line, loads the layered configuration, installs
+//! logging and composes the services; the services themselves live in library crates.
+
+mod bench;
+mod config;
+mod personas;
+mod storage;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Overrides};
+
+/// Loom orchestrates autonomous AI agents that do software work.
+#[derive(Debug, Parser)]
+#[command(name = "loom", version, about)]
+struct Cli {
+    /// Configuration file (default: ./loom.toml when present).
+    #[arg(long, global = true, env = "LOOM_CONFIG")]
+    config: Option<PathBuf>,
+    /// PostgreSQL URL; without one, Loom uses an embedded SQLite file.
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    /// NATS URL; without one, Loom uses its embedded in-process bus.
+    #[arg(long, global = true)]
+    nats_url: Option<String>,
+    /// Directory for embedded state.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long, global = true)]
+    log_format: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run Loom on this machine (embedded SQLite and bus unless URLs are configured).
+    Up,
+    /// Database administration.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// Configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Personas (`personas/<name>/SKILL.md`).
+    #[command(subcommand)]
+    Persona(PersonaCommand),
+    /// Measure Loom against raw baselines.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Apply pending migrations to the configured database.
+    Migrate,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration (secrets redacted).
+    Show,
+}
+
+#[derive(Debug, Subcommand)]
+enum PersonaCommand {
+    /// Validate and list the personas in a directory.
+    List(PersonaArgs),
+}
+
+#[derive(Debug, Args)]
+struct PersonaArgs {
+    /// The personas directory.
+    #[arg(long, default_value = "personas")]
+    dir: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = Overrides {
+        database_url: cli.database_url.clone(),
+        nats_url: cli.nats_url.clone(),
+        data_dir: cli.data_dir.clone(),
+        log_format: cli.log_format.clone(),
+    };
+    let config = match Config::load(cli.config.as_deref(), &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let format =
+        if config.log_format == "json" { loom_telemetry::LogFormat::Json } else { loom_telemetry::LogFormat::Text };
+    loom_telemetry::init(format, &config.log_level);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Up => up::run(&config).await,
+        Command::Db(DbCommand::Migrate) => storage::migrate(&config).await,
+        Command::Config(ConfigCommand::Show) => {
+            print!("{}", config.to_redacted_toml());
+            Ok(())
+        }
+        Command::Persona(PersonaCommand::List(args)) => personas::list(&args.dir),
+        Command::Bench(cmd) => bench::run(cmd, &config).await,
+    }
+}

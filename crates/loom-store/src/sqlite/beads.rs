@@ -90,10 +90,8 @@ async fn project_prefixes(tx: &mut Tx, new: &[NewBead]) -> Result<BTreeMap<Strin
             .bind(Json(&ids))
             .fetch_all(&mut **tx)
             .await?;
-    let map: BTreeMap<String, BeadPrefix> = rows
-        .into_iter()
-        .map(|(id, p)| Ok((id, BeadPrefix::parse(&p).map_err(corrupt)?)))
-        .collect::<Result<_>>()?;
+    let map: BTreeMap<String, BeadPrefix> =
+        rows.into_iter().map(|(id, p)| Ok((id, BeadPrefix::parse(&p).map_err(corrupt)?))).collect::<Result<_>>()?;
     match ids.iter().find(|id| !map.contains_key(**id)) {
         Some(missing) => Err(Error::not_found("project", missing)),
         None => Ok(map),

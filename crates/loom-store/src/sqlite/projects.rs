@@ -93,12 +93,15 @@ pub(super) async fn update(store: &SqliteStore, p: NewProject) -> Result<Project
 pub(super) async fn delete(store: &SqliteStore, id: &ProjectId) -> Result<()> {
     let mut tx = store.write().await?;
     let project = load(&mut tx, id).await?;
-    let running: i64 = sqlx::query_scalar("SELECT count(*) FROM beads WHERE project_id = ?1 AND status = 'in_progress'")
-        .bind(id.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
+    let running: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM beads WHERE project_id = ?1 AND status = 'in_progress'")
+            .bind(id.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
     if running > 0 {
-        return Err(Error::Conflict(format!("project {id} has {running} beads in progress; close or wait for them first")));
+        return Err(Error::Conflict(format!(
+            "project {id} has {running} beads in progress; close or wait for them first"
+        )));
     }
     // The foreign keys cascade to the project's beads and their dependency edges.
     sqlx::query("DELETE FROM projects WHERE id = ?1").bind(id.as_str()).execute(&mut *tx).await?;

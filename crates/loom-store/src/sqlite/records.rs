@@ -139,10 +139,12 @@ pub(super) async fn list_agents(pool: &SqlitePool, project: Option<&ProjectId>) 
 
 pub(super) async fn bead_counts(pool: &SqlitePool, project: Option<&ProjectId>) -> Result<Vec<(Status, u64)>> {
     let rows: Vec<(String, i64)> = match project {
-        Some(p) => sqlx::query_as("SELECT status, count(*) FROM beads WHERE project_id = ?1 GROUP BY status")
-            .bind(p.as_str())
-            .fetch_all(pool)
-            .await?,
+        Some(p) => {
+            sqlx::query_as("SELECT status, count(*) FROM beads WHERE project_id = ?1 GROUP BY status")
+                .bind(p.as_str())
+                .fetch_all(pool)
+                .await?
+        }
         None => sqlx::query_as("SELECT status, count(*) FROM beads GROUP BY status").fetch_all(pool).await?,
     };
     Ok(Status::ALL

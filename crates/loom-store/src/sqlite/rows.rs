@@ -95,7 +95,8 @@ pub(super) fn project_from_row(row: &SqliteRow) -> Result<Project> {
 /// A bead and its `seq` (age order and paging cursor).
 pub(super) fn bead_from_row(row: &SqliteRow) -> Result<(Bead, i64)> {
     let blocked_by: Vec<String> = row.try_get::<Json<Vec<String>>, _>("blocked_by")?.0;
-    let mut blocked_by: Vec<BeadId> = blocked_by.iter().map(|s| BeadId::parse(s)).collect::<Result<_, _>>().map_err(corrupt)?;
+    let mut blocked_by: Vec<BeadId> =
+        blocked_by.iter().map(|s| BeadId::parse(s)).collect::<Result<_, _>>().map_err(corrupt)?;
     blocked_by.sort();
     let bead = Bead {
         id: BeadId::parse(row.try_get("id")?).map_err(corrupt)?,
@@ -113,7 +114,11 @@ pub(super) fn bead_from_row(row: &SqliteRow) -> Result<(Bead, i64)> {
         attempts: count(row, "attempts")?,
         last_error: row.try_get("last_error")?,
         close_reason: row.try_get("close_reason")?,
-        dispatch_id: row.try_get::<Option<&str>, _>("dispatch_id")?.map(DispatchId::parse).transpose().map_err(corrupt)?,
+        dispatch_id: row
+            .try_get::<Option<&str>, _>("dispatch_id")?
+            .map(DispatchId::parse)
+            .transpose()
+            .map_err(corrupt)?,
         lease_expires_at: opt_time(row, "lease_expires_at")?,
         not_before: opt_time(row, "not_before")?,
         created_at: time(row, "created_at")?,

@@ -2,4 +2,4 @@
 //! PostgreSQL (a fresh database per test) and on SQLite (a fresh file per test).
 
 mod pg;
-// TEMP mod sqlite;
+mod sqlite;

@@ -1,0 +1,69 @@
+//! `loom bench …`: measurements of Loom against raw baselines in the same run. Figures go to
+//! stdout (a table, or one JSON object per line with `--json`); progress goes to stderr and only
+//! to a terminal. Every bench creates its own scratch database or stream namespace and removes it.
+
+pub mod bus;
+mod store;
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::Config;
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Store throughput (create, claim) and the ready query with 100 k beads, per backend.
+    Store(store::StoreArgs),
+    /// Bus publish+consume through loom-bus against raw async-nats.
+    Bus(bus::BusArgs),
+}
+
+/// Options every bench shares.
+#[derive(Debug, Args, Clone)]
+pub struct Common {
+    /// Print one JSON object per line on stdout and nothing else there.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(cmd: BenchCommand, config: &Config) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Store(args) => store::run(args, config).await,
+        BenchCommand::Bus(args) => bus::run(args, config).await,
+    }
+}
+
+/// The PostgreSQL server benches use: the configured one, else the local default.
+pub fn database_url(config: &Config) -> String {
+    config.database_url.clone().unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// The NATS server benches use: the configured one, else the local default.
+pub fn nats_url(config: &Config) -> String {
+    config.nats_url.clone().unwrap_or_else(|| "nats://127.0.0.1:4222".into())
+}
+
+/// A progress bar on stderr, drawn only when stderr is a terminal.
+pub fn progress(label: &str, total: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// The q-quantile (0..=1) of sorted durations, in milliseconds.
+pub fn quantile_ms(sorted: &[Duration], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[idx].as_secs_f64() * 1000.0
+}

@@ -1,0 +1,219 @@
+//! `loom bench store`: per backend, concurrent single-bead creates, batched claims, and the ready
+//! query's latency with 100 k beads loaded (a quarter of them waiting on another bead).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use clap::{Args, ValueEnum};
+use futures::StreamExt;
+use loom_domain::{BeadId, NewBead, NewProject, Priority, ProjectId};
+use loom_store::scratch::ScratchDatabase;
+use loom_store::{ClaimRequest, SqliteStore, Store};
+use serde::Serialize;
+
+use super::{Common, progress, quantile_ms};
+use crate::config::Config;
+
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// Which backends to measure.
+    #[arg(long, value_enum, default_value_t = Backend::Both)]
+    backend: Backend,
+    /// Single-bead creates to time (also the beads then claimed).
+    #[arg(long, default_value_t = 20_000)]
+    creates: usize,
+    /// Concurrent clients for creates and claims.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Beads claimed per claim transaction (what the dispatcher asks for).
+    #[arg(long, default_value_t = 16)]
+    claim_batch: u32,
+    /// Beads loaded before timing the ready query.
+    #[arg(long, default_value_t = 100_000)]
+    ready_beads: usize,
+    /// Ready queries timed.
+    #[arg(long, default_value_t = 500)]
+    ready_queries: usize,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    Postgres,
+    Sqlite,
+    Both,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    backend: &'static str,
+    create_per_s: f64,
+    claim_per_s: f64,
+    ready_query_p50_ms_100k: f64,
+    ready_query_p99_ms_100k: f64,
+    creates: usize,
+    concurrency: usize,
+    claim_batch: u32,
+    ready_beads: usize,
+}
+
+pub async fn run(args: StoreArgs, config: &Config) -> anyhow::Result<()> {
+    let mut reports = Vec::new();
+    if matches!(args.backend, Backend::Postgres | Backend::Both) {
+        let admin = super::database_url(config);
+        let scratch = ScratchDatabase::create_on(&admin, "loom_bench").await.context("creating the scratch database")?;
+        let mut opts = crate::storage::pg_options(config);
+        opts.max_connections = opts.max_connections.max(args.concurrency as u32 + 2);
+        let store = scratch.open(&opts).await?;
+        reports.push(measure("postgres", Arc::new(store), &args).await?);
+        drop(scratch);
+    }
+    if matches!(args.backend, Backend::Sqlite | Backend::Both) {
+        let dir = tempfile_dir()?;
+        let store = SqliteStore::open(&dir.join("bench.sqlite")).await?;
+        let report = measure("sqlite", Arc::new(store), &args).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        reports.push(report?);
+    }
+    for r in &reports {
+        if args.common.json {
+            println!("{}", serde_json::to_string(r)?);
+        } else {
+            println!(
+                "{:<9} create {:>8.0}/s   claim {:>8.0}/s (batch {})   ready query with {} beads: p50 {:.2} ms, p99 {:.2} ms",
+                r.backend, r.create_per_s, r.claim_per_s, r.claim_batch, r.ready_beads, r.ready_query_p50_ms_100k,
+                r.ready_query_p99_ms_100k
+            );
+        }
+    }
+    Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("loom-bench-{}-{}", std::process::id(), Utc::now().timestamp_micros()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+async fn measure(backend: &'static str, store: Arc<dyn Store>, args: &StoreArgs) -> anyhow::Result<Report> {
+    let project = ProjectId::parse("bench")?;
+    store.create_project(NewProject::new(project.clone(), "/tmp/bench")).await?;
+
+    let bar = progress(&format!("{backend}: create"), args.creates as u64);
+    let started = Instant::now();
+    futures::stream::iter(0..args.creates)
+        .map(|i| {
+            let (store, project, bar) = (store.clone(), project.clone(), bar.clone());
+            async move {
+                let mut b = NewBead::new(project, format!("bench bead {i}"));
+                b.priority = Priority::try_from((i % 4) as i64)?;
+                store.create_beads(vec![b]).await?;
+                bar.inc(1);
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<()>>()?;
+    let create_per_s = args.creates as f64 / started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+
+    let claim_per_s = claim_all(backend, &store, &project, args).await?;
+    let (p50, p99) = ready_latency(backend, &store, args).await?;
+    Ok(Report {
+        backend,
+        create_per_s,
+        claim_per_s,
+        ready_query_p50_ms_100k: p50,
+        ready_query_p99_ms_100k: p99,
+        creates: args.creates,
+        concurrency: args.concurrency,
+        claim_batch: args.claim_batch,
+        ready_beads: args.ready_beads,
+    })
+}
+
+async fn claim_all(backend: &str, store: &Arc<dyn Store>, project: &ProjectId, args: &StoreArgs) -> anyhow::Result<f64> {
+    let bar = progress(&format!("{backend}: claim"), args.creates as u64);
+    let started = Instant::now();
+    let claimers = (0..args.concurrency).map(|_| {
+        let (store, bar) = (store.clone(), bar.clone());
+        let request = ClaimRequest {
+            project: project.clone(),
+            max: args.claim_batch,
+            now: Utc::now(),
+            lease: Duration::from_secs(600),
+            claimer: "bench".into(),
+        };
+        async move {
+            let mut claimed = 0usize;
+            loop {
+                let n = store.claim_ready(&request).await?.len();
+                if n == 0 {
+                    return anyhow::Ok(claimed);
+                }
+                claimed += n;
+                bar.inc(n as u64);
+            }
+        }
+    });
+    let claimed: usize = futures::future::try_join_all(claimers).await?.into_iter().sum();
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    anyhow::ensure!(claimed == args.creates, "claimed {claimed} beads, expected {}", args.creates);
+    Ok(claimed as f64 / elapsed.as_secs_f64())
+}
+
+/// Loads `ready_beads` beads into a fresh project (every fourth waits on its predecessor) and
+/// times `list_ready(limit 50)`.
+async fn ready_latency(backend: &str, store: &Arc<dyn Store>, args: &StoreArgs) -> anyhow::Result<(f64, f64)> {
+    let project = ProjectId::parse("ready")?;
+    store.create_project(NewProject::new(project.clone(), "/tmp/bench")).await?;
+    let bar = progress(&format!("{backend}: load {} beads", args.ready_beads), args.ready_beads as u64);
+    let mut previous: Option<BeadId> = None;
+    let mut loaded = 0usize;
+    while loaded < args.ready_beads {
+        let n = (args.ready_beads - loaded).min(1000);
+        let batch: Vec<NewBead> = (loaded..loaded + n)
+            .map(|i| {
+                let mut b = NewBead::new(project.clone(), format!("ready bead {i}"));
+                b.priority = Priority::try_from(((i * 7) % 4) as i64).expect("0-3");
+                b
+            })
+            .collect();
+        let created = store.create_beads(batch).await?;
+        // Dependencies go in as a second batch so that blockers exist.
+        let mut waits = Vec::new();
+        for (k, b) in created.iter().enumerate() {
+            if (loaded + k) % 4 == 3
+                && let Some(p) = &previous
+            {
+                waits.push((b.id.clone(), p.clone()));
+            }
+            previous = Some(b.id.clone());
+        }
+        for (bead, blocker) in waits {
+            store.add_dependency(&bead, &blocker).await?;
+        }
+        loaded += n;
+        bar.set_position(loaded as u64);
+    }
+    bar.finish_and_clear();
+    let bar = progress(&format!("{backend}: ready query"), args.ready_queries as u64);
+    let mut samples = Vec::with_capacity(args.ready_queries);
+    for _ in 0..args.ready_queries {
+        let t = Instant::now();
+        let ready = store.list_ready(&project, 50, Utc::now()).await?;
+        samples.push(t.elapsed());
+        anyhow::ensure!(ready.len() == 50, "ready query returned {} beads, expected 50", ready.len());
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    samples.sort();
+    Ok((quantile_ms(&samples, 0.5), quantile_ms(&samples, 0.99)))
+}

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Runs Loom's whole test suite against real PostgreSQL and NATS (JetStream).
+#
+# It makes sure both services are installed and running first: a stopped one is started, a
+# missing one is installed with apt-get (Debian) and started. With CI=true a service that still
+# cannot be reached fails the run; nothing is ever skipped silently.
+#
+# Environment: LOOM_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres),
+# LOOM_NATS_URL (default nats://127.0.0.1:4222). Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1mtest.sh:\033[0m %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_updated=
+apt_install() {
+  command -v apt-get >/dev/null || die "$1 is missing and this is not a Debian-like system: install it by hand"
+  if [ -z "$apt_updated" ]; then as_root apt-get update -qq; apt_updated=1; fi
+  say "installing $*"
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+
+ensure_postgres() {
+  if ! command -v pg_isready >/dev/null && [ ! -d /etc/postgresql ]; then
+    apt_install postgresql
+    fresh_pg=1
+  fi
+  if ! pg_up; then
+    local version
+    version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n1)
+    [ -n "$version" ] || die "PostgreSQL is installed but has no cluster under /etc/postgresql"
+    say "starting PostgreSQL $version"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    for _ in $(seq 1 30); do pg_up && break; sleep 1; done
+  fi
+  pg_up || die "PostgreSQL is not accepting connections on 127.0.0.1:5432"
+  if [ -n "${fresh_pg:-}" ] && [ -z "${LOOM_DATABASE_URL:-}" ]; then
+    # A fresh Debian cluster asks TCP clients for a password: give the postgres role one for tests.
+    as_root su postgres -c "psql -q -c \"ALTER ROLE postgres PASSWORD 'loom'\"" >/dev/null
+    export LOOM_DATABASE_URL="postgres://postgres:loom@127.0.0.1:5432/postgres"
+  fi
+  export LOOM_DATABASE_URL="${LOOM_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+  psql "$LOOM_DATABASE_URL" -tAc 'select 1' >/dev/null 2>&1 \
+    || die "cannot log in to PostgreSQL with LOOM_DATABASE_URL (password or pg_hba.conf?)"
+}
+
+nats_info() { timeout 2 bash -c 'exec 3<>/dev/tcp/127.0.0.1/4222 && head -n1 <&3' 2>/dev/null || true; }
+
+ensure_nats() {
+  if [ -z "$(nats_info)" ]; then
+    local bin
+    bin=$(command -v nats-server || ls /usr/sbin/nats-server 2>/dev/null || true)
+    if [ -z "$bin" ]; then apt_install nats-server; bin=/usr/sbin/nats-server; fi
+    say "starting nats-server with JetStream"
+    as_root mkdir -p /var/lib/nats-server
+    as_root start-stop-daemon --start --oknodo --background --exec "$bin" -- \
+      -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+    for _ in $(seq 1 30); do [ -n "$(nats_info)" ] && break; sleep 1; done
+  fi
+  local info
+  info=$(nats_info)
+  [ -n "$info" ] || die "NATS is not accepting connections on 127.0.0.1:4222"
+  case "$info" in
+    *'"jetstream":true'*) ;;
+    *) die "NATS on 127.0.0.1:4222 runs without JetStream: restart it with -js" ;;
+  esac
+  export LOOM_NATS_URL="${LOOM_NATS_URL:-nats://127.0.0.1:4222}"
+}
+
+command -v cargo >/dev/null || die "cargo is missing: install the Rust toolchain named in rust-toolchain.toml"
+ensure_postgres
+ensure_nats
+say "PostgreSQL and NATS (JetStream) are up; running the tests"
+cargo test --workspace "$@"
