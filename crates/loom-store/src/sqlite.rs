@@ -8,6 +8,7 @@
 //! getting the same bead.
 
 mod beads;
+mod deps;
 mod dispatch;
 mod projects;
 mod records;
@@ -23,8 +24,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use crate::{
-    BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, DispatchResult, NewEvent, OutboxMessage, PageRequest, Result,
-    ResultOutcome, Store,
+    BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, DispatchResult, Error, NewEvent, OutboxMessage, PageRequest,
+    Result, ResultOutcome, Store,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -105,7 +106,18 @@ impl SqliteStore {
 
     /// Begins a write transaction holding the database's write lock from its first statement.
     async fn write(&self) -> Result<Tx> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+        self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(locked)
+    }
+}
+
+/// Maps `SQLITE_BUSY` / `SQLITE_LOCKED` (and their extended codes), which SQLite returns once the
+/// busy timeout has passed while another process holds the write lock, to `Unavailable`: a retry
+/// may succeed. Everything else converts as usual.
+fn locked(e: sqlx::Error) -> Error {
+    let code = e.as_database_error().and_then(|d| d.code()).and_then(|c| c.parse::<i32>().ok());
+    match code {
+        Some(c) if matches!(c & 0xff, 5 | 6) => Error::Unavailable(format!("the database file is locked: {e}")),
+        _ => e.into(),
     }
 }
 
@@ -156,11 +168,11 @@ impl Store for SqliteStore {
     }
 
     async fn add_dependency(&self, bead: &BeadId, blocker: &BeadId) -> Result<Bead> {
-        beads::add_dependency(self, bead, blocker).await
+        deps::add(self, bead, blocker).await
     }
 
     async fn remove_dependency(&self, bead: &BeadId, blocker: &BeadId) -> Result<Bead> {
-        beads::remove_dependency(self, bead, blocker).await
+        deps::remove(self, bead, blocker).await
     }
 
     async fn list_ready(&self, project: &ProjectId, limit: u32, now: DateTime<Utc>) -> Result<Vec<Bead>> {

@@ -9,7 +9,7 @@ use sqlx::SqlitePool;
 use super::beads::{load, persist, write};
 use super::records::{OutboxRow, insert_events, insert_outbox};
 use super::rows::{BEAD_COLS, bead_from_row, micros, now, stored};
-use super::{SqliteStore, Tx};
+use super::{SqliteStore, Tx, locked};
 use crate::transitions::{self, Effects};
 use crate::{
     Claim, ClaimRequest, DispatchResult, NewEvent, OutboxKind, PageRequest, Result, ResultOutcome, TaskSnapshot,
@@ -121,7 +121,8 @@ pub(super) async fn extend_lease(store: &SqliteStore, dispatch: &DispatchId, unt
         .bind(dispatch.as_str())
         .bind(micros(until))
         .execute(&store.writer)
-        .await?
+        .await
+        .map_err(locked)?
         .rows_affected();
     Ok(n == 1)
 }

@@ -5,7 +5,7 @@ use sqlx::SqlitePool;
 use sqlx::types::Json;
 
 use super::rows::{agent_from_row, event_from_row, micros, now, outbox_from_row};
-use super::{SqliteStore, Tx};
+use super::{SqliteStore, Tx, locked};
 use crate::{NewEvent, OutboxKind, OutboxMessage, PageRequest, Result};
 
 macro_rules! insert_event {
@@ -76,7 +76,8 @@ pub(super) async fn insert_outbox(tx: &mut Tx, rows: &[OutboxRow<'_>]) -> Result
 }
 
 pub(super) async fn append_event(store: &SqliteStore, event: NewEvent) -> Result<Event> {
-    let row = bind_event(sqlx::query(APPEND_EVENT), &event, micros(now())).fetch_one(&store.writer).await?;
+    let row =
+        bind_event(sqlx::query(APPEND_EVENT), &event, micros(now())).fetch_one(&store.writer).await.map_err(locked)?;
     event_from_row(&row)
 }
 
@@ -102,7 +103,8 @@ pub(super) async fn mark_outbox_sent(store: &SqliteStore, ids: &[i64]) -> Result
     sqlx::query("DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?1))")
         .bind(Json(ids))
         .execute(&store.writer)
-        .await?;
+        .await
+        .map_err(locked)?;
     Ok(())
 }
 
@@ -123,7 +125,8 @@ pub(super) async fn upsert_agent(store: &SqliteStore, a: &Agent) -> Result<()> {
     .bind(i64::from(a.capacity))
     .bind(micros(a.last_heartbeat))
     .execute(&store.writer)
-    .await?;
+    .await
+    .map_err(locked)?;
     Ok(())
 }
 

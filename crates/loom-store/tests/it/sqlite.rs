@@ -123,35 +123,3 @@ async fn failed_batches_do_not_consume_bead_ids_visibly() {
     let second = store.create_beads(vec![NewBead::new(p.clone(), "two")]).await.unwrap().remove(0);
     assert_eq!((first.id.as_str(), second.id.as_str()), ("gap-1", "gap-2"));
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zz_scratch_perf() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("loom.sqlite")).await.unwrap();
-    let p = ProjectId::parse("perf").unwrap();
-    store.create_project(NewProject::new(p.clone(), "/tmp/repo")).await.unwrap();
-    let t = std::time::Instant::now();
-    let mut prev: Vec<loom_domain::BeadId> = Vec::new();
-    for batch in 0..100 {
-        let new: Vec<NewBead> = (0..1000).map(|i| {
-            let mut b = NewBead::new(p.clone(), format!("b{batch}-{i}"));
-            b.priority = loom_domain::Priority::try_from((i % 4) as i64).unwrap();
-            if i % 3 == 0 && !prev.is_empty() { b.blocked_by = vec![prev[i % prev.len()].clone()]; }
-            b
-        }).collect();
-        prev = store.create_beads(new).await.unwrap().into_iter().map(|b| b.id).collect();
-    }
-    eprintln!("create 100k: {:?}", t.elapsed());
-    for _ in 0..3 {
-        let t = std::time::Instant::now();
-        let r = store.list_ready(&p, 100, Utc::now()).await.unwrap();
-        eprintln!("list_ready 100: {:?} ({})", t.elapsed(), r.len());
-    }
-    let t = std::time::Instant::now();
-    let mut n = 0;
-    for _ in 0..100 { n += store.claim_ready(&claim(&p, 10)).await.unwrap().len(); }
-    eprintln!("100 claims of 10: {:?} ({n})", t.elapsed());
-    let t = std::time::Instant::now();
-    let c = store.bead_counts(None).await.unwrap();
-    eprintln!("counts: {:?} {c:?}", t.elapsed());
-}
