@@ -12,6 +12,7 @@
 //! formats and convert to and from these types.
 
 mod agent;
+mod auth;
 mod bead;
 mod error;
 mod event;
@@ -21,6 +22,7 @@ mod persona;
 mod project;
 
 pub use agent::{Agent, AgentStatus};
+pub use auth::{ApiKey, Role, validate_key_name};
 pub use bead::{
     Bead, BeadType, NewBead, Priority, Status, truncate_reason, validate_context, validate_description, validate_tags,
     validate_title,

@@ -30,7 +30,8 @@ macro_rules! conformance_tests {
             result_success_closes_and_unblocks, result_repeated_or_stale_is_ignored, result_failure_retries_then_blocks,
             expired_leases_are_redispatched_with_new_dispatch, extend_lease_only_for_current_dispatch,
             close_running_bead_cancels_task, block_dispatch_blocks_current_only,
-            events_by_cursor, outbox_take_and_mark_sent, agents_and_counts);
+            events_by_cursor, outbox_take_and_mark_sent, agents_and_counts, api_keys_by_hash,
+            leases_elect_one_holder);
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
         $(

@@ -33,7 +33,7 @@ pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use loom_domain::{Agent, Bead, BeadId, DispatchId, Event, NewBead, NewProject, Project, ProjectId};
+use loom_domain::{Agent, ApiKey, Bead, BeadId, DispatchId, Event, NewBead, NewProject, Project, ProjectId, Role};
 
 /// Everything Loom persists. Implemented by PostgreSQL, SQLite and (in `loom-db`) the gRPC client.
 #[async_trait]
@@ -101,6 +101,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Counts of beads by status, for metrics and `loom status`.
     async fn bead_counts(&self, project: Option<&ProjectId>) -> Result<Vec<(loom_domain::Status, u64)>>;
+
+    /// Stores a new API key by the hash of its secret (the secret itself is never stored).
+    async fn create_api_key(&self, name: &str, role: Role, hash: &str) -> Result<ApiKey>;
+    /// The live (not revoked) key with this hash, if any.
+    async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKey>>;
+    /// Every key, revoked ones included, oldest first.
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>>;
+    /// Revokes a key; `NotFound` if there is no such live key.
+    async fn revoke_api_key(&self, id: &str) -> Result<()>;
+
+    /// Takes or renews the named lease for `holder` until `now + ttl`. True when `holder` holds it
+    /// afterwards: it was free, expired, or already `holder`'s. Used for leader election.
+    async fn acquire_lease(&self, name: &str, holder: &str, now: DateTime<Utc>, ttl: std::time::Duration)
+    -> Result<bool>;
+    /// Gives the lease up if `holder` holds it, so another may take it at once.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
 }
 
 /// Truncates to whole microseconds, the precision both databases keep, so that what a store

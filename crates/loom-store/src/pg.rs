@@ -3,11 +3,14 @@
 
 mod beads;
 mod dispatch;
+mod keys;
 mod rows;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use loom_domain::{Agent, Bead, BeadId, DispatchId, Event, NewBead, NewProject, Project, ProjectId, Status};
+use loom_domain::{
+    Agent, ApiKey, Bead, BeadId, DispatchId, Event, NewBead, NewProject, Project, ProjectId, Role, Status,
+};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 use std::str::FromStr;
@@ -366,5 +369,29 @@ impl Store for PgStore {
             .iter()
             .map(|s| (*s, rows.iter().find(|(n, _)| n == s.as_str()).map_or(0, |(_, c)| *c as u64)))
             .collect())
+    }
+
+    async fn create_api_key(&self, name: &str, role: Role, hash: &str) -> Result<ApiKey> {
+        keys::create(&self.pool, name, role, hash).await
+    }
+
+    async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKey>> {
+        keys::find(&self.pool, hash).await
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>> {
+        keys::list(&self.pool).await
+    }
+
+    async fn revoke_api_key(&self, id: &str) -> Result<()> {
+        keys::revoke(&self.pool, id).await
+    }
+
+    async fn acquire_lease(&self, name: &str, holder: &str, now: DateTime<Utc>, ttl: Duration) -> Result<bool> {
+        keys::acquire_lease(&self.pool, name, holder, now, ttl).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        keys::release_lease(&self.pool, name, holder).await
     }
 }

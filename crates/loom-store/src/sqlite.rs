@@ -10,6 +10,7 @@
 mod beads;
 mod deps;
 mod dispatch;
+mod keys;
 mod projects;
 mod records;
 mod rows;
@@ -19,7 +20,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use loom_domain::{Agent, Bead, BeadId, DispatchId, Event, NewBead, NewProject, Project, ProjectId, Status};
+use loom_domain::{
+    Agent, ApiKey, Bead, BeadId, DispatchId, Event, NewBead, NewProject, Project, ProjectId, Role, Status,
+};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
@@ -225,5 +228,29 @@ impl Store for SqliteStore {
 
     async fn bead_counts(&self, project: Option<&ProjectId>) -> Result<Vec<(Status, u64)>> {
         records::bead_counts(&self.reader, project).await
+    }
+
+    async fn create_api_key(&self, name: &str, role: Role, hash: &str) -> Result<ApiKey> {
+        keys::create(self, name, role, hash).await
+    }
+
+    async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKey>> {
+        keys::find(&self.reader, hash).await
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>> {
+        keys::list(&self.reader).await
+    }
+
+    async fn revoke_api_key(&self, id: &str) -> Result<()> {
+        keys::revoke(self, id).await
+    }
+
+    async fn acquire_lease(&self, name: &str, holder: &str, now: DateTime<Utc>, ttl: Duration) -> Result<bool> {
+        keys::acquire_lease(self, name, holder, now, ttl).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        keys::release_lease(self, name, holder).await
     }
 }

@@ -86,3 +86,38 @@ pub async fn agents_and_counts(store: &dyn Store) {
     let counts = store.bead_counts(Some(&p)).await.unwrap();
     assert_eq!(counts, vec![(Status::Open, 1), (Status::InProgress, 1), (Status::Blocked, 0), (Status::Closed, 1)]);
 }
+
+pub async fn api_keys_by_hash(store: &dyn Store) {
+    use loom_domain::Role;
+    let admin = store.create_api_key("first admin", Role::Admin, "hash-a").await.unwrap();
+    let viewer = store.create_api_key("dashboard", Role::Viewer, "hash-v").await.unwrap();
+    assert_eq!(store.find_api_key("hash-a").await.unwrap(), Some(admin.clone()));
+    assert_eq!(store.find_api_key("nope").await.unwrap(), None);
+    let dup = store.create_api_key("again", Role::Viewer, "hash-v").await.unwrap_err();
+    assert!(matches!(dup, crate::Error::AlreadyExists { .. }), "{dup}");
+    assert!(store.create_api_key(" ", Role::Viewer, "hash-x").await.is_err(), "blank names are refused");
+    store.revoke_api_key(&viewer.id).await.unwrap();
+    assert_eq!(store.find_api_key("hash-v").await.unwrap(), None, "revoked keys no longer authenticate");
+    assert!(matches!(store.revoke_api_key(&viewer.id).await, Err(crate::Error::NotFound { .. })));
+    let listed = store.list_api_keys().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().any(|k| k.id == viewer.id && k.revoked_at.is_some()));
+}
+
+pub async fn leases_elect_one_holder(store: &dyn Store) {
+    let ttl = std::time::Duration::from_secs(10);
+    let t0 = Utc::now();
+    assert!(store.acquire_lease("dispatcher", "cp-1", t0, ttl).await.unwrap());
+    assert!(!store.acquire_lease("dispatcher", "cp-2", t0, ttl).await.unwrap(), "held by cp-1");
+    assert!(store.acquire_lease("dispatcher", "cp-1", t0 + chrono::Duration::seconds(5), ttl).await.unwrap(), "renewal");
+    let after_first_ttl = t0 + chrono::Duration::seconds(12);
+    assert!(!store.acquire_lease("dispatcher", "cp-2", after_first_ttl, ttl).await.unwrap(), "the renewal extended it");
+    let expired = t0 + chrono::Duration::seconds(16);
+    assert!(store.acquire_lease("dispatcher", "cp-2", expired, ttl).await.unwrap(), "an expired lease is taken over");
+    assert!(!store.acquire_lease("dispatcher", "cp-1", expired, ttl).await.unwrap());
+    store.release_lease("dispatcher", "cp-1").await.unwrap();
+    assert!(!store.acquire_lease("dispatcher", "cp-1", expired, ttl).await.unwrap(), "only the holder can release");
+    store.release_lease("dispatcher", "cp-2").await.unwrap();
+    assert!(store.acquire_lease("dispatcher", "cp-1", expired, ttl).await.unwrap(), "released leases are free");
+    assert!(store.acquire_lease("other", "cp-2", expired, ttl).await.unwrap(), "leases are independent by name");
+}
