@@ -31,7 +31,7 @@ macro_rules! conformance_tests {
             expired_leases_are_redispatched_with_new_dispatch, extend_lease_only_for_current_dispatch,
             close_running_bead_cancels_task, block_dispatch_blocks_current_only,
             events_by_cursor, outbox_take_and_mark_sent, agents_and_counts, api_keys_by_hash,
-            leases_elect_one_holder);
+            leases_elect_one_holder, redispatch_by_hand_cancels_and_requeues);
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
         $(

@@ -18,8 +18,8 @@ mod error;
 mod model;
 mod pg;
 pub mod scratch;
-mod transitions;
 mod sqlite;
+mod transitions;
 
 #[cfg(feature = "testing")]
 pub mod conformance;
@@ -88,6 +88,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn append_event(&self, event: NewEvent) -> Result<Event>;
     /// Events with `seq > after`, oldest first.
     async fn list_events(&self, after: i64, limit: u32) -> Result<Vec<Event>>;
+    /// The `seq` of the newest event (0 when there is none): where a live stream starts.
+    async fn last_event_seq(&self) -> Result<i64>;
 
     /// The oldest unsent outbox rows.
     async fn take_outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>>;
@@ -113,8 +115,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Takes or renews the named lease for `holder` until `now + ttl`. True when `holder` holds it
     /// afterwards: it was free, expired, or already `holder`'s. Used for leader election.
-    async fn acquire_lease(&self, name: &str, holder: &str, now: DateTime<Utc>, ttl: std::time::Duration)
-    -> Result<bool>;
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        ttl: std::time::Duration,
+    ) -> Result<bool>;
     /// Gives the lease up if `holder` holds it, so another may take it at once.
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
 }

@@ -317,6 +317,10 @@ impl Store for PgStore {
         rows.iter().map(event_from_row).collect()
     }
 
+    async fn last_event_seq(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COALESCE(max(seq), 0) FROM events").fetch_one(&self.pool).await?)
+    }
+
     async fn take_outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>> {
         let rows = sqlx::query("SELECT * FROM outbox ORDER BY id LIMIT $1")
             .bind(i64::from(limit))

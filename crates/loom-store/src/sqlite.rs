@@ -210,6 +210,10 @@ impl Store for SqliteStore {
         records::list_events(&self.reader, after, limit).await
     }
 
+    async fn last_event_seq(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COALESCE(max(seq), 0) FROM events").fetch_one(&self.reader).await?)
+    }
+
     async fn take_outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>> {
         records::take_outbox(&self.reader, limit).await
     }

@@ -98,6 +98,17 @@ pub(crate) fn reopen(bead: &mut Bead, now: DateTime<Utc>) -> Result<Effects> {
     Ok(Effects { event: status_event(bead, from, json!({})), cancel: None })
 }
 
+/// `in_progress → open` by hand: the running task is cancelled and the bead is dispatched again
+/// under a new `dispatch_id`, on the same retry budget.
+pub(crate) fn redispatch(bead: &mut Bead, now: DateTime<Utc>) -> Effects {
+    let from = bead.status;
+    let cancel = end_dispatch(bead, Some("redispatched by hand"));
+    bead.status = Status::Open;
+    bead.not_before = None;
+    touch(bead, now);
+    Effects { event: status_event(bead, from, json!({ "reason": "redispatched by hand" })), cancel }
+}
+
 /// `in_progress → blocked` (escalation by hand, or a dead-lettered task).
 pub(crate) fn block(bead: &mut Bead, reason: &str, cancel: bool, now: DateTime<Utc>) -> Result<Effects> {
     let from = bead.status;
@@ -144,6 +155,7 @@ pub(crate) fn apply_patch(bead: &mut Bead, patch: BeadPatch, now: DateTime<Utc>)
         }
         .into()),
         Some(Status::Closed) => close(bead, "closed by hand", now),
+        Some(Status::Open) if bead.status == Status::InProgress => Ok(redispatch(bead, now)),
         Some(Status::Open) => reopen(bead, now),
         Some(Status::Blocked) => block(bead, "blocked by hand", true, now),
         None => {

@@ -291,3 +291,20 @@ pub async fn block_dispatch_blocks_current_only(store: &dyn Store) {
     );
     assert_eq!(store.block_dispatch(&claim.dispatch_id, "again").await.unwrap(), None, "idempotent");
 }
+
+pub async fn redispatch_by_hand_cancels_and_requeues(store: &dyn Store) {
+    let p = project(store, "redo").await;
+    let a = bead(store, &p, "a", 1, &[]).await;
+    let first = store.claim_ready(&claim_req(&p, 1)).await.unwrap().remove(0);
+    let sent: Vec<i64> = store.take_outbox(10).await.unwrap().iter().map(|m| m.id).collect();
+    store.mark_outbox_sent(&sent).await.unwrap();
+    let current = store.get_bead(&a.id).await.unwrap();
+    let patch = crate::BeadPatch { status: Some(Status::Open), ..crate::BeadPatch::default() };
+    let reopened = store.update_bead(&a.id, current.version, patch).await.unwrap();
+    assert_eq!((reopened.status, reopened.dispatch_id), (Status::Open, None));
+    let outbox = store.take_outbox(10).await.unwrap();
+    assert_eq!((outbox.len(), outbox[0].kind), (1, OutboxKind::TaskCancelled));
+    let second = store.claim_ready(&claim_req(&p, 1)).await.unwrap().remove(0);
+    assert_ne!(second.dispatch_id, first.dispatch_id);
+    assert_eq!(store.record_result(&result(&first, ok())).await.unwrap(), ResultOutcome::Ignored);
+}

@@ -38,6 +38,7 @@ pub async fn events_by_cursor(store: &dyn Store) {
     assert_eq!(after.len(), 2, "cursor resumes after the given seq");
     assert_eq!(store.list_events(all[1].seq, 1).await.unwrap().len(), 1);
     assert!(store.list_events(0, 0).await.is_err());
+    assert_eq!(store.last_event_seq().await.unwrap(), appended.seq);
 }
 
 pub async fn outbox_take_and_mark_sent(store: &dyn Store) {
@@ -109,7 +110,10 @@ pub async fn leases_elect_one_holder(store: &dyn Store) {
     let t0 = Utc::now();
     assert!(store.acquire_lease("dispatcher", "cp-1", t0, ttl).await.unwrap());
     assert!(!store.acquire_lease("dispatcher", "cp-2", t0, ttl).await.unwrap(), "held by cp-1");
-    assert!(store.acquire_lease("dispatcher", "cp-1", t0 + chrono::Duration::seconds(5), ttl).await.unwrap(), "renewal");
+    assert!(
+        store.acquire_lease("dispatcher", "cp-1", t0 + chrono::Duration::seconds(5), ttl).await.unwrap(),
+        "renewal"
+    );
     let after_first_ttl = t0 + chrono::Duration::seconds(12);
     assert!(!store.acquire_lease("dispatcher", "cp-2", after_first_ttl, ttl).await.unwrap(), "the renewal extended it");
     let expired = t0 + chrono::Duration::seconds(16);

@@ -37,10 +37,12 @@ pub(super) async fn create(pool: &PgPool, name: &str, role: Role, hash: &str) ->
 }
 
 pub(super) async fn find(pool: &PgPool, hash: &str) -> Result<Option<ApiKey>> {
-    let row = sqlx::query("SELECT id, name, role, created_at, revoked_at FROM api_keys WHERE hash = $1 AND revoked_at IS NULL")
-        .bind(hash)
-        .fetch_optional(pool)
-        .await?;
+    let row = sqlx::query(
+        "SELECT id, name, role, created_at, revoked_at FROM api_keys WHERE hash = $1 AND revoked_at IS NULL",
+    )
+    .bind(hash)
+    .fetch_optional(pool)
+    .await?;
     row.as_ref().map(key_from_row).transpose()
 }
 

@@ -1,0 +1,372 @@
+//! The JSON types of Loom's HTTP API (`/api/v1`), shared by the control plane (which converts
+//! domain values into them) and its clients (the CLI, tests). Field names follow the earlier
+//! implementation so its clients keep working; unknown request fields are refused, so a typo is
+//! an error rather than silently ignored.
+
+use chrono::{DateTime, Utc};
+use loom_domain::{
+    ApiKey, Bead, BeadId, BeadPrefix, BeadType, ContextMap, Event, GitStrategy, NewBead, NewProject, Priority, Project,
+    ProjectId, ProjectStatus, Status,
+};
+use serde::{Deserialize, Serialize};
+
+/// A project as the API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProjectDto {
+    pub id: String,
+    pub name: String,
+    pub git_repo: String,
+    pub branch: String,
+    pub bead_prefix: String,
+    pub context: ContextMap,
+    pub git_strategy: String,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&Project> for ProjectDto {
+    fn from(p: &Project) -> Self {
+        Self {
+            id: p.id.to_string(),
+            name: p.name.clone(),
+            git_repo: p.git_repo.clone(),
+            branch: p.branch.clone(),
+            bead_prefix: p.bead_prefix.to_string(),
+            context: p.context.clone(),
+            git_strategy: p.git_strategy.as_str().into(),
+            status: p.status.as_str().into(),
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+/// `POST /projects` and `PUT /projects/{id}`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectRequest {
+    /// Required on create; on update it must match the path if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub git_repo: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bead_prefix: Option<String>,
+    #[serde(default)]
+    pub context: ContextMap,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_strategy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+impl ProjectRequest {
+    /// Validates into a domain project with id `id`.
+    pub fn into_domain(self, id: ProjectId) -> Result<NewProject, loom_domain::Error> {
+        let mut p = NewProject::new(id, self.git_repo);
+        if let Some(name) = self.name {
+            p.name = name;
+        }
+        if let Some(branch) = self.branch {
+            p.branch = branch;
+        }
+        if let Some(prefix) = self.bead_prefix {
+            p.bead_prefix = BeadPrefix::parse(&prefix)?;
+        }
+        p.context = self.context;
+        if let Some(s) = self.git_strategy {
+            p.git_strategy = s.parse::<GitStrategy>()?;
+        }
+        if let Some(s) = self.status {
+            p.status = s.parse::<ProjectStatus>()?;
+        }
+        p.validate()?;
+        Ok(p)
+    }
+}
+
+/// A bead as the API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BeadDto {
+    pub id: String,
+    pub project_id: String,
+    pub title: String,
+    pub description: String,
+    #[serde(rename = "type")]
+    pub bead_type: String,
+    pub priority: u8,
+    pub status: String,
+    pub assignee: Option<String>,
+    pub tags: Vec<String>,
+    pub context: ContextMap,
+    pub parent: Option<String>,
+    pub blocked_by: Vec<String>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub close_reason: Option<String>,
+    pub dispatch_id: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub not_before: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub version: i64,
+}
+
+impl From<&Bead> for BeadDto {
+    fn from(b: &Bead) -> Self {
+        Self {
+            id: b.id.to_string(),
+            project_id: b.project_id.to_string(),
+            title: b.title.clone(),
+            description: b.description.clone(),
+            bead_type: b.bead_type.as_str().into(),
+            priority: b.priority.get(),
+            status: b.status.as_str().into(),
+            assignee: b.assignee.clone(),
+            tags: b.tags.clone(),
+            context: b.context.clone(),
+            parent: b.parent.as_ref().map(ToString::to_string),
+            blocked_by: b.blocked_by.iter().map(ToString::to_string).collect(),
+            attempts: b.attempts,
+            last_error: b.last_error.clone(),
+            close_reason: b.close_reason.clone(),
+            dispatch_id: b.dispatch_id.as_ref().map(ToString::to_string),
+            lease_expires_at: b.lease_expires_at,
+            not_before: b.not_before,
+            created_at: b.created_at,
+            updated_at: b.updated_at,
+            closed_at: b.closed_at,
+            version: b.version,
+        }
+    }
+}
+
+/// `POST /beads`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBead {
+    pub project_id: String,
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub bead_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub context: ContextMap,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    #[serde(default)]
+    pub blocked_by: Vec<String>,
+}
+
+impl CreateBead {
+    /// Validates into a domain bead.
+    pub fn into_domain(self) -> Result<NewBead, loom_domain::Error> {
+        let mut b = NewBead::new(ProjectId::parse(&self.project_id)?, self.title);
+        b.description = self.description;
+        if let Some(t) = self.bead_type {
+            b.bead_type = t.parse::<BeadType>()?;
+        }
+        if let Some(p) = self.priority {
+            b.priority = Priority::try_from(p)?;
+        }
+        b.assignee = self.assignee;
+        b.tags = self.tags;
+        b.context = self.context;
+        b.parent = self.parent.as_deref().map(BeadId::parse).transpose()?;
+        b.blocked_by = self.blocked_by.iter().map(|s| BeadId::parse(s)).collect::<Result<_, _>>()?;
+        b.validate()?;
+        Ok(b)
+    }
+}
+
+/// `PATCH /beads/{id}`: fields to change. `version`, when given, must be the bead's current one.
+/// `assignee` and `parent` take `null` to clear them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateBead {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub bead_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, with = "double_option", skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<ContextMap>,
+    #[serde(default, with = "double_option", skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Option<String>>,
+}
+
+/// `null` → `Some(None)`, absent → `None`.
+mod double_option {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(Some)
+    }
+
+    pub fn serialize<S: Serializer, T: Serialize>(v: &Option<Option<T>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(inner) => inner.serialize(s),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// `POST /beads/{id}/close`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloseBead {
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub version: Option<i64>,
+}
+
+/// `POST|DELETE /beads/{id}/dependencies`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dependency {
+    pub blocker: String,
+}
+
+/// A page of beads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BeadPageDto {
+    pub beads: Vec<BeadDto>,
+    pub next_cursor: Option<String>,
+}
+
+/// An event as the API and the SSE stream show it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventDto {
+    pub seq: i64,
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub source: String,
+    pub project_id: Option<String>,
+    pub entity_id: String,
+    pub action: String,
+    pub category: String,
+    pub description: String,
+    pub data: serde_json::Value,
+    pub correlation_id: Option<String>,
+    pub timestamp: DateTime<Utc>,
+}
+
+impl From<&Event> for EventDto {
+    fn from(e: &Event) -> Self {
+        Self {
+            seq: e.seq,
+            id: e.id.clone(),
+            kind: e.kind.as_str().into(),
+            source: e.source.clone(),
+            project_id: e.project_id.as_ref().map(ToString::to_string),
+            entity_id: e.entity_id.clone(),
+            action: e.action.clone(),
+            category: e.kind.category().into(),
+            description: e.description.clone(),
+            data: e.data.clone(),
+            correlation_id: e.correlation_id.clone(),
+            timestamp: e.created_at,
+        }
+    }
+}
+
+/// An API key as listed (never its secret).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyDto {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Only in the response that creates the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+impl From<&ApiKey> for KeyDto {
+    fn from(k: &ApiKey) -> Self {
+        Self {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            role: k.role.as_str().into(),
+            created_at: k.created_at,
+            revoked_at: k.revoked_at,
+            secret: None,
+        }
+    }
+}
+
+/// `POST /keys`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    pub name: String,
+    pub role: String,
+}
+
+/// Counts of beads by status.
+pub fn status_counts(counts: &[(Status, u64)]) -> serde_json::Map<String, serde_json::Value> {
+    counts.iter().map(|(s, n)| (s.as_str().to_owned(), (*n).into())).collect()
+}
+
+/// The error body of every failed request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong: a stable `code` for programs and a `message` for people.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_bead_validates_and_rejects_unknown_fields() {
+        let ok: CreateBead =
+            serde_json::from_str(r#"{"project_id":"p","title":"t","priority":1,"type":"bug"}"#).unwrap();
+        let b = ok.into_domain().unwrap();
+        assert_eq!((b.priority.get(), b.bead_type), (1, BeadType::Bug));
+        let bad: CreateBead = serde_json::from_str(r#"{"project_id":"p","title":"t","priority":9}"#).unwrap();
+        assert!(bad.into_domain().unwrap_err().to_string().contains("priority"));
+        assert!(serde_json::from_str::<CreateBead>(r#"{"project_id":"p","title":"t","prio":1}"#).is_err());
+    }
+
+    #[test]
+    fn update_distinguishes_null_from_absent() {
+        let u: UpdateBead = serde_json::from_str(r#"{"assignee":null}"#).unwrap();
+        assert_eq!((u.assignee, u.parent), (Some(None), None));
+        let u: UpdateBead = serde_json::from_str(r#"{"assignee":"ana"}"#).unwrap();
+        assert_eq!(u.assignee, Some(Some("ana".into())));
+    }
+}

@@ -1,0 +1,86 @@
+//! The HTTP router: `/healthz`, `/readyz`, and the authenticated `/api/v1` API.
+
+mod beads;
+mod events;
+mod projects;
+mod system;
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use axum::{Router, middleware};
+use serde::de::DeserializeOwned;
+
+use crate::{Error, Shared, auth};
+
+/// Largest request body: a bead description may be 256 KiB, plus room for the JSON around it.
+const BODY_LIMIT: usize = 512 * 1024;
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    let api = Router::new()
+        .route("/health", get(system::readiness))
+        .route("/status", get(system::status))
+        .route("/projects", get(projects::list).post(projects::create))
+        .route("/projects/{id}", get(projects::get).put(projects::update).delete(projects::delete))
+        .route("/projects/{id}/pause", post(projects::pause))
+        .route("/projects/{id}/resume", post(projects::resume))
+        .route("/beads", get(beads::list).post(beads::create))
+        .route("/beads/{id}", get(beads::get).patch(beads::update).delete(beads::delete))
+        .route("/beads/{id}/close", post(beads::close))
+        .route("/beads/{id}/reopen", post(beads::reopen))
+        .route("/beads/{id}/redispatch", post(beads::redispatch))
+        .route("/beads/{id}/dependencies", post(beads::add_dependency).delete(beads::remove_dependency))
+        .route("/ready", get(beads::ready))
+        .route("/work-graph", get(beads::work_graph))
+        .route("/agents", get(system::agents))
+        .route("/events", get(events::list))
+        .route("/events/stream", get(events::stream))
+        .route("/keys", get(system::list_keys).post(system::create_key))
+        .route("/keys/{id}", axum::routing::delete(system::revoke_key))
+        .layer(middleware::from_fn_with_state(shared.clone(), auth::authorize));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(system::readiness))
+        .nest("/api/v1", api)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(shared)
+}
+
+/// `Json` whose rejections use the API's error body.
+pub(crate) struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(JsonRejection::BytesRejection(e)) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(Error::TooLarge(format!("the limit is {BODY_LIMIT} bytes")))
+            }
+            Err(e) => Err(Error::BadRequest(e.body_text())),
+        }
+    }
+}
+
+/// `Query` whose rejections use the API's error body.
+pub(crate) struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e: QueryRejection| Error::BadRequest(e.body_text()))
+    }
+}
+
+/// Parses a path id with the domain's rules.
+pub(crate) fn parse_id<T>(parse: fn(&str) -> Result<T, loom_domain::Error>, raw: &str) -> Result<T, Error> {
+    parse(raw).map_err(Error::Domain)
+}

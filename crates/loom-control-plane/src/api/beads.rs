@@ -1,0 +1,201 @@
+//! `/beads`, `/ready` and `/work-graph`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::Utc;
+use loom_api::{BeadDto, BeadPageDto, CloseBead, CreateBead, Dependency, UpdateBead};
+use loom_domain::{BeadId, BeadType, Priority, ProjectId, Status};
+use loom_store::{BeadFilter, BeadPatch, PageRequest};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiJson, ApiQuery, parse_id};
+use crate::{Error, Shared};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    project_id: Option<String>,
+    status: Option<String>,
+    #[serde(rename = "type")]
+    bead_type: Option<String>,
+    assignee: Option<String>,
+    priority: Option<String>,
+    tag: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+pub(crate) async fn list(
+    State(s): State<Arc<Shared>>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<BeadPageDto>, Error> {
+    let filter = BeadFilter {
+        project: q.project_id.as_deref().map(ProjectId::parse).transpose()?,
+        status: q.status.as_deref().map(str::parse::<Status>).transpose()?,
+        bead_type: q.bead_type.as_deref().map(str::parse::<BeadType>).transpose()?,
+        assignee: q.assignee,
+        priority: q.priority.as_deref().map(str::parse::<Priority>).transpose()?,
+        tag: q.tag,
+    };
+    let page = PageRequest { after: q.cursor, limit: q.limit.unwrap_or(100) };
+    let page = s.store.list_beads(&filter, &page).await?;
+    Ok(Json(BeadPageDto { beads: page.beads.iter().map(BeadDto::from).collect(), next_cursor: page.next_cursor }))
+}
+
+pub(crate) async fn create(
+    State(s): State<Arc<Shared>>,
+    ApiJson(req): ApiJson<CreateBead>,
+) -> Result<(StatusCode, Json<BeadDto>), Error> {
+    let bead = s.store.create_beads(vec![req.into_domain()?]).await?.remove(0);
+    s.changed();
+    Ok((StatusCode::CREATED, Json(BeadDto::from(&bead))))
+}
+
+pub(crate) async fn get(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Json<BeadDto>, Error> {
+    let id = parse_id(BeadId::parse, &id)?;
+    Ok(Json(BeadDto::from(&s.store.get_bead(&id).await?)))
+}
+
+pub(crate) async fn update(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<UpdateBead>,
+) -> Result<Json<BeadDto>, Error> {
+    let id = parse_id(BeadId::parse, &id)?;
+    let patch = BeadPatch {
+        title: req.title,
+        description: req.description,
+        bead_type: req.bead_type.as_deref().map(str::parse::<BeadType>).transpose()?,
+        priority: req.priority.map(Priority::try_from).transpose()?,
+        status: req.status.as_deref().map(str::parse::<Status>).transpose()?,
+        assignee: req.assignee,
+        tags: req.tags,
+        context: req.context,
+        parent: req.parent.map(|p| p.as_deref().map(BeadId::parse).transpose()).transpose()?,
+    };
+    let version = match req.version {
+        Some(v) => v,
+        None => s.store.get_bead(&id).await?.version,
+    };
+    let bead = s.store.update_bead(&id, version, patch).await?;
+    s.changed();
+    Ok(Json(BeadDto::from(&bead)))
+}
+
+/// Beads are never erased (their history matters): `DELETE` closes the bead.
+pub(crate) async fn delete(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Json<BeadDto>, Error> {
+    let id = parse_id(BeadId::parse, &id)?;
+    let bead = s.store.close_bead(&id, "deleted", None).await?;
+    s.changed();
+    Ok(Json(BeadDto::from(&bead)))
+}
+
+pub(crate) async fn close(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<BeadDto>, Error> {
+    let id = parse_id(BeadId::parse, &id)?;
+    // The body is optional: an empty one closes with the default reason.
+    let req: CloseBead = if body.iter().all(u8::is_ascii_whitespace) {
+        CloseBead::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))?
+    };
+    let bead = s.store.close_bead(&id, req.reason.as_deref().unwrap_or("closed by hand"), req.version).await?;
+    s.changed();
+    s.relay_wake.notify_one();
+    Ok(Json(BeadDto::from(&bead)))
+}
+
+pub(crate) async fn reopen(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Json<BeadDto>, Error> {
+    let id = parse_id(BeadId::parse, &id)?;
+    let bead = s.store.reopen_bead(&id, None).await?;
+    s.changed();
+    Ok(Json(BeadDto::from(&bead)))
+}
+
+/// Cancels a running bead's task and dispatches it again under a new dispatch id.
+pub(crate) async fn redispatch(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Json<BeadDto>, Error> {
+    let id = parse_id(BeadId::parse, &id)?;
+    let current = s.store.get_bead(&id).await?;
+    if current.status != Status::InProgress {
+        return Err(Error::Store(loom_store::Error::Conflict(format!(
+            "bead {id} is {}, not in_progress: only a running bead can be redispatched",
+            current.status
+        ))));
+    }
+    let patch = BeadPatch { status: Some(Status::Open), ..BeadPatch::default() };
+    let bead = s.store.update_bead(&id, current.version, patch).await?;
+    s.changed();
+    s.relay_wake.notify_one();
+    Ok(Json(BeadDto::from(&bead)))
+}
+
+pub(crate) async fn add_dependency(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    ApiJson(dep): ApiJson<Dependency>,
+) -> Result<Json<BeadDto>, Error> {
+    let id = parse_id(BeadId::parse, &id)?;
+    let blocker = parse_id(BeadId::parse, &dep.blocker)?;
+    let bead = s.store.add_dependency(&id, &blocker).await?;
+    s.changed();
+    Ok(Json(BeadDto::from(&bead)))
+}
+
+pub(crate) async fn remove_dependency(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    ApiJson(dep): ApiJson<Dependency>,
+) -> Result<Json<BeadDto>, Error> {
+    let id = parse_id(BeadId::parse, &id)?;
+    let blocker = parse_id(BeadId::parse, &dep.blocker)?;
+    let bead = s.store.remove_dependency(&id, &blocker).await?;
+    s.changed();
+    Ok(Json(BeadDto::from(&bead)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProjectQuery {
+    project_id: String,
+    limit: Option<u32>,
+}
+
+pub(crate) async fn ready(
+    State(s): State<Arc<Shared>>,
+    ApiQuery(q): ApiQuery<ProjectQuery>,
+) -> Result<Json<Vec<BeadDto>>, Error> {
+    let project = parse_id(ProjectId::parse, &q.project_id)?;
+    let beads = s.store.list_ready(&project, q.limit.unwrap_or(100), Utc::now()).await?;
+    Ok(Json(beads.iter().map(BeadDto::from).collect()))
+}
+
+/// Every bead of a project with its edges, for graph views. Pages through the store.
+pub(crate) async fn work_graph(
+    State(s): State<Arc<Shared>>,
+    ApiQuery(q): ApiQuery<ProjectQuery>,
+) -> Result<Json<Value>, Error> {
+    let project = parse_id(ProjectId::parse, &q.project_id)?;
+    s.store.get_project(&project).await?;
+    let filter = BeadFilter { project: Some(project), ..BeadFilter::default() };
+    let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+    let (mut nodes, mut edges) = (Vec::new(), Vec::new());
+    loop {
+        let got = s.store.list_beads(&filter, &page).await?;
+        for b in &got.beads {
+            edges.extend(b.blocked_by.iter().map(|x| json!({ "bead": b.id.as_str(), "blocker": x.as_str() })));
+            nodes.push(BeadDto::from(b));
+        }
+        match got.next_cursor {
+            Some(c) => page.after = Some(c),
+            None => break,
+        }
+    }
+    Ok(Json(json!({ "nodes": nodes, "edges": edges })))
+}

@@ -1,0 +1,60 @@
+//! Readiness, status, agents and API keys.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use loom_api::{CreateKey, KeyDto, status_counts};
+use loom_domain::Role;
+use serde_json::{Value, json};
+
+use super::ApiJson;
+use crate::{Error, Shared, generate_key, hash_key};
+
+/// `/readyz` and `/api/v1/health`: 200 when the store and the bus answer, 503 otherwise.
+pub(crate) async fn readiness(State(s): State<Arc<Shared>>) -> (StatusCode, Json<Value>) {
+    let store = s.store.last_event_seq().await.map(|_| ()).map_err(|e| e.to_string());
+    let bus = s.bus.health().await;
+    let bus_ok = bus.connected && bus.jetstream;
+    let ok = store.is_ok() && bus_ok;
+    let body = json!({
+        "status": if ok { "ok" } else { "unavailable" },
+        "store": store.err().unwrap_or_else(|| "ok".into()),
+        "bus": if bus_ok { "ok".to_string() } else { format!("{bus:?}") },
+    });
+    (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
+}
+
+pub(crate) async fn status(State(s): State<Arc<Shared>>) -> Result<Json<Value>, Error> {
+    let projects = s.store.list_projects().await?;
+    let counts = s.store.bead_counts(None).await?;
+    let agents = s.bus.list_agents().await.map(|a| a.len()).unwrap_or(0);
+    Ok(Json(json!({ "projects": projects.len(), "beads": status_counts(&counts), "agents": agents })))
+}
+
+pub(crate) async fn agents(State(s): State<Arc<Shared>>) -> Result<Json<Value>, Error> {
+    let live = s.bus.list_agents().await?;
+    Ok(Json(serde_json::to_value(&live).unwrap_or_default()))
+}
+
+pub(crate) async fn list_keys(State(s): State<Arc<Shared>>) -> Result<Json<Vec<KeyDto>>, Error> {
+    Ok(Json(s.store.list_api_keys().await?.iter().map(KeyDto::from).collect()))
+}
+
+pub(crate) async fn create_key(
+    State(s): State<Arc<Shared>>,
+    ApiJson(req): ApiJson<CreateKey>,
+) -> Result<(StatusCode, Json<KeyDto>), Error> {
+    let role: Role = req.role.parse()?;
+    let secret = generate_key();
+    let key = s.store.create_api_key(&req.name, role, &hash_key(&secret)).await?;
+    let mut dto = KeyDto::from(&key);
+    dto.secret = Some(secret);
+    Ok((StatusCode::CREATED, Json(dto)))
+}
+
+pub(crate) async fn revoke_key(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Result<StatusCode, Error> {
+    s.store.revoke_api_key(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

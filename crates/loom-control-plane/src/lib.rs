@@ -1,0 +1,141 @@
+//! The control plane: the HTTP/JSON + SSE API under `/api/v1`, and the loops that move beads —
+//! the dispatcher (claims ready beads into the outbox), the outbox relay (publishes tasks), the
+//! result consumer (applies agents' results), the lease sweeper and the event relay.
+//!
+//! Invariants:
+//! - Every route is authenticated by a bearer API key and authorised by role (viewer reads,
+//!   operator changes, admin manages keys), unless started with `insecure_no_auth` on loopback.
+//! - The store is the source of truth; the control plane holds no state a restart would lose.
+//!   A claim and its task commit together (outbox); a task is published until JetStream has
+//!   stored it, with `Nats-Msg-Id = dispatch_id`, so a re-publish is deduplicated.
+//! - A result is acked on the bus only after the store applied it (or found it stale), so a
+//!   crash between the two leads to a redelivery, never a lost result.
+//! - Only the holder of the `dispatcher` lease claims beads and relays; any instance serves the API.
+
+mod api;
+mod auth;
+mod dispatcher;
+mod error;
+mod relay;
+mod results;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use loom_bus::Bus;
+use loom_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use auth::{generate_key, hash_key};
+pub use error::Error;
+
+/// How the control plane behaves.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Serve without authentication; refused unless the listener is on loopback.
+    pub insecure_no_auth: bool,
+    /// A dispatch with no progress for this long is swept and redispatched.
+    pub lease: Duration,
+    /// Attempts before a failing bead is blocked.
+    pub max_attempts: u32,
+    /// Wait before a failed bead is ready again.
+    pub retry_backoff: Duration,
+    /// Most beads of one project in progress at once.
+    pub project_concurrency: u32,
+    /// Most beads claimed per claim transaction.
+    pub claim_batch: u32,
+    /// How often the dispatcher looks for ready beads when nothing woke it.
+    pub sweep_interval: Duration,
+    /// Name of this instance (leader lease holder, claimer).
+    pub instance: String,
+    /// Time-to-live of the dispatcher lease; another instance takes over after it lapses.
+    pub leader_ttl: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            insecure_no_auth: false,
+            lease: Duration::from_secs(600),
+            max_attempts: 3,
+            retry_backoff: Duration::from_secs(5),
+            project_concurrency: 256,
+            claim_batch: 64,
+            sweep_interval: Duration::from_millis(500),
+            instance: format!("control-plane-{}", loom_bus::instance_id()),
+            leader_ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What every part of the control plane shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub store: Arc<dyn Store>,
+    pub bus: Bus,
+    pub config: Config,
+    /// Something may be ready: a bead was created, closed or reopened.
+    pub dispatch_wake: Notify,
+    /// The outbox has rows.
+    pub relay_wake: Notify,
+    /// New events were recorded (SSE streams wait on it).
+    pub events_wake: tokio::sync::watch::Sender<()>,
+}
+
+impl Shared {
+    pub(crate) fn changed(&self) {
+        self.dispatch_wake.notify_one();
+        self.events_wake.send_replace(());
+    }
+}
+
+/// Creates the first admin key when the store has none; returns the secret to show once.
+pub async fn bootstrap_admin_key(store: &dyn Store) -> Result<Option<String>, Error> {
+    if !store.list_api_keys().await?.is_empty() {
+        return Ok(None);
+    }
+    let secret = generate_key();
+    store.create_api_key("initial admin", loom_domain::Role::Admin, &hash_key(&secret)).await?;
+    Ok(Some(secret))
+}
+
+/// Runs the control plane until `shutdown` is cancelled: the API on `listener` and the loops.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    bus: Bus,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let addr: SocketAddr = listener.local_addr().map_err(|e| Error::Io(e.to_string()))?;
+    if config.insecure_no_auth && !addr.ip().is_loopback() {
+        return Err(Error::Config(format!("--insecure-no-auth is only allowed on a loopback address, not {addr}")));
+    }
+    let shared = Arc::new(Shared {
+        store,
+        bus,
+        config,
+        dispatch_wake: Notify::new(),
+        relay_wake: Notify::new(),
+        events_wake: tokio::sync::watch::channel(()).0,
+    });
+    let tasks = [
+        tokio::spawn(dispatcher::run(shared.clone(), shutdown.clone())),
+        tokio::spawn(relay::run_outbox(shared.clone(), shutdown.clone())),
+        tokio::spawn(relay::run_events(shared.clone(), shutdown.clone())),
+        tokio::spawn(results::run(shared.clone(), shutdown.clone())),
+        tokio::spawn(results::run_dead_letters(shared.clone(), shutdown.clone())),
+    ];
+    tracing::info!(%addr, "control plane listening");
+    let app = api::router(shared.clone());
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
+    shutdown.cancel();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let _ = shared.store.release_lease(dispatcher::LEADER_LEASE, &shared.config.instance).await;
+    served.map_err(|e| Error::Io(e.to_string()))
+}

@@ -1,0 +1,150 @@
+//! The relays: the outbox relay publishes claimed tasks (and cancellations) and marks them sent
+//! only after JetStream stored them; the event relay publishes the store's events on
+//! `loom.events.{type}`. Both run only on the dispatcher leader; a re-publish after a crash is
+//! deduplicated by `Nats-Msg-Id`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use loom_bus::{EventBody, EventMessage, Outgoing, TaskData, TaskKind, TaskMessage, TaskMetadata, TraceContext};
+use loom_store::{OutboxKind, OutboxMessage, TaskSnapshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::dispatcher::{RETRY_DELAY, is_leader};
+use crate::{Error, Shared};
+
+const BATCH: u32 = 512;
+
+pub(crate) async fn run_outbox(shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = shared.relay_wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+        if !is_leader() {
+            continue;
+        }
+        if let Err(e) = relay_outbox(&shared).await {
+            tracing::warn!(error = %e, "outbox relay failed; retrying");
+            tokio::time::sleep(RETRY_DELAY).await;
+        }
+    }
+}
+
+/// Publishes the outbox until it is empty; returns how many messages were published.
+pub(crate) async fn relay_outbox(shared: &Shared) -> Result<usize, Error> {
+    let mut published = 0;
+    loop {
+        let rows = shared.store.take_outbox(BATCH).await?;
+        if rows.is_empty() {
+            return Ok(published);
+        }
+        let mut sendable = Vec::with_capacity(rows.len());
+        let mut ids = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match task_message(shared, row) {
+                Ok(msg) => {
+                    sendable.push(msg);
+                    ids.push(row.id);
+                }
+                // A row the bus refuses can never be sent: drop it loudly rather than block the
+                // outbox; its bead's lease will expire and be redispatched.
+                Err(e) => {
+                    tracing::error!(error = %e, dispatch = %row.dispatch_id, "dropping an outbox row the bus refuses");
+                    shared.store.mark_outbox_sent(&[row.id]).await?;
+                }
+            }
+        }
+        let results = shared.bus.publish_batch(sendable).await;
+        let sent: Vec<i64> = ids.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(id, _)| *id).collect();
+        shared.store.mark_outbox_sent(&sent).await?;
+        published += sent.len();
+        if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
+            return Err(e.into());
+        }
+    }
+}
+
+fn task_message(shared: &Shared, row: &OutboxMessage) -> Result<Outgoing, Error> {
+    let (kind, task_data, role, executor, assigned_to) = match row.kind {
+        OutboxKind::TaskAssigned => {
+            let snap: TaskSnapshot = serde_json::from_value(row.payload.clone())
+                .map_err(|e| Error::Io(format!("corrupt outbox payload: {e}")))?;
+            let role = snap.context.get("role").cloned();
+            let executor = snap.context.get("executor").cloned().unwrap_or_default();
+            let data = TaskData {
+                title: snap.title,
+                description: snap.description,
+                priority: snap.priority,
+                bead_type: snap.bead_type,
+                context: snap.context,
+                work_dir: String::new(),
+            };
+            (TaskKind::Assigned, data, role, executor, snap.assignee.unwrap_or_default())
+        }
+        OutboxKind::TaskCancelled => (TaskKind::Cancelled, TaskData::default(), None, String::new(), String::new()),
+    };
+    let msg = TaskMessage {
+        kind,
+        project_id: row.project_id.clone(),
+        bead_id: row.bead_id.clone(),
+        assigned_to,
+        task_data,
+        correlation_id: row.dispatch_id.to_string(),
+        timestamp: Utc::now(),
+        metadata: TaskMetadata { dispatch_id: row.dispatch_id.clone(), attempt: row.attempt, role, executor },
+    };
+    Ok(shared.bus.task(&msg, &TraceContext::default())?)
+}
+
+pub(crate) async fn run_events(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut cursor: Option<i64> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        if !is_leader() {
+            cursor = None;
+            continue;
+        }
+        if let Err(e) = relay_events(&shared, &mut cursor).await {
+            tracing::warn!(error = %e, "event relay failed; retrying");
+        }
+    }
+}
+
+async fn relay_events(shared: &Shared, cursor: &mut Option<i64>) -> Result<(), Error> {
+    let after = match *cursor {
+        Some(c) => c,
+        // A new leader starts at the head: events are also served from the store by the API.
+        None => *cursor.insert(shared.store.last_event_seq().await?),
+    };
+    let events = shared.store.list_events(after, 500).await?;
+    let Some(last) = events.last().map(|e| e.seq) else { return Ok(()) };
+    let mut msgs = Vec::with_capacity(events.len());
+    for e in &events {
+        let msg = EventMessage {
+            kind: e.kind,
+            source: e.source.clone(),
+            project_id: e.project_id.clone(),
+            entity_id: e.entity_id.clone(),
+            event: EventBody {
+                action: e.action.clone(),
+                category: e.kind.category().to_owned(),
+                description: e.description.clone(),
+                data: e.data.clone(),
+            },
+            correlation_id: e.correlation_id.clone().unwrap_or_default(),
+            timestamp: e.created_at,
+        };
+        msgs.push(shared.bus.event(&msg, &e.id, &TraceContext::default())?);
+    }
+    for r in shared.bus.publish_batch(msgs).await {
+        r?;
+    }
+    *cursor = Some(last);
+    Ok(())
+}

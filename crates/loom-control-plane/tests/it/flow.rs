@@ -1,0 +1,197 @@
+//! Beads flow through the control plane and a test agent on real PostgreSQL and NATS.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::support::{Behaviour, Cluster, ControlPlane, TestAgent, fast_config, result_for};
+
+fn succeed(_: &str) -> Behaviour {
+    Behaviour::Succeed
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn closed(v: &serde_json::Value) -> bool {
+    v["status"] == "closed"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependency_chain_runs_in_order() {
+    let c = Cluster::start(fast_config()).await;
+    c.project("chain").await;
+    let agent = TestAgent::start(&c.bus, "chain", succeed).await;
+    let a = c.bead("chain", "first", 2, &[]).await;
+    let b = c.bead("chain", "second", 0, &[&a]).await;
+    let d = c.bead("chain", "third", 0, &[&b]).await;
+    let last = c.wait_bead(&d, WAIT, closed).await;
+    assert_eq!(last["status"], "closed", "{last}");
+    assert_eq!(last["close_reason"], "completed");
+    assert_eq!(agent.ran(), ["first", "second", "third"], "blockers run before their dependants");
+    agent.stop().await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priorities_are_respected() {
+    let c = Cluster::start(fast_config()).await;
+    c.project("prio").await;
+    c.post("/api/v1/projects/prio/pause", json!({})).await;
+    let mut ids = Vec::new();
+    for (title, p) in [("p3", 3), ("p1", 1), ("p0", 0), ("p2", 2), ("p0-later", 0)] {
+        ids.push(c.bead("prio", title, p, &[]).await);
+    }
+    let agent = TestAgent::start(&c.bus, "prio", succeed).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(agent.ran().is_empty(), "a paused project dispatches nothing");
+    c.post("/api/v1/projects/prio/resume", json!({})).await;
+    for id in &ids {
+        assert!(closed(&c.wait_bead(id, WAIT, closed).await));
+    }
+    assert_eq!(agent.ran(), ["p0", "p0-later", "p1", "p2", "p3"], "priority first, then age");
+    agent.stop().await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_bead_is_retried_then_blocked_with_its_reason() {
+    let c = Cluster::start(fast_config()).await;
+    c.project("flaky").await;
+    let agent = TestAgent::start(&c.bus, "flaky", |_| Behaviour::Fail).await;
+    let id = c.bead("flaky", "always fails", 1, &[]).await;
+    let v = c.wait_bead(&id, WAIT, |v| v["status"] == "blocked").await;
+    assert_eq!(v["status"], "blocked", "{v}");
+    assert_eq!(v["attempts"], 3);
+    assert_eq!(v["last_error"], "always fails failed on purpose");
+    assert_eq!(agent.ran().len(), 3, "three attempts, then no more");
+    agent.stop().await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_agents_bead_is_redispatched_after_its_lease() {
+    let mut config = fast_config();
+    config.lease = Duration::from_secs(2);
+    let c = Cluster::start(config).await;
+    c.project("lease").await;
+    let dead = TestAgent::start(&c.bus, "lease", |_| Behaviour::Vanish).await;
+    let id = c.bead("lease", "job", 1, &[]).await;
+    let taken = c.wait_bead(&id, WAIT, |v| v["status"] == "in_progress").await;
+    let first_dispatch = taken["dispatch_id"].clone();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(dead.ran(), ["job"]);
+    dead.stop().await;
+    let live = TestAgent::start(&c.bus, "lease", succeed).await;
+    let v = c.wait_bead(&id, WAIT, closed).await;
+    assert_eq!(v["status"], "closed", "{v}");
+    assert_eq!(v["attempts"], 2, "redispatched once, under a new dispatch id");
+    assert_ne!(v["dispatch_id"], first_dispatch);
+    let events = c.get("/api/v1/events?limit=1000").await;
+    let closes = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "bead.closed" && e["entity_id"] == id.as_str())
+        .count();
+    assert_eq!(closes, 1, "closed exactly once");
+    live.stop().await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_result_changes_nothing() {
+    let c = Cluster::start(fast_config()).await;
+    c.project("dup").await;
+    let project = loom_domain::ProjectId::parse("dup").unwrap();
+    let mut tasks = c.bus.consume_tasks(&project, None, loom_bus::ConsumeOptions { max_in_flight: 1 }).await.unwrap();
+    let id = c.bead("dup", "once", 1, &[]).await;
+    let task = tokio::time::timeout(WAIT, tasks.next()).await.unwrap().unwrap();
+    let agent = loom_domain::AgentId::parse("agent-x").unwrap();
+    let result = result_for(&task.message, &agent, true);
+    c.bus.publish(c.bus.result(&result, &Default::default()).unwrap()).await.unwrap();
+    task.delivery.ack().await.unwrap();
+    let first = c.wait_bead(&id, WAIT, closed).await;
+    // The same result again, under another message id so the bus does not deduplicate it.
+    let original = c.bus.result(&result, &Default::default()).unwrap();
+    let again = loom_bus::Outgoing::raw(
+        original.subject(),
+        format!("{}:replay", original.msg_id()),
+        serde_json::to_vec(&result).unwrap(),
+    );
+    c.bus.publish(again).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = c.get(&format!("/api/v1/beads/{id}")).await;
+    assert_eq!(after["version"], first["version"], "a repeated result changes nothing");
+    assert_eq!(after["updated_at"], first["updated_at"]);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_control_plane_takes_over_dispatch() {
+    let mut c = Cluster::start(fast_config()).await;
+    c.project("ha").await;
+    let agent = TestAgent::start(&c.bus, "ha", succeed).await;
+    let id = c.bead("ha", "before", 1, &[]).await;
+    assert!(closed(&c.wait_bead(&id, WAIT, closed).await));
+    let mut second = ControlPlane::start(fast_config(), c.store.clone(), c.bus.clone()).await;
+    c.cp.stop().await;
+    let url = std::mem::replace(&mut c.cp.url, second.url.clone());
+    let id = c.bead("ha", "after", 1, &[]).await;
+    let v = c.wait_bead(&id, Duration::from_secs(15), closed).await;
+    assert_eq!(v["status"], "closed", "the second control plane dispatched it: {v}");
+    assert_ne!(url, second.url);
+    second.stop().await;
+    agent.stop().await;
+    c.bus.destroy().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors() {
+    let c = Cluster::start(fast_config()).await;
+    c.project("bad").await;
+    let cases = [
+        (json!({ "project_id": "bad", "title": "x", "priority": 9 }), StatusCode::BAD_REQUEST, "priority"),
+        (json!({ "project_id": "Bad!", "title": "x" }), StatusCode::BAD_REQUEST, "project id"),
+        (json!({ "project_id": "bad", "title": "" }), StatusCode::BAD_REQUEST, "title"),
+        (json!({ "project_id": "bad", "title": "x", "prio": 1 }), StatusCode::BAD_REQUEST, "unknown field"),
+        (
+            json!({ "project_id": "bad", "title": "x", "blocked_by": ["bad-zzz"] }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no such bead",
+        ),
+        (json!({ "project_id": "nope", "title": "x" }), StatusCode::NOT_FOUND, "project nope not found"),
+        (
+            json!({ "project_id": "bad", "title": "x", "description": "d".repeat(300 * 1024) }),
+            StatusCode::BAD_REQUEST,
+            "256 KiB",
+        ),
+    ];
+    for (body, status, needle) in cases {
+        let (got, v) = c.call(Method::POST, "/api/v1/beads", Some(body)).await;
+        assert_eq!(got, status, "{v}");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{needle:?} not in {message:?}");
+    }
+    let (got, v) = c
+        .call(
+            Method::POST,
+            "/api/v1/beads",
+            Some(json!({ "project_id": "bad", "title": "x", "description": "d".repeat(600 * 1024) })),
+        )
+        .await;
+    assert_eq!(got, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    let a = c.bead("bad", "a", 1, &[]).await;
+    let b = c.bead("bad", "b", 1, &[&a]).await;
+    let (got, v) =
+        c.call(Method::POST, &format!("/api/v1/beads/{a}/dependencies"), Some(json!({ "blocker": b }))).await;
+    assert_eq!((got, v["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("cycle")), "{v}");
+    let (got, v) =
+        c.call(Method::PATCH, &format!("/api/v1/beads/{a}"), Some(json!({ "version": 99, "title": "t" }))).await;
+    assert_eq!((got, v["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("version_conflict")), "{v}");
+    let (got, _) = c.call(Method::GET, "/api/v1/beads/not an id", None).await;
+    assert_eq!(got, StatusCode::BAD_REQUEST);
+    let page = c.get("/api/v1/beads?project_id=bad").await;
+    assert_eq!(page["beads"].as_array().unwrap().len(), 2, "refused requests created nothing");
+    c.stop().await;
+}

@@ -1,0 +1,243 @@
+//! A cluster per test: a fresh PostgreSQL database, a bus namespace, a control plane on port 0,
+//! and a scriptable test agent. Everything is removed when the test ends.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use loom_bus::{
+    Bus, BusConfig, ConsumeOptions, ResultData, ResultKind, ResultMessage, ResultMetadata, ResultStatus, TaskKind,
+    TaskMessage, TraceContext,
+};
+use loom_control_plane::Config;
+use loom_domain::AgentId;
+use loom_store::Store;
+use loom_store::testing::TestDatabase;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub fn unique_namespace() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("cp{:x}{:x}{}", std::process::id(), rand::random::<u16>(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Timings short enough for tests.
+pub fn fast_config() -> Config {
+    Config {
+        lease: Duration::from_secs(30),
+        retry_backoff: Duration::from_millis(100),
+        sweep_interval: Duration::from_millis(100),
+        leader_ttl: Duration::from_secs(1),
+        ..Config::default()
+    }
+}
+
+/// One running control plane.
+pub struct ControlPlane {
+    pub url: String,
+    shutdown: CancellationToken,
+    handle: Option<JoinHandle<Result<(), loom_control_plane::Error>>>,
+}
+
+impl ControlPlane {
+    pub async fn start(config: Config, store: Arc<dyn Store>, bus: Bus) -> ControlPlane {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(loom_control_plane::run(config, listener, store, bus, shutdown.clone()));
+        ControlPlane { url, shutdown, handle: Some(handle) }
+    }
+
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            h.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub struct Cluster {
+    pub cp: ControlPlane,
+    pub key: String,
+    pub store: Arc<dyn Store>,
+    pub bus: Bus,
+    pub http: reqwest::Client,
+    _db: TestDatabase,
+}
+
+impl Cluster {
+    pub async fn start(config: Config) -> Cluster {
+        let db = TestDatabase::create().await;
+        let store: Arc<dyn Store> = Arc::new(db.store().await);
+        let nats = std::env::var("LOOM_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+        let bus_config = BusConfig {
+            url: nats,
+            namespace: Some(unique_namespace()),
+            ack_wait: Duration::from_secs(3),
+            backoff: vec![Duration::from_millis(200)],
+            ..BusConfig::default()
+        };
+        let bus = Bus::connect(bus_config).await.expect("NATS must be running (scripts/test.sh starts it)");
+        bus.provision().await.unwrap();
+        let key = loom_control_plane::bootstrap_admin_key(&*store).await.unwrap().expect("a fresh store has no key");
+        let cp = ControlPlane::start(config, store.clone(), bus.clone()).await;
+        Cluster { cp, key, store, bus, http: reqwest::Client::new(), _db: db }
+    }
+
+    pub async fn call_as(
+        &self,
+        key: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.cp.url));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call_as(Some(&self.key), method, path, body).await
+    }
+
+    /// POST that must succeed; returns the body.
+    pub async fn post(&self, path: &str, body: Value) -> Value {
+        let (status, v) = self.call(Method::POST, path, Some(body)).await;
+        assert!(status.is_success(), "POST {path}: {status} {v}");
+        v
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let (status, v) = self.call(Method::GET, path, None).await;
+        assert!(status.is_success(), "GET {path}: {status} {v}");
+        v
+    }
+
+    pub async fn project(&self, id: &str) {
+        self.post("/api/v1/projects", json!({ "id": id, "git_repo": "/tmp/repo" })).await;
+    }
+
+    pub async fn bead(&self, project: &str, title: &str, priority: u8, blocked_by: &[&str]) -> String {
+        let v = self
+            .post(
+                "/api/v1/beads",
+                json!({ "project_id": project, "title": title, "priority": priority, "blocked_by": blocked_by }),
+            )
+            .await;
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Polls a bead until `done` holds or the timeout passes; returns the last state.
+    pub async fn wait_bead(&self, id: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let v = self.get(&format!("/api/v1/beads/{id}")).await;
+            if done(&v) || tokio::time::Instant::now() > deadline {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.cp.stop().await;
+        self.bus.destroy().await.unwrap();
+    }
+}
+
+/// What the test agent does with a task.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Behaviour {
+    Succeed,
+    Fail,
+    /// Take the task and never answer or ack (a dead agent).
+    Vanish,
+}
+
+/// A test agent on the bus: runs every task of `project` with `decide(title)`, records the
+/// titles in the order it ran them, publishes the result, then acks.
+pub struct TestAgent {
+    pub log: Arc<Mutex<Vec<String>>>,
+    stop: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+impl TestAgent {
+    pub async fn start(bus: &Bus, project: &str, decide: fn(&str) -> Behaviour) -> TestAgent {
+        let project = loom_domain::ProjectId::parse(project).unwrap();
+        let mut sub = bus.consume_tasks(&project, None, ConsumeOptions { max_in_flight: 1 }).await.unwrap();
+        let (bus, log, stop) = (bus.clone(), Arc::new(Mutex::new(Vec::new())), CancellationToken::new());
+        let (log2, stop2) = (log.clone(), stop.clone());
+        let handle = tokio::spawn(async move {
+            let agent = AgentId::parse("test-agent").unwrap();
+            loop {
+                let received = tokio::select! {
+                    _ = stop2.cancelled() => return,
+                    r = sub.next() => match r { Some(r) => r, None => return },
+                };
+                let task = received.message.clone();
+                if task.kind == TaskKind::Cancelled {
+                    received.delivery.ack().await.unwrap();
+                    continue;
+                }
+                log2.lock().unwrap().push(task.task_data.title.clone());
+                let behaviour = decide(&task.task_data.title);
+                if behaviour == Behaviour::Vanish {
+                    std::mem::forget(received);
+                    continue;
+                }
+                let result = result_for(&task, &agent, behaviour == Behaviour::Succeed);
+                bus.publish(bus.result(&result, &TraceContext::default()).unwrap()).await.unwrap();
+                received.delivery.ack().await.unwrap();
+            }
+        });
+        TestAgent { log, stop, handle }
+    }
+
+    pub fn ran(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.handle.await;
+    }
+}
+
+pub fn result_for(task: &TaskMessage, agent: &AgentId, success: bool) -> ResultMessage {
+    ResultMessage {
+        kind: if success { ResultKind::Completed } else { ResultKind::Failed },
+        project_id: task.project_id.clone(),
+        bead_id: task.bead_id.clone(),
+        agent_id: agent.clone(),
+        result: ResultData {
+            status: if success { ResultStatus::Success } else { ResultStatus::Failure },
+            output: "ok".into(),
+            error: if success { String::new() } else { format!("{} failed on purpose", task.task_data.title) },
+            commits: Vec::new(),
+            artifacts: Vec::new(),
+            duration: 1,
+            context: Default::default(),
+        },
+        correlation_id: task.correlation_id.clone(),
+        timestamp: Utc::now(),
+        metadata: ResultMetadata { dispatch_id: task.metadata.dispatch_id.clone(), attempt: task.metadata.attempt },
+    }
+}
