@@ -20,6 +20,23 @@ pub(crate) struct ConsumerSpec {
     pub(crate) max_in_flight: usize,
 }
 
+/// Where a subscriber's deliveries come from.
+#[derive(Debug)]
+pub(crate) enum Source {
+    JetStream(Box<crate::jetstream::Puller>),
+    Embedded(crate::embedded::Puller),
+}
+
+impl Source {
+    /// The next delivery, or `None` once the subscription is cancelled.
+    pub(crate) async fn next(&mut self) -> Option<RawDelivery> {
+        match self {
+            Source::JetStream(p) => p.next().await,
+            Source::Embedded(p) => p.next().await,
+        }
+    }
+}
+
 /// One delivery before decoding.
 #[derive(Debug)]
 pub(crate) struct RawDelivery {
@@ -34,10 +51,19 @@ pub(crate) struct RawDelivery {
 }
 
 /// Settles a delivery on the backend it came from.
-#[derive(Debug)]
 pub(crate) enum Acker {
-    JetStream(async_nats::jetstream::message::Acker),
+    /// The client and the delivery's reply subject (`$JS.ACK.…`).
+    JetStream(async_nats::Client, async_nats::Subject),
     Embedded(crate::embedded::Acker),
+}
+
+impl std::fmt::Debug for Acker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Acker::JetStream(_, reply) => write!(f, "Acker::JetStream({reply})"),
+            Acker::Embedded(a) => a.fmt(f),
+        }
+    }
 }
 
 /// What a settlement says.
@@ -64,7 +90,7 @@ impl Acker {
     /// Sends the settlement; with `confirm`, waits until the server has recorded it.
     pub(crate) async fn send(&self, settle: Settle, confirm: bool) -> Result<(), Error> {
         match self {
-            Acker::JetStream(acker) => {
+            Acker::JetStream(client, reply) => {
                 use async_nats::jetstream::AckKind;
                 let kind = match settle {
                     Settle::Ack => AckKind::Ack,
@@ -72,8 +98,19 @@ impl Acker {
                     Settle::Nak(delay) => AckKind::Nak(delay),
                     Settle::Term => AckKind::Term,
                 };
-                let result = if confirm { acker.double_ack_with(kind).await } else { acker.ack_with(kind).await };
-                result.map_err(|e| Error::Ack { action: settle.name(), reason: e.to_string() })
+                let err = |reason: String| Error::Ack { action: settle.name(), reason };
+                if confirm {
+                    // A request, not async-nats' double_ack: that one takes a "no responders"
+                    // reply (JetStream still recovering after a restart) for a confirmation.
+                    let reply = client.request(reply.clone(), kind.into()).await.map_err(|e| err(e.to_string()))?;
+                    match reply.status {
+                        None => Ok(()),
+                        Some(s) if s.is_success() => Ok(()),
+                        Some(s) => Err(err(format!("server answered {s}"))),
+                    }
+                } else {
+                    client.publish(reply.clone(), kind.into()).await.map_err(|e| err(e.to_string()))
+                }
             }
             Acker::Embedded(acker) => acker.send(settle),
         }

@@ -9,6 +9,7 @@ use loom_domain::{AgentId, ProjectId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::Error;
 use crate::backend::ConsumerSpec;
 use crate::config::{BusConfig, Names, StreamKind};
 use crate::dead_letter::DeadLetter;
@@ -20,7 +21,6 @@ use crate::message::{EventMessage, ResultMessage, TaskMessage};
 use crate::registry::{AgentRecord, AgentWatch};
 use crate::subject::{RESULTS_CONSUMER, Role, Subjects, agents_consumer};
 use crate::subscription::{DeadLetters, Subscription};
-use crate::Error;
 
 /// The message bus: JetStream or the embedded in-process twin, with the same semantics.
 /// Cheap to clone; every clone shares one connection.
@@ -40,7 +40,7 @@ pub(crate) struct Inner {
 
 #[derive(Debug)]
 pub(crate) enum Backend {
-    JetStream(JetStream),
+    JetStream(Box<JetStream>),
     Embedded(Embedded),
 }
 
@@ -48,6 +48,14 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// The NATS server a bus is talking to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerSummary {
+    pub server_id: String,
+    pub version: String,
+    pub port: u16,
 }
 
 /// How a subscriber pulls.
@@ -70,13 +78,14 @@ impl Bus {
     pub async fn connect(config: BusConfig) -> Result<Bus, Error> {
         let names = config.validate()?;
         let shutdown = CancellationToken::new();
-        let backend = Backend::JetStream(JetStream::connect(&config, names.clone(), shutdown.clone()).await?);
+        let backend = Backend::JetStream(Box::new(JetStream::connect(&config, names.clone()).await?));
         Ok(Bus::from_parts(config, names, backend, shutdown))
     }
 
     /// An in-process bus with the same semantics as JetStream (durable queues, explicit ack,
     /// in-progress ack, redelivery, dead letters, dedupe, agent registry). Its state lives in
-    /// memory only: it does not survive a restart of the process.
+    /// memory only: it does not survive a restart of the process. Call it inside a tokio
+    /// runtime (it starts the task that redelivers expired deliveries).
     pub fn embedded(config: BusConfig) -> Result<Bus, Error> {
         let names = config.validate()?;
         let shutdown = CancellationToken::new();
@@ -96,6 +105,17 @@ impl Bus {
     /// The subject builder of this bus's namespace.
     pub fn subjects(&self) -> &Subjects {
         &self.inner.subjects
+    }
+
+    /// Which server the bus is connected to (`None` for the embedded bus).
+    pub fn server_info(&self) -> Option<ServerSummary> {
+        match &self.inner.backend {
+            Backend::JetStream(js) => {
+                let info = js.client().server_info();
+                Some(ServerSummary { server_id: info.server_id, version: info.version, port: info.port })
+            }
+            Backend::Embedded(_) => None,
+        }
     }
 
     /// Whether this is the embedded in-process bus.

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::core::{Core, MAX_MSG, filters_overlap};
+use crate::Error;
 use crate::backend::{ConsumerSpec, RawDelivery, Settle};
 use crate::config::{BusConfig, Names, StreamKind};
 use crate::dead_letter::{self, DeadLetter, Origin};
@@ -24,7 +25,6 @@ use crate::envelope::{Outgoing, Receipt};
 use crate::health::{ConsumerLag, Health};
 use crate::registry::KvEvent;
 use crate::subject::Subjects;
-use crate::Error;
 
 /// How often expired ack deadlines are looked for.
 const REAP_EVERY: Duration = Duration::from_millis(50);
@@ -102,9 +102,8 @@ impl Embedded {
         &self,
         spec: ConsumerSpec,
         permits: Arc<Semaphore>,
-        tx: mpsc::Sender<RawDelivery>,
         cancel: CancellationToken,
-    ) -> Result<(), Error> {
+    ) -> Result<Puller, Error> {
         let key = format!("{}/{}", spec.kind.token(), spec.durable);
         {
             let mut core = self.shared.lock();
@@ -118,9 +117,10 @@ impl Embedded {
                 }
                 Some(_) => {}
                 None => {
-                    let overlapping = core.consumers.iter().find(|(k, c)| {
-                        c.kind == spec.kind && **k != key && filters_overlap(&c.filter, &spec.filter)
-                    });
+                    let overlapping = core
+                        .consumers
+                        .iter()
+                        .find(|(k, c)| c.kind == spec.kind && **k != key && filters_overlap(&c.filter, &spec.filter));
                     if let Some((other, _)) = overlapping {
                         return Err(Error::backend(
                             "create consumer",
@@ -131,8 +131,7 @@ impl Embedded {
                 }
             }
         }
-        tokio::spawn(pull(self.shared.clone(), key, permits, tx, cancel));
-        Ok(())
+        Ok(Puller { shared: self.shared.clone(), consumer: key, permits, cancel })
     }
 
     pub(crate) fn watch_dead_letters(&self, tx: mpsc::Sender<DeadLetter>, cancel: CancellationToken) {
@@ -332,37 +331,38 @@ impl Acker {
     }
 }
 
-/// One subscriber's loop: take a permit, wait for a due message, hand it over.
-async fn pull(
+/// One subscriber: takes a permit, then waits for a due message of its consumer.
+#[derive(Debug)]
+pub(crate) struct Puller {
     shared: Arc<Shared>,
     consumer: String,
     permits: Arc<Semaphore>,
-    tx: mpsc::Sender<RawDelivery>,
     cancel: CancellationToken,
-) {
-    loop {
+}
+
+impl Puller {
+    /// The next delivery, or `None` once cancelled.
+    pub(crate) async fn next(&mut self) -> Option<RawDelivery> {
         let permit: OwnedSemaphorePermit = tokio::select! {
-            _ = cancel.cancelled() => return,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = self.cancel.cancelled() => return None,
+            p = self.permits.clone().acquire_owned() => p.ok()?,
         };
-        let mut raw = loop {
-            let notified = shared.ready.notified();
+        loop {
+            let notified = self.shared.ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let wake = match shared.take(&consumer, Instant::now()) {
-                Ok(raw) => break raw,
+            let wake = match self.shared.take(&self.consumer, Instant::now()) {
+                Ok(mut raw) => {
+                    raw.permit = Some(permit);
+                    return Some(raw);
+                }
                 Err(wake) => wake.unwrap_or_else(|| Instant::now() + Duration::from_secs(1)),
             };
             tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = self.cancel.cancelled() => return None,
                 _ = &mut notified => {}
                 _ = tokio::time::sleep_until(wake) => {}
             }
-        };
-        raw.permit = Some(permit);
-        // A subscriber that went away leaves the delivery unsettled: redelivered after the ack wait.
-        if tx.send(raw).await.is_err() {
-            return;
         }
     }
 }
@@ -390,10 +390,8 @@ async fn reap(shared: std::sync::Weak<Shared>, shutdown: CancellationToken) {
                     keep
                 });
             }
-            let notices: Vec<DeadLetter> = expired
-                .iter()
-                .filter_map(|(key, seq)| shared.retry_or_dead_letter(core, key, *seq, now))
-                .collect();
+            let notices: Vec<DeadLetter> =
+                expired.iter().filter_map(|(key, seq)| shared.retry_or_dead_letter(core, key, *seq, now)).collect();
             (!expired.is_empty(), notices)
         };
         if expired_any {

@@ -56,10 +56,6 @@ impl Headers {
             tracestate: self.get(header::TRACESTATE).map(str::to_owned),
         }
     }
-
-    pub(crate) fn from_option(map: Option<HeaderMap>) -> Headers {
-        Headers(map.unwrap_or_default())
-    }
 }
 
 /// A message ready to publish: subject, headers (with `Nats-Msg-Id`) and JSON body. Build one
@@ -93,6 +89,13 @@ impl Outgoing {
             headers.insert(header::TRACESTATE, ts.as_str());
         }
         Outgoing { subject, msg_id, headers, payload }
+    }
+
+    /// A message with an arbitrary body, for tools and fault tests (malformed input, foreign
+    /// publishers). Services use [`crate::Bus::task`] and friends.
+    pub fn raw(subject: impl Into<String>, msg_id: impl Into<String>, payload: impl Into<Bytes>) -> Outgoing {
+        let msg_id = msg_id.into();
+        Outgoing::new(subject.into(), msg_id, "", &TraceContext::default(), payload.into())
     }
 
     /// The subject it will be published on.

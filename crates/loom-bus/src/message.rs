@@ -35,23 +35,24 @@ impl DecodeError {
     }
 }
 
-/// Decodes a body, telling malformed input from an unknown `type`.
+/// Decodes a body, telling malformed input from an unknown `type`. The hot path parses once;
+/// only a failure is parsed again to classify it.
 pub(crate) fn decode<T: Body>(payload: &[u8]) -> Result<T, DecodeError> {
+    let err = match serde_json::from_slice::<T>(payload) {
+        Ok(msg) => return Ok(msg),
+        Err(err) => err,
+    };
     #[derive(serde::Deserialize)]
     struct Probe {
         #[serde(rename = "type")]
         kind: Option<serde_json::Value>,
     }
-    let probe: Probe = serde_json::from_slice(payload).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    match probe.kind {
-        Some(serde_json::Value::String(t)) if !T::is_known_type(&t) => {
-            return Err(DecodeError::UnknownType(t));
-        }
-        Some(serde_json::Value::String(_)) => {}
-        Some(other) => return Err(DecodeError::UnknownType(other.to_string())),
-        None => return Err(DecodeError::Malformed("missing field `type`".into())),
+    match serde_json::from_slice::<Probe>(payload).map(|p| p.kind) {
+        Ok(Some(serde_json::Value::String(t))) if !T::is_known_type(&t) => Err(DecodeError::UnknownType(t)),
+        Ok(Some(other)) if !other.is_string() => Err(DecodeError::UnknownType(other.to_string())),
+        Ok(None) => Err(DecodeError::Malformed("missing field `type`".into())),
+        _ => Err(DecodeError::Malformed(err.to_string())),
     }
-    serde_json::from_slice(payload).map_err(|e| DecodeError::Malformed(e.to_string()))
 }
 
 /// Serde adapters for the validated ids of `loom-domain`, which do not derive wire formats.
@@ -72,6 +73,7 @@ pub(crate) mod ids {
                     <$ty>::parse(&s).map_err(serde::de::Error::custom)
                 }
 
+                #[allow(dead_code)]
                 pub(crate) mod option {
                     use super::*;
 

@@ -189,7 +189,11 @@ fn apply(known: &mut HashMap<String, (AgentRecord, Instant)>, event: KvEvent, tt
             let left = remaining(created, ttl);
             let key = record.agent_id.to_string();
             if left.is_zero() {
-                return known.remove(&key).map(|_| offline(&record.agent_id, OfflineReason::Expired)).into_iter().collect();
+                return known
+                    .remove(&key)
+                    .map(|_| offline(&record.agent_id, OfflineReason::Expired))
+                    .into_iter()
+                    .collect();
             }
             let expires = Instant::now() + left;
             match known.insert(key, (record.clone(), expires)) {

@@ -3,8 +3,8 @@
 
 use loom_domain::{EventKind, ProjectId};
 
-use crate::config::{Names, StreamKind};
 use crate::Error;
+use crate::config::{Names, StreamKind};
 
 /// An agent role (persona) as it appears in `loom.tasks.{project}.{role}` and in the consumer
 /// name `agents-{project}-{role}`: `^[a-z0-9][a-z0-9_-]{0,62}$`.

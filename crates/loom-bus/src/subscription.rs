@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::backend::{ConsumerSpec, RawDelivery, Settle};
+use crate::backend::{ConsumerSpec, RawDelivery, Settle, Source};
 use crate::bus::Backend;
 use crate::config::StreamKind;
 use crate::dead_letter::{self, DeadLetter, Origin};
@@ -21,7 +21,7 @@ use crate::{Bus, Error};
 /// A subscriber bound to a durable consumer; yields decoded messages with their delivery.
 #[derive(Debug)]
 pub struct Subscription<T> {
-    rx: mpsc::Receiver<RawDelivery>,
+    source: Source,
     bus: Bus,
     kind: StreamKind,
     consumer: String,
@@ -31,15 +31,16 @@ pub struct Subscription<T> {
 
 impl<T: Body> Subscription<T> {
     pub(crate) async fn start(bus: Bus, spec: ConsumerSpec) -> Result<Subscription<T>, Error> {
-        let (tx, rx) = mpsc::channel(spec.max_in_flight);
         let permits = Arc::new(Semaphore::new(spec.max_in_flight));
         let cancel = bus.inner.shutdown.child_token();
-        match &bus.inner.backend {
-            Backend::JetStream(js) => js.subscribe(&bus.inner.config, spec.clone(), permits, tx, cancel.clone()).await?,
-            Backend::Embedded(e) => e.subscribe(spec.clone(), permits, tx, cancel.clone())?,
-        }
+        let source = match &bus.inner.backend {
+            Backend::JetStream(js) => Source::JetStream(Box::new(
+                js.subscribe(&bus.inner.config, spec.clone(), permits, cancel.clone()).await?,
+            )),
+            Backend::Embedded(e) => Source::Embedded(e.subscribe(spec.clone(), permits, cancel.clone())?),
+        };
         Ok(Subscription {
-            rx,
+            source,
             bus,
             kind: spec.kind,
             consumer: spec.durable,
@@ -57,7 +58,7 @@ impl<T: Body> Subscription<T> {
     /// the subscriber already holds `max_in_flight` unsettled deliveries.
     pub async fn next(&mut self) -> Option<Received<T>> {
         loop {
-            let raw = self.rx.recv().await?;
+            let raw = self.source.next().await?;
             match decode::<T>(&raw.payload) {
                 Ok(message) => {
                     let delivery = Delivery::new(raw, self.bus.clone(), self.kind);

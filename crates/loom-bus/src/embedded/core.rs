@@ -100,7 +100,8 @@ impl Core {
         let seq = stream.last_seq;
         stream.dedupe.insert(msg.msg_id.clone(), seq);
         stream.dedupe_order.push_back((now, msg.msg_id));
-        let stored = Stored { subject: msg.subject, headers: msg.headers, payload: msg.payload, at: now, deliveries: 0 };
+        let stored =
+            Stored { subject: msg.subject, headers: msg.headers, payload: msg.payload, at: now, deliveries: 0 };
         stream.messages.insert(seq, stored);
         let cap = match kind {
             StreamKind::Dlq => Some(DLQ_MAX),
@@ -121,7 +122,8 @@ impl Core {
     /// Hands a work-queue message to the consumer whose filter matches it, if one exists yet.
     fn route(&mut self, kind: StreamKind, seq: u64, now: Instant) {
         let Some(stored) = self.streams.get(&kind).and_then(|s| s.messages.get(&seq)) else { return };
-        if let Some(c) = self.consumers.values_mut().find(|c| c.kind == kind && subject_matches(&c.filter, &stored.subject))
+        if let Some(c) =
+            self.consumers.values_mut().find(|c| c.kind == kind && subject_matches(&c.filter, &stored.subject))
         {
             c.ready.insert((now, seq));
         }
