@@ -22,6 +22,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The control plane's HTTP address.
     pub http_addr: SocketAddr,
+    /// The API the CLI talks to; default `http://{http_addr}`.
+    pub api_url: Option<String>,
+    /// The API key the CLI sends (secret: redacted in `config show`).
+    pub api_key: Option<String>,
+    /// Serve the API without authentication (loopback only; development).
+    pub insecure_no_auth: bool,
     /// The database service's gRPC address.
     pub db_addr: SocketAddr,
     /// The connectors service's gRPC address.
@@ -63,6 +69,9 @@ impl Default for Config {
             nats_url: None,
             data_dir: PathBuf::from(".loom"),
             http_addr: ([127, 0, 0, 1], 8080).into(),
+            api_url: None,
+            api_key: None,
+            insecure_no_auth: false,
             db_addr: ([127, 0, 0, 1], 50051).into(),
             connectors_addr: ([127, 0, 0, 1], 50052).into(),
             log_format: "text".into(),
@@ -96,6 +105,10 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
 }
 
 impl Config {
@@ -132,12 +145,18 @@ impl Config {
         let mut c = self.clone();
         c.database_url = c.database_url.as_deref().map(loom_store::redact_url);
         c.nats_url = c.nats_url.as_deref().map(loom_store::redact_url);
+        c.api_key = c.api_key.as_ref().map(|_| "****".to_owned());
         c
     }
 
     /// The SQLite file used when no database URL is configured.
     pub fn sqlite_path(&self) -> PathBuf {
         self.data_dir.join("loom.sqlite")
+    }
+
+    /// The API URL the CLI uses.
+    pub fn api_url(&self) -> String {
+        self.api_url.clone().unwrap_or_else(|| format!("http://{}", self.http_addr))
     }
 }
 
@@ -163,7 +182,10 @@ mod tests {
     #[test]
     fn layers_override_in_order_and_secrets_are_redacted() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("loom.toml", "database_url = \"postgres://u:file@db/loom\"\nlog_level = \"debug\"\n[dispatch]\nmax_attempts = 7\n")?;
+            jail.create_file(
+                "loom.toml",
+                "database_url = \"postgres://u:file@db/loom\"\nlog_level = \"debug\"\n[dispatch]\nmax_attempts = 7\n",
+            )?;
             jail.set_env("LOOM_DATABASE_URL", "postgres://u:env-secret@db/loom");
             jail.set_env("LOOM_DISPATCH__LEASE_SECS", "42");
             let c = Config::load(None, &Overrides::default()).unwrap();

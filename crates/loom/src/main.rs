@@ -2,6 +2,8 @@
 //! logging and composes the services; the services themselves live in library crates.
 
 mod bench;
+mod cli;
+mod compose;
 mod config;
 mod personas;
 mod storage;
@@ -33,6 +35,12 @@ struct Cli {
     /// Log format: text or json.
     #[arg(long, global = true)]
     log_format: Option<String>,
+    /// The control plane's URL, for commands that talk to it (default http://{http_addr}).
+    #[arg(long, global = true, env = "LOOM_API_URL")]
+    api_url: Option<String>,
+    /// API key for those commands.
+    #[arg(long, global = true, env = "LOOM_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -53,6 +61,33 @@ enum Command {
     /// Measure Loom against raw baselines.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Projects (through the API).
+    #[command(subcommand)]
+    Project(cli::ProjectCmd),
+    /// Beads (through the API).
+    #[command(subcommand)]
+    Bead(cli::BeadCmd),
+    /// Agents (through the API).
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Counts of projects, beads by status and agents.
+    Status(cli::Output),
+    /// The event log; `--follow` streams new events.
+    Events {
+        #[arg(long)]
+        follow: bool,
+        /// Start after this event sequence number.
+        #[arg(long)]
+        after: Option<i64>,
+        #[command(flatten)]
+        out: cli::Output,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// Live agents from the registry.
+    List(cli::Output),
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +122,8 @@ fn main() -> ExitCode {
         nats_url: cli.nats_url.clone(),
         data_dir: cli.data_dir.clone(),
         log_format: cli.log_format.clone(),
+        api_url: cli.api_url.clone(),
+        api_key: cli.api_key.clone(),
     };
     let config = match Config::load(cli.config.as_deref(), &overrides) {
         Ok(c) => c,
@@ -118,5 +155,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Persona(PersonaCommand::List(args)) => personas::list(&args.dir),
         Command::Bench(cmd) => bench::run(cmd, &config).await,
+        Command::Project(cmd) => cli::project(cmd, &config).await,
+        Command::Bead(cmd) => cli::bead(cmd, &config).await,
+        Command::Agent(AgentCommand::List(out)) => cli::agents(&config, out).await,
+        Command::Status(out) => cli::status(&config, out).await,
+        Command::Events { follow, after, out } => cli::events(&config, follow, after, out).await,
     }
 }

@@ -8,7 +8,8 @@ use loom_domain::Persona;
 /// Loads and validates every persona under `dir`, sorted by name.
 pub fn load_dir(dir: &Path) -> anyhow::Result<Vec<Persona>> {
     let mut personas = Vec::new();
-    let entries = std::fs::read_dir(dir).with_context(|| format!("cannot read personas directory {}", dir.display()))?;
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read personas directory {}", dir.display()))?;
     for entry in entries {
         let entry = entry?;
         if !entry.file_type()?.is_dir() {

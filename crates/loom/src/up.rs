@@ -1,14 +1,11 @@
-//! `loom up`: every service in one process on this machine.
-//!
-//! Today it brings up the storage layer (PostgreSQL when configured, else the embedded SQLite
-//! file, migrated) and the message bus (NATS JetStream when configured, else the embedded bus),
-//! reports what runs, and waits for Ctrl-C. The control plane and agents join as they land.
+//! `loom up`: every service in one process on this machine — the store (PostgreSQL when
+//! configured, else the embedded SQLite file), the bus (NATS when configured, else the embedded
+//! bus) and the control plane with its API. Ctrl-C shuts it down cleanly.
 
-use anyhow::Context;
 use loom_domain::Status;
 
 use crate::config::Config;
-use crate::storage;
+use crate::{compose, storage};
 
 pub async fn run(config: &Config) -> anyhow::Result<()> {
     let (store, what) = storage::open(config).await?;
@@ -16,12 +13,11 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     let counts = store.bead_counts(None).await?;
     println!("loom: storage ready: {what}");
     println!("loom: {} project(s); beads {}", projects.len(), summary(&counts));
-    let bus = crate::bench::bus::connect(config).await?;
-    println!("loom: bus ready: {bus}");
-    println!("loom: the control plane and agents are not part of this build yet; press Ctrl-C to stop");
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
-    println!("loom: shutting down");
-    Ok(())
+    let (bus, what) = compose::bus(config).await?;
+    println!("loom: bus ready: {what}");
+    println!("loom: no project agent runs in this build yet: dispatched beads wait for one");
+    let shutdown = compose::shutdown_on_signals();
+    compose::control_plane(config, store, bus, shutdown).await
 }
 
 fn summary(counts: &[(Status, u64)]) -> String {

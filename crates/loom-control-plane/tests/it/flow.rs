@@ -143,7 +143,7 @@ async fn a_second_control_plane_takes_over_dispatch() {
     assert_ne!(url, second.url);
     second.stop().await;
     agent.stop().await;
-    c.bus.destroy().await.unwrap();
+    c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

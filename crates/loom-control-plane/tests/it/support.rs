@@ -65,12 +65,32 @@ impl Drop for ControlPlane {
     }
 }
 
+/// Deletes a test's bus namespace when dropped, even when the test panicked: it connects afresh
+/// from its own thread, since the test's runtime may be unwinding.
+pub struct NamespaceGuard(pub BusConfig);
+
+impl Drop for NamespaceGuard {
+    fn drop(&mut self) {
+        let config = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok(bus) = Bus::connect(config).await {
+                    let _ = bus.destroy().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
 pub struct Cluster {
     pub cp: ControlPlane,
     pub key: String,
     pub store: Arc<dyn Store>,
     pub bus: Bus,
     pub http: reqwest::Client,
+    _namespace: NamespaceGuard,
     _db: TestDatabase,
 }
 
@@ -86,11 +106,11 @@ impl Cluster {
             backoff: vec![Duration::from_millis(200)],
             ..BusConfig::default()
         };
-        let bus = Bus::connect(bus_config).await.expect("NATS must be running (scripts/test.sh starts it)");
+        let bus = Bus::connect(bus_config.clone()).await.expect("NATS must be running (scripts/test.sh starts it)");
         bus.provision().await.unwrap();
         let key = loom_control_plane::bootstrap_admin_key(&*store).await.unwrap().expect("a fresh store has no key");
         let cp = ControlPlane::start(config, store.clone(), bus.clone()).await;
-        Cluster { cp, key, store, bus, http: reqwest::Client::new(), _db: db }
+        Cluster { cp, key, store, bus, http: reqwest::Client::new(), _namespace: NamespaceGuard(bus_config), _db: db }
     }
 
     pub async fn call_as(
@@ -156,9 +176,9 @@ impl Cluster {
         }
     }
 
+    /// Stops the control plane (it must stop cleanly); the guards remove the namespace and database.
     pub async fn stop(mut self) {
         self.cp.stop().await;
-        self.bus.destroy().await.unwrap();
     }
 }
 

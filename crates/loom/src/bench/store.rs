@@ -64,7 +64,8 @@ pub async fn run(args: StoreArgs, config: &Config) -> anyhow::Result<()> {
     let mut reports = Vec::new();
     if matches!(args.backend, Backend::Postgres | Backend::Both) {
         let admin = super::database_url(config);
-        let scratch = ScratchDatabase::create_on(&admin, "loom_bench").await.context("creating the scratch database")?;
+        let scratch =
+            ScratchDatabase::create_on(&admin, "loom_bench").await.context("creating the scratch database")?;
         let mut opts = crate::storage::pg_options(config);
         opts.max_connections = opts.max_connections.max(args.concurrency as u32 + 2);
         let store = scratch.open(&opts).await?;
@@ -84,7 +85,12 @@ pub async fn run(args: StoreArgs, config: &Config) -> anyhow::Result<()> {
         } else {
             println!(
                 "{:<9} create {:>8.0}/s   claim {:>8.0}/s (batch {})   ready query with {} beads: p50 {:.2} ms, p99 {:.2} ms",
-                r.backend, r.create_per_s, r.claim_per_s, r.claim_batch, r.ready_beads, r.ready_query_p50_ms_100k,
+                r.backend,
+                r.create_per_s,
+                r.claim_per_s,
+                r.claim_batch,
+                r.ready_beads,
+                r.ready_query_p50_ms_100k,
                 r.ready_query_p99_ms_100k
             );
         }
@@ -138,7 +144,12 @@ async fn measure(backend: &'static str, store: Arc<dyn Store>, args: &StoreArgs)
     })
 }
 
-async fn claim_all(backend: &str, store: &Arc<dyn Store>, project: &ProjectId, args: &StoreArgs) -> anyhow::Result<f64> {
+async fn claim_all(
+    backend: &str,
+    store: &Arc<dyn Store>,
+    project: &ProjectId,
+    args: &StoreArgs,
+) -> anyhow::Result<f64> {
     let bar = progress(&format!("{backend}: claim"), args.creates as u64);
     let started = Instant::now();
     let claimers = (0..args.concurrency).map(|_| {

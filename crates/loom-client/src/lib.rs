@@ -1,0 +1,195 @@
+//! A typed client of Loom's HTTP API (`/api/v1`), used by the `loom` CLI and tests. It speaks only
+//! HTTP and the JSON types of `loom-api`; it never depends on a server crate.
+//!
+//! Invariant: every failed call is an [`Error`] that carries the server's `code` and `message`
+//! when there was a response, so the CLI can show them as they are.
+
+use futures::{Stream, StreamExt};
+use loom_api::{
+    BeadDto, BeadPageDto, CloseBead, CreateBead, Dependency, ErrorBody, EventDto, ProjectDto, ProjectRequest,
+    UpdateBead,
+};
+use reqwest::Method;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server answered with an error.
+    #[error("{message} ({status} {code})")]
+    Api { status: u16, code: String, message: String },
+    /// The server could not be reached.
+    #[error("cannot reach the Loom API at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    /// The server answered something this client does not understand.
+    #[error("unexpected response: {0}")]
+    Decode(String),
+}
+
+/// A client for one control plane.
+#[derive(Clone, Debug)]
+pub struct Client {
+    base: String,
+    key: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// `base` is the control plane's URL, e.g. `http://127.0.0.1:8080`.
+    pub fn new(base: &str, key: Option<String>) -> Self {
+        Self { base: base.trim_end_matches('/').to_owned(), key, http: reqwest::Client::new() }
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, Error> {
+        let url = format!("{}/api/v1{path}", self.base);
+        let mut req = self.http.request(method, &url);
+        if let Some(k) = &self.key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp =
+            req.send().await.map_err(|e| Error::Unreachable { url: self.base.clone(), reason: e.to_string() })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| Error::Decode(e.to_string()))?;
+        if !status.is_success() {
+            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(b) => Error::Api { status: status.as_u16(), code: b.error.code, message: b.error.message },
+                Err(_) => Error::Api {
+                    status: status.as_u16(),
+                    code: "http".into(),
+                    message: String::from_utf8_lossy(&bytes).into_owned(),
+                },
+            });
+        }
+        let bytes = if bytes.is_empty() { "null".into() } else { bytes };
+        serde_json::from_slice(&bytes).map_err(|e| Error::Decode(format!("{e} in {}", String::from_utf8_lossy(&bytes))))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
+        self.call(Method::GET, path, None::<&()>).await
+    }
+
+    pub async fn projects(&self) -> Result<Vec<ProjectDto>, Error> {
+        self.get("/projects").await
+    }
+
+    pub async fn project(&self, id: &str) -> Result<ProjectDto, Error> {
+        self.get(&format!("/projects/{id}")).await
+    }
+
+    pub async fn create_project(&self, req: &ProjectRequest) -> Result<ProjectDto, Error> {
+        self.call(Method::POST, "/projects", Some(req)).await
+    }
+
+    pub async fn delete_project(&self, id: &str) -> Result<(), Error> {
+        self.call::<Value>(Method::DELETE, &format!("/projects/{id}"), None::<&()>).await.map(|_| ())
+    }
+
+    /// `query` is a URL query string such as `project_id=p&status=open` (may be empty).
+    pub async fn beads(&self, query: &str) -> Result<BeadPageDto, Error> {
+        self.get(&format!("/beads?{query}")).await
+    }
+
+    pub async fn bead(&self, id: &str) -> Result<BeadDto, Error> {
+        self.get(&format!("/beads/{id}")).await
+    }
+
+    pub async fn create_bead(&self, req: &CreateBead) -> Result<BeadDto, Error> {
+        self.call(Method::POST, "/beads", Some(req)).await
+    }
+
+    pub async fn update_bead(&self, id: &str, req: &UpdateBead) -> Result<BeadDto, Error> {
+        self.call(Method::PATCH, &format!("/beads/{id}"), Some(req)).await
+    }
+
+    pub async fn close_bead(&self, id: &str, reason: Option<String>) -> Result<BeadDto, Error> {
+        self.call(Method::POST, &format!("/beads/{id}/close"), Some(&CloseBead { reason, version: None })).await
+    }
+
+    pub async fn reopen_bead(&self, id: &str) -> Result<BeadDto, Error> {
+        self.call(Method::POST, &format!("/beads/{id}/reopen"), None::<&()>).await
+    }
+
+    pub async fn add_dependency(&self, id: &str, blocker: &str) -> Result<BeadDto, Error> {
+        let dep = Dependency { blocker: blocker.to_owned() };
+        self.call(Method::POST, &format!("/beads/{id}/dependencies"), Some(&dep)).await
+    }
+
+    pub async fn remove_dependency(&self, id: &str, blocker: &str) -> Result<BeadDto, Error> {
+        let dep = Dependency { blocker: blocker.to_owned() };
+        self.call(Method::DELETE, &format!("/beads/{id}/dependencies"), Some(&dep)).await
+    }
+
+    pub async fn ready(&self, project: &str) -> Result<Vec<BeadDto>, Error> {
+        self.get(&format!("/ready?project_id={project}")).await
+    }
+
+    pub async fn agents(&self) -> Result<Value, Error> {
+        self.get("/agents").await
+    }
+
+    pub async fn status(&self) -> Result<Value, Error> {
+        self.get("/status").await
+    }
+
+    pub async fn events(&self, after: i64, limit: u32) -> Result<Vec<EventDto>, Error> {
+        self.get(&format!("/events?after={after}&limit={limit}")).await
+    }
+
+    /// Follows `/events/stream` from `after` (or from now): yields events as they happen.
+    pub async fn follow_events(
+        &self,
+        after: Option<i64>,
+    ) -> Result<impl Stream<Item = Result<EventDto, Error>>, Error> {
+        let mut req = self.http.get(format!("{}/api/v1/events/stream", self.base));
+        if let Some(k) = &self.key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(a) = after {
+            req = req.header("Last-Event-ID", a.to_string());
+        }
+        let resp =
+            req.send().await.map_err(|e| Error::Unreachable { url: self.base.clone(), reason: e.to_string() })?;
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            let body: ErrorBody = resp.json().await.map_err(|e| Error::Decode(e.to_string()))?;
+            return Err(Error::Api { status, code: body.error.code, message: body.error.message });
+        }
+        let bytes = resp.bytes_stream();
+        Ok(sse_data(bytes)
+            .map(|r| r.and_then(|data| serde_json::from_str(&data).map_err(|e| Error::Decode(e.to_string())))))
+    }
+}
+
+/// The `data:` payloads of a server-sent event stream.
+fn sse_data(
+    bytes: impl Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin,
+) -> impl Stream<Item = Result<String, Error>> {
+    futures::stream::unfold((bytes, String::new()), |(mut bytes, mut buf)| async move {
+        loop {
+            if let Some(end) = buf.find("\n\n") {
+                let frame: String = buf.drain(..end + 2).collect();
+                let data: Vec<&str> =
+                    frame.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                return Some((Ok(data.join("\n")), (bytes, buf)));
+            }
+            match bytes.next().await {
+                Some(Ok(chunk)) => buf.push_str(&String::from_utf8_lossy(&chunk)),
+                Some(Err(e)) => return Some((Err(Error::Decode(e.to_string())), (bytes, buf))),
+                None => return None,
+            }
+        }
+    })
+}

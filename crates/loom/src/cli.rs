@@ -1,0 +1,315 @@
+//! The commands that talk to a running control plane through its HTTP API: tables for people,
+//! `--json` for scripts.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use futures::StreamExt;
+use loom_api::{BeadDto, CreateBead, ProjectDto, ProjectRequest, UpdateBead};
+use loom_client::Client;
+use serde::Serialize;
+
+use crate::config::Config;
+
+#[derive(Debug, Args)]
+pub struct Output {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectCmd {
+    /// Register a project (a git repository).
+    Add {
+        id: String,
+        /// The repository: a URL or a local path.
+        #[arg(long)]
+        repo: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        branch: Option<String>,
+        /// Prefix of the project's bead ids (default: derived from the id).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// `direct` or `branch-pr`.
+        #[arg(long)]
+        git_strategy: Option<String>,
+        /// Context entries `key=value` (e.g. `test=cargo test`); repeatable.
+        #[arg(long = "context", value_parser = parse_kv)]
+        context: Vec<(String, String)>,
+        #[command(flatten)]
+        out: Output,
+    },
+    List(Output),
+    Show {
+        id: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    Rm {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BeadCmd {
+    /// Create a bead.
+    Create {
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        title: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[arg(long)]
+        priority: Option<i64>,
+        #[arg(long = "type")]
+        bead_type: Option<String>,
+        /// A bead this one waits on; repeatable.
+        #[arg(long = "blocked-by")]
+        blocked_by: Vec<String>,
+        /// Context entries `key=value` (e.g. `command=make test`, `executor=shell`); repeatable.
+        #[arg(long = "context", value_parser = parse_kv)]
+        context: Vec<(String, String)>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// List beads (filters combine).
+    List {
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        out: Output,
+    },
+    Show {
+        id: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    Update {
+        id: String,
+        #[arg(long)]
+        title: Option<String>,
+        #[arg(long)]
+        priority: Option<i64>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    Close {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    Reopen {
+        id: String,
+    },
+    /// Dependencies between beads.
+    #[command(subcommand)]
+    Dep(DepCmd),
+    /// The beads of a project ready to run, in dispatch order.
+    Ready {
+        #[arg(long)]
+        project: String,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DepCmd {
+    /// BEAD waits on BLOCKER.
+    Add {
+        bead: String,
+        blocker: String,
+    },
+    Rm {
+        bead: String,
+        blocker: String,
+    },
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+fn client(config: &Config) -> Client {
+    Client::new(&config.api_url(), config.api_key.clone())
+}
+
+fn print_json(v: &impl Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn print_projects(projects: &[ProjectDto]) {
+    println!("{:<20} {:<8} {:<10} {:<8} REPO", "ID", "PREFIX", "STRATEGY", "STATUS");
+    for p in projects {
+        println!("{:<20} {:<8} {:<10} {:<8} {}", p.id, p.bead_prefix, p.git_strategy, p.status, p.git_repo);
+    }
+}
+
+fn print_beads(beads: &[BeadDto]) {
+    println!("{:<14} {:<3} {:<12} {:<8} TITLE", "ID", "PRI", "STATUS", "TYPE");
+    for b in beads {
+        println!("{:<14} P{:<2} {:<12} {:<8} {}", b.id, b.priority, b.status, b.bead_type, b.title);
+    }
+}
+
+fn print_bead(b: &BeadDto) {
+    println!("{} [{}] P{} {} — {}", b.id, b.status, b.priority, b.bead_type, b.title);
+    if !b.blocked_by.is_empty() {
+        println!("  waits on: {}", b.blocked_by.join(", "));
+    }
+    if let Some(e) = &b.last_error {
+        println!("  last error: {e}");
+    }
+    if let Some(r) = &b.close_reason {
+        println!("  closed: {r}");
+    }
+    println!("  attempts {}, version {}", b.attempts, b.version);
+    if !b.description.is_empty() {
+        println!("\n{}", b.description);
+    }
+}
+
+pub async fn project(cmd: ProjectCmd, config: &Config) -> anyhow::Result<()> {
+    let c = client(config);
+    match cmd {
+        ProjectCmd::Add { id, repo, name, branch, prefix, git_strategy, context, out } => {
+            let req = ProjectRequest {
+                id: Some(id),
+                name,
+                git_repo: repo,
+                branch,
+                bead_prefix: prefix,
+                context: context.into_iter().collect::<BTreeMap<_, _>>(),
+                git_strategy,
+                status: None,
+            };
+            let p = c.create_project(&req).await?;
+            if out.json { print_json(&p)? } else { println!("project {} added (bead prefix {})", p.id, p.bead_prefix) }
+        }
+        ProjectCmd::List(out) => {
+            let ps = c.projects().await?;
+            if out.json { print_json(&ps)? } else { print_projects(&ps) }
+        }
+        ProjectCmd::Show { id, out } => {
+            let p = c.project(&id).await?;
+            if out.json { print_json(&p)? } else { print_projects(&[p]) }
+        }
+        ProjectCmd::Rm { id } => {
+            c.delete_project(&id).await?;
+            println!("project {id} removed");
+        }
+    }
+    Ok(())
+}
+
+pub async fn bead(cmd: BeadCmd, config: &Config) -> anyhow::Result<()> {
+    let c = client(config);
+    match cmd {
+        BeadCmd::Create { project, title, description, priority, bead_type, blocked_by, context, out } => {
+            let req = CreateBead {
+                project_id: project,
+                title,
+                description,
+                bead_type,
+                priority,
+                blocked_by,
+                context: context.into_iter().collect(),
+                ..CreateBead::default()
+            };
+            let b = c.create_bead(&req).await?;
+            if out.json { print_json(&b)? } else { println!("{}", b.id) }
+        }
+        BeadCmd::List { project, status, limit, out } => {
+            let mut q = vec![format!("limit={limit}")];
+            q.extend(project.map(|p| format!("project_id={p}")));
+            q.extend(status.map(|s| format!("status={s}")));
+            let page = c.beads(&q.join("&")).await?;
+            if out.json { print_json(&page)? } else { print_beads(&page.beads) }
+        }
+        BeadCmd::Show { id, out } => {
+            let b = c.bead(&id).await?;
+            if out.json { print_json(&b)? } else { print_bead(&b) }
+        }
+        BeadCmd::Update { id, title, priority, status, description, out } => {
+            let req = UpdateBead { title, priority, status, description, ..UpdateBead::default() };
+            let b = c.update_bead(&id, &req).await?;
+            if out.json { print_json(&b)? } else { print_bead(&b) }
+        }
+        BeadCmd::Close { id, reason } => println!("{} closed", c.close_bead(&id, reason).await?.id),
+        BeadCmd::Reopen { id } => println!("{} reopened", c.reopen_bead(&id).await?.id),
+        BeadCmd::Dep(DepCmd::Add { bead, blocker }) => {
+            c.add_dependency(&bead, &blocker).await?;
+            println!("{bead} now waits on {blocker}");
+        }
+        BeadCmd::Dep(DepCmd::Rm { bead, blocker }) => {
+            c.remove_dependency(&bead, &blocker).await?;
+            println!("{bead} no longer waits on {blocker}");
+        }
+        BeadCmd::Ready { project, out } => {
+            let beads = c.ready(&project).await?;
+            if out.json { print_json(&beads)? } else { print_beads(&beads) }
+        }
+    }
+    Ok(())
+}
+
+pub async fn agents(config: &Config, out: Output) -> anyhow::Result<()> {
+    let agents = client(config).agents().await?;
+    if out.json {
+        return print_json(&agents);
+    }
+    println!("{:<36} {:<14} {:<10} {:<8} BEAD", "ID", "PROJECT", "ROLE", "STATUS");
+    for a in agents.as_array().into_iter().flatten() {
+        let s = |k: &str| a[k].as_str().unwrap_or("").to_owned();
+        println!("{:<36} {:<14} {:<10} {:<8} {}", s("id"), s("project_id"), s("role"), s("status"), s("current_bead"));
+    }
+    Ok(())
+}
+
+pub async fn status(config: &Config, out: Output) -> anyhow::Result<()> {
+    let s = client(config).status().await?;
+    if out.json {
+        return print_json(&s);
+    }
+    println!("projects: {}   agents: {}", s["projects"], s["agents"]);
+    let beads = s["beads"].as_object().cloned().unwrap_or_default();
+    println!("beads: {}", beads.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
+    Ok(())
+}
+
+pub async fn events(config: &Config, follow: bool, after: Option<i64>, out: Output) -> anyhow::Result<()> {
+    let c = client(config);
+    let show = |e: &loom_api::EventDto| -> anyhow::Result<()> {
+        if out.json {
+            println!("{}", serde_json::to_string(e)?);
+        } else {
+            println!("{:>6} {} {:<24} {}", e.seq, e.timestamp.format("%H:%M:%S"), e.kind, e.description);
+        }
+        Ok(())
+    };
+    if !follow {
+        for e in c.events(after.unwrap_or(0), 1000).await? {
+            show(&e)?;
+        }
+        return Ok(());
+    }
+    let mut stream = Box::pin(c.follow_events(after).await?);
+    while let Some(e) = stream.next().await {
+        show(&e.context("event stream")?)?;
+    }
+    Ok(())
+}

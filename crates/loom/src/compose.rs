@@ -1,0 +1,78 @@
+//! Composition: building the bus and running the control plane from the configuration, the same
+//! way for `loom up` and `loom serve control-plane`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use loom_bus::{Bus, BusConfig};
+use loom_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+/// Connects the configured bus (NATS, or the embedded one) and provisions it; returns it with a
+/// description for the operator.
+pub async fn bus(config: &Config) -> anyhow::Result<(Bus, String)> {
+    match &config.nats_url {
+        Some(url) => {
+            let bus = Bus::connect(BusConfig { url: url.clone(), ..BusConfig::default() })
+                .await
+                .with_context(|| format!("cannot connect to NATS at {}", loom_store::redact_url(url)))?;
+            bus.provision().await.context("provisioning JetStream streams")?;
+            Ok((bus, format!("NATS JetStream at {}", loom_store::redact_url(url))))
+        }
+        None => {
+            let bus = Bus::embedded(BusConfig::default())?;
+            bus.provision().await?;
+            Ok((bus, "embedded in-process bus (its queues do not survive a restart)".into()))
+        }
+    }
+}
+
+/// The control plane's settings from the configuration.
+pub fn control_plane_config(config: &Config) -> loom_control_plane::Config {
+    loom_control_plane::Config {
+        insecure_no_auth: config.insecure_no_auth,
+        lease: Duration::from_secs(config.dispatch.lease_secs),
+        max_attempts: config.dispatch.max_attempts,
+        retry_backoff: Duration::from_secs(config.dispatch.retry_backoff_secs),
+        ..loom_control_plane::Config::default()
+    }
+}
+
+/// Binds the API address, prints the first admin key if one was just made, and runs the control
+/// plane until `shutdown`.
+pub async fn control_plane(
+    config: &Config,
+    store: Arc<dyn Store>,
+    bus: Bus,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+    if let Some(secret) = loom_control_plane::bootstrap_admin_key(&*store).await? {
+        println!("loom: first start: created an admin API key (shown once, store it now):");
+        println!("  export LOOM_API_KEY={secret}");
+    }
+    println!("loom: control plane at http://{}", listener.local_addr()?);
+    loom_control_plane::run(control_plane_config(config), listener, store, bus, shutdown).await?;
+    Ok(())
+}
+
+/// A token cancelled on Ctrl-C or SIGTERM.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+        }
+        println!("loom: shutting down");
+        t.cancel();
+    });
+    token
+}
