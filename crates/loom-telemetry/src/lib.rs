@@ -20,7 +20,8 @@ pub enum LogFormat {
 /// Installs the global subscriber. Later calls are ignored, so tests may call it freely.
 pub fn init(format: LogFormat, default_level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = match format {
         LogFormat::Text => builder.compact().with_target(false).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),

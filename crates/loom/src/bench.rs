@@ -3,6 +3,8 @@
 //! to a terminal. Every bench creates its own scratch database or stream namespace and removes it.
 
 pub mod bus;
+mod db;
+mod e2e;
 mod store;
 
 use std::time::Duration;
@@ -19,6 +21,10 @@ pub enum BenchCommand {
     Store(store::StoreArgs),
     /// Bus publish+consume through loom-bus against raw async-nats.
     Bus(bus::BusArgs),
+    /// `GetBead` and `ClaimReady` latency through the gRPC database service vs. PostgreSQL alone.
+    Db(db::DbArgs),
+    /// Beads end to end through the control plane and no-op agents (PostgreSQL + NATS).
+    E2e(e2e::E2eArgs),
 }
 
 /// Options every bench shares.
@@ -33,6 +39,8 @@ pub async fn run(cmd: BenchCommand, config: &Config) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Store(args) => store::run(args, config).await,
         BenchCommand::Bus(args) => bus::run(args, config).await,
+        BenchCommand::Db(args) => db::run(args, config).await,
+        BenchCommand::E2e(args) => e2e::run(args, config).await,
     }
 }
 

@@ -1,0 +1,277 @@
+//! `loom bench e2e`: N beads through create → dispatch → no-op agent → result → closed on
+//! PostgreSQL + NATS, with the control plane in this process. Without `--rate` the beads are
+//! created as fast as the store takes them (throughput); with `--rate R` one bead is created every
+//! 1/R s (latency at an offered load). Dispatch latency is creation → the agent holding the task.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use clap::Args;
+use loom_bus::{
+    Bus, BusConfig, ConsumeOptions, ResultData, ResultKind, ResultMessage, ResultMetadata, ResultStatus, TraceContext,
+};
+use loom_domain::{AgentId, EventKind, NewBead, NewProject, ProjectId, Status};
+use loom_store::Store;
+use loom_store::scratch::ScratchDatabase;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::{Common, progress, quantile_ms};
+use crate::config::Config;
+
+#[derive(Debug, Args)]
+pub struct E2eArgs {
+    /// Beads to drive through.
+    #[arg(long, default_value_t = 20_000)]
+    beads: usize,
+    /// Offered load in beads per second (default: as fast as possible).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// No-op agent instances (competing consumers).
+    #[arg(long, default_value_t = 2)]
+    agents: usize,
+    /// Give up waiting for the last beads after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout_secs: u64,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    beads: usize,
+    beads_per_s: f64,
+    dispatch_p50_ms: f64,
+    dispatch_p99_ms: f64,
+    lost: usize,
+    duplicated: usize,
+    offered_rate: Option<f64>,
+}
+
+/// When each bead (by its unique title) was created, or its creation requested.
+type Created = Arc<Mutex<HashMap<String, Instant>>>;
+
+pub async fn run(args: E2eArgs, config: &Config) -> anyhow::Result<()> {
+    let scratch = ScratchDatabase::create_on(&super::database_url(config), "loom_bench").await?;
+    let mut pg = crate::storage::pg_options(config);
+    pg.max_connections = pg.max_connections.max(24);
+    let store: Arc<dyn Store> = Arc::new(scratch.open(&pg).await?);
+    let namespace = format!("bench{:08x}", rand_u32());
+    let bus_config = BusConfig { url: super::nats_url(config), namespace: Some(namespace), ..BusConfig::default() };
+    let bus = Bus::connect(bus_config).await.context("connecting to NATS")?;
+    bus.provision().await?;
+    let outcome = drive(&args, store.clone(), bus.clone()).await;
+    bus.destroy().await?;
+    drop(scratch);
+    let report = outcome?;
+    if args.common.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "e2e: {} beads, {:.0} beads/s; dispatch p50 {:.2} ms, p99 {:.2} ms; lost {}, duplicated {}",
+            report.beads,
+            report.beads_per_s,
+            report.dispatch_p50_ms,
+            report.dispatch_p99_ms,
+            report.lost,
+            report.duplicated
+        );
+    }
+    Ok(())
+}
+
+fn rand_u32() -> u32 {
+    (Utc::now().timestamp_subsec_nanos()) ^ std::process::id().rotate_left(16)
+}
+
+async fn drive(args: &E2eArgs, store: Arc<dyn Store>, bus: Bus) -> anyhow::Result<Report> {
+    let project = ProjectId::parse("bench")?;
+    store.create_project(NewProject::new(project.clone(), "/tmp/bench")).await?;
+    let shutdown = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let cp_config = loom_control_plane::Config {
+        insecure_no_auth: true,
+        claim_batch: 256,
+        project_concurrency: 1_000_000,
+        sweep_interval: Duration::from_millis(2),
+        ..loom_control_plane::Config::default()
+    };
+    let api = format!("http://{}", listener.local_addr()?);
+    let cp = tokio::spawn(loom_control_plane::run(cp_config, listener, store.clone(), bus.clone(), shutdown.clone()));
+    let created: Created = Arc::new(Mutex::new(HashMap::with_capacity(args.beads)));
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(args.beads)));
+    let mut agents = Vec::new();
+    for i in 0..args.agents {
+        agents.push(tokio::spawn(noop_agent(
+            i,
+            bus.clone(),
+            project.clone(),
+            created.clone(),
+            latencies.clone(),
+            shutdown.clone(),
+        )));
+    }
+    let started = Instant::now();
+    match args.rate {
+        Some(rate) if rate > 0.0 => create_at_rate(args.beads, rate, &api, &project, &created).await?,
+        _ => create_beads(args, &*store, &project, &created).await?,
+    }
+    let bar = progress("e2e: closed", args.beads as u64);
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+    let closed = loop {
+        let counts = store.bead_counts(Some(&project)).await?;
+        let closed = counts.iter().find(|(s, _)| *s == Status::Closed).map_or(0, |(_, n)| *n as usize);
+        bar.set_position(closed as u64);
+        if closed >= args.beads || Instant::now() > deadline {
+            break closed;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    shutdown.cancel();
+    for a in agents {
+        let _ = a.await;
+    }
+    cp.await??;
+    let duplicated = count_double_closes(&*store).await?;
+    let mut lat = latencies.lock().expect("latency lock").clone();
+    lat.sort();
+    Ok(Report {
+        beads: args.beads,
+        beads_per_s: closed as f64 / elapsed.as_secs_f64(),
+        dispatch_p50_ms: quantile_ms(&lat, 0.5),
+        dispatch_p99_ms: quantile_ms(&lat, 0.99),
+        lost: args.beads - closed.min(args.beads),
+        duplicated,
+        offered_rate: args.rate,
+    })
+}
+
+/// Creates beads through the HTTP API, one every 1/rate s, each request on its own task so a slow
+/// one does not lower the offered load.
+async fn create_at_rate(
+    beads: usize,
+    rate: f64,
+    api: &str,
+    project: &ProjectId,
+    created: &Created,
+) -> anyhow::Result<()> {
+    let client = loom_client::Client::new(api, None);
+    let bar = progress("e2e: created", beads as u64);
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut requests = tokio::task::JoinSet::new();
+    for i in 0..beads {
+        ticker.tick().await;
+        let (client, created, bar) = (client.clone(), created.clone(), bar.clone());
+        let req =
+            loom_api::CreateBead { project_id: project.to_string(), title: format!("bench {i}"), ..Default::default() };
+        requests.spawn(async move {
+            created.lock().expect("created lock").insert(req.title.clone(), Instant::now());
+            client.create_bead(&req).await?;
+            bar.inc(1);
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = requests.join_next().await {
+        r??;
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+async fn create_beads(args: &E2eArgs, store: &dyn Store, project: &ProjectId, created: &Created) -> anyhow::Result<()> {
+    let bar = progress("e2e: created", args.beads as u64);
+    let batch = 500;
+    let mut made = 0;
+    while made < args.beads {
+        let n = batch.min(args.beads - made);
+        let beads: Vec<NewBead> =
+            (made..made + n).map(|i| NewBead::new(project.clone(), format!("bench {i}"))).collect();
+        let at = Instant::now();
+        let done = store.create_beads(beads).await?;
+        let mut map = created.lock().expect("created lock");
+        for b in done {
+            map.insert(b.title, at);
+        }
+        made += n;
+        bar.set_position(made as u64);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// A no-op agent: takes each task, publishes a success result, then acks.
+async fn noop_agent(
+    i: usize,
+    bus: Bus,
+    project: ProjectId,
+    created: Created,
+    latencies: Arc<Mutex<Vec<Duration>>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let agent = AgentId::parse(&format!("bench-agent-{i}"))?;
+    let mut sub = bus.consume_tasks(&project, None, ConsumeOptions { max_in_flight: 512 }).await?;
+    let permits = Arc::new(tokio::sync::Semaphore::new(256));
+    loop {
+        let received = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = sub.next() => match r { Some(r) => r, None => return Ok(()) },
+        };
+        let now = Instant::now();
+        if let Some(at) = created.lock().expect("created lock").get(&received.message.task_data.title) {
+            latencies.lock().expect("latency lock").push(now - *at);
+        }
+        let permit = permits.clone().acquire_owned().await?;
+        let (bus, agent) = (bus.clone(), agent.clone());
+        tokio::spawn(async move {
+            let task = &received.message;
+            let result = ResultMessage {
+                kind: ResultKind::Completed,
+                project_id: task.project_id.clone(),
+                bead_id: task.bead_id.clone(),
+                agent_id: agent,
+                result: ResultData {
+                    status: ResultStatus::Success,
+                    output: String::new(),
+                    error: String::new(),
+                    commits: Vec::new(),
+                    artifacts: Vec::new(),
+                    duration: 0,
+                    context: Default::default(),
+                },
+                correlation_id: task.correlation_id.clone(),
+                timestamp: Utc::now(),
+                metadata: ResultMetadata {
+                    dispatch_id: task.metadata.dispatch_id.clone(),
+                    attempt: task.metadata.attempt,
+                },
+            };
+            if let Ok(msg) = bus.result(&result, &TraceContext::default())
+                && bus.publish(msg).await.is_ok()
+            {
+                let _ = received.delivery.ack().await;
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Beads with more than one `bead.closed` event (a bead closed twice).
+async fn count_double_closes(store: &dyn Store) -> anyhow::Result<usize> {
+    let mut closes: HashMap<String, usize> = HashMap::new();
+    let mut after = 0;
+    loop {
+        let events = store.list_events(after, 1000).await?;
+        let Some(last) = events.last() else { break };
+        after = last.seq;
+        for e in events.iter().filter(|e| e.kind == EventKind::BeadClosed) {
+            *closes.entry(e.entity_id.clone()).or_default() += 1;
+        }
+    }
+    Ok(closes.values().filter(|n| **n > 1).count())
+}
