@@ -1,0 +1,211 @@
+//! `Store` for [`GrpcStore`]: one RPC per trait method. Each says whether it is safe to repeat
+//! (see the module docs of `client`), encodes its arguments and validates the answer.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use loom_domain::{
+    Agent, ApiKey, Bead, BeadId, DispatchId, Event, NewBead, NewProject, Project, ProjectId, Role, Status,
+};
+use loom_proto::{FromProto, IntoProto, v1};
+use loom_store::{
+    BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, DispatchResult, Error, NewEvent, OutboxMessage, PageRequest,
+    Result, ResultOutcome, Store,
+};
+
+use super::{GrpcStore, Retry};
+
+/// Sends `$message` with `$method` of the generated client, under `GrpcStore::call`.
+macro_rules! rpc {
+    ($self:ident . $method:ident($message:expr), $retry:expr) => {{
+        let message = $message;
+        $self
+            .call(stringify!($method), $retry, move |mut client, left| {
+                let mut request = tonic::Request::new(message.clone());
+                request.set_timeout(left);
+                async move { client.$method(request).await }
+            })
+            .await?
+    }};
+}
+
+/// Validates an answer of the service; a malformed one is the service's bug, not the caller's.
+fn answer<T: FromProto<P>, P>(proto: P) -> Result<T> {
+    T::from_proto(proto).map_err(|e| Error::Internal(format!("the database service sent an invalid answer: {e}")))
+}
+
+use Retry::{Always, IfNoEffect};
+
+#[async_trait]
+impl Store for GrpcStore {
+    async fn create_project(&self, project: NewProject) -> Result<Project> {
+        answer(rpc!(self.create_project(v1::CreateProjectRequest { project: Some(project.into_proto()) }), IfNoEffect))
+    }
+
+    async fn get_project(&self, id: &ProjectId) -> Result<Project> {
+        answer(rpc!(self.get_project(v1::GetProjectRequest { id: id.to_string() }), Always))
+    }
+
+    async fn list_projects(&self) -> Result<Vec<Project>> {
+        answer(rpc!(self.list_projects(v1::ListProjectsRequest {}), Always).projects)
+    }
+
+    async fn update_project(&self, project: NewProject) -> Result<Project> {
+        // A full replacement: repeating it sets the same fields again.
+        answer(rpc!(self.update_project(v1::UpdateProjectRequest { project: Some(project.into_proto()) }), Always))
+    }
+
+    async fn delete_project(&self, id: &ProjectId) -> Result<()> {
+        rpc!(self.delete_project(v1::DeleteProjectRequest { id: id.to_string() }), IfNoEffect);
+        Ok(())
+    }
+
+    async fn create_beads(&self, beads: Vec<NewBead>) -> Result<Vec<Bead>> {
+        answer(rpc!(self.create_beads(v1::CreateBeadsRequest { beads: beads.into_proto() }), IfNoEffect).beads)
+    }
+
+    async fn get_bead(&self, id: &BeadId) -> Result<Bead> {
+        answer(rpc!(self.get_bead(v1::GetBeadRequest { id: id.to_string() }), Always))
+    }
+
+    async fn list_beads(&self, filter: &BeadFilter, page: &PageRequest) -> Result<BeadPage> {
+        let request =
+            v1::ListBeadsRequest { filter: Some(filter.clone().into_proto()), page: Some(page.clone().into_proto()) };
+        let response = rpc!(self.list_beads(request), Always);
+        Ok(BeadPage { beads: answer(response.beads)?, next_cursor: response.next_cursor })
+    }
+
+    async fn update_bead(&self, id: &BeadId, expected_version: i64, patch: BeadPatch) -> Result<Bead> {
+        // A repeat of an applied update would be refused (version conflict): never a second
+        // change, but a misleading answer, so it is repeated only when the first had no effect.
+        let request = v1::UpdateBeadRequest { id: id.to_string(), expected_version, patch: Some(patch.into_proto()) };
+        answer(rpc!(self.update_bead(request), IfNoEffect))
+    }
+
+    async fn close_bead(&self, id: &BeadId, reason: &str, expected_version: Option<i64>) -> Result<Bead> {
+        // As for updates: a repeat would be refused (already closed), so only when it had no effect.
+        let request = v1::CloseBeadRequest { id: id.to_string(), reason: reason.to_owned(), expected_version };
+        answer(rpc!(self.close_bead(request), IfNoEffect))
+    }
+
+    async fn reopen_bead(&self, id: &BeadId, expected_version: Option<i64>) -> Result<Bead> {
+        answer(rpc!(self.reopen_bead(v1::ReopenBeadRequest { id: id.to_string(), expected_version }), IfNoEffect))
+    }
+
+    async fn add_dependency(&self, bead: &BeadId, blocker: &BeadId) -> Result<Bead> {
+        let request = v1::DependencyRequest { bead: bead.to_string(), blocker: blocker.to_string() };
+        answer(rpc!(self.add_dependency(request), Always))
+    }
+
+    async fn remove_dependency(&self, bead: &BeadId, blocker: &BeadId) -> Result<Bead> {
+        let request = v1::DependencyRequest { bead: bead.to_string(), blocker: blocker.to_string() };
+        answer(rpc!(self.remove_dependency(request), IfNoEffect))
+    }
+
+    async fn list_ready(&self, project: &ProjectId, limit: u32, now: DateTime<Utc>) -> Result<Vec<Bead>> {
+        let request = v1::ListReadyRequest { project_id: project.to_string(), limit, now: Some(now.into_proto()) };
+        answer(rpc!(self.list_ready(request), Always).beads)
+    }
+
+    async fn claim_ready(&self, request: &ClaimRequest) -> Result<Vec<Claim>> {
+        // Not idempotent: a repeat claims more beads. (Beads claimed by an answer that got lost
+        // are not lost: their outbox rows dispatch them, and their leases expire if not.)
+        answer(rpc!(self.claim_ready(request.clone().into_proto()), IfNoEffect).claims)
+    }
+
+    async fn extend_lease(&self, dispatch: &DispatchId, until: DateTime<Utc>) -> Result<bool> {
+        let request = v1::ExtendLeaseRequest { dispatch_id: dispatch.to_string(), until: Some(until.into_proto()) };
+        Ok(rpc!(self.extend_lease(request), Always).extended)
+    }
+
+    async fn record_result(&self, result: &DispatchResult) -> Result<ResultOutcome> {
+        // Keyed by dispatch id: a repeat of an applied result is ignored by the store.
+        let request = v1::RecordResultRequest { result: Some(result.clone().into_proto()) };
+        answer(rpc!(self.record_result(request), Always))
+    }
+
+    async fn release_expired_leases(&self, now: DateTime<Utc>, max_attempts: u32, limit: u32) -> Result<Vec<Bead>> {
+        let request = v1::ReleaseExpiredLeasesRequest { now: Some(now.into_proto()), max_attempts, limit };
+        answer(rpc!(self.release_expired_leases(request), Always).beads)
+    }
+
+    async fn block_dispatch(&self, dispatch: &DispatchId, reason: &str) -> Result<Option<Bead>> {
+        let request = v1::BlockDispatchRequest { dispatch_id: dispatch.to_string(), reason: reason.to_owned() };
+        answer(rpc!(self.block_dispatch(request), Always).bead)
+    }
+
+    async fn append_event(&self, event: NewEvent) -> Result<Event> {
+        answer(rpc!(self.append_event(v1::AppendEventRequest { event: Some(event.into_proto()) }), IfNoEffect))
+    }
+
+    async fn list_events(&self, after: i64, limit: u32) -> Result<Vec<Event>> {
+        answer(rpc!(self.list_events(v1::ListEventsRequest { after, limit }), Always).events)
+    }
+
+    async fn take_outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>> {
+        answer(rpc!(self.take_outbox(v1::TakeOutboxRequest { limit }), Always).messages)
+    }
+
+    async fn mark_outbox_sent(&self, ids: &[i64]) -> Result<()> {
+        rpc!(self.mark_outbox_sent(v1::MarkOutboxSentRequest { ids: ids.to_vec() }), Always);
+        Ok(())
+    }
+
+    async fn upsert_agent(&self, agent: &Agent) -> Result<()> {
+        rpc!(self.upsert_agent(v1::UpsertAgentRequest { agent: Some(agent.clone().into_proto()) }), Always);
+        Ok(())
+    }
+
+    async fn list_agents(&self, project: Option<&ProjectId>) -> Result<Vec<Agent>> {
+        let request = v1::ListAgentsRequest { project_id: project.map(ToString::to_string) };
+        answer(rpc!(self.list_agents(request), Always).agents)
+    }
+
+    async fn bead_counts(&self, project: Option<&ProjectId>) -> Result<Vec<(Status, u64)>> {
+        let request = v1::BeadCountsRequest { project_id: project.map(ToString::to_string) };
+        answer(rpc!(self.bead_counts(request), Always).counts)
+    }
+
+    async fn last_event_seq(&self) -> Result<i64> {
+        Ok(rpc!(self.last_event_seq(v1::LastEventSeqRequest {}), Always).seq)
+    }
+
+    async fn create_api_key(&self, name: &str, role: Role, hash: &str) -> Result<ApiKey> {
+        let request = v1::CreateApiKeyRequest { name: name.to_owned(), role: role.into_proto(), hash: hash.to_owned() };
+        answer(rpc!(self.create_api_key(request), IfNoEffect))
+    }
+
+    async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKey>> {
+        answer(rpc!(self.find_api_key(v1::FindApiKeyRequest { hash: hash.to_owned() }), Always).key)
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>> {
+        answer(rpc!(self.list_api_keys(v1::ListApiKeysRequest {}), Always).keys)
+    }
+
+    async fn revoke_api_key(&self, id: &str) -> Result<()> {
+        rpc!(self.revoke_api_key(v1::RevokeApiKeyRequest { id: id.to_owned() }), IfNoEffect);
+        Ok(())
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        ttl: std::time::Duration,
+    ) -> Result<bool> {
+        // Taking a lease one already holds renews it to the same expiry: safe to repeat.
+        let request = v1::AcquireLeaseRequest {
+            name: name.to_owned(),
+            holder: holder.to_owned(),
+            now: Some(now.into_proto()),
+            ttl: Some(ttl.into_proto()),
+        };
+        Ok(rpc!(self.acquire_lease(request), Always).held)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        rpc!(self.release_lease(v1::ReleaseLeaseRequest { name: name.to_owned(), holder: holder.to_owned() }), Always);
+        Ok(())
+    }
+}

@@ -1,0 +1,339 @@
+//! The store's request and response types: filters, paging, patches, claims, results, events and
+//! outbox rows.
+
+use loom_domain::{BeadId, DispatchId, Error, ProjectId, Status};
+use loom_store::{
+    BeadFilter, BeadPatch, Claim, ClaimRequest, DispatchResult, NewEvent, OutboxMessage, Outcome, PageRequest,
+    ResultOutcome,
+};
+
+use super::domain::{project_id, time};
+use super::{FromProto, IntoProto, json, priority, required};
+use crate::v1;
+use crate::v1::bead_patch::{AssigneeChange, ParentChange};
+use crate::v1::record_result_response::Outcome as WireOutcome;
+
+impl IntoProto<v1::BeadFilter> for BeadFilter {
+    fn into_proto(self) -> v1::BeadFilter {
+        v1::BeadFilter {
+            project_id: self.project.map(String::from),
+            status: self.status.into_proto(),
+            r#type: self.bead_type.into_proto(),
+            assignee: self.assignee,
+            priority: self.priority.map(|p| u32::from(p.get())),
+            tag: self.tag,
+        }
+    }
+}
+
+impl FromProto<v1::BeadFilter> for BeadFilter {
+    fn from_proto(f: v1::BeadFilter) -> Result<Self, Error> {
+        Ok(BeadFilter {
+            project: project_id(f.project_id.as_deref())?,
+            status: FromProto::from_proto(f.status)?,
+            bead_type: FromProto::from_proto(f.r#type)?,
+            assignee: f.assignee,
+            priority: f.priority.map(priority).transpose()?,
+            tag: f.tag,
+        })
+    }
+}
+
+impl IntoProto<v1::PageRequest> for PageRequest {
+    fn into_proto(self) -> v1::PageRequest {
+        v1::PageRequest { after: self.after, limit: self.limit }
+    }
+}
+
+impl FromProto<v1::PageRequest> for PageRequest {
+    fn from_proto(p: v1::PageRequest) -> Result<Self, Error> {
+        // Range checks stay with the store, which owns the limits and phrases them.
+        Ok(PageRequest { after: p.after, limit: p.limit })
+    }
+}
+
+impl IntoProto<v1::BeadPatch> for BeadPatch {
+    fn into_proto(self) -> v1::BeadPatch {
+        v1::BeadPatch {
+            title: self.title,
+            description: self.description,
+            r#type: self.bead_type.into_proto(),
+            priority: self.priority.map(|p| u32::from(p.get())),
+            status: self.status.into_proto(),
+            assignee_change: self.assignee.map(|a| match a {
+                Some(name) => AssigneeChange::SetAssignee(name),
+                None => AssigneeChange::ClearAssignee(true),
+            }),
+            tags: self.tags.map(|values| v1::StringList { values }),
+            context: self.context.map(|entries| v1::StringMap { entries }),
+            parent_change: self.parent.map(|p| match p {
+                Some(id) => ParentChange::SetParent(id.into()),
+                None => ParentChange::ClearParent(true),
+            }),
+        }
+    }
+}
+
+impl FromProto<v1::BeadPatch> for BeadPatch {
+    fn from_proto(p: v1::BeadPatch) -> Result<Self, Error> {
+        let assignee = match p.assignee_change {
+            None => None,
+            Some(AssigneeChange::SetAssignee(name)) => Some(Some(name)),
+            Some(AssigneeChange::ClearAssignee(true)) => Some(None),
+            Some(AssigneeChange::ClearAssignee(false)) => return Err(clear_false("clear_assignee")),
+        };
+        let parent = match p.parent_change {
+            None => None,
+            Some(ParentChange::SetParent(id)) => Some(Some(BeadId::parse(&id)?)),
+            Some(ParentChange::ClearParent(true)) => Some(None),
+            Some(ParentChange::ClearParent(false)) => return Err(clear_false("clear_parent")),
+        };
+        Ok(BeadPatch {
+            title: p.title,
+            description: p.description,
+            bead_type: FromProto::from_proto(p.r#type)?,
+            priority: p.priority.map(priority).transpose()?,
+            status: FromProto::from_proto(p.status)?,
+            assignee,
+            tags: p.tags.map(|t| t.values),
+            context: p.context.map(|c| c.entries),
+            parent,
+        })
+    }
+}
+
+fn clear_false(field: &'static str) -> Error {
+    Error::Invalid { field, reason: "must be true when set (leave the field out to keep the value)".into() }
+}
+
+impl IntoProto<v1::ClaimReadyRequest> for ClaimRequest {
+    fn into_proto(self) -> v1::ClaimReadyRequest {
+        v1::ClaimReadyRequest {
+            project_id: self.project.into(),
+            max: self.max,
+            now: Some(self.now.into_proto()),
+            lease: Some(self.lease.into_proto()),
+            claimer: self.claimer,
+        }
+    }
+}
+
+impl FromProto<v1::ClaimReadyRequest> for ClaimRequest {
+    fn from_proto(r: v1::ClaimReadyRequest) -> Result<Self, Error> {
+        Ok(ClaimRequest {
+            project: ProjectId::parse(&r.project_id)?,
+            max: r.max,
+            now: time(r.now, "now")?,
+            lease: FromProto::from_proto(required(r.lease, "lease")?)?,
+            claimer: r.claimer,
+        })
+    }
+}
+
+impl IntoProto<v1::Claim> for Claim {
+    fn into_proto(self) -> v1::Claim {
+        v1::Claim {
+            bead: Some(self.bead.into_proto()),
+            dispatch_id: self.dispatch_id.into(),
+            attempt: self.attempt,
+            lease_expires_at: Some(self.lease_expires_at.into_proto()),
+        }
+    }
+}
+
+impl FromProto<v1::Claim> for Claim {
+    fn from_proto(c: v1::Claim) -> Result<Self, Error> {
+        Ok(Claim {
+            bead: FromProto::from_proto(required(c.bead, "bead")?)?,
+            dispatch_id: DispatchId::parse(&c.dispatch_id)?,
+            attempt: c.attempt,
+            lease_expires_at: time(c.lease_expires_at, "lease_expires_at")?,
+        })
+    }
+}
+
+impl IntoProto<v1::DispatchResult> for DispatchResult {
+    fn into_proto(self) -> v1::DispatchResult {
+        use v1::dispatch_result::Outcome as W;
+        v1::DispatchResult {
+            bead_id: self.bead_id.into(),
+            dispatch_id: self.dispatch_id.into(),
+            agent_id: self.agent_id,
+            outcome: Some(match self.outcome {
+                Outcome::Success { output } => W::Success(v1::Success { output }),
+                Outcome::Failure { error } => W::Failure(v1::Failure { error }),
+            }),
+            now: Some(self.now.into_proto()),
+            max_attempts: self.max_attempts,
+            retry_backoff: Some(self.retry_backoff.into_proto()),
+        }
+    }
+}
+
+impl FromProto<v1::DispatchResult> for DispatchResult {
+    fn from_proto(r: v1::DispatchResult) -> Result<Self, Error> {
+        use v1::dispatch_result::Outcome as W;
+        Ok(DispatchResult {
+            bead_id: BeadId::parse(&r.bead_id)?,
+            dispatch_id: DispatchId::parse(&r.dispatch_id)?,
+            agent_id: r.agent_id,
+            outcome: match required(r.outcome, "outcome")? {
+                W::Success(s) => Outcome::Success { output: s.output },
+                W::Failure(f) => Outcome::Failure { error: f.error },
+            },
+            now: time(r.now, "now")?,
+            max_attempts: r.max_attempts,
+            retry_backoff: FromProto::from_proto(r.retry_backoff.unwrap_or_default())?,
+        })
+    }
+}
+
+impl IntoProto<v1::RecordResultResponse> for ResultOutcome {
+    fn into_proto(self) -> v1::RecordResultResponse {
+        let outcome = match self {
+            ResultOutcome::Closed(b) => WireOutcome::Closed(b.into_proto()),
+            ResultOutcome::Retrying(b) => WireOutcome::Retrying(b.into_proto()),
+            ResultOutcome::Blocked(b) => WireOutcome::Blocked(b.into_proto()),
+            ResultOutcome::Ignored => WireOutcome::Ignored(true),
+        };
+        v1::RecordResultResponse { outcome: Some(outcome) }
+    }
+}
+
+impl FromProto<v1::RecordResultResponse> for ResultOutcome {
+    fn from_proto(r: v1::RecordResultResponse) -> Result<Self, Error> {
+        Ok(match required(r.outcome, "outcome")? {
+            WireOutcome::Closed(b) => ResultOutcome::Closed(FromProto::from_proto(b)?),
+            WireOutcome::Retrying(b) => ResultOutcome::Retrying(FromProto::from_proto(b)?),
+            WireOutcome::Blocked(b) => ResultOutcome::Blocked(FromProto::from_proto(b)?),
+            WireOutcome::Ignored(_) => ResultOutcome::Ignored,
+        })
+    }
+}
+
+impl IntoProto<v1::NewEvent> for NewEvent {
+    fn into_proto(self) -> v1::NewEvent {
+        v1::NewEvent {
+            kind: self.kind.as_str().to_owned(),
+            source: self.source,
+            project_id: self.project_id.map(String::from),
+            entity_id: self.entity_id,
+            action: self.action,
+            description: self.description,
+            data_json: self.data.to_string(),
+            correlation_id: self.correlation_id,
+        }
+    }
+}
+
+impl FromProto<v1::NewEvent> for NewEvent {
+    fn from_proto(e: v1::NewEvent) -> Result<Self, Error> {
+        Ok(NewEvent {
+            kind: e.kind.parse()?,
+            source: e.source,
+            project_id: project_id(e.project_id.as_deref())?,
+            entity_id: e.entity_id,
+            action: e.action,
+            description: e.description,
+            data: json(&e.data_json, "event data")?,
+            correlation_id: e.correlation_id,
+        })
+    }
+}
+
+impl IntoProto<v1::OutboxMessage> for OutboxMessage {
+    fn into_proto(self) -> v1::OutboxMessage {
+        v1::OutboxMessage {
+            id: self.id,
+            kind: self.kind.into_proto(),
+            project_id: self.project_id.into(),
+            bead_id: self.bead_id.into(),
+            dispatch_id: self.dispatch_id.into(),
+            attempt: self.attempt,
+            payload_json: self.payload.to_string(),
+            created_at: Some(self.created_at.into_proto()),
+        }
+    }
+}
+
+impl FromProto<v1::OutboxMessage> for OutboxMessage {
+    fn from_proto(m: v1::OutboxMessage) -> Result<Self, Error> {
+        Ok(OutboxMessage {
+            id: m.id,
+            kind: FromProto::from_proto(m.kind)?,
+            project_id: ProjectId::parse(&m.project_id)?,
+            bead_id: BeadId::parse(&m.bead_id)?,
+            dispatch_id: DispatchId::parse(&m.dispatch_id)?,
+            attempt: m.attempt,
+            payload: json(&m.payload_json, "outbox payload")?,
+            created_at: time(m.created_at, "created_at")?,
+        })
+    }
+}
+
+impl IntoProto<v1::StatusCount> for (Status, u64) {
+    fn into_proto(self) -> v1::StatusCount {
+        v1::StatusCount { status: self.0.into_proto(), count: self.1 }
+    }
+}
+
+impl FromProto<v1::StatusCount> for (Status, u64) {
+    fn from_proto(c: v1::StatusCount) -> Result<Self, Error> {
+        Ok((FromProto::from_proto(c.status)?, c.count))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loom_domain::{BeadType, Priority};
+
+    #[test]
+    fn patches_say_leave_clear_or_set() {
+        let patches = [
+            BeadPatch::default(),
+            BeadPatch { assignee: Some(None), parent: Some(None), tags: Some(vec![]), ..BeadPatch::default() },
+            BeadPatch {
+                title: Some("t".into()),
+                bead_type: Some(BeadType::Bug),
+                priority: Some(Priority::P0),
+                status: Some(Status::Closed),
+                assignee: Some(Some("ana".into())),
+                parent: Some(Some(BeadId::parse("p-1").unwrap())),
+                context: Some([("k".to_owned(), "v".to_owned())].into()),
+                ..BeadPatch::default()
+            },
+        ];
+        for patch in patches {
+            assert_eq!(BeadPatch::from_proto(patch.clone().into_proto()).unwrap(), patch);
+        }
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let wire = v1::BeadPatch { priority: Some(4), ..v1::BeadPatch::default() };
+        assert!(BeadPatch::from_proto(wire).unwrap_err().to_string().starts_with("invalid priority"));
+        let wire = v1::BeadPatch { status: Some(42), ..v1::BeadPatch::default() };
+        let err = BeadPatch::from_proto(wire).unwrap_err().to_string();
+        assert_eq!(err, "invalid status: 42 is not one of open, in_progress, blocked, closed");
+        let wire =
+            v1::BeadPatch { assignee_change: Some(AssigneeChange::ClearAssignee(false)), ..v1::BeadPatch::default() };
+        assert!(BeadPatch::from_proto(wire).unwrap_err().to_string().starts_with("invalid clear_assignee"));
+    }
+
+    #[test]
+    fn results_round_trip() {
+        let result = DispatchResult {
+            bead_id: BeadId::parse("p-1").unwrap(),
+            dispatch_id: DispatchId::parse("d-1").unwrap(),
+            agent_id: "a".into(),
+            outcome: Outcome::Failure { error: "boom".into() },
+            now: chrono::DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+            max_attempts: 3,
+            retry_backoff: std::time::Duration::from_millis(1500),
+        };
+        assert_eq!(DispatchResult::from_proto(result.clone().into_proto()).unwrap(), result);
+        let ignored = ResultOutcome::from_proto(ResultOutcome::Ignored.into_proto()).unwrap();
+        assert_eq!(ignored, ResultOutcome::Ignored);
+    }
+}
