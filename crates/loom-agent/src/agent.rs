@@ -1,0 +1,214 @@
+//! The agent's main loop: bind to the project's durable task consumer, register and heartbeat
+//! in the agent registry, hand each task to its own tokio task (at most `concurrency` run at
+//! once), route `task.cancelled` to the task it names, and shut down by handing back what
+//! cannot finish within the grace period.
+//!
+//! A cancel travels on the same durable consumer as tasks, so with several instances it
+//! reaches one of them: the one running the dispatch stops it; another only remembers the id
+//! (so a later redelivery of that dispatch is acked without running). A cancelled task reports
+//! `task.failed` with `context.cancelled = "true"`; the control plane ignores it as stale.
+
+mod task;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use loom_bus::{AgentRecord, Bus, ConsumeOptions, Received, ResultMessage, TaskKind, TaskMessage};
+use loom_domain::{AgentId, AgentStatus, BeadId, DispatchId};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::executor::Executors;
+use crate::{AgentConfig, Error};
+
+/// Dispatch ids remembered (cancelled before they ran; results already published).
+const REMEMBERED: usize = 1024;
+
+/// Per-task timings, collected for `bench`.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    /// Time in the agent outside the executor, per task.
+    pub(crate) overhead: Mutex<Vec<Duration>>,
+}
+
+/// What every task of one agent shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: AgentConfig,
+    pub(crate) bus: Bus,
+    pub(crate) agent_id: AgentId,
+    pub(crate) executors: Executors,
+    /// One permit per task allowed to run at once.
+    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) running: Mutex<HashMap<DispatchId, (BeadId, CancellationToken)>>,
+    pub(crate) cancelled: Mutex<VecDeque<DispatchId>>,
+    /// Results published whose ack is not confirmed: a redelivery republishes instead of redoing.
+    pub(crate) published: Mutex<VecDeque<ResultMessage>>,
+    /// Cancelled on shutdown: queued tasks are handed back, no new ones start.
+    pub(crate) stopping: CancellationToken,
+    /// Cancelled when the shutdown grace ends: running tasks are handed back.
+    pub(crate) hand_back: CancellationToken,
+    pub(crate) stats: Option<Arc<Stats>>,
+}
+
+/// Runs the agent until `shutdown` is cancelled (or the bus shuts down), then drains: running
+/// tasks get `config.shutdown_grace` to finish, the rest are handed back (nak) for another
+/// instance, and the agent deregisters.
+pub async fn run(config: AgentConfig, bus: Bus, shutdown: CancellationToken) -> Result<(), Error> {
+    run_with(config, bus, shutdown, None).await
+}
+
+pub(crate) async fn run_with(
+    config: AgentConfig,
+    bus: Bus,
+    shutdown: CancellationToken,
+    stats: Option<Arc<Stats>>,
+) -> Result<(), Error> {
+    config.validate()?;
+    let agent_id = match &config.agent_id {
+        Some(id) => id.clone(),
+        None => default_agent_id(&config)?,
+    };
+    // One delivery of headroom: with every slot busy the agent still receives a
+    // `task.cancelled` for a running task. An assigned task arriving in that headroom waits
+    // (kept alive) for the next free slot.
+    let options = ConsumeOptions { max_in_flight: config.concurrency + 1 };
+    let mut sub = bus.consume_tasks(&config.project, config.role.as_ref(), options).await?;
+    let shared = Arc::new(Shared {
+        executors: Executors::new(&config)?,
+        slots: Arc::new(Semaphore::new(config.concurrency)),
+        config,
+        bus,
+        agent_id,
+        running: Mutex::default(),
+        cancelled: Mutex::default(),
+        published: Mutex::default(),
+        stopping: CancellationToken::new(),
+        hand_back: CancellationToken::new(),
+        stats,
+    });
+    shared.bus.register_agent(&shared.record()).await?;
+    tracing::info!(agent = %shared.agent_id, consumer = sub.consumer(), "agent online");
+    let mut tasks = JoinSet::new();
+    let mut heartbeat = tokio::time::interval(shared.config.heartbeat_interval);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = heartbeat.tick() => shared.heartbeat().await,
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => log_join(joined),
+            received = sub.next() => match received {
+                Some(received) => shared.clone().accept(received, &mut tasks).await,
+                None => break,
+            },
+        }
+    }
+    drop(sub);
+    shared.drain(tasks).await;
+    shared.bus.deregister_agent(&shared.agent_id).await?;
+    tracing::info!(agent = %shared.agent_id, "agent offline");
+    Ok(())
+}
+
+fn default_agent_id(config: &AgentConfig) -> Result<AgentId, Error> {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let mut id = format!("{}-{}-{}", config.project, loom_bus::instance_id(), N.fetch_add(1, Ordering::Relaxed));
+    id.truncate(128);
+    AgentId::parse(&id).map_err(|e| Error::Config(format!("cannot derive an agent id: {e}; set agent_id")))
+}
+
+fn log_join(joined: Result<(), tokio::task::JoinError>) {
+    if let Err(err) = joined {
+        tracing::error!(%err, "a task handler panicked; its delivery will be redelivered");
+    }
+}
+
+impl Shared {
+    async fn accept(self: Arc<Self>, received: Received<TaskMessage>, tasks: &mut JoinSet<()>) {
+        match received.message.kind {
+            TaskKind::Assigned => {
+                tasks.spawn(task::handle(self, received));
+            }
+            TaskKind::Cancelled => {
+                self.cancel(&received.message.metadata.dispatch_id);
+                if let Err(err) = received.delivery.ack().await {
+                    tracing::warn!(%err, "could not ack a task.cancelled; it will be redelivered");
+                }
+            }
+        }
+    }
+
+    /// Stops the running task of `dispatch`, or remembers it so the task never starts.
+    fn cancel(&self, dispatch: &DispatchId) {
+        if let Some((bead, token)) = lock(&self.running).get(dispatch) {
+            tracing::info!(%bead, %dispatch, "task.cancelled: stopping the running task");
+            token.cancel();
+            return;
+        }
+        remember(&self.cancelled, dispatch.clone());
+    }
+
+    pub(crate) fn was_cancelled(&self, dispatch: &DispatchId) -> bool {
+        lock(&self.cancelled).contains(dispatch)
+    }
+
+    /// Lets running tasks finish within the grace period, then hands back the rest.
+    async fn drain(&self, mut tasks: JoinSet<()>) {
+        self.stopping.cancel();
+        self.heartbeat().await;
+        let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
+        let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval);
+        while !tasks.is_empty() {
+            tokio::select! {
+                Some(joined) = tasks.join_next() => log_join(joined),
+                _ = heartbeat.tick() => self.heartbeat().await,
+                _ = tokio::time::sleep_until(deadline), if !self.hand_back.is_cancelled() => {
+                    tracing::info!(running = tasks.len(), "shutdown grace over; handing back running tasks");
+                    self.hand_back.cancel();
+                }
+            }
+        }
+    }
+
+    pub(crate) fn record(&self) -> AgentRecord {
+        let running = lock(&self.running);
+        let status = if self.stopping.is_cancelled() {
+            AgentStatus::Draining
+        } else if running.is_empty() {
+            AgentStatus::Idle
+        } else {
+            AgentStatus::Busy
+        };
+        AgentRecord {
+            agent_id: self.agent_id.clone(),
+            project_id: self.config.project.clone(),
+            role: self.config.role.as_ref().map(|r| r.to_string()).unwrap_or_default(),
+            instance: loom_bus::instance_id().to_owned(),
+            status,
+            current_bead: running.values().next().map(|(bead, _)| bead.clone()),
+            capacity: u32::try_from(self.config.concurrency).unwrap_or(u32::MAX),
+            last_heartbeat: Utc::now(),
+        }
+    }
+
+    pub(crate) async fn heartbeat(&self) {
+        if let Err(err) = self.bus.heartbeat_agent(&self.record()).await {
+            tracing::warn!(agent = %self.agent_id, %err, "heartbeat failed");
+        }
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn remember<T>(list: &Mutex<VecDeque<T>>, item: T) {
+    let mut list = lock(list);
+    if list.len() >= REMEMBERED {
+        list.pop_front();
+    }
+    list.push_back(item);
+}

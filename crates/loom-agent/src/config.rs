@@ -1,0 +1,222 @@
+//! The agent's typed configuration. The binary layers defaults, `loom.toml`, `LOOM_*` and flags
+//! into it; this crate only validates it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use loom_bus::Role;
+use loom_domain::{AgentId, GitStrategy, ProjectId};
+
+use crate::Error;
+
+/// How one agent process runs the tasks of one project.
+///
+/// The control plane does not send repository details in a task yet, so the repository,
+/// branch and git strategy of the project come from here (flags of `loom serve agent`).
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub project: ProjectId,
+    /// Bind to `agents-{project}-{role}` instead of `agents-{project}`; also picks the persona.
+    pub role: Option<Role>,
+    /// Registry id; `None` = `{project}-{instance}-{n}`, unique per process and run.
+    pub agent_id: Option<AgentId>,
+    /// Tasks run at once.
+    pub concurrency: usize,
+    /// Workspaces live in `work_root/<project>/{repo,worktrees/<bead>}`.
+    pub work_root: PathBuf,
+    /// The project's repository: a URL, a `file://` URL or a local path. Empty = no workspace
+    /// (only `noop` tasks can run).
+    pub git_repo: String,
+    pub branch: String,
+    pub git_strategy: GitStrategy,
+    /// Executor of tasks whose `metadata.executor` is empty.
+    pub default_executor: ExecutorKind,
+    /// Registry heartbeat period (the registry TTL is 30 s).
+    pub heartbeat_interval: Duration,
+    /// Period of `task.progress` results, which extend the bead's lease.
+    pub progress_interval: Duration,
+    /// On shutdown, how long running tasks may finish before they are handed back (nak).
+    pub shutdown_grace: Duration,
+    /// Total wall-clock time of one task, executor included.
+    pub task_timeout: Duration,
+    /// Limits of every command an executor runs.
+    pub command: CommandLimits,
+    /// `personas/` directory; `None` = a built-in engineer prompt.
+    pub personas_dir: Option<PathBuf>,
+    pub llm: LlmConfig,
+}
+
+impl AgentConfig {
+    /// A configuration with the defaults of DESIGN.md (heartbeat 10 s, progress 10 s, one task
+    /// at a time, `direct` pushes to `main`, shell executor).
+    pub fn new(project: ProjectId, work_root: impl Into<PathBuf>, git_repo: impl Into<String>) -> AgentConfig {
+        AgentConfig {
+            project,
+            role: None,
+            agent_id: None,
+            concurrency: 1,
+            work_root: work_root.into(),
+            git_repo: git_repo.into(),
+            branch: "main".to_owned(),
+            git_strategy: GitStrategy::Direct,
+            default_executor: ExecutorKind::Shell,
+            heartbeat_interval: Duration::from_secs(10),
+            progress_interval: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+            task_timeout: Duration::from_secs(3600),
+            command: CommandLimits::default(),
+            personas_dir: None,
+            llm: LlmConfig::default(),
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let bad = |m: &str| Err(Error::Config(m.to_owned()));
+        if self.concurrency == 0 || self.concurrency > 1024 {
+            return bad("concurrency must be 1..=1024");
+        }
+        if self.heartbeat_interval.is_zero() || self.progress_interval.is_zero() {
+            return bad("heartbeat and progress intervals must be positive");
+        }
+        if self.branch.is_empty() || self.branch.starts_with('-') || self.branch.contains("..") {
+            return bad("branch must be a plain branch name");
+        }
+        if self.git_repo.starts_with('-') {
+            return bad("git_repo must not start with '-'");
+        }
+        if self.command.output_cap < 1024 {
+            return bad("command output cap must be at least 1 KiB");
+        }
+        Ok(())
+    }
+}
+
+/// Which executor runs a task (`metadata.executor`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecutorKind {
+    /// The bead's `command` (or the project's `build`/`test`) with `sh -c` in the worktree.
+    Shell,
+    /// The LLM action loop.
+    Llm,
+    /// Succeeds at once, touching nothing (benchmarks).
+    Noop,
+}
+
+impl ExecutorKind {
+    /// Parses `shell`, `llm` or `noop`.
+    pub fn parse(s: &str) -> Result<ExecutorKind, Error> {
+        match s {
+            "shell" => Ok(ExecutorKind::Shell),
+            "llm" => Ok(ExecutorKind::Llm),
+            "noop" => Ok(ExecutorKind::Noop),
+            other => Err(Error::Config(format!("unknown executor {other:?} (want shell, llm or noop)"))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutorKind::Shell => "shell",
+            ExecutorKind::Llm => "llm",
+            ExecutorKind::Noop => "noop",
+        }
+    }
+}
+
+/// Limits of a sandboxed command.
+#[derive(Clone, Copy, Debug)]
+pub struct CommandLimits {
+    /// Killed (with its whole process group) after this long.
+    pub timeout: Duration,
+    /// Bytes of output kept (stdout and stderr together); the middle of longer output is cut.
+    pub output_cap: usize,
+}
+
+impl Default for CommandLimits {
+    fn default() -> Self {
+        CommandLimits { timeout: Duration::from_secs(600), output_cap: 64 * 1024 }
+    }
+}
+
+/// An OpenAI-compatible chat completions endpoint and the action loop's limits.
+#[derive(Clone, Debug)]
+pub struct LlmConfig {
+    /// `http://host:port` (with or without a trailing `/v1`).
+    pub base_url: String,
+    pub api_key: Option<ApiKey>,
+    pub model: String,
+    /// Model replies per task.
+    pub max_iterations: u32,
+    /// Consecutive replies that are not a valid action before the task fails.
+    pub max_parse_failures: u32,
+    /// The same action this many times in a row fails the task (no progress).
+    pub max_repeats: u32,
+    /// One HTTP request.
+    pub request_timeout: Duration,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        LlmConfig {
+            base_url: "http://127.0.0.1:8000".to_owned(),
+            api_key: None,
+            model: "default".to_owned(),
+            max_iterations: 50,
+            max_parse_failures: 3,
+            max_repeats: 3,
+            request_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A bearer key. Its `Debug` is redacted, and it is sent only in the `Authorization` header:
+/// never in a prompt, a log line, a result or a command's environment.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn new(key: impl Into<String>) -> ApiKey {
+        ApiKey(key.into())
+    }
+
+    /// `LOOM_LLM_API_KEY`, if set and not empty.
+    pub fn from_env() -> Option<ApiKey> {
+        std::env::var("LOOM_LLM_API_KEY").ok().filter(|k| !k.is_empty()).map(ApiKey)
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_key_is_redacted_in_debug() {
+        let mut config = AgentConfig::new(ProjectId::parse("p").unwrap(), "/tmp/w", "/tmp/r");
+        config.llm.api_key = Some(ApiKey::new("sk-very-secret"));
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("sk-very-secret"), "{shown}");
+        assert!(shown.contains("redacted"));
+    }
+
+    #[test]
+    fn validates() {
+        let mut config = AgentConfig::new(ProjectId::parse("p").unwrap(), "/tmp/w", "/tmp/r");
+        assert!(config.validate().is_ok());
+        config.concurrency = 0;
+        assert!(config.validate().is_err());
+        config.concurrency = 2;
+        config.branch = "--upload-pack=x".into();
+        assert!(config.validate().is_err());
+        assert_eq!(ExecutorKind::parse("llm").unwrap(), ExecutorKind::Llm);
+        assert!(ExecutorKind::parse("python").is_err());
+    }
+}

@@ -1,0 +1,123 @@
+//! Executors: what running a task means. `noop` succeeds at once; `shell` runs a command in the
+//! bead's worktree; `llm` runs the action loop there. Work a successful executor leaves in the
+//! worktree is committed and landed with the project's git strategy before the task counts as
+//! done, so `task.completed` always means "the work is in the remote".
+
+mod shell;
+
+use std::time::{Duration, Instant};
+
+use loom_bus::{TaskMessage, TaskMetadata};
+use loom_domain::{ContextMap, limits};
+
+use crate::config::ExecutorKind;
+use crate::llm;
+use crate::sandbox::command::cap_text;
+use crate::workspace::Workspace;
+use crate::{AgentConfig, Error};
+
+/// What a task produced, before it becomes a `task.completed` or `task.failed`.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Outcome {
+    pub(crate) success: bool,
+    pub(crate) output: String,
+    pub(crate) error: String,
+    pub(crate) commits: Vec<String>,
+    pub(crate) artifacts: Vec<String>,
+    pub(crate) context: ContextMap,
+    /// Time spent inside the executor (the agent's overhead is the rest).
+    pub(crate) executor_time: Duration,
+}
+
+impl Outcome {
+    pub(crate) fn success(output: impl Into<String>) -> Outcome {
+        Outcome { success: true, output: output.into(), ..Outcome::default() }
+    }
+
+    pub(crate) fn failure(error: impl Into<String>) -> Outcome {
+        Outcome { success: false, error: error.into(), ..Outcome::default() }
+    }
+
+    /// Applies the size limits of the wire contract.
+    pub(crate) fn capped(mut self) -> Outcome {
+        self.output = cap_text(&self.output, 64 * 1024);
+        self.error = loom_domain::truncate_reason(&self.error);
+        for value in self.context.values_mut() {
+            if value.len() > limits::CONTEXT_VALUE_MAX {
+                *value = cap_text(value, limits::CONTEXT_VALUE_MAX - 64);
+            }
+        }
+        self
+    }
+}
+
+/// Runs tasks for one agent.
+#[derive(Debug)]
+pub(crate) struct Executors {
+    config: AgentConfig,
+    workspace: Option<Workspace>,
+    llm: llm::Client,
+}
+
+impl Executors {
+    pub(crate) fn new(config: &AgentConfig) -> Result<Executors, Error> {
+        Ok(Executors { config: config.clone(), workspace: Workspace::new(config), llm: llm::Client::new(&config.llm)? })
+    }
+
+    /// Runs `task` to an outcome; never fails (a failure is an outcome), never panics on
+    /// bad input. Bounded by the task's wall-clock limit.
+    pub(crate) async fn execute(&self, task: &TaskMessage) -> Outcome {
+        let started = Instant::now();
+        let limit = self.config.task_timeout;
+        let mut outcome = match tokio::time::timeout(limit, self.dispatch(task)).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(err)) => Outcome::failure(err.to_string()),
+            Err(_) => Outcome::failure(format!("the task exceeded its wall-clock limit of {limit:?}")),
+        };
+        outcome.executor_time = started.elapsed();
+        outcome.capped()
+    }
+
+    fn kind(&self, meta: &TaskMetadata) -> Result<ExecutorKind, Error> {
+        match meta.executor.trim() {
+            "" => Ok(self.config.default_executor),
+            other => ExecutorKind::parse(other),
+        }
+    }
+
+    async fn dispatch(&self, task: &TaskMessage) -> Result<Outcome, Error> {
+        let kind = self.kind(&task.metadata)?;
+        if kind == ExecutorKind::Noop {
+            return Ok(Outcome::success("noop"));
+        }
+        let Some(ws) = &self.workspace else {
+            return Err(Error::Config(format!(
+                "the {} executor needs a repository (git_repo is empty)",
+                kind.as_str()
+            )));
+        };
+        let wt = ws.checkout(&task.bead_id).await?;
+        let mut outcome = match kind {
+            ExecutorKind::Shell => shell::run(&self.config, task, &wt).await?,
+            ExecutorKind::Llm => llm::run(&self.config, &self.llm, task, ws, &wt).await?,
+            ExecutorKind::Noop => unreachable!("handled above"),
+        };
+        outcome.context.insert("executor".into(), kind.as_str().into());
+        if !outcome.success {
+            // The worktree stays for inspection; the next attempt starts from a fresh one.
+            return Ok(outcome);
+        }
+        let message = commit_message(task);
+        ws.commit(&wt, &message).await?;
+        outcome.commits = ws.push(&wt).await?;
+        ws.remove(&wt).await;
+        Ok(outcome)
+    }
+}
+
+/// `{bead}: {title}` with the dispatch as a trailer, so every landed commit names the dispatch
+/// that made it.
+pub(crate) fn commit_message(task: &TaskMessage) -> String {
+    let title = task.task_data.title.lines().next().unwrap_or("").trim();
+    format!("{}: {title}\n\nLoom-Dispatch: {}", task.bead_id, task.metadata.dispatch_id)
+}

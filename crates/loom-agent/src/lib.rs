@@ -1,0 +1,34 @@
+//! The project agent: it takes a project's tasks from the bus, does the work in a git worktree
+//! of the project's repository — a shell step, an LLM action loop, or nothing (`noop`) — and
+//! reports the result. `loom serve agent` runs [`run`]; `loom bench agent` runs [`bench::run`].
+//!
+//! Invariants:
+//! - A task is acked only after its result (`task.completed` / `task.failed`) is stored by the
+//!   bus. A crash before that leaves the delivery unsettled, so it is redelivered — to this or
+//!   another instance — and never lost. A redelivery of a task whose result this instance
+//!   already published republishes that result (deduplicated) instead of redoing the work.
+//! - While a task runs its delivery gets in-progress acks and the control plane gets
+//!   `task.progress` every `progress_interval`, so neither the bus nor the lease sweeper takes
+//!   it away from a live agent.
+//! - At most `concurrency` tasks run at once; the subscription holds one more delivery so a
+//!   `task.cancelled` is seen while every slot is busy.
+//! - On shutdown no new task starts; running tasks get `shutdown_grace`, then are handed back
+//!   (nak) with no result; the instance deregisters.
+//! - `task.completed` means the work is in the remote: the executor's changes are committed and
+//!   pushed (`direct`: to the branch, rebasing on rejection; `branch-pr`: to `bead/<id>`) first.
+//! - File actions never leave the bead's worktree nor touch `.git` (`sandbox`); commands run
+//!   with a scrubbed environment, a timeout that kills their process group, and an output cap.
+//!   The LLM API key is sent only in the `Authorization` header.
+
+mod agent;
+pub mod bench;
+mod config;
+mod error;
+mod executor;
+mod llm;
+pub mod sandbox;
+mod workspace;
+
+pub use agent::run;
+pub use config::{AgentConfig, ApiKey, CommandLimits, ExecutorKind, LlmConfig};
+pub use error::Error;

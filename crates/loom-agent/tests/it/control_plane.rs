@@ -1,0 +1,100 @@
+//! End to end with the real control plane (PostgreSQL + NATS): a chain of shell beads on a
+//! local git repository runs in order through the agent and each bead closes exactly once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use loom_store::Store;
+use loom_store::testing::TestDatabase;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{Agent, Repo, nats, nats_cleanup};
+
+struct Api {
+    url: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn send(&self, req: reqwest::RequestBuilder) -> Value {
+        let resp = req.bearer_auth(&self.key).send().await.unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap();
+        assert!(status.is_success(), "{status}: {body}");
+        body
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        self.send(self.http.post(format!("{}{path}", self.url)).json(&body)).await
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.send(self.http.get(format!("{}{path}", self.url))).await
+    }
+
+    async fn wait_closed(&self, bead: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = self.get(&format!("/api/v1/beads/{bead}")).await;
+            if v["status"] == "closed" || tokio::time::Instant::now() > deadline {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shell_bead_chain_runs_to_completion_and_each_bead_closes_once() {
+    let repo = Repo::new();
+    let db = TestDatabase::create().await;
+    let store: Arc<dyn Store> = Arc::new(db.store().await);
+    let bus = nats().await;
+    let key = loom_control_plane::bootstrap_admin_key(&*store).await.unwrap().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let cp_config = loom_control_plane::Config {
+        sweep_interval: Duration::from_millis(100),
+        retry_backoff: Duration::from_millis(100),
+        leader_ttl: Duration::from_secs(1),
+        ..loom_control_plane::Config::default()
+    };
+    let cp_stop = CancellationToken::new();
+    let cp = tokio::spawn(loom_control_plane::run(cp_config, listener, store, bus.clone(), cp_stop.clone()));
+    let api = Api { url, key, http: reqwest::Client::new() };
+
+    api.post("/api/v1/projects", json!({ "id": "chain", "git_repo": repo.remote.to_str().unwrap() })).await;
+    let shell = |command: &str| json!({ "command": command, "executor": "shell" });
+    let first = api
+        .post(
+            "/api/v1/beads",
+            json!({ "project_id": "chain", "title": "first", "context": shell("echo one > one.txt") }),
+        )
+        .await;
+    let first = first["id"].as_str().unwrap().to_owned();
+    let second_cmd = "test -f one.txt && echo two > two.txt";
+    let second = api
+        .post(
+            "/api/v1/beads",
+            json!({ "project_id": "chain", "title": "second", "blocked_by": [first], "context": shell(second_cmd) }),
+        )
+        .await;
+    let second = second["id"].as_str().unwrap().to_owned();
+    let agent = Agent::start(repo.config("chain"), &bus);
+
+    let last = api.wait_closed(&second).await;
+    assert_eq!(last["status"], "closed", "{last}");
+    assert_eq!(api.get(&format!("/api/v1/beads/{first}")).await["status"], "closed");
+    assert_eq!(repo.show("main", "two.txt").as_deref(), Some("two\n"), "the second bead saw the first's push");
+    let log = repo.log("main");
+    for bead in [&first, &second] {
+        let landed = log.iter().filter(|s| s.starts_with(&format!("{bead}:"))).count();
+        assert_eq!(landed, 1, "{bead} landed once: {log:?}");
+    }
+    agent.stop().await;
+    cp_stop.cancel();
+    cp.await.unwrap().unwrap();
+    nats_cleanup(bus).await;
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the project agent against real git repositories, a real (scripted)
+//! chat completions server, the embedded bus and the real NATS at `LOOM_NATS_URL`.
+
+mod bench;
+mod bus;
+mod control_plane;
+mod llm;
+mod shell;
+mod support;

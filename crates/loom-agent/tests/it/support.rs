@@ -1,0 +1,286 @@
+//! Fixtures: a bare "remote" repository with a seed commit, a scripted chat completions server,
+//! buses (embedded, or NATS with a namespace deleted at the end), and a running agent.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::Utc;
+use loom_agent::{AgentConfig, Error};
+use loom_bus::{
+    Bus, BusConfig, ConsumeOptions, Outgoing, ResultKind, ResultMessage, Subscription, TaskData, TaskKind, TaskMessage,
+    TaskMetadata, TraceContext,
+};
+use loom_domain::{BeadId, ContextMap, DispatchId, ProjectId};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A bare repository on branch `main` with one commit (README.md, AGENTS.md), and a scratch
+/// directory for the agent's workspace.
+pub struct Repo {
+    pub dir: TempDir,
+    pub remote: PathBuf,
+}
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.invalid"])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Repo {
+    pub fn new() -> Repo {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = dir.path().join("remote.git");
+        git(dir.path(), &["init", "-q", "--bare", "-b", "main", remote.to_str().unwrap()]);
+        let seed = dir.path().join("seed");
+        git(dir.path(), &["clone", "-q", remote.to_str().unwrap(), seed.to_str().unwrap()]);
+        git(&seed, &["checkout", "-q", "-b", "main"]);
+        std::fs::write(seed.join("README.md"), "# demo\n").unwrap();
+        std::fs::write(seed.join("AGENTS.md"), "Always write tests. MARKER-AGENTS-MD\n").unwrap();
+        git(&seed, &["add", "-A"]);
+        git(&seed, &["commit", "-q", "-m", "seed"]);
+        git(&seed, &["push", "-q", "origin", "main"]);
+        Repo { dir, remote }
+    }
+
+    /// A second clone, as another contributor would have.
+    pub fn seed(&self) -> PathBuf {
+        self.dir.path().join("seed")
+    }
+
+    pub fn work_root(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    /// `git show {rev}:{path}` in the remote.
+    pub fn show(&self, rev: &str, path: &str) -> Option<String> {
+        let out = Command::new("git")
+            .args(["--git-dir", self.remote.to_str().unwrap(), "show", &format!("{rev}:{path}")])
+            .output()
+            .unwrap();
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Commit subjects of `rev` in the remote, newest first.
+    pub fn log(&self, rev: &str) -> Vec<String> {
+        let out = git(self.dir.path(), &["--git-dir", self.remote.to_str().unwrap(), "log", "--format=%s", rev]);
+        out.lines().map(str::to_owned).collect()
+    }
+
+    pub fn config(&self, project: &str) -> AgentConfig {
+        let mut c =
+            AgentConfig::new(ProjectId::parse(project).unwrap(), self.work_root(), self.remote.to_str().unwrap());
+        c.progress_interval = Duration::from_millis(300);
+        c.heartbeat_interval = Duration::from_millis(500);
+        c.shutdown_grace = Duration::from_secs(5);
+        c
+    }
+}
+
+/// One scripted reply of the chat server.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// An assistant message with this content (and some token usage).
+    Say(String),
+    /// An error status with this body.
+    Status(u16, String),
+}
+
+pub fn say(v: Value) -> Reply {
+    Reply::Say(v.to_string())
+}
+
+/// A recorded request: its `Authorization` header and JSON body.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub authorization: Option<String>,
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct Script {
+    replies: Mutex<VecDeque<Reply>>,
+    requests: Mutex<Vec<Recorded>>,
+}
+
+/// A real HTTP server speaking `POST /v1/chat/completions`, answering from a script in order.
+pub struct ChatServer {
+    pub url: String,
+    script: Arc<Script>,
+    _server: JoinHandle<()>,
+}
+
+impl ChatServer {
+    pub async fn start(replies: Vec<Reply>) -> ChatServer {
+        let script = Arc::new(Script { replies: Mutex::new(replies.into()), requests: Mutex::default() });
+        let app = Router::new().route("/v1/chat/completions", post(complete)).with_state(script.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        ChatServer { url, script, _server: server }
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.script.requests.lock().unwrap().clone()
+    }
+}
+
+async fn complete(State(script): State<Arc<Script>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    script.requests.lock().unwrap().push(Recorded { authorization, body });
+    match script.replies.lock().unwrap().pop_front() {
+        Some(Reply::Say(content)) => Json(json!({
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "choices": [{ "index": 0, "message": { "role": "assistant", "content": content }, "finish_reason": "stop" }],
+            "usage": { "prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110 },
+        }))
+        .into_response(),
+        Some(Reply::Status(code, body)) => (StatusCode::from_u16(code).unwrap(), body).into_response(),
+        None => (StatusCode::INTERNAL_SERVER_ERROR, "script exhausted").into_response(),
+    }
+}
+
+pub fn unique_namespace() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("ag{:x}{:x}{}", std::process::id(), rand::random::<u16>(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+fn bus_config() -> BusConfig {
+    BusConfig {
+        url: std::env::var("LOOM_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+        namespace: Some(unique_namespace()),
+        ack_wait: Duration::from_secs(2),
+        backoff: vec![Duration::from_millis(100)],
+        progress_interval: Duration::from_millis(300),
+        agent_ttl: Duration::from_secs(3),
+        ..BusConfig::default()
+    }
+}
+
+/// The embedded bus (same semantics, in memory).
+pub fn embedded() -> Bus {
+    Bus::embedded(bus_config()).unwrap()
+}
+
+/// A provisioned bus on the real NATS, in a namespace of its own; call [`nats_cleanup`].
+pub async fn nats() -> Bus {
+    let bus = Bus::connect(bus_config()).await.expect("NATS must be running at LOOM_NATS_URL (scripts/test.sh)");
+    bus.provision().await.unwrap();
+    bus
+}
+
+pub async fn nats_cleanup(bus: Bus) {
+    bus.destroy().await.unwrap();
+    bus.shutdown();
+}
+
+/// A task for `bead` with a fresh dispatch id.
+pub fn task(project: &str, bead: &str, executor: &str, context: &[(&str, &str)]) -> TaskMessage {
+    let context: ContextMap = context.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let dispatch = format!("d{:x}{:x}", rand::random::<u64>(), rand::random::<u16>());
+    TaskMessage {
+        kind: TaskKind::Assigned,
+        project_id: ProjectId::parse(project).unwrap(),
+        bead_id: BeadId::parse(bead).unwrap(),
+        assigned_to: String::new(),
+        task_data: TaskData {
+            title: format!("implement {bead}"),
+            description: "Add hello.txt".into(),
+            priority: 1,
+            bead_type: "task".into(),
+            context,
+            work_dir: String::new(),
+        },
+        correlation_id: dispatch.clone(),
+        timestamp: Utc::now(),
+        metadata: TaskMetadata {
+            dispatch_id: DispatchId::parse(&dispatch).unwrap(),
+            attempt: 1,
+            role: None,
+            executor: executor.into(),
+        },
+    }
+}
+
+pub fn cancel_of(task: &TaskMessage) -> TaskMessage {
+    TaskMessage { kind: TaskKind::Cancelled, task_data: TaskData::default(), ..task.clone() }
+}
+
+pub async fn publish(bus: &Bus, task: &TaskMessage) {
+    let mut out = bus.task(task, &TraceContext::default()).unwrap();
+    if task.kind == TaskKind::Cancelled {
+        // `Bus::task` keys a cancel by its dispatch id, the same key as the assignment, so
+        // JetStream drops it as a duplicate within the dedupe window (a loom-bus bug, reported).
+        // Publish it as a fixed bus would: same subject and body, key `{dispatch}:cancel`.
+        let key = format!("{}:cancel", task.metadata.dispatch_id);
+        out = Outgoing::raw(out.subject().to_owned(), key, out.payload().clone());
+    }
+    let receipt = bus.publish(out).await.unwrap();
+    assert!(!receipt.duplicate, "{:?} was dropped as a duplicate", task.kind);
+}
+
+pub async fn results(bus: &Bus) -> Subscription<ResultMessage> {
+    bus.consume_results(ConsumeOptions { max_in_flight: 64 }).await.unwrap()
+}
+
+/// The next result of `kind` (others are acked and skipped).
+pub async fn next_of(sub: &mut Subscription<ResultMessage>, want: &[ResultKind]) -> ResultMessage {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let received = tokio::time::timeout_at(deadline, sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {want:?} result within {WAIT:?}"))
+            .expect("results subscription open");
+        received.delivery.ack().await.unwrap();
+        if want.contains(&received.message.kind) {
+            return received.message;
+        }
+    }
+}
+
+/// A final result (completed or failed).
+pub async fn final_result(sub: &mut Subscription<ResultMessage>) -> ResultMessage {
+    next_of(sub, &[ResultKind::Completed, ResultKind::Failed]).await
+}
+
+/// An agent running in a tokio task.
+pub struct Agent {
+    pub shutdown: CancellationToken,
+    pub handle: JoinHandle<Result<(), Error>>,
+}
+
+impl Agent {
+    pub fn start(config: AgentConfig, bus: &Bus) -> Agent {
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(loom_agent::run(config, bus.clone(), shutdown.clone()));
+        Agent { shutdown, handle }
+    }
+
+    /// Graceful stop; the agent must exit cleanly.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.handle).await.expect("agent stops").unwrap().unwrap();
+    }
+}
