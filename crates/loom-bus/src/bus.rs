@@ -155,7 +155,12 @@ impl Bus {
     pub fn task(&self, msg: &TaskMessage, trace: &TraceContext) -> Result<Outgoing, Error> {
         let role = msg.metadata.role.as_deref().filter(|r| !r.is_empty()).map(Role::parse).transpose()?;
         let subject = self.inner.subjects.tasks(&msg.project_id, role.as_ref());
-        let msg_id = msg.metadata.dispatch_id.to_string();
+        // A cancellation has its own dedupe key: under the assignment's it would be dropped as a
+        // duplicate for the whole dedupe window.
+        let msg_id = match msg.kind {
+            crate::TaskKind::Assigned => msg.metadata.dispatch_id.to_string(),
+            crate::TaskKind::Cancelled => format!("{}:cancel", msg.metadata.dispatch_id),
+        };
         Ok(Outgoing::new(subject, msg_id, &msg.correlation_id, trace, encode(msg)?))
     }
 

@@ -96,7 +96,10 @@ pub(crate) async fn dispatch_once(shared: &Shared) -> Result<usize, Error> {
                 lease: shared.config.lease,
                 claimer: shared.config.instance.clone(),
             };
+            let started = std::time::Instant::now();
             let n = shared.store.claim_ready(&request).await?.len() as u32;
+            metrics::histogram!("loom_claim_duration_seconds").record(started.elapsed().as_secs_f64());
+            metrics::counter!("loom_beads_dispatched_total").increment(u64::from(n));
             if n == 0 {
                 break;
             }

@@ -114,6 +114,8 @@ pub async fn run(
     if config.insecure_no_auth && !addr.ip().is_loopback() {
         return Err(Error::Config(format!("--insecure-no-auth is only allowed on a loopback address, not {addr}")));
     }
+    // Install the metrics recorder before anything records.
+    let _ = loom_telemetry::prometheus();
     let shared = Arc::new(Shared {
         store,
         bus,

@@ -84,7 +84,10 @@ fn task_message(shared: &Shared, row: &OutboxMessage) -> Result<Outgoing, Error>
             };
             (TaskKind::Assigned, data, role, executor, snap.assignee.unwrap_or_default())
         }
-        OutboxKind::TaskCancelled => (TaskKind::Cancelled, TaskData::default(), None, String::new(), String::new()),
+        OutboxKind::TaskCancelled => {
+            let role = row.payload.get("role").and_then(|r| r.as_str()).map(str::to_owned);
+            (TaskKind::Cancelled, TaskData::default(), role, String::new(), String::new())
+        }
     };
     let msg = TaskMessage {
         kind,

@@ -79,6 +79,15 @@ async fn apply(shared: &Shared, received: Received<ResultMessage>) {
             shared.store.record_result(&result).await.map(Some)
         }
     };
+    let label = match &outcome {
+        Ok(Some(ResultOutcome::Closed(_))) => "closed",
+        Ok(Some(ResultOutcome::Retrying(_))) => "retrying",
+        Ok(Some(ResultOutcome::Blocked(_))) => "blocked",
+        Ok(Some(ResultOutcome::Ignored)) => "ignored",
+        Ok(None) => "progress",
+        Err(_) => "error",
+    };
+    metrics::counter!("loom_results_total", "outcome" => label).increment(1);
     match outcome {
         Ok(applied) => {
             if let Some(o) = &applied {

@@ -39,7 +39,10 @@ pub struct ApiKey {
 /// A key name is 1–100 printable characters.
 pub fn validate_key_name(name: &str) -> Result<(), Error> {
     if name.trim().is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
-        return Err(Error::Invalid { field: "key name", reason: format!("{name:?} must be 1-100 printable characters") });
+        return Err(Error::Invalid {
+            field: "key name",
+            reason: format!("{name:?} must be 1-100 printable characters"),
+        });
     }
     Ok(())
 }

@@ -47,10 +47,11 @@ impl Error {
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         match &e {
+            // 08xxx: connection failures; 57Pxx: the server is shutting down or starting up.
             sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
                 Error::Unavailable(e.to_string())
             }
-            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("08") || c == "57P01") => {
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")) => {
                 Error::Unavailable(e.to_string())
             }
             _ => Error::Internal(e.to_string()),

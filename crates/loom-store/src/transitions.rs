@@ -14,6 +14,8 @@ pub(crate) struct Cancel {
     pub dispatch_id: loom_domain::DispatchId,
     pub attempt: u32,
     pub reason: String,
+    /// The role the task was routed to, so the cancellation reaches the same consumer.
+    pub role: Option<String>,
 }
 
 /// The side effects of one change: an event and maybe a cancellation.
@@ -38,7 +40,8 @@ fn end_dispatch(bead: &mut Bead, cancel_reason: Option<&str>) -> Option<Cancel> 
     bead.lease_expires_at = None;
     match (dispatch, cancel_reason) {
         (Some(dispatch_id), Some(reason)) => {
-            Some(Cancel { dispatch_id, attempt: bead.attempts, reason: reason.to_owned() })
+            let role = bead.context.get("role").cloned();
+            Some(Cancel { dispatch_id, attempt: bead.attempts, reason: reason.to_owned(), role })
         }
         _ => None,
     }
@@ -220,6 +223,6 @@ pub(crate) fn release_expired(bead: &mut Bead, max_attempts: u32, now: DateTime<
 impl Cancel {
     /// The outbox row kind and payload for this cancellation.
     pub(crate) fn payload(&self) -> (OutboxKind, serde_json::Value) {
-        (OutboxKind::TaskCancelled, json!({ "reason": self.reason }))
+        (OutboxKind::TaskCancelled, json!({ "reason": self.reason, "role": self.role }))
     }
 }

@@ -2,6 +2,7 @@
 //! stdout (a table, or one JSON object per line with `--json`); progress goes to stderr and only
 //! to a terminal. Every bench creates its own scratch database or stream namespace and removes it.
 
+mod agent;
 pub mod bus;
 mod db;
 mod e2e;
@@ -21,6 +22,8 @@ pub enum BenchCommand {
     Store(store::StoreArgs),
     /// Bus publish+consume through loom-bus against raw async-nats.
     Bus(bus::BusArgs),
+    /// No-op tasks through one agent at concurrency 1 and 8.
+    Agent(agent::AgentBenchArgs),
     /// `GetBead` and `ClaimReady` latency through the gRPC database service vs. PostgreSQL alone.
     Db(db::DbArgs),
     /// Beads end to end through the control plane and no-op agents (PostgreSQL + NATS).
@@ -39,6 +42,7 @@ pub async fn run(cmd: BenchCommand, config: &Config) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Store(args) => store::run(args, config).await,
         BenchCommand::Bus(args) => bus::run(args, config).await,
+        BenchCommand::Agent(args) => agent::run(args, config).await,
         BenchCommand::Db(args) => db::run(args, config).await,
         BenchCommand::E2e(args) => e2e::run(args, config).await,
     }

@@ -1,11 +1,13 @@
 //! `loom`: the one binary. It parses the command line, loads the layered configuration, installs
 //! logging and composes the services; the services themselves live in library crates.
 
+mod agents;
 mod bench;
 mod cli;
 mod compose;
 mod config;
 mod personas;
+mod serve;
 mod storage;
 mod up;
 
@@ -49,6 +51,9 @@ struct Cli {
 enum Command {
     /// Run Loom on this machine (embedded SQLite and bus unless URLs are configured).
     Up,
+    /// Run one service of a distributed deployment.
+    #[command(subcommand)]
+    Serve(serve::ServeCommand),
     /// Database administration.
     #[command(subcommand)]
     Db(DbCommand),
@@ -148,6 +153,7 @@ fn main() -> ExitCode {
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Up => up::run(&config).await,
+        Command::Serve(cmd) => serve::run(cmd, &config).await,
         Command::Db(DbCommand::Migrate) => storage::migrate(&config).await,
         Command::Config(ConfigCommand::Show) => {
             print!("{}", config.to_redacted_toml());

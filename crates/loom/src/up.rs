@@ -1,6 +1,7 @@
 //! `loom up`: every service in one process on this machine — the store (PostgreSQL when
 //! configured, else the embedded SQLite file), the bus (NATS when configured, else the embedded
-//! bus) and the control plane with its API. Ctrl-C shuts it down cleanly.
+//! bus), the control plane with its API, and one project agent per project (shell executor, the
+//! project's repository). Ctrl-C shuts it all down cleanly.
 
 use loom_domain::Status;
 
@@ -15,9 +16,12 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     println!("loom: {} project(s); beads {}", projects.len(), summary(&counts));
     let (bus, what) = compose::bus(config).await?;
     println!("loom: bus ready: {what}");
-    println!("loom: no project agent runs in this build yet: dispatched beads wait for one");
     let shutdown = compose::shutdown_on_signals();
-    compose::control_plane(config, store, bus, shutdown).await
+    let agents = tokio::spawn(crate::agents::supervise(config.clone(), store.clone(), bus.clone(), shutdown.clone()));
+    let served = compose::control_plane(config, store, bus, shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = agents.await;
+    served
 }
 
 fn summary(counts: &[(Status, u64)]) -> String {

@@ -58,3 +58,14 @@ pub(crate) async fn revoke_key(State(s): State<Arc<Shared>>, Path(id): Path<Stri
     s.store.revoke_api_key(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// Prometheus text format; bead and agent gauges are read from the store at scrape time.
+pub(crate) async fn metrics(State(s): State<Arc<Shared>>) -> Result<String, Error> {
+    for (status, n) in s.store.bead_counts(None).await? {
+        metrics::gauge!("loom_beads", "status" => status.as_str()).set(n as f64);
+    }
+    if let Ok(agents) = s.bus.list_agents().await {
+        metrics::gauge!("loom_agents_live").set(agents.len() as f64);
+    }
+    Ok(loom_telemetry::prometheus().render())
+}

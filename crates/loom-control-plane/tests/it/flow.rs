@@ -195,3 +195,32 @@ async fn bad_input_gets_clear_errors() {
     assert_eq!(page["beads"].as_array().unwrap().len(), 2, "refused requests created nothing");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_metrics_and_the_event_stream() {
+    use futures::StreamExt;
+    let c = Cluster::start(fast_config()).await;
+    for probe in ["/healthz", "/readyz"] {
+        let (status, _) = c.call_as(None, Method::GET, probe, None).await;
+        assert_eq!(status, StatusCode::OK, "{probe} needs no key");
+    }
+    c.project("sse").await;
+    let client = loom_client::Client::new(&c.cp.url, Some(c.key.clone()));
+    let mut stream = Box::pin(client.follow_events(None).await.unwrap());
+    let id = c.bead("sse", "watched", 1, &[]).await;
+    let event = tokio::time::timeout(WAIT, stream.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!((event.kind.as_str(), event.entity_id.as_str()), ("bead.created", id.as_str()));
+    // Resuming after that event's seq yields what came next, not the event again.
+    let mut resumed = Box::pin(client.follow_events(Some(event.seq)).await.unwrap());
+    let next = tokio::time::timeout(WAIT, resumed.next()).await.unwrap().unwrap().unwrap();
+    assert!(next.seq > event.seq, "{next:?}");
+    let (status, text) = c.call_as(None, Method::GET, "/metrics", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = text.as_str().unwrap().to_owned();
+    assert!(text.contains("loom_http_requests_total"), "{text}");
+    assert!(
+        text.contains("loom_beads{status=\"in_progress\"}") || text.contains("loom_beads{status=\"open\"}"),
+        "{text}"
+    );
+    c.stop().await;
+}

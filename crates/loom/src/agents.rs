@@ -1,0 +1,141 @@
+//! Project agents: `loom serve agent` runs one; `loom up` runs one per active project and starts
+//! one for each project added while it runs.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use loom_agent::{AgentConfig, ApiKey, ExecutorKind};
+use loom_bus::{Bus, Role};
+use loom_domain::{GitStrategy, Project, ProjectId, ProjectStatus};
+use loom_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The project whose tasks to run.
+    #[arg(long)]
+    project: String,
+    /// Bind to the role's queue (`loom.tasks.{project}.{role}`) and play that persona.
+    #[arg(long)]
+    role: Option<String>,
+    /// Tasks run at once.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// The project's repository (default: asked from the control plane's API).
+    #[arg(long)]
+    repo: Option<String>,
+    #[arg(long)]
+    branch: Option<String>,
+    /// `direct` or `branch-pr` (default: the project's).
+    #[arg(long)]
+    git_strategy: Option<String>,
+    /// Where workspaces live [default: {data_dir}/work].
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Executor for tasks that name none: shell, llm or noop.
+    #[arg(long, default_value = "shell")]
+    executor: String,
+    /// OpenAI-compatible endpoint for the llm executor (key from LOOM_LLM_API_KEY).
+    #[arg(long, env = "LOOM_LLM_URL")]
+    llm_url: Option<String>,
+    #[arg(long, env = "LOOM_LLM_MODEL")]
+    llm_model: Option<String>,
+    /// Personas directory.
+    #[arg(long, default_value = "personas")]
+    personas: PathBuf,
+}
+
+/// `loom serve agent`.
+pub async fn serve(args: AgentArgs, config: &Config) -> anyhow::Result<()> {
+    let project = ProjectId::parse(&args.project)?;
+    let mut agent =
+        AgentConfig::new(project.clone(), args.work_dir.clone().unwrap_or(config.data_dir.join("work")), "");
+    match &args.repo {
+        Some(repo) => agent.git_repo = repo.clone(),
+        None => {
+            let client = loom_client::Client::new(&config.api_url(), config.api_key.clone());
+            let p = client
+                .project(project.as_str())
+                .await
+                .context("looking up the project's repository (or pass --repo)")?;
+            agent.git_repo = p.git_repo;
+            agent.branch = p.branch;
+            agent.git_strategy = p.git_strategy.parse()?;
+        }
+    }
+    if let Some(b) = args.branch {
+        agent.branch = b;
+    }
+    if let Some(s) = args.git_strategy {
+        agent.git_strategy = s.parse::<GitStrategy>()?;
+    }
+    agent.role = args.role.as_deref().map(Role::parse).transpose()?;
+    agent.concurrency = args.concurrency;
+    agent.default_executor = ExecutorKind::parse(&args.executor)?;
+    agent.personas_dir = args.personas.is_dir().then_some(args.personas);
+    if let Some(url) = args.llm_url {
+        agent.llm.base_url = url;
+    }
+    if let Some(m) = args.llm_model {
+        agent.llm.model = m;
+    }
+    agent.llm.api_key = ApiKey::from_env();
+    let (bus, what) = crate::compose::bus(config).await?;
+    println!("loom: agent for project {project} on {what}");
+    loom_agent::run(agent, bus, crate::compose::shutdown_on_signals()).await?;
+    Ok(())
+}
+
+/// The agent `loom up` runs for a project: shell executor, the project's repository.
+fn agent_for(project: &Project, config: &Config) -> AgentConfig {
+    let mut agent = AgentConfig::new(project.id.clone(), config.data_dir.join("work"), project.git_repo.clone());
+    agent.branch = project.branch.clone();
+    agent.git_strategy = project.git_strategy;
+    agent.shutdown_grace = Duration::from_secs(10);
+    let personas = PathBuf::from("personas");
+    agent.personas_dir = personas.is_dir().then_some(personas);
+    agent.llm.api_key = ApiKey::from_env();
+    agent
+}
+
+/// Keeps one agent running per active project until `shutdown`; checks for new projects every
+/// two seconds.
+pub async fn supervise(config: Config, store: Arc<dyn Store>, bus: Bus, shutdown: CancellationToken) {
+    let mut running: HashMap<ProjectId, (CancellationToken, tokio::task::JoinHandle<()>)> = HashMap::new();
+    loop {
+        match store.list_projects().await {
+            Ok(projects) => {
+                for p in projects.iter().filter(|p| p.status != ProjectStatus::Archived) {
+                    let alive = running.get(&p.id).is_some_and(|(_, h)| !h.is_finished());
+                    if alive {
+                        continue;
+                    }
+                    let token = shutdown.child_token();
+                    let (agent, bus, t, id) = (agent_for(p, &config), bus.clone(), token.clone(), p.id.clone());
+                    println!("loom: starting an agent for project {id}");
+                    let handle = tokio::spawn(async move {
+                        if let Err(e) = loom_agent::run(agent, bus, t).await {
+                            tracing::error!(project = %id, error = %e, "agent stopped; it is restarted shortly");
+                        }
+                    });
+                    running.insert(p.id.clone(), (token, handle));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "listing projects for the agents failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+    for (_, (token, handle)) in running {
+        token.cancel();
+        let _ = handle.await;
+    }
+}

@@ -1,0 +1,94 @@
+//! `loom serve …`: run one service of a distributed deployment: `db` (the gRPC database service
+//! in front of PostgreSQL, the only process that speaks SQL), `control-plane` (API, dispatcher,
+//! result consumer) and `agent` (a project agent; run several for more throughput).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use loom_db::{ServerConfig, ServerTls};
+use loom_store::{PgStore, redact_url};
+
+use crate::compose::shutdown_on_signals;
+use crate::config::Config;
+use crate::storage::pg_options;
+
+/// The services.
+#[derive(Debug, Subcommand)]
+pub enum ServeCommand {
+    /// The gRPC database service (`loom.db.v1`) in front of PostgreSQL.
+    Db(DbArgs),
+    /// The control plane: HTTP API, dispatcher, relays, result consumer.
+    ControlPlane(ControlPlaneArgs),
+    /// A project agent: runs the project's tasks from the bus.
+    Agent(crate::agents::AgentArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ControlPlaneArgs {
+    /// Address to listen on [default: `http_addr` of the configuration, 127.0.0.1:8080].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Serve without API keys (only allowed on a loopback address; development only).
+    #[arg(long)]
+    insecure_no_auth: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// Address to listen on [default: `db_addr` of the configuration, 127.0.0.1:50051].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Server certificate (PEM): serve TLS. Needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key of the server certificate (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) that client certificates must chain to: mutual TLS. Needs --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+}
+
+pub async fn run(cmd: ServeCommand, config: &Config) -> anyhow::Result<()> {
+    match cmd {
+        ServeCommand::Db(args) => db(args, config).await,
+        ServeCommand::ControlPlane(args) => control_plane(args, config).await,
+        ServeCommand::Agent(args) => crate::agents::serve(args, config).await,
+    }
+}
+
+async fn control_plane(args: ControlPlaneArgs, config: &Config) -> anyhow::Result<()> {
+    let mut config = config.clone();
+    config.http_addr = args.listen.unwrap_or(config.http_addr);
+    config.insecure_no_auth |= args.insecure_no_auth;
+    let (store, what) = crate::storage::open(&config).await?;
+    println!("loom: storage: {what}");
+    let (bus, what) = crate::compose::bus(&config).await?;
+    println!("loom: bus: {what}");
+    crate::compose::control_plane(&config, store, bus, shutdown_on_signals()).await
+}
+
+/// Opens and migrates PostgreSQL, then serves until Ctrl-C or SIGTERM.
+async fn db(args: DbArgs, config: &Config) -> anyhow::Result<()> {
+    let url = config.database_url.as_deref().context(
+        "`loom serve db` serves PostgreSQL: set --database-url, LOOM_DATABASE_URL or database_url in loom.toml",
+    )?;
+    let store = PgStore::connect(url, &pg_options(config))
+        .await
+        .with_context(|| format!("cannot connect to PostgreSQL at {}", redact_url(url)))?;
+    store.migrate().await.context("migrating PostgreSQL")?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(ServerTls::from_files(cert, key, args.tls_client_ca.as_deref())?),
+        _ => None,
+    };
+    let addr = args.listen.unwrap_or(config.db_addr);
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("loom: database service at {scheme}://{} over PostgreSQL at {}", listener.local_addr()?, redact_url(url));
+    let shutdown = shutdown_on_signals();
+    loom_db::serve(ServerConfig { tls, ..ServerConfig::default() }, listener, Arc::new(store), shutdown).await?;
+    Ok(())
+}
