@@ -3,7 +3,7 @@
 //! the same transaction. Hot set-based paths (claim) follow the same rules in SQL.
 
 use chrono::{DateTime, Utc};
-use loom_domain::{Bead, EventKind, Status, truncate_reason};
+use loom_domain::{Bead, BeadId, EventKind, NewBead, Status, truncate_reason};
 use serde_json::json;
 
 use crate::{BeadPatch, DispatchResult, Error, NewEvent, OutboxKind, Outcome, Result, ResultOutcome};
@@ -225,4 +225,39 @@ impl Cancel {
     pub(crate) fn payload(&self) -> (OutboxKind, serde_json::Value) {
         (OutboxKind::TaskCancelled, json!({ "reason": self.reason, "role": self.role }))
     }
+}
+
+/// A new bead as created: open, attempt 0, version 1.
+pub(crate) fn fresh(id: BeadId, b: NewBead, blocked_by: Vec<BeadId>, now: DateTime<Utc>) -> Bead {
+    Bead {
+        id,
+        project_id: b.project_id,
+        title: b.title,
+        description: b.description,
+        bead_type: b.bead_type,
+        priority: b.priority,
+        status: Status::Open,
+        assignee: b.assignee,
+        tags: b.tags,
+        context: b.context,
+        parent: b.parent,
+        blocked_by,
+        attempts: 0,
+        last_error: None,
+        close_reason: None,
+        dispatch_id: None,
+        lease_expires_at: None,
+        not_before: None,
+        created_at: now,
+        updated_at: now,
+        closed_at: None,
+        version: 1,
+    }
+}
+
+/// The `bead.created` event of `b`.
+pub(crate) fn created_event(b: &Bead) -> NewEvent {
+    let description = format!("bead {} created: {}", b.id, b.title);
+    let data = json!({ "title": b.title, "priority": b.priority.get(), "type": b.bead_type.as_str() });
+    NewEvent::for_bead(b, EventKind::BeadCreated, description, data)
 }

@@ -49,45 +49,15 @@ pub(super) async fn create(pool: &PgPool, new: Vec<NewBead>) -> Result<Vec<Bead>
         if let Some(p) = b.parent.as_ref().filter(|p| !existing.contains(p.as_str())) {
             return Err(Error::not_found("parent bead", p));
         }
-        let mut blocked_by: Vec<BeadId> = b.blocked_by.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
+        let mut blocked_by: Vec<BeadId> = b.blocked_by.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
         blocked_by.sort();
         if let Some(missing) = blocked_by.iter().find(|x| !existing.contains(x.as_str())) {
             return Err(Error::MissingBlocker { bead: id.to_string(), blocker: missing.to_string() });
         }
-        beads.push(Bead {
-            id,
-            project_id: b.project_id,
-            title: b.title,
-            description: b.description,
-            bead_type: b.bead_type,
-            priority: b.priority,
-            status: Status::Open,
-            assignee: b.assignee,
-            tags: b.tags,
-            context: b.context,
-            parent: b.parent,
-            blocked_by,
-            attempts: 0,
-            last_error: None,
-            close_reason: None,
-            dispatch_id: None,
-            lease_expires_at: None,
-            not_before: None,
-            created_at: now,
-            updated_at: now,
-            closed_at: None,
-            version: 1,
-        });
+        beads.push(transitions::fresh(id, b, blocked_by, now));
     }
     insert_rows(&mut tx, &beads, &seqs).await?;
-    let events: Vec<NewEvent> = beads
-        .iter()
-        .map(|b| {
-            let description = format!("bead {} created: {}", b.id, b.title);
-            let data = json!({ "title": b.title, "priority": b.priority.get(), "type": b.bead_type.as_str() });
-            NewEvent::for_bead(b, EventKind::BeadCreated, description, data)
-        })
-        .collect();
+    let events: Vec<NewEvent> = beads.iter().map(transitions::created_event).collect();
     insert_events(&mut tx, &events).await?;
     tx.commit().await?;
     Ok(beads)

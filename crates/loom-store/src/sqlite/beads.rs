@@ -3,9 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Utc};
-use loom_domain::{Bead, BeadId, BeadPrefix, EventKind, NewBead, Status};
-use serde_json::json;
+use loom_domain::{Bead, BeadId, BeadPrefix, NewBead, Status};
 use sqlx::types::Json;
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
@@ -38,48 +36,15 @@ pub(super) async fn create(store: &SqliteStore, new: Vec<NewBead>) -> Result<Vec
         if let Some(missing) = blocked_by.iter().find(|x| !existing.contains(x.as_str())) {
             return Err(Error::MissingBlocker { bead: id.to_string(), blocker: missing.to_string() });
         }
-        beads.push(fresh(id, b, blocked_by, now));
+        beads.push(transitions::fresh(id, b, blocked_by, now));
     }
     for (bead, seq) in beads.iter().zip(&seqs) {
         insert_row(&mut tx, bead, *seq).await?;
     }
-    let events: Vec<NewEvent> = beads.iter().map(created_event).collect();
+    let events: Vec<NewEvent> = beads.iter().map(transitions::created_event).collect();
     insert_events(&mut tx, &events).await?;
     tx.commit().await?;
     Ok(beads)
-}
-
-fn fresh(id: BeadId, b: NewBead, blocked_by: Vec<BeadId>, now: DateTime<Utc>) -> Bead {
-    Bead {
-        id,
-        project_id: b.project_id,
-        title: b.title,
-        description: b.description,
-        bead_type: b.bead_type,
-        priority: b.priority,
-        status: Status::Open,
-        assignee: b.assignee,
-        tags: b.tags,
-        context: b.context,
-        parent: b.parent,
-        blocked_by,
-        attempts: 0,
-        last_error: None,
-        close_reason: None,
-        dispatch_id: None,
-        lease_expires_at: None,
-        not_before: None,
-        created_at: now,
-        updated_at: now,
-        closed_at: None,
-        version: 1,
-    }
-}
-
-fn created_event(b: &Bead) -> NewEvent {
-    let description = format!("bead {} created: {}", b.id, b.title);
-    let data = json!({ "title": b.title, "priority": b.priority.get(), "type": b.bead_type.as_str() });
-    NewEvent::for_bead(b, EventKind::BeadCreated, description, data)
 }
 
 /// The bead prefix of every project named in `new`; `NotFound` for the first one missing.
