@@ -44,6 +44,9 @@ pub struct AgentConfig {
     /// `personas/` directory; `None` = a built-in engineer prompt.
     pub personas_dir: Option<PathBuf>,
     pub llm: LlmConfig,
+    /// Checks that a dispatch is still current before a task starts and before its work is
+    /// pushed, so two agents never both land work for one bead. `None` = no check.
+    pub fence: Option<std::sync::Arc<dyn crate::Fence>>,
 }
 
 impl AgentConfig {
@@ -67,6 +70,7 @@ impl AgentConfig {
             command: CommandLimits::default(),
             personas_dir: None,
             llm: LlmConfig::default(),
+            fence: None,
         }
     }
 

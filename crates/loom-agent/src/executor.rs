@@ -109,6 +109,12 @@ impl Executors {
         }
         let message = commit_message(task);
         ws.commit(&wt, &message).await?;
+        let fence = self.config.fence.as_deref();
+        if !crate::fence::still_current(fence, &task.bead_id, &task.metadata.dispatch_id).await {
+            // Another dispatch owns the bead now: landing this work could land it twice.
+            ws.remove(&wt).await;
+            return Ok(Outcome::failure("the dispatch was superseded before its work was pushed; nothing was pushed"));
+        }
         outcome.commits = ws.push(&wt).await?;
         ws.remove(&wt).await;
         Ok(outcome)

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Args;
 use loom_agent::{AgentConfig, ApiKey, ExecutorKind};
 use loom_bus::{Bus, Role};
-use loom_domain::{GitStrategy, Project, ProjectId, ProjectStatus};
+use loom_domain::{BeadId, DispatchId, GitStrategy, Project, ProjectId, ProjectStatus};
 use loom_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -51,15 +51,40 @@ pub struct AgentArgs {
     personas: PathBuf,
 }
 
+/// Fencing through the store (`loom up`: the agent runs beside it).
+#[derive(Debug)]
+struct StoreFence(Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl loom_agent::Fence for StoreFence {
+    async fn is_current(&self, bead: &BeadId, dispatch: &DispatchId) -> Result<bool, String> {
+        let b = self.0.get_bead(bead).await.map_err(|e| e.to_string())?;
+        Ok(b.dispatch_id.as_ref() == Some(dispatch))
+    }
+}
+
+/// Fencing through the control plane's API (`loom serve agent`).
+#[derive(Debug)]
+struct ApiFence(loom_client::Client);
+
+#[async_trait::async_trait]
+impl loom_agent::Fence for ApiFence {
+    async fn is_current(&self, bead: &BeadId, dispatch: &DispatchId) -> Result<bool, String> {
+        let b = self.0.bead(bead.as_str()).await.map_err(|e| e.to_string())?;
+        Ok(b.dispatch_id.as_deref() == Some(dispatch.as_str()))
+    }
+}
+
 /// `loom serve agent`.
 pub async fn serve(args: AgentArgs, config: &Config) -> anyhow::Result<()> {
     let project = ProjectId::parse(&args.project)?;
     let mut agent =
         AgentConfig::new(project.clone(), args.work_dir.clone().unwrap_or(config.data_dir.join("work")), "");
+    let client = loom_client::Client::new(&config.api_url(), config.api_key.clone());
+    agent.fence = Some(Arc::new(ApiFence(client.clone())));
     match &args.repo {
         Some(repo) => agent.git_repo = repo.clone(),
         None => {
-            let client = loom_client::Client::new(&config.api_url(), config.api_key.clone());
             let p = client
                 .project(project.as_str())
                 .await
@@ -93,7 +118,7 @@ pub async fn serve(args: AgentArgs, config: &Config) -> anyhow::Result<()> {
 }
 
 /// The agent `loom up` runs for a project: shell executor, the project's repository.
-fn agent_for(project: &Project, config: &Config) -> AgentConfig {
+fn agent_for(project: &Project, config: &Config, store: &Arc<dyn Store>) -> AgentConfig {
     let mut agent = AgentConfig::new(project.id.clone(), config.data_dir.join("work"), project.git_repo.clone());
     agent.branch = project.branch.clone();
     agent.git_strategy = project.git_strategy;
@@ -101,6 +126,7 @@ fn agent_for(project: &Project, config: &Config) -> AgentConfig {
     let personas = PathBuf::from("personas");
     agent.personas_dir = personas.is_dir().then_some(personas);
     agent.llm.api_key = ApiKey::from_env();
+    agent.fence = Some(Arc::new(StoreFence(store.clone())));
     agent
 }
 
@@ -117,7 +143,7 @@ pub async fn supervise(config: Config, store: Arc<dyn Store>, bus: Bus, shutdown
                         continue;
                     }
                     let token = shutdown.child_token();
-                    let (agent, bus, t, id) = (agent_for(p, &config), bus.clone(), token.clone(), p.id.clone());
+                    let (agent, bus, t, id) = (agent_for(p, &config, &store), bus.clone(), token.clone(), p.id.clone());
                     println!("loom: starting an agent for project {id}");
                     let handle = tokio::spawn(async move {
                         if let Err(e) = loom_agent::run(agent, bus, t).await {

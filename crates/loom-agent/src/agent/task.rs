@@ -49,6 +49,12 @@ pub(super) async fn handle(shared: Arc<Shared>, received: Received<TaskMessage>)
         }
         return;
     }
+    if !crate::fence::still_current(shared.config.fence.as_deref(), &task.bead_id, &dispatch).await {
+        // The bead was closed or dispatched again: this delivery is stale, so do not run it.
+        tracing::info!(bead = %task.bead_id, %dispatch, "dispatch is no longer current; skipping the task");
+        settle_ack(delivery).await;
+        return;
+    }
     let ending = run(&shared, &task, &delivery).await;
     let outcome = match ending {
         Ending::HandedBack => return hand_back(delivery, &task).await,

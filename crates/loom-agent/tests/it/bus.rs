@@ -117,3 +117,40 @@ async fn an_agent_killed_mid_task_leads_to_a_redelivery_another_completes_once()
     b.stop().await;
     nats_cleanup(bus).await;
 }
+
+/// A fence that says every dispatch but `current` is stale.
+#[derive(Debug)]
+struct OnlyCurrent(loom_domain::DispatchId);
+
+#[async_trait::async_trait]
+impl loom_agent::Fence for OnlyCurrent {
+    async fn is_current(&self, _: &loom_domain::BeadId, d: &loom_domain::DispatchId) -> Result<bool, String> {
+        Ok(*d == self.0)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_dispatch_is_skipped_and_acked_without_running() {
+    let repo = Repo::new();
+    let bus = nats().await;
+    let mut sub = results(&bus).await;
+    let marker = repo.dir.path().join("ran");
+    let stale = task("demo", "demo-4", "shell", &[("command", &format!("touch {}", marker.display()))]);
+    let current = task("demo", "demo-5", "", &[]);
+    let mut config = repo.config("demo");
+    config.default_executor = ExecutorKind::Noop;
+    config.fence = Some(std::sync::Arc::new(OnlyCurrent(current.metadata.dispatch_id.clone())));
+    let agent = Agent::start(config, &bus);
+    publish(&bus, &stale).await;
+    publish(&bus, &current).await;
+    let r = final_result(&mut sub).await;
+    assert_eq!(r.metadata.dispatch_id, current.metadata.dispatch_id, "only the current dispatch reports");
+    assert!(!marker.exists(), "the stale task never ran");
+    agent.stop().await;
+    let project = ProjectId::parse("demo").unwrap();
+    let mut tasks = bus.consume_tasks(&project, None, ConsumeOptions::default()).await.unwrap();
+    let again = tokio::time::timeout(Duration::from_secs(3), tasks.next()).await;
+    assert!(again.is_err(), "the stale task was acked, yet redelivered");
+    drop(tasks);
+    nats_cleanup(bus).await;
+}
