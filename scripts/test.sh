@@ -72,6 +72,7 @@ ensure_nats() {
 }
 
 command -v cargo >/dev/null || die "cargo is missing: install the Rust toolchain named in rust-toolchain.toml"
+command -v git >/dev/null || apt_install git   # the agent's tests work on real repositories
 ensure_postgres
 ensure_nats
 say "PostgreSQL and NATS (JetStream) are up; running the tests"
