@@ -144,7 +144,7 @@ pub async fn supervise(config: Config, store: Arc<dyn Store>, bus: Bus, shutdown
                     }
                     let token = shutdown.child_token();
                     let (agent, bus, t, id) = (agent_for(p, &config, &store), bus.clone(), token.clone(), p.id.clone());
-                    println!("loom: starting an agent for project {id}");
+                    tracing::info!(project = %id, "starting an agent for the project");
                     let handle = tokio::spawn(async move {
                         if let Err(e) = loom_agent::run(agent, bus, t).await {
                             tracing::error!(project = %id, error = %e, "agent stopped; it is restarted shortly");
