@@ -1,6 +1,8 @@
 //! A delivery handle: the one way to settle a message (ack, in-progress, nak, dead-letter).
 
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,11 +27,43 @@ pub struct Delivery {
     raw: RawDelivery,
     bus: Bus,
     kind: StreamKind,
+    acked: Arc<Acked>,
+}
+
+/// The stream sequences a subscription acknowledged recently. A server that loses acks it had
+/// confirmed (nats-server 2.9 writes consumer state lazily, so a restart can roll it back)
+/// redelivers those messages; the subscription recognises them here and settles them again
+/// instead of handing them to its subscriber a second time.
+#[derive(Debug, Default)]
+pub(crate) struct Acked {
+    seen: Mutex<(VecDeque<u64>, HashSet<u64>)>,
+}
+
+impl Acked {
+    /// How many sequences are remembered (oldest forgotten first).
+    const CAPACITY: usize = 65_536;
+
+    fn insert(&self, seq: u64) {
+        let mut guard = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let (order, set) = &mut *guard;
+        if set.insert(seq) {
+            order.push_back(seq);
+            if order.len() > Self::CAPACITY
+                && let Some(old) = order.pop_front()
+            {
+                set.remove(&old);
+            }
+        }
+    }
+
+    pub(crate) fn contains(&self, seq: u64) -> bool {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).1.contains(&seq)
+    }
 }
 
 impl Delivery {
-    pub(crate) fn new(raw: RawDelivery, bus: Bus, kind: StreamKind) -> Delivery {
-        Delivery { raw, bus, kind }
+    pub(crate) fn new(raw: RawDelivery, bus: Bus, kind: StreamKind, acked: Arc<Acked>) -> Delivery {
+        Delivery { raw, bus, kind, acked }
     }
 
     /// 1 for the first delivery, 2 for the first redelivery, …
@@ -70,13 +104,17 @@ impl Delivery {
     /// Done: the message is removed. Waits until the server has recorded the ack, so a
     /// returned `Ok` means it will not be redelivered.
     pub async fn ack(self) -> Result<(), Error> {
-        self.raw.acker.send(Settle::Ack, true).await
+        self.raw.acker.send(Settle::Ack, true).await?;
+        self.acked.insert(self.raw.stream_sequence);
+        Ok(())
     }
 
     /// Done, without waiting for the server's confirmation (for high-throughput consumers that
     /// tolerate a rare redelivery).
     pub async fn ack_nowait(self) -> Result<(), Error> {
-        self.raw.acker.send(Settle::Ack, false).await
+        self.raw.acker.send(Settle::Ack, false).await?;
+        self.acked.insert(self.raw.stream_sequence);
+        Ok(())
     }
 
     /// Still working: restarts the ack wait (`+WPI`).

@@ -14,7 +14,7 @@ use crate::backend::{ConsumerSpec, RawDelivery, Settle, Source};
 use crate::bus::Backend;
 use crate::config::StreamKind;
 use crate::dead_letter::{self, DeadLetter, Origin};
-use crate::delivery::{Delivery, Received};
+use crate::delivery::{Acked, Delivery, Received};
 use crate::message::{Body, decode};
 use crate::{Bus, Error};
 
@@ -25,6 +25,7 @@ pub struct Subscription<T> {
     bus: Bus,
     kind: StreamKind,
     consumer: String,
+    acked: Arc<Acked>,
     _stop: DropGuard,
     _body: PhantomData<fn() -> T>,
 }
@@ -44,6 +45,7 @@ impl<T: Body> Subscription<T> {
             bus,
             kind: spec.kind,
             consumer: spec.durable,
+            acked: Arc::new(Acked::default()),
             _stop: cancel.drop_guard(),
             _body: PhantomData,
         })
@@ -59,9 +61,16 @@ impl<T: Body> Subscription<T> {
     pub async fn next(&mut self) -> Option<Received<T>> {
         loop {
             let raw = self.source.next().await?;
+            if self.acked.contains(raw.stream_sequence) {
+                tracing::debug!(seq = raw.stream_sequence, subject = %raw.subject, "redelivery of an acked message; settling it again");
+                if let Err(err) = raw.acker.send(Settle::Ack, true).await {
+                    tracing::warn!(%err, "re-ack of a redelivered message failed");
+                }
+                continue;
+            }
             match decode::<T>(&raw.payload) {
                 Ok(message) => {
-                    let delivery = Delivery::new(raw, self.bus.clone(), self.kind);
+                    let delivery = Delivery::new(raw, self.bus.clone(), self.kind, self.acked.clone());
                     return Some(Received { message, delivery });
                 }
                 Err(err) => dead_letter_raw(&self.bus, self.kind, raw, &err.reason()).await,
