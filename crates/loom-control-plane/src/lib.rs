@@ -83,6 +83,8 @@ pub(crate) struct Shared {
     pub relay_wake: Notify,
     /// New events were recorded (SSE streams wait on it).
     pub events_wake: tokio::sync::watch::Sender<()>,
+    /// Cancelled at shutdown: long-lived responses (SSE) end, so graceful shutdown completes.
+    pub shutdown: CancellationToken,
 }
 
 impl Shared {
@@ -123,6 +125,7 @@ pub async fn run(
         dispatch_wake: Notify::new(),
         relay_wake: Notify::new(),
         events_wake: tokio::sync::watch::channel(()).0,
+        shutdown: shutdown.clone(),
     });
     let tasks = [
         tokio::spawn(dispatcher::run(shared.clone(), shutdown.clone())),

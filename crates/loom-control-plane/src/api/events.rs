@@ -77,7 +77,10 @@ pub(crate) async fn stream(
                     Err(e) => tracing::warn!(error = %e, "event stream: reading events failed; retrying"),
                 }
                 // Woken by this instance's changes; the timeout covers changes made by others.
-                let _ = tokio::time::timeout(Duration::from_millis(500), wake.changed()).await;
+                tokio::select! {
+                    _ = s.shutdown.cancelled() => return None,
+                    _ = tokio::time::timeout(Duration::from_millis(500), wake.changed()) => {}
+                }
             }
         }
     });
