@@ -222,5 +222,7 @@ async fn probes_metrics_and_the_event_stream() {
         text.contains("loom_beads{status=\"in_progress\"}") || text.contains("loom_beads{status=\"open\"}"),
         "{text}"
     );
-    c.stop().await;
+    // Open event streams must not hold up a graceful shutdown.
+    tokio::time::timeout(Duration::from_secs(10), c.stop()).await.expect("shutdown with open SSE streams");
+    drop((stream, resumed));
 }
