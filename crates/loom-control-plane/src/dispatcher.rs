@@ -2,12 +2,13 @@
 //! every active project (within the concurrency limits) into the outbox, and sweeps expired
 //! leases. It wakes on local changes and polls on an interval for changes made elsewhere.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use loom_domain::{ProjectStatus, Status};
+use loom_domain::{ProjectId, ProjectStatus, Status};
 use loom_store::ClaimRequest;
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +25,7 @@ pub(crate) fn is_leader() -> bool {
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut view = View::default();
     let renew_every = shared.config.leader_ttl / 3;
     let mut renew = tokio::time::interval(renew_every);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -40,7 +42,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             _ = tokio::time::sleep(shared.config.sweep_interval) => {}
         }
         if is_leader()
-            && let Err(e) = dispatch_once(&shared).await
+            && let Err(e) = dispatch_once(&shared, &mut view).await
         {
             tracing::warn!(error = %e, "dispatch pass failed; retrying on the next wake");
         }
@@ -73,24 +75,47 @@ async fn sweep_leases(shared: &Shared) {
     }
 }
 
-/// One pass over every active project; returns how many beads were claimed.
-pub(crate) async fn dispatch_once(shared: &Shared) -> Result<usize, Error> {
-    let mut claimed = 0;
-    for project in shared.store.list_projects().await? {
-        if project.status != ProjectStatus::Active {
-            continue;
+/// What a dispatch pass needs besides the claim itself: the active projects and how many beads
+/// each has in progress. Re-read from the store every `REFRESH` so that a pass on the hot path is
+/// one claim transaction; between refreshes claims are added to `running` and finished beads are
+/// not subtracted, so the concurrency limit errs on the safe side.
+#[derive(Debug, Default)]
+pub(crate) struct View {
+    projects: Vec<ProjectId>,
+    running: HashMap<ProjectId, u32>,
+    read_at: Option<Instant>,
+}
+
+const REFRESH: Duration = Duration::from_millis(250);
+
+impl View {
+    async fn refresh(&mut self, shared: &Shared) -> Result<(), Error> {
+        if self.read_at.is_some_and(|t| t.elapsed() < REFRESH) {
+            return Ok(());
         }
-        let running = shared
-            .store
-            .bead_counts(Some(&project.id))
-            .await?
-            .iter()
-            .find(|(s, _)| *s == Status::InProgress)
-            .map_or(0, |(_, n)| *n as u32);
+        let projects = shared.store.list_projects().await?;
+        self.projects = projects.into_iter().filter(|p| p.status == ProjectStatus::Active).map(|p| p.id).collect();
+        self.running.clear();
+        for id in &self.projects {
+            let counts = shared.store.bead_counts(Some(id)).await?;
+            let running = counts.iter().find(|(s, _)| *s == Status::InProgress).map_or(0, |(_, n)| *n as u32);
+            self.running.insert(id.clone(), running);
+        }
+        self.read_at = Some(Instant::now());
+        Ok(())
+    }
+}
+
+/// One pass over every active project; returns how many beads were claimed.
+pub(crate) async fn dispatch_once(shared: &Shared, view: &mut View) -> Result<usize, Error> {
+    view.refresh(shared).await?;
+    let mut claimed = 0;
+    for project in &view.projects {
+        let running = view.running.get(project).copied().unwrap_or(0);
         let mut room = shared.config.project_concurrency.saturating_sub(running);
         while room > 0 {
             let request = ClaimRequest {
-                project: project.id.clone(),
+                project: project.clone(),
                 max: room.min(shared.config.claim_batch),
                 now: Utc::now(),
                 lease: shared.config.lease,
@@ -105,6 +130,7 @@ pub(crate) async fn dispatch_once(shared: &Shared) -> Result<usize, Error> {
             }
             claimed += n as usize;
             room -= n;
+            *view.running.entry(project.clone()).or_default() += n;
             shared.relay_wake.notify_one();
             if n < request.max {
                 break;
