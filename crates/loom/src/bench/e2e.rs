@@ -1,7 +1,8 @@
 //! `loom bench e2e`: N beads through create → dispatch → no-op agent → result → closed on
 //! PostgreSQL + NATS, with the control plane in this process. Without `--rate` the beads are
 //! created as fast as the store takes them (throughput); with `--rate R` one bead is created every
-//! 1/R s (latency at an offered load). Dispatch latency is creation → the agent holding the task.
+//! 1/R s (latency at an offered load). Dispatch latency is from the bead's commit (its `created_at`,
+//! when it became ready) to the agent holding the task, both on this machine's clock.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -51,8 +52,8 @@ struct Report {
     offered_rate: Option<f64>,
 }
 
-/// When each bead (by its unique title) was created, or its creation requested.
-type Created = Arc<Mutex<HashMap<String, Instant>>>;
+/// When the agents received each bead's task, by bead id.
+type Received = Arc<Mutex<HashMap<String, chrono::DateTime<Utc>>>>;
 
 pub async fn run(args: E2eArgs, config: &Config) -> anyhow::Result<()> {
     let scratch = ScratchDatabase::create_on(&super::database_url(config), "loom_bench").await?;
@@ -101,23 +102,15 @@ async fn drive(args: &E2eArgs, store: Arc<dyn Store>, bus: Bus) -> anyhow::Resul
     };
     let api = format!("http://{}", listener.local_addr()?);
     let cp = tokio::spawn(loom_control_plane::run(cp_config, listener, store.clone(), bus.clone(), shutdown.clone()));
-    let created: Created = Arc::new(Mutex::new(HashMap::with_capacity(args.beads)));
-    let latencies = Arc::new(Mutex::new(Vec::with_capacity(args.beads)));
+    let received: Received = Arc::new(Mutex::new(HashMap::with_capacity(args.beads)));
     let mut agents = Vec::new();
     for i in 0..args.agents {
-        agents.push(tokio::spawn(noop_agent(
-            i,
-            bus.clone(),
-            project.clone(),
-            created.clone(),
-            latencies.clone(),
-            shutdown.clone(),
-        )));
+        agents.push(tokio::spawn(noop_agent(i, bus.clone(), project.clone(), received.clone(), shutdown.clone())));
     }
     let started = Instant::now();
     match args.rate {
-        Some(rate) if rate > 0.0 => create_at_rate(args.beads, rate, &api, &project, &created).await?,
-        _ => create_beads(args, &*store, &project, &created).await?,
+        Some(rate) if rate > 0.0 => create_at_rate(args.beads, rate, &api, &project).await?,
+        _ => create_beads(args, &*store, &project).await?,
     }
     let bar = progress("e2e: closed", args.beads as u64);
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
@@ -138,7 +131,7 @@ async fn drive(args: &E2eArgs, store: Arc<dyn Store>, bus: Bus) -> anyhow::Resul
     }
     cp.await??;
     let duplicated = count_double_closes(&*store).await?;
-    let mut lat = latencies.lock().expect("latency lock").clone();
+    let mut lat = dispatch_latencies(&*store, &project, &received.lock().expect("received lock")).await?;
     lat.sort();
     Ok(Report {
         beads: args.beads,
@@ -153,13 +146,7 @@ async fn drive(args: &E2eArgs, store: Arc<dyn Store>, bus: Bus) -> anyhow::Resul
 
 /// Creates beads through the HTTP API, one every 1/rate s, each request on its own task so a slow
 /// one does not lower the offered load.
-async fn create_at_rate(
-    beads: usize,
-    rate: f64,
-    api: &str,
-    project: &ProjectId,
-    created: &Created,
-) -> anyhow::Result<()> {
+async fn create_at_rate(beads: usize, rate: f64, api: &str, project: &ProjectId) -> anyhow::Result<()> {
     let client = loom_client::Client::new(api, None);
     let bar = progress("e2e: created", beads as u64);
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
@@ -167,11 +154,10 @@ async fn create_at_rate(
     let mut requests = tokio::task::JoinSet::new();
     for i in 0..beads {
         ticker.tick().await;
-        let (client, created, bar) = (client.clone(), created.clone(), bar.clone());
+        let (client, bar) = (client.clone(), bar.clone());
         let req =
             loom_api::CreateBead { project_id: project.to_string(), title: format!("bench {i}"), ..Default::default() };
         requests.spawn(async move {
-            created.lock().expect("created lock").insert(req.title.clone(), Instant::now());
             client.create_bead(&req).await?;
             bar.inc(1);
             anyhow::Ok(())
@@ -184,7 +170,7 @@ async fn create_at_rate(
     Ok(())
 }
 
-async fn create_beads(args: &E2eArgs, store: &dyn Store, project: &ProjectId, created: &Created) -> anyhow::Result<()> {
+async fn create_beads(args: &E2eArgs, store: &dyn Store, project: &ProjectId) -> anyhow::Result<()> {
     let bar = progress("e2e: created", args.beads as u64);
     let batch = 500;
     let mut made = 0;
@@ -192,12 +178,7 @@ async fn create_beads(args: &E2eArgs, store: &dyn Store, project: &ProjectId, cr
         let n = batch.min(args.beads - made);
         let beads: Vec<NewBead> =
             (made..made + n).map(|i| NewBead::new(project.clone(), format!("bench {i}"))).collect();
-        let at = Instant::now();
-        let done = store.create_beads(beads).await?;
-        let mut map = created.lock().expect("created lock");
-        for b in done {
-            map.insert(b.title, at);
-        }
+        store.create_beads(beads).await?;
         made += n;
         bar.set_position(made as u64);
     }
@@ -210,8 +191,7 @@ async fn noop_agent(
     i: usize,
     bus: Bus,
     project: ProjectId,
-    created: Created,
-    latencies: Arc<Mutex<Vec<Duration>>>,
+    got: Received,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let agent = AgentId::parse(&format!("bench-agent-{i}"))?;
@@ -222,10 +202,8 @@ async fn noop_agent(
             _ = shutdown.cancelled() => return Ok(()),
             r = sub.next() => match r { Some(r) => r, None => return Ok(()) },
         };
-        let now = Instant::now();
-        if let Some(at) = created.lock().expect("created lock").get(&received.message.task_data.title) {
-            latencies.lock().expect("latency lock").push(now - *at);
-        }
+        let now = Utc::now();
+        got.lock().expect("received lock").entry(received.message.bead_id.to_string()).or_insert(now);
         let permit = permits.clone().acquire_owned().await?;
         let (bus, agent) = (bus.clone(), agent.clone());
         tokio::spawn(async move {
@@ -258,6 +236,29 @@ async fn noop_agent(
             }
             drop(permit);
         });
+    }
+}
+
+/// For every bead the agents received: receipt minus the bead's commit time.
+async fn dispatch_latencies(
+    store: &dyn Store,
+    project: &ProjectId,
+    received: &HashMap<String, chrono::DateTime<Utc>>,
+) -> anyhow::Result<Vec<Duration>> {
+    let filter = loom_store::BeadFilter { project: Some(project.clone()), ..Default::default() };
+    let mut page = loom_store::PageRequest::first(loom_store::PageRequest::MAX_LIMIT);
+    let mut out = Vec::with_capacity(received.len());
+    loop {
+        let got = store.list_beads(&filter, &page).await?;
+        for b in &got.beads {
+            if let Some(at) = received.get(b.id.as_str()) {
+                out.push((*at - b.created_at).to_std().unwrap_or_default());
+            }
+        }
+        match got.next_cursor {
+            Some(c) => page.after = Some(c),
+            None => return Ok(out),
+        }
     }
 }
 
