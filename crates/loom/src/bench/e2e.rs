@@ -131,7 +131,8 @@ async fn drive(args: &E2eArgs, store: Arc<dyn Store>, bus: Bus) -> anyhow::Resul
     }
     cp.await??;
     let duplicated = count_double_closes(&*store).await?;
-    let mut lat = dispatch_latencies(&*store, &project, &received.lock().expect("received lock")).await?;
+    let received = std::mem::take(&mut *received.lock().expect("received lock"));
+    let mut lat = dispatch_latencies(&*store, &project, &received).await?;
     lat.sort();
     Ok(Report {
         beads: args.beads,
