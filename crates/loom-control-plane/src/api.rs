@@ -2,6 +2,7 @@
 
 mod beads;
 mod events;
+pub(crate) mod openapi;
 mod projects;
 mod system;
 
@@ -45,6 +46,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(system::readiness))
         .route("/metrics", get(system::metrics))
+        .route("/api/v1/openapi.json", get(|| async { axum::Json(openapi::document()) }))
         .nest("/api/v1", api)
         .layer(middleware::from_fn(record_request))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
