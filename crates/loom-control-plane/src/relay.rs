@@ -113,20 +113,32 @@ pub(crate) async fn run_events(shared: Arc<Shared>, shutdown: CancellationToken)
             cursor = None;
             continue;
         }
-        if let Err(e) = relay_events(&shared, &mut cursor).await {
-            tracing::warn!(error = %e, "event relay failed; retrying");
+        // Drain the backlog before sleeping again.
+        loop {
+            match relay_events(&shared, &mut cursor).await {
+                Ok(n) if n == EVENT_BATCH as usize && !shutdown.is_cancelled() => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "event relay failed; retrying");
+                    break;
+                }
+            }
         }
     }
 }
 
-async fn relay_events(shared: &Shared, cursor: &mut Option<i64>) -> Result<(), Error> {
+/// Events published per pass.
+const EVENT_BATCH: u32 = 500;
+
+/// Publishes the next events after `cursor`; returns how many.
+async fn relay_events(shared: &Shared, cursor: &mut Option<i64>) -> Result<usize, Error> {
     let after = match *cursor {
         Some(c) => c,
         // A new leader starts at the head: events are also served from the store by the API.
         None => *cursor.insert(shared.store.last_event_seq().await?),
     };
-    let events = shared.store.list_events(after, 500).await?;
-    let Some(last) = events.last().map(|e| e.seq) else { return Ok(()) };
+    let events = shared.store.list_events(after, EVENT_BATCH).await?;
+    let Some(last) = events.last().map(|e| e.seq) else { return Ok(0) };
     let mut msgs = Vec::with_capacity(events.len());
     for e in &events {
         let msg = EventMessage {
@@ -149,5 +161,5 @@ async fn relay_events(shared: &Shared, cursor: &mut Option<i64>) -> Result<(), E
         r?;
     }
     *cursor = Some(last);
-    Ok(())
+    Ok(events.len())
 }

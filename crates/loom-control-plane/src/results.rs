@@ -7,22 +7,24 @@ use std::time::Duration;
 use chrono::Utc;
 use loom_bus::{ConsumeOptions, Received, ResultKind, ResultMessage, ResultStatus};
 use loom_store::{DispatchResult, Outcome, ResultOutcome};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
 use crate::dispatcher::RETRY_DELAY;
 
-/// Results applied at once (each is one store transaction).
-const PARALLEL: usize = 32;
+/// Most results applied in one store transaction.
+const BATCH: usize = 256;
+/// Batches applied at once.
+const PARALLEL: usize = 4;
 
 pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     loop {
         let sub = tokio::select! {
             _ = shutdown.cancelled() => return,
-            s = shared.bus.consume_results(ConsumeOptions { max_in_flight: PARALLEL * 4 }) => s,
+            s = shared.bus.consume_results(ConsumeOptions { max_in_flight: BATCH * PARALLEL * 2 }) => s,
         };
-        let mut sub = match sub {
+        let sub = match sub {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot bind the result consumer; retrying");
@@ -30,55 +32,120 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
                 continue;
             }
         };
+        // A reader hands deliveries over a channel, so batches take what has arrived without
+        // cancelling a subscription read half-way.
+        let (tx, mut rx) = mpsc::channel(BATCH * PARALLEL);
+        let reader = tokio::spawn(read(sub, tx, shutdown.clone()));
         let permits = Arc::new(Semaphore::new(PARALLEL));
-        loop {
-            let received = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = sub.next() => r,
-            };
-            let Some(received) = received else { break };
+        while let Some(first) = rx.recv().await {
+            let mut batch = Vec::with_capacity(BATCH);
+            batch.push(first);
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
             let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
             let shared = shared.clone();
             tokio::spawn(async move {
-                apply(&shared, received).await;
+                apply_batch(&shared, batch).await;
                 drop(permit);
             });
+        }
+        let _ = reader.await;
+        if shutdown.is_cancelled() {
+            return;
         }
         tracing::warn!("result subscription ended; binding again");
     }
 }
 
-async fn apply(shared: &Shared, received: Received<ResultMessage>) {
-    let Received { message: msg, delivery } = received;
-    let outcome = match msg.kind {
-        ResultKind::Progress => {
-            let until = Utc::now() + shared.config.lease;
-            shared.store.extend_lease(&msg.metadata.dispatch_id, until).await.map(|_| None)
+async fn read(
+    mut sub: loom_bus::Subscription<ResultMessage>,
+    tx: mpsc::Sender<Received<ResultMessage>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let received = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = sub.next() => r,
+        };
+        let Some(received) = received else { return };
+        if tx.send(received).await.is_err() {
+            return;
         }
-        ResultKind::Completed | ResultKind::Failed => {
-            let success = msg.kind == ResultKind::Completed && msg.result.status == ResultStatus::Success;
-            let outcome = if success {
-                Outcome::Success { output: msg.result.output.clone() }
-            } else {
-                let error = if msg.result.error.is_empty() {
-                    "the agent reported a failure".to_owned()
-                } else {
-                    msg.result.error.clone()
-                };
-                Outcome::Failure { error }
-            };
-            let result = DispatchResult {
-                bead_id: msg.bead_id.clone(),
-                dispatch_id: msg.metadata.dispatch_id.clone(),
-                agent_id: msg.agent_id.to_string(),
-                outcome,
-                now: Utc::now(),
-                max_attempts: shared.config.max_attempts,
-                retry_backoff: shared.config.retry_backoff,
-            };
-            shared.store.record_result(&result).await.map(Some)
+    }
+}
+
+/// Applies progress reports one by one and the final results of `batch` in one transaction,
+/// then settles every delivery. If the batch is refused as a whole, its results are applied one
+/// by one so that only the bad one is dead-lettered.
+async fn apply_batch(shared: &Shared, batch: Vec<Received<ResultMessage>>) {
+    let (progress, finals): (Vec<_>, Vec<_>) = batch.into_iter().partition(|r| r.message.kind == ResultKind::Progress);
+    for received in progress {
+        let until = Utc::now() + shared.config.lease;
+        let outcome = shared.store.extend_lease(&received.message.metadata.dispatch_id, until).await.map(|_| None);
+        settle(shared, received, outcome).await;
+    }
+    if finals.is_empty() {
+        return;
+    }
+    let results: Vec<DispatchResult> = finals.iter().map(|r| dispatch_result(shared, &r.message)).collect();
+    let started = std::time::Instant::now();
+    match shared.store.record_results(&results).await {
+        Ok(outcomes) => {
+            metrics::histogram!("loom_result_batch_seconds").record(started.elapsed().as_secs_f64());
+            let settled = finals.into_iter().zip(outcomes).map(|(r, o)| settle(shared, r, Ok(Some(o))));
+            futures::future::join_all(settled).await;
         }
+        Err(e) if e.is_transient() => {
+            tracing::warn!(error = %e, count = finals.len(), "store unavailable; the results will be redelivered");
+            metrics::counter!("loom_results_total", "outcome" => "error").increment(finals.len() as u64);
+            let naks = finals.into_iter().map(|r| r.delivery.nak(Some(Duration::from_secs(1))));
+            futures::future::join_all(naks).await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, count = finals.len(), "a result batch was refused; applying its results one by one");
+            for (received, result) in finals.into_iter().zip(results) {
+                let outcome = shared.store.record_result(&result).await.map(Some);
+                settle(shared, received, outcome).await;
+            }
+        }
+    }
+}
+
+fn dispatch_result(shared: &Shared, msg: &ResultMessage) -> DispatchResult {
+    let success = msg.kind == ResultKind::Completed && msg.result.status == ResultStatus::Success;
+    let outcome = if success {
+        Outcome::Success { output: msg.result.output.clone() }
+    } else {
+        let error = if msg.result.error.is_empty() {
+            "the agent reported a failure".to_owned()
+        } else {
+            msg.result.error.clone()
+        };
+        Outcome::Failure { error }
     };
+    DispatchResult {
+        bead_id: msg.bead_id.clone(),
+        dispatch_id: msg.metadata.dispatch_id.clone(),
+        agent_id: msg.agent_id.to_string(),
+        outcome,
+        now: Utc::now(),
+        max_attempts: shared.config.max_attempts,
+        retry_backoff: shared.config.retry_backoff,
+    }
+}
+
+/// Acks an applied (or stale) result, naks one the store could not take now, and dead-letters
+/// one the store refuses.
+async fn settle(
+    shared: &Shared,
+    received: Received<ResultMessage>,
+    outcome: Result<Option<ResultOutcome>, loom_store::Error>,
+) {
+    let Received { message: msg, delivery } = received;
     let label = match &outcome {
         Ok(Some(ResultOutcome::Closed(_))) => "closed",
         Ok(Some(ResultOutcome::Retrying(_))) => "retrying",

@@ -28,6 +28,7 @@ macro_rules! conformance_tests {
             ready_order_and_rules, ready_matches_domain_definition,
             claim_assigns_lease_outbox_and_event, claim_skips_paused_projects, concurrent_claims_never_overlap,
             result_success_closes_and_unblocks, result_repeated_or_stale_is_ignored, result_failure_retries_then_blocks,
+            results_batch_applies_in_order,
             expired_leases_are_redispatched_with_new_dispatch, extend_lease_only_for_current_dispatch,
             close_running_bead_cancels_task, block_dispatch_blocks_current_only,
             events_by_cursor, outbox_take_and_mark_sent, agents_and_counts, api_keys_by_hash,

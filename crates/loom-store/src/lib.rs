@@ -77,7 +77,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Extends the lease of a current dispatch (agent progress); false if it is not current.
     async fn extend_lease(&self, dispatch: &DispatchId, until: DateTime<Utc>) -> Result<bool>;
     /// Applies an agent's result once, keyed by `dispatch_id`; stale or repeated results are no-ops.
-    async fn record_result(&self, result: &DispatchResult) -> Result<ResultOutcome>;
+    async fn record_result(&self, result: &DispatchResult) -> Result<ResultOutcome> {
+        let mut outcomes = self.record_results(std::slice::from_ref(result)).await?;
+        outcomes.pop().ok_or_else(|| Error::Internal("record_results returned no outcome".into()))
+    }
+    /// Applies a batch of results in one transaction, as `record_result` would one by one in
+    /// order (a repeat later in the batch is a no-op); the outcomes are in the order of `results`.
+    /// Either all are applied or, on error, none.
+    async fn record_results(&self, results: &[DispatchResult]) -> Result<Vec<ResultOutcome>>;
     /// Returns beads whose lease expired before `now` to `open` (or `blocked` when their retry
     /// budget is spent), so they are dispatched again with a new `dispatch_id`.
     async fn release_expired_leases(&self, now: DateTime<Utc>, max_attempts: u32, limit: u32) -> Result<Vec<Bead>>;

@@ -275,8 +275,8 @@ impl Store for PgStore {
         Ok(n == 1)
     }
 
-    async fn record_result(&self, result: &DispatchResult) -> Result<ResultOutcome> {
-        dispatch::record_result(&self.pool, result).await
+    async fn record_results(&self, results: &[DispatchResult]) -> Result<Vec<ResultOutcome>> {
+        dispatch::record_results(&self.pool, results).await
     }
 
     async fn release_expired_leases(&self, now: DateTime<Utc>, max_attempts: u32, limit: u32) -> Result<Vec<Bead>> {

@@ -190,8 +190,8 @@ impl Store for SqliteStore {
         dispatch::extend_lease(self, dispatch, until).await
     }
 
-    async fn record_result(&self, result: &DispatchResult) -> Result<ResultOutcome> {
-        dispatch::record_result(self, result).await
+    async fn record_results(&self, results: &[DispatchResult]) -> Result<Vec<ResultOutcome>> {
+        dispatch::record_results(self, results).await
     }
 
     async fn release_expired_leases(&self, now: DateTime<Utc>, max_attempts: u32, limit: u32) -> Result<Vec<Bead>> {

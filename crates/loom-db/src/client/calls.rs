@@ -123,6 +123,20 @@ impl Store for GrpcStore {
         answer(rpc!(self.record_result(request), Always))
     }
 
+    async fn record_results(&self, results: &[DispatchResult]) -> Result<Vec<ResultOutcome>> {
+        // All or none, each keyed by dispatch id: a repeat of an applied batch changes nothing.
+        let request = v1::RecordResultsRequest { results: results.to_vec().into_proto() };
+        let outcomes: Vec<ResultOutcome> = answer(rpc!(self.record_results(request), Always).outcomes)?;
+        if outcomes.len() != results.len() {
+            return Err(Error::Internal(format!(
+                "the database service answered {} outcomes for {} results",
+                outcomes.len(),
+                results.len()
+            )));
+        }
+        Ok(outcomes)
+    }
+
     async fn release_expired_leases(&self, now: DateTime<Utc>, max_attempts: u32, limit: u32) -> Result<Vec<Bead>> {
         let request = v1::ReleaseExpiredLeasesRequest { now: Some(now.into_proto()), max_attempts, limit };
         answer(rpc!(self.release_expired_leases(request), Always).beads)

@@ -7,10 +7,13 @@ use std::sync::Arc;
 use loom_domain::{BeadId, DispatchId, ProjectId};
 use loom_proto::v1::database_server::Database;
 use loom_proto::{FromProto, IntoProto, required, v1};
-use loom_store::Store;
+use loom_store::{DispatchResult, Store};
 use tonic::{Request, Response, Status};
 
 use crate::status::to_status;
+
+/// Most results one `RecordResults` call may carry.
+const MAX_RESULTS_BATCH: usize = 1024;
 
 /// The service implementation over one store.
 #[derive(Debug, Clone)]
@@ -157,6 +160,19 @@ impl Database for DatabaseService {
     async fn record_result(&self, r: Request<v1::RecordResultRequest>) -> Reply<v1::RecordResultResponse> {
         let result = decode_required(r.into_inner().result, "result")?;
         reply(self.store.record_result(&result).await.map_err(fail)?.into_proto())
+    }
+
+    async fn record_results(&self, r: Request<v1::RecordResultsRequest>) -> Reply<v1::RecordResultsResponse> {
+        let results: Vec<DispatchResult> = decode(r.into_inner().results)?;
+        if results.len() > MAX_RESULTS_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_RESULTS_BATCH} results per call, got {}",
+                results.len()
+            )));
+        }
+        reply(v1::RecordResultsResponse {
+            outcomes: self.store.record_results(&results).await.map_err(fail)?.into_proto(),
+        })
     }
 
     async fn release_expired_leases(

@@ -194,6 +194,56 @@ pub async fn result_repeated_or_stale_is_ignored(store: &dyn Store) {
     assert_eq!(closes, 1, "closed exactly once");
 }
 
+pub async fn results_batch_applies_in_order(store: &dyn Store) {
+    let p = project(store, "batch").await;
+    let a = bead(store, &p, "a", 1, &[]).await;
+    let b = bead(store, &p, "b", 1, &[]).await;
+    let c = bead(store, &p, "c", 1, &[]).await;
+    let waits = bead(store, &p, "waits on a", 1, &[&a.id]).await;
+    let claims = store.claim_ready(&claim_req(&p, 3)).await.unwrap();
+    let by_id = |id: &loom_domain::BeadId| claims.iter().find(|c| &c.bead.id == id).unwrap();
+    let (ca, cb, cc) = (by_id(&a.id), by_id(&b.id), by_id(&c.id));
+    let mut stale = result(cc, ok());
+    stale.dispatch_id = DispatchId::parse("stale-dispatch").unwrap();
+    let mut gone = result(cc, ok());
+    gone.bead_id = loom_domain::BeadId::parse("batch-999999").unwrap();
+    let batch = vec![
+        result(ca, ok()),
+        result(cb, Outcome::Failure { error: "boom".into() }),
+        result(ca, Outcome::Failure { error: "a repeat later in the batch".into() }),
+        stale,
+        gone,
+    ];
+    let outcomes = store.record_results(&batch).await.unwrap();
+    let labels: Vec<&str> = outcomes
+        .iter()
+        .map(|o| match o {
+            ResultOutcome::Closed(_) => "closed",
+            ResultOutcome::Retrying(_) => "retrying",
+            ResultOutcome::Blocked(_) => "blocked",
+            ResultOutcome::Ignored => "ignored",
+        })
+        .collect();
+    assert_eq!(labels, ["closed", "retrying", "ignored", "ignored", "ignored"], "one outcome per result, in order");
+    assert_eq!(store.get_bead(&a.id).await.unwrap().status, Status::Closed);
+    let got_b = store.get_bead(&b.id).await.unwrap();
+    assert_eq!((got_b.status, got_b.last_error.as_deref()), (Status::Open, Some("boom")));
+    assert_eq!(store.get_bead(&c.id).await.unwrap().status, Status::InProgress, "a stale result changes nothing");
+    let ready = store.list_ready(&p, 10, Utc::now()).await.unwrap();
+    assert!(ready.iter().any(|x| x.id == waits.id), "closing a in a batch readies its dependant");
+    let again = store.record_results(&batch[..2]).await.unwrap();
+    assert_eq!(again, vec![ResultOutcome::Ignored, ResultOutcome::Ignored], "a repeated batch is a no-op");
+    assert!(store.record_results(&[]).await.unwrap().is_empty());
+    let closes = store
+        .list_events(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == loom_domain::EventKind::BeadClosed && e.entity_id == a.id.as_str())
+        .count();
+    assert_eq!(closes, 1, "one close event for a");
+}
+
 pub async fn result_failure_retries_then_blocks(store: &dyn Store) {
     let p = project(store, "fail").await;
     let a = bead(store, &p, "flaky", 1, &[]).await;

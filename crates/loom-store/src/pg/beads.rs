@@ -172,38 +172,55 @@ pub(super) async fn list(pool: &PgPool, filter: &BeadFilter, page: &PageRequest)
 
 /// Writes every mutable column of a locked bead back.
 pub(super) async fn write(tx: &mut Tx<'_>, b: &Bead) -> Result<()> {
+    write_many(tx, std::slice::from_ref(b)).await
+}
+
+/// Writes the mutable columns of `beads` back, in one statement.
+pub(super) async fn write_many(tx: &mut Tx<'_>, beads: &[Bead]) -> Result<()> {
+    if beads.is_empty() {
+        return Ok(());
+    }
+    let text = |f: fn(&Bead) -> String| beads.iter().map(f).collect::<Vec<_>>();
+    let opt = |f: fn(&Bead) -> Option<String>| beads.iter().map(f).collect::<Vec<_>>();
+    let int = |f: fn(&Bead) -> i64| beads.iter().map(f).collect::<Vec<_>>();
+    let time = |f: fn(&Bead) -> Option<chrono::DateTime<chrono::Utc>>| beads.iter().map(f).collect::<Vec<_>>();
     sqlx::query(
-        "UPDATE beads SET title = $2, description = $3, bead_type = $4, priority = $5, status = $6, assignee = $7,
-           tags = $8, context = $9, parent = $10, attempts = $11, last_error = $12, close_reason = $13,
-           dispatch_id = $14, lease_expires_at = $15, not_before = $16, updated_at = $17, closed_at = $18,
-           version = $19
-         WHERE id = $1",
+        "UPDATE beads SET title = t.title, description = t.description, bead_type = t.bead_type,
+           priority = t.priority, status = t.status, assignee = t.assignee, tags = t.tags, context = t.context,
+           parent = t.parent, attempts = t.attempts, last_error = t.last_error, close_reason = t.close_reason,
+           dispatch_id = t.dispatch_id, lease_expires_at = t.lease_expires_at, not_before = t.not_before,
+           updated_at = t.updated_at, closed_at = t.closed_at, version = t.version
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[],
+                     $8::jsonb[], $9::jsonb[], $10::text[], $11::bigint[], $12::text[], $13::text[], $14::text[],
+                     $15::timestamptz[], $16::timestamptz[], $17::timestamptz[], $18::timestamptz[], $19::bigint[])
+           AS t(id, title, description, bead_type, priority, status, assignee, tags, context, parent, attempts,
+                last_error, close_reason, dispatch_id, lease_expires_at, not_before, updated_at, closed_at, version)
+         WHERE beads.id = t.id",
     )
-    .bind(b.id.as_str())
-    .bind(&b.title)
-    .bind(&b.description)
-    .bind(b.bead_type.as_str())
-    .bind(i64::from(b.priority.get()))
-    .bind(b.status.as_str())
-    .bind(&b.assignee)
-    .bind(Json(&b.tags))
-    .bind(Json(&b.context))
-    .bind(b.parent.as_ref().map(BeadId::as_str))
-    .bind(i64::from(b.attempts))
-    .bind(&b.last_error)
-    .bind(&b.close_reason)
-    .bind(b.dispatch_id.as_ref().map(|d| d.as_str()))
-    .bind(b.lease_expires_at)
-    .bind(b.not_before)
-    .bind(b.updated_at)
-    .bind(b.closed_at)
-    .bind(b.version)
+    .bind(text(|b| b.id.to_string()))
+    .bind(text(|b| b.title.clone()))
+    .bind(text(|b| b.description.clone()))
+    .bind(text(|b| b.bead_type.as_str().to_owned()))
+    .bind(int(|b| i64::from(b.priority.get())))
+    .bind(text(|b| b.status.as_str().to_owned()))
+    .bind(opt(|b| b.assignee.clone()))
+    .bind(beads.iter().map(|b| json!(b.tags)).collect::<Vec<_>>())
+    .bind(beads.iter().map(|b| json!(b.context)).collect::<Vec<_>>())
+    .bind(opt(|b| b.parent.as_ref().map(BeadId::to_string)))
+    .bind(int(|b| i64::from(b.attempts)))
+    .bind(opt(|b| b.last_error.clone()))
+    .bind(opt(|b| b.close_reason.clone()))
+    .bind(opt(|b| b.dispatch_id.as_ref().map(|d| d.to_string())))
+    .bind(time(|b| b.lease_expires_at))
+    .bind(time(|b| b.not_before))
+    .bind(time(|b| Some(b.updated_at)))
+    .bind(time(|b| b.closed_at))
+    .bind(int(|b| b.version))
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-/// Writes the bead and its effects (event, cancellation) in `tx`.
 pub(super) async fn persist(tx: &mut Tx<'_>, bead: &Bead, effects: Effects) -> Result<()> {
     write(tx, bead).await?;
     if let Some(cancel) = &effects.cancel {

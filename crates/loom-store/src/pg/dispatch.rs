@@ -1,15 +1,17 @@
 //! Dispatch on PostgreSQL: the ready query, atomic claims with `FOR UPDATE SKIP LOCKED`, results
 //! fenced by `dispatch_id`, and the lease sweep.
 
+use std::collections::{BTreeSet, HashMap};
+
 use chrono::{DateTime, Utc};
 use loom_domain::{Bead, DispatchId, EventKind, ProjectId};
 use serde_json::json;
 use sqlx::PgPool;
 
-use super::beads::{lock, persist, write};
+use super::beads::{lock, persist, write, write_many};
 use super::rows::{BEAD_COLS, bead_from_row};
 use super::{Tx, insert_events};
-use crate::transitions::{self, Effects};
+use crate::transitions;
 use crate::{
     Claim, ClaimRequest, DispatchResult, NewEvent, OutboxKind, PageRequest, Result, ResultOutcome, TaskSnapshot,
 };
@@ -113,19 +115,44 @@ async fn insert_assignments(tx: &mut Tx<'_>, claims: &[Claim]) -> Result<()> {
     insert_events(tx, &events).await
 }
 
-pub(super) async fn record_result(pool: &PgPool, r: &DispatchResult) -> Result<ResultOutcome> {
+pub(super) async fn record_results(pool: &PgPool, results: &[DispatchResult]) -> Result<Vec<ResultOutcome>> {
+    if results.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = results.iter().map(|r| r.bead_id.to_string()).collect::<BTreeSet<_>>().into_iter().collect();
     let mut tx = pool.begin().await?;
-    let mut bead = match lock(&mut tx, &r.bead_id).await {
-        Ok(b) => b,
-        Err(crate::Error::NotFound { .. }) => return Ok(ResultOutcome::Ignored),
-        Err(e) => return Err(e),
-    };
-    let Some((outcome, event)) = transitions::record_result(&mut bead, r) else {
-        return Ok(ResultOutcome::Ignored);
-    };
-    persist(&mut tx, &bead, Effects { event, cancel: None }).await?;
-    tx.commit().await?;
-    Ok(outcome)
+    // Locked in id order, so two batches that share a bead cannot deadlock.
+    let rows =
+        sqlx::query(&format!("SELECT {BEAD_COLS} FROM beads b WHERE b.id = ANY($1) ORDER BY b.id FOR UPDATE OF b"))
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
+    let mut beads: HashMap<String, Bead> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let (bead, _) = bead_from_row(row)?;
+        beads.insert(bead.id.to_string(), bead);
+    }
+    let mut outcomes = Vec::with_capacity(results.len());
+    let mut events = Vec::new();
+    let mut changed = BTreeSet::new();
+    for r in results {
+        let applied = beads.get_mut(r.bead_id.as_str()).and_then(|bead| transitions::record_result(bead, r));
+        match applied {
+            Some((outcome, event)) => {
+                changed.insert(r.bead_id.to_string());
+                events.push(event);
+                outcomes.push(outcome);
+            }
+            None => outcomes.push(ResultOutcome::Ignored),
+        }
+    }
+    if !changed.is_empty() {
+        let written: Vec<Bead> = changed.iter().filter_map(|id| beads.remove(id)).collect();
+        write_many(&mut tx, &written).await?;
+        insert_events(&mut tx, &events).await?;
+        tx.commit().await?;
+    }
+    Ok(outcomes)
 }
 
 pub(super) async fn release_expired(

@@ -127,25 +127,36 @@ pub(super) async fn extend_lease(store: &SqliteStore, dispatch: &DispatchId, unt
     Ok(n == 1)
 }
 
-pub(super) async fn record_result(store: &SqliteStore, r: &DispatchResult) -> Result<ResultOutcome> {
+pub(super) async fn record_results(store: &SqliteStore, results: &[DispatchResult]) -> Result<Vec<ResultOutcome>> {
+    if results.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut tx = store.write().await?;
-    let mut bead = match load(&mut tx, &r.bead_id).await {
-        Ok(b) => b,
-        Err(crate::Error::NotFound { .. }) => return Ok(ResultOutcome::Ignored),
-        Err(e) => return Err(e),
-    };
-    let Some((outcome, event)) = transitions::record_result(&mut bead, r) else {
-        return Ok(ResultOutcome::Ignored);
-    };
-    persist(&mut tx, &mut bead, Effects { event, cancel: None }).await?;
+    let mut outcomes = Vec::with_capacity(results.len());
+    for r in results {
+        let mut bead = match load(&mut tx, &r.bead_id).await {
+            Ok(b) => b,
+            Err(crate::Error::NotFound { .. }) => {
+                outcomes.push(ResultOutcome::Ignored);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let Some((outcome, event)) = transitions::record_result(&mut bead, r) else {
+            outcomes.push(ResultOutcome::Ignored);
+            continue;
+        };
+        persist(&mut tx, &mut bead, Effects { event, cancel: None }).await?;
+        // The outcome carries the bead as written (times at stored precision).
+        outcomes.push(match outcome {
+            ResultOutcome::Closed(_) => ResultOutcome::Closed(bead),
+            ResultOutcome::Retrying(_) => ResultOutcome::Retrying(bead),
+            ResultOutcome::Blocked(_) => ResultOutcome::Blocked(bead),
+            ResultOutcome::Ignored => ResultOutcome::Ignored,
+        });
+    }
     tx.commit().await?;
-    // The outcome carries the bead as written (times at stored precision).
-    Ok(match outcome {
-        ResultOutcome::Closed(_) => ResultOutcome::Closed(bead),
-        ResultOutcome::Retrying(_) => ResultOutcome::Retrying(bead),
-        ResultOutcome::Blocked(_) => ResultOutcome::Blocked(bead),
-        ResultOutcome::Ignored => ResultOutcome::Ignored,
-    })
+    Ok(outcomes)
 }
 
 pub(super) async fn release_expired(
