@@ -122,7 +122,8 @@ pub(crate) async fn dispatch_once(shared: &Shared, view: &mut View) -> Result<us
                 claimer: shared.config.instance.clone(),
             };
             let started = std::time::Instant::now();
-            let n = shared.store.claim_ready(&request).await?.len() as u32;
+            let claims = shared.store.claim_ready(&request).await?;
+            let n = claims.len() as u32;
             metrics::histogram!("loom_claim_duration_seconds").record(started.elapsed().as_secs_f64());
             metrics::counter!("loom_beads_dispatched_total").increment(u64::from(n));
             if n == 0 {
@@ -131,7 +132,8 @@ pub(crate) async fn dispatch_once(shared: &Shared, view: &mut View) -> Result<us
             claimed += n as usize;
             room -= n;
             *view.running.entry(project.clone()).or_default() += n;
-            shared.relay_wake.notify_one();
+            // The publisher sends them now; if it is gone (shutdown) the relay will.
+            let _ = shared.claimed.send(claims).await;
             if n < request.max {
                 break;
             }

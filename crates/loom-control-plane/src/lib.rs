@@ -1,13 +1,15 @@
 //! The control plane: the HTTP/JSON + SSE API under `/api/v1`, and the loops that move beads —
-//! the dispatcher (claims ready beads into the outbox), the outbox relay (publishes tasks), the
-//! result consumer (applies agents' results), the lease sweeper and the event relay.
+//! the dispatcher (claims ready beads into the outbox), its publisher (publishes what was just
+//! claimed), the outbox relay (publishes what the publisher could not, and cancellations), the
+//! result consumer (applies agents' results in batches), the lease sweeper and the event relay.
 //!
 //! Invariants:
 //! - Every route is authenticated by a bearer API key and authorised by role (viewer reads,
 //!   operator changes, admin manages keys), unless started with `insecure_no_auth` on loopback.
 //! - The store is the source of truth; the control plane holds no state a restart would lose.
-//!   A claim and its task commit together (outbox); a task is published until JetStream has
-//!   stored it, with `Nats-Msg-Id = dispatch_id`, so a re-publish is deduplicated.
+//!   A claim and its task commit together (outbox); an outbox row is marked sent only after
+//!   JetStream stored its message, with `Nats-Msg-Id = dispatch_id`, so when both the publisher
+//!   and the relay publish a task, JetStream keeps one.
 //! - A result is acked on the bus only after the store applied it (or found it stale), so a
 //!   crash between the two leads to a redelivery, never a lost result.
 //! - Only the holder of the `dispatcher` lease claims beads and relays; any instance serves the API.
@@ -79,8 +81,10 @@ pub(crate) struct Shared {
     pub config: Config,
     /// Something may be ready: a bead was created, closed or reopened.
     pub dispatch_wake: Notify,
-    /// The outbox has rows.
+    /// The outbox has rows the relay should publish (cancellations).
     pub relay_wake: Notify,
+    /// Fresh claims, in claim order, for the publisher.
+    pub claimed: tokio::sync::mpsc::Sender<Vec<loom_store::Claim>>,
     /// New events were recorded (SSE streams wait on it).
     pub events_wake: tokio::sync::watch::Sender<()>,
     /// Cancelled at shutdown: long-lived responses (SSE) end, so graceful shutdown completes.
@@ -118,17 +122,20 @@ pub async fn run(
     }
     // Install the metrics recorder before anything records.
     let _ = loom_telemetry::prometheus();
+    let (claimed, claims) = tokio::sync::mpsc::channel(64);
     let shared = Arc::new(Shared {
         store,
         bus,
         config,
         dispatch_wake: Notify::new(),
         relay_wake: Notify::new(),
+        claimed,
         events_wake: tokio::sync::watch::channel(()).0,
         shutdown: shutdown.clone(),
     });
     let tasks = [
         tokio::spawn(dispatcher::run(shared.clone(), shutdown.clone())),
+        tokio::spawn(relay::run_publisher(shared.clone(), claims, shutdown.clone())),
         tokio::spawn(relay::run_outbox(shared.clone(), shutdown.clone())),
         tokio::spawn(relay::run_events(shared.clone(), shutdown.clone())),
         tokio::spawn(results::run(shared.clone(), shutdown.clone())),

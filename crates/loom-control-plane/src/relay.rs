@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use loom_bus::{EventBody, EventMessage, Outgoing, TaskData, TaskKind, TaskMessage, TaskMetadata, TraceContext};
-use loom_store::{OutboxKind, OutboxMessage, TaskSnapshot};
+use loom_bus::{Bus, EventBody, EventMessage, Outgoing, TaskData, TaskKind, TaskMessage, TaskMetadata, TraceContext};
+use loom_domain::{BeadId, DispatchId, ProjectId};
+use loom_store::{Claim, OutboxKind, OutboxMessage, TaskSnapshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::dispatcher::{RETRY_DELAY, is_leader};
@@ -33,11 +35,20 @@ pub(crate) async fn run_outbox(shared: Arc<Shared>, shutdown: CancellationToken)
     }
 }
 
-/// Publishes the outbox until it is empty; returns how many messages were published.
+/// How old a `task.assigned` row must be before the relay publishes it: younger ones are being
+/// published by the dispatcher's publisher, which marks them sent.
+const GRACE: Duration = Duration::from_secs(2);
+
+/// Publishes the outbox until nothing is left for the relay; returns how many messages were
+/// published. Cancellations go at once; tasks once they are older than `GRACE`.
 pub(crate) async fn relay_outbox(shared: &Shared) -> Result<usize, Error> {
     let mut published = 0;
     loop {
         let rows = shared.store.take_outbox(BATCH).await?;
+        let due = Utc::now() - GRACE;
+        let taken = rows.len();
+        let rows: Vec<OutboxMessage> =
+            rows.into_iter().filter(|r| r.kind != OutboxKind::TaskAssigned || r.created_at < due).collect();
         if rows.is_empty() {
             return Ok(published);
         }
@@ -61,43 +72,133 @@ pub(crate) async fn relay_outbox(shared: &Shared) -> Result<usize, Error> {
         let sent: Vec<i64> = ids.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(id, _)| *id).collect();
         shared.store.mark_outbox_sent(&sent).await?;
         published += sent.len();
+        metrics::counter!("loom_outbox_relayed_total").increment(sent.len() as u64);
         if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
             return Err(e.into());
+        }
+        if taken < BATCH as usize {
+            return Ok(published);
         }
     }
 }
 
+/// The dispatcher's publisher: publishes the tasks of fresh claims in claim order, then marks
+/// their outbox rows sent. What it cannot publish stays in the outbox for the relay.
+pub(crate) async fn run_publisher(
+    shared: Arc<Shared>,
+    mut claims: mpsc::Receiver<Vec<Claim>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let mut batch = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            c = claims.recv() => match c { Some(c) => c, None => return },
+        };
+        while let Ok(more) = claims.try_recv() {
+            batch.extend(more);
+        }
+        let mut msgs = Vec::with_capacity(batch.len());
+        let mut ids = Vec::with_capacity(batch.len());
+        for claim in &batch {
+            match claimed_task(shared.bus.clone(), claim) {
+                Ok(msg) => {
+                    msgs.push(msg);
+                    ids.push(claim.outbox_id);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, dispatch = %claim.dispatch_id, "cannot build a task; the relay will retry")
+                }
+            }
+        }
+        let results = shared.bus.publish_batch(msgs).await;
+        let sent: Vec<i64> = ids.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(id, _)| *id).collect();
+        if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+            tracing::warn!(error = %e, failed = ids.len() - sent.len(), "publishing claimed tasks failed; the relay will retry");
+        }
+        metrics::counter!("loom_tasks_published_total").increment(sent.len() as u64);
+        // Marking sent is off the dispatch path: if it fails, the relay publishes the rows again
+        // and JetStream drops the duplicates by `Nats-Msg-Id`.
+        let store = shared.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.mark_outbox_sent(&sent).await {
+                tracing::warn!(error = %e, "cannot mark published tasks sent; the relay will publish them again");
+            }
+        });
+    }
+}
+
+fn claimed_task(bus: Bus, claim: &Claim) -> Result<Outgoing, Error> {
+    let snapshot = TaskSnapshot::of(&claim.bead);
+    let row = Assignment {
+        project_id: &claim.bead.project_id,
+        bead_id: &claim.bead.id,
+        dispatch_id: &claim.dispatch_id,
+        attempt: claim.attempt,
+    };
+    Ok(bus.task(&assigned(&row, snapshot), &TraceContext::default())?)
+}
+
+/// Where a task goes and which dispatch it is.
+struct Assignment<'a> {
+    project_id: &'a ProjectId,
+    bead_id: &'a BeadId,
+    dispatch_id: &'a DispatchId,
+    attempt: u32,
+}
+
+fn assigned(a: &Assignment<'_>, snap: TaskSnapshot) -> TaskMessage {
+    let role = snap.context.get("role").cloned();
+    let executor = snap.context.get("executor").cloned().unwrap_or_default();
+    TaskMessage {
+        kind: TaskKind::Assigned,
+        project_id: a.project_id.clone(),
+        bead_id: a.bead_id.clone(),
+        assigned_to: snap.assignee.unwrap_or_default(),
+        task_data: TaskData {
+            title: snap.title,
+            description: snap.description,
+            priority: snap.priority,
+            bead_type: snap.bead_type,
+            context: snap.context,
+            work_dir: String::new(),
+        },
+        correlation_id: a.dispatch_id.to_string(),
+        timestamp: Utc::now(),
+        metadata: TaskMetadata { dispatch_id: a.dispatch_id.clone(), attempt: a.attempt, role, executor },
+    }
+}
+
 fn task_message(shared: &Shared, row: &OutboxMessage) -> Result<Outgoing, Error> {
-    let (kind, task_data, role, executor, assigned_to) = match row.kind {
+    let a = Assignment {
+        project_id: &row.project_id,
+        bead_id: &row.bead_id,
+        dispatch_id: &row.dispatch_id,
+        attempt: row.attempt,
+    };
+    let msg = match row.kind {
         OutboxKind::TaskAssigned => {
             let snap: TaskSnapshot = serde_json::from_value(row.payload.clone())
                 .map_err(|e| Error::Io(format!("corrupt outbox payload: {e}")))?;
-            let role = snap.context.get("role").cloned();
-            let executor = snap.context.get("executor").cloned().unwrap_or_default();
-            let data = TaskData {
-                title: snap.title,
-                description: snap.description,
-                priority: snap.priority,
-                bead_type: snap.bead_type,
-                context: snap.context,
-                work_dir: String::new(),
-            };
-            (TaskKind::Assigned, data, role, executor, snap.assignee.unwrap_or_default())
+            assigned(&a, snap)
         }
         OutboxKind::TaskCancelled => {
             let role = row.payload.get("role").and_then(|r| r.as_str()).map(str::to_owned);
-            (TaskKind::Cancelled, TaskData::default(), role, String::new(), String::new())
+            TaskMessage {
+                kind: TaskKind::Cancelled,
+                project_id: row.project_id.clone(),
+                bead_id: row.bead_id.clone(),
+                assigned_to: String::new(),
+                task_data: TaskData::default(),
+                correlation_id: row.dispatch_id.to_string(),
+                timestamp: Utc::now(),
+                metadata: TaskMetadata {
+                    dispatch_id: row.dispatch_id.clone(),
+                    attempt: row.attempt,
+                    role,
+                    executor: String::new(),
+                },
+            }
         }
-    };
-    let msg = TaskMessage {
-        kind,
-        project_id: row.project_id.clone(),
-        bead_id: row.bead_id.clone(),
-        assigned_to,
-        task_data,
-        correlation_id: row.dispatch_id.to_string(),
-        timestamp: Utc::now(),
-        metadata: TaskMetadata { dispatch_id: row.dispatch_id.clone(), attempt: row.attempt, role, executor },
     };
     Ok(shared.bus.task(&msg, &TraceContext::default())?)
 }

@@ -114,6 +114,9 @@ pub struct Claim {
     /// 1 for the first dispatch, 2 for the first retry, …
     pub attempt: u32,
     pub lease_expires_at: DateTime<Utc>,
+    /// The claim's `task.assigned` outbox row: the claimer may publish the task itself and mark
+    /// this row sent; otherwise the outbox relay publishes it.
+    pub outbox_id: i64,
 }
 
 /// What an agent reported for one dispatch.
@@ -219,7 +222,8 @@ pub struct TaskSnapshot {
 }
 
 impl TaskSnapshot {
-    pub(crate) fn of(bead: &Bead) -> Self {
+    /// The snapshot of `bead` a claim writes to the outbox.
+    pub fn of(bead: &Bead) -> Self {
         Self {
             title: bead.title.clone(),
             description: bead.description.clone(),

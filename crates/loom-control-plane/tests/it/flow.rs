@@ -147,6 +147,34 @@ async fn a_second_control_plane_takes_over_dispatch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_claimed_but_never_published_is_relayed_from_the_outbox() {
+    let mut c = Cluster::start(fast_config()).await;
+    c.project("orphan").await;
+    c.cp.stop().await;
+    // What a control plane leaves behind when it dies between its claim and its publish.
+    let project = loom_domain::ProjectId::parse("orphan").unwrap();
+    let bead = loom_domain::NewBead::new(project.clone(), "claimed by a process that died");
+    let id = c.store.create_beads(vec![bead]).await.unwrap().remove(0).id;
+    let request = loom_store::ClaimRequest {
+        project,
+        max: 1,
+        now: chrono::Utc::now(),
+        lease: Duration::from_secs(60),
+        claimer: "a-dead-control-plane".into(),
+    };
+    let claim = c.store.claim_ready(&request).await.unwrap().remove(0);
+    assert_eq!(claim.bead.id, id);
+    let agent = TestAgent::start(&c.bus, "orphan", succeed).await;
+    c.cp = ControlPlane::start(fast_config(), c.store.clone(), c.bus.clone()).await;
+    let v = c.wait_bead(id.as_str(), WAIT, closed).await;
+    assert_eq!(v["status"], "closed", "the relay published the orphaned task: {v}");
+    assert_eq!(v["attempts"], 1, "under the original dispatch, not a redispatch after the lease");
+    assert_eq!(agent.ran(), ["claimed by a process that died"]);
+    agent.stop().await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_clear_errors() {
     let c = Cluster::start(fast_config()).await;
     c.project("bad").await;

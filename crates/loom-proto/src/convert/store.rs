@@ -137,6 +137,7 @@ impl IntoProto<v1::Claim> for Claim {
             dispatch_id: self.dispatch_id.into(),
             attempt: self.attempt,
             lease_expires_at: Some(self.lease_expires_at.into_proto()),
+            outbox_id: self.outbox_id,
         }
     }
 }
@@ -148,6 +149,7 @@ impl FromProto<v1::Claim> for Claim {
             dispatch_id: DispatchId::parse(&c.dispatch_id)?,
             attempt: c.attempt,
             lease_expires_at: time(c.lease_expires_at, "lease_expires_at")?,
+            outbox_id: c.outbox_id,
         })
     }
 }

@@ -92,7 +92,11 @@ pub async fn ready_matches_domain_definition(store: &dyn Store) {
 pub async fn claim_assigns_lease_outbox_and_event(store: &dyn Store) {
     let p = project(store, "claim").await;
     let a = bead(store, &p, "a", 1, &[]).await;
-    let b = bead(store, &p, "b", 0, &[]).await;
+    let mut nb = NewBead::new(p.clone(), "b");
+    nb.priority = loom_domain::Priority::try_from(0).unwrap();
+    nb.description = "with \"quotes\" and\na newline".into();
+    nb.context.insert("role".into(), "coder".into());
+    let b = store.create_beads(vec![nb]).await.unwrap().remove(0);
     bead(store, &p, "c", 2, &[&a.id]).await;
     let req = claim_req(&p, 5);
     let claims = store.claim_ready(&req).await.unwrap();
@@ -112,9 +116,22 @@ pub async fn claim_assigns_lease_outbox_and_event(store: &dyn Store) {
     assert_eq!(outbox[0].dispatch_id, claims[0].dispatch_id);
     assert_eq!(outbox[0].payload["title"], "b");
     assert_eq!(outbox[0].payload["priority"], 0);
+    for (row, c) in outbox.iter().zip(&claims) {
+        let snapshot: crate::TaskSnapshot = serde_json::from_value(row.payload.clone()).unwrap();
+        assert_eq!(snapshot, crate::TaskSnapshot::of(&c.bead), "the outbox carries the claimed bead");
+        assert_eq!((row.id, row.bead_id.clone(), row.attempt), (c.outbox_id, c.bead.id.clone(), 1));
+        assert_eq!(store.get_bead(&c.bead.id).await.unwrap(), c.bead, "a claim returns the bead as stored");
+    }
     let events = store.list_events(0, 100).await.unwrap();
-    let dispatched = events.iter().filter(|e| e.kind == loom_domain::EventKind::BeadDispatched).count();
-    assert_eq!(dispatched, 2);
+    let dispatched: Vec<_> = events.iter().filter(|e| e.kind == loom_domain::EventKind::BeadDispatched).collect();
+    assert_eq!(dispatched.len(), 2);
+    let first = dispatched.iter().find(|e| e.entity_id == b.id.as_str()).expect("b's dispatched event");
+    assert_eq!(first.description, format!("bead {} dispatched (attempt 1)", b.id));
+    assert_eq!((first.action.as_str(), first.source.as_str()), ("dispatched", "store"));
+    assert_eq!(first.project_id.as_ref(), Some(&p));
+    assert_eq!(first.data["dispatch_id"], claims[0].dispatch_id.as_str());
+    assert_eq!(first.data["attempt"], 1);
+    assert!(first.data["lease_expires_at"].as_str().is_some_and(|t| t.parse::<chrono::DateTime<Utc>>().is_ok()));
     assert!(store.claim_ready(&req).await.unwrap().is_empty(), "nothing else is ready");
 }
 

@@ -4,17 +4,14 @@
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use loom_domain::{Bead, DispatchId, EventKind, ProjectId};
-use serde_json::json;
-use sqlx::PgPool;
+use loom_domain::{Bead, DispatchId, ProjectId};
+use sqlx::{PgPool, Row};
 
 use super::beads::{lock, persist, write, write_many};
+use super::insert_events;
 use super::rows::{BEAD_COLS, bead_from_row};
-use super::{Tx, insert_events};
 use crate::transitions;
-use crate::{
-    Claim, ClaimRequest, DispatchResult, NewEvent, OutboxKind, PageRequest, Result, ResultOutcome, TaskSnapshot,
-};
+use crate::{Claim, ClaimRequest, DispatchResult, PageRequest, Result, ResultOutcome};
 
 /// The ready rule in SQL; `$1` = project, `$2` = now. Uses the partial index `beads_ready`.
 const READY: &str = "b.project_id = $1 AND b.status = 'open' AND b.bead_type <> 'decision'
@@ -39,80 +36,66 @@ pub(super) async fn list_ready(
     rows.iter().map(|r| bead_from_row(r).map(|(b, _)| b)).collect()
 }
 
+/// One statement, so one round trip and one commit: pick ready beads (skipping rows other
+/// claimers hold), move them to `in_progress`, and write their outbox rows and `bead.dispatched`
+/// events. The payload and event built here are what `TaskSnapshot::of` and the other backends
+/// build (the conformance suite compares them).
 pub(super) async fn claim(pool: &PgPool, req: &ClaimRequest) -> Result<Vec<Claim>> {
     if req.max == 0 {
         return Ok(Vec::new());
     }
     let lease_until = crate::micros(req.now + req.lease);
-    let mut tx = pool.begin().await?;
     let rows = sqlx::query(&format!(
         "WITH picked AS (
            SELECT b.id FROM beads b
            WHERE {READY} AND EXISTS (SELECT 1 FROM projects p WHERE p.id = $1 AND p.status = 'active')
            ORDER BY b.priority, b.seq LIMIT $3 FOR UPDATE OF b SKIP LOCKED
+         ), claimed AS (
+           UPDATE beads b SET status = 'in_progress', dispatch_id = gen_random_uuid()::text,
+             attempts = b.attempts + 1, lease_expires_at = $4, assignee = COALESCE(b.assignee, $5),
+             not_before = NULL, updated_at = $2, version = b.version + 1
+           FROM picked WHERE b.id = picked.id
+           RETURNING {BEAD_COLS}
+         ), outbox_rows AS (
+           INSERT INTO outbox (kind, project_id, bead_id, dispatch_id, attempt, payload, created_at)
+           SELECT 'task.assigned', c.project_id, c.id, c.dispatch_id, c.attempts,
+             jsonb_build_object('title', c.title, 'description', c.description, 'priority', c.priority,
+               'type', c.bead_type, 'context', c.context, 'assignee', c.assignee), $2
+           FROM claimed c ORDER BY c.priority, c.seq
+           RETURNING id, bead_id
+         ), dispatched AS (
+           INSERT INTO events (id, kind, source, project_id, entity_id, action, description, data, created_at)
+           SELECT gen_random_uuid()::text, 'bead.dispatched', 'store', c.project_id, c.id, 'dispatched',
+             format('bead %s dispatched (attempt %s)', c.id, c.attempts),
+             jsonb_build_object('dispatch_id', c.dispatch_id, 'attempt', c.attempts, 'lease_expires_at', $6::text),
+             $2
+           FROM claimed c ORDER BY c.priority, c.seq
          )
-         UPDATE beads b SET status = 'in_progress', dispatch_id = gen_random_uuid()::text, attempts = b.attempts + 1,
-           lease_expires_at = $4, assignee = COALESCE(b.assignee, $5), not_before = NULL, updated_at = $2,
-           version = b.version + 1
-         FROM picked WHERE b.id = picked.id
-         RETURNING {BEAD_COLS}"
+         SELECT c.*, o.id AS outbox_id FROM claimed c JOIN outbox_rows o ON o.bead_id = c.id"
     ))
     .bind(req.project.as_str())
-    .bind(req.now)
+    .bind(crate::micros(req.now))
     .bind(i64::from(req.max))
     .bind(lease_until)
     .bind(&req.claimer)
-    .fetch_all(&mut *tx)
+    .bind(lease_until.to_rfc3339())
+    .fetch_all(pool)
     .await?;
-    let mut beads = rows.iter().map(bead_from_row).collect::<Result<Vec<_>>>()?;
-    beads.sort_by_key(|(b, seq)| (b.priority, *seq));
-    let claims: Vec<Claim> = beads
+    let mut beads = rows
+        .iter()
+        .map(|row| Ok((bead_from_row(row)?, row.try_get::<i64, _>("outbox_id")?)))
+        .collect::<Result<Vec<_>>>()?;
+    beads.sort_by_key(|((b, seq), _)| (b.priority, *seq));
+    Ok(beads
         .into_iter()
-        .map(|(bead, _)| Claim {
+        .map(|((bead, _), outbox_id)| Claim {
             dispatch_id: bead.dispatch_id.clone().expect("claimed beads have a dispatch id"),
             attempt: bead.attempts,
             lease_expires_at: lease_until,
+            outbox_id,
             bead,
         })
-        .collect();
-    if !claims.is_empty() {
-        insert_assignments(&mut tx, &claims).await?;
-    }
-    tx.commit().await?;
-    Ok(claims)
-}
-
-async fn insert_assignments(tx: &mut Tx<'_>, claims: &[Claim]) -> Result<()> {
-    let now = crate::now();
-    sqlx::query(
-        "INSERT INTO outbox (kind, project_id, bead_id, dispatch_id, attempt, payload, created_at)
-         SELECT $1, project_id, bead_id, dispatch_id, attempt, payload, $7
-         FROM UNNEST($2::text[], $3::text[], $4::text[], $5::bigint[], $6::jsonb[]) WITH ORDINALITY
-           AS t(project_id, bead_id, dispatch_id, attempt, payload, n)
-         ORDER BY n",
-    )
-    .bind(OutboxKind::TaskAssigned.as_str())
-    .bind(claims.iter().map(|c| c.bead.project_id.to_string()).collect::<Vec<_>>())
-    .bind(claims.iter().map(|c| c.bead.id.to_string()).collect::<Vec<_>>())
-    .bind(claims.iter().map(|c| c.dispatch_id.to_string()).collect::<Vec<_>>())
-    .bind(claims.iter().map(|c| i64::from(c.attempt)).collect::<Vec<_>>())
-    .bind(claims.iter().map(|c| json!(TaskSnapshot::of(&c.bead))).collect::<Vec<_>>())
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    let events: Vec<NewEvent> = claims
-        .iter()
-        .map(|c| {
-            let data = json!({
-                "dispatch_id": c.dispatch_id.as_str(),
-                "attempt": c.attempt,
-                "lease_expires_at": c.lease_expires_at.to_rfc3339(),
-            });
-            let description = format!("bead {} dispatched (attempt {})", c.bead.id, c.attempt);
-            NewEvent::for_bead(&c.bead, EventKind::BeadDispatched, description, data)
-        })
-        .collect();
-    insert_events(tx, &events).await
+        .collect())
 }
 
 pub(super) async fn record_results(pool: &PgPool, results: &[DispatchResult]) -> Result<Vec<ResultOutcome>> {

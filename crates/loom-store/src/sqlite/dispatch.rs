@@ -61,10 +61,10 @@ pub(super) async fn claim(store: &SqliteStore, req: &ClaimRequest) -> Result<Vec
         let (mut bead, _) = bead_from_row(row)?;
         let dispatch_id = start_dispatch(&mut bead, req, lease_until)?;
         write(&mut tx, &mut bead).await?;
-        claims.push(Claim { dispatch_id, attempt: bead.attempts, lease_expires_at: lease_until, bead });
+        claims.push(Claim { dispatch_id, attempt: bead.attempts, lease_expires_at: lease_until, outbox_id: 0, bead });
     }
     if !claims.is_empty() {
-        record_assignments(&mut tx, &claims).await?;
+        record_assignments(&mut tx, &mut claims).await?;
     }
     tx.commit().await?;
     Ok(claims)
@@ -84,8 +84,9 @@ fn start_dispatch(bead: &mut Bead, req: &ClaimRequest, lease_until: DateTime<Utc
     Ok(dispatch_id)
 }
 
-/// The `task.assigned` outbox rows and `bead.dispatched` events of a claim.
-async fn record_assignments(tx: &mut Tx, claims: &[Claim]) -> Result<()> {
+/// The `task.assigned` outbox rows (their ids are set on the claims) and `bead.dispatched`
+/// events of a claim.
+async fn record_assignments(tx: &mut Tx, claims: &mut [Claim]) -> Result<()> {
     let rows: Vec<OutboxRow<'_>> = claims
         .iter()
         .map(|c| {
@@ -100,7 +101,10 @@ async fn record_assignments(tx: &mut Tx, claims: &[Claim]) -> Result<()> {
             })
         })
         .collect::<Result<_>>()?;
-    insert_outbox(tx, &rows).await?;
+    let ids = insert_outbox(tx, &rows).await?;
+    for (claim, id) in claims.iter_mut().zip(ids) {
+        claim.outbox_id = id;
+    }
     let events: Vec<NewEvent> = claims
         .iter()
         .map(|c| {

@@ -55,12 +55,14 @@ pub(super) struct OutboxRow<'a> {
 }
 
 /// Appends outbox rows inside `tx`, in order.
-pub(super) async fn insert_outbox(tx: &mut Tx, rows: &[OutboxRow<'_>]) -> Result<()> {
+/// Inserts outbox rows; returns their ids in order.
+pub(super) async fn insert_outbox(tx: &mut Tx, rows: &[OutboxRow<'_>]) -> Result<Vec<i64>> {
     let created_at = micros(now());
+    let mut ids = Vec::with_capacity(rows.len());
     for r in rows {
-        sqlx::query(
+        let id: i64 = sqlx::query_scalar(
             "INSERT INTO outbox (kind, project_id, bead_id, dispatch_id, attempt, payload, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
         )
         .bind(r.kind.as_str())
         .bind(r.project_id)
@@ -69,10 +71,11 @@ pub(super) async fn insert_outbox(tx: &mut Tx, rows: &[OutboxRow<'_>]) -> Result
         .bind(i64::from(r.attempt))
         .bind(Json(&r.payload))
         .bind(created_at)
-        .execute(&mut **tx)
+        .fetch_one(&mut **tx)
         .await?;
+        ids.push(id);
     }
-    Ok(())
+    Ok(ids)
 }
 
 pub(super) async fn append_event(store: &SqliteStore, event: NewEvent) -> Result<Event> {
