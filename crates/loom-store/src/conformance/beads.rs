@@ -72,6 +72,31 @@ pub async fn bead_create_and_get(store: &dyn Store) {
     assert_eq!(got.context["command"], "make");
     let missing = BeadId::parse("proj-zzzz").unwrap();
     assert!(matches!(store.get_bead(&missing).await, Err(Error::NotFound { .. })));
+    // A batch of plain beads: numbered in order, stored as returned, one created event each.
+    let batch: Vec<NewBead> = ["x", "y", "z"]
+        .iter()
+        .map(|t| {
+            let mut nb = NewBead::new(p.clone(), *t);
+            nb.tags = vec!["batch".into()];
+            nb.context.insert("k".into(), "v \"quoted\"".into());
+            nb
+        })
+        .collect();
+    let made = store.create_beads(batch).await.unwrap();
+    let numbers: Vec<u64> =
+        made.iter().map(|b| u64::from_str_radix(b.id.as_str().rsplit_once('-').unwrap().1, 36).unwrap()).collect();
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "numbered in batch order: {numbers:?}");
+    for b in &made {
+        assert_eq!(&store.get_bead(&b.id).await.unwrap(), b, "get returns what create returned");
+    }
+    let events = store.list_events(0, 100).await.unwrap();
+    let created: Vec<_> = events.iter().filter(|e| e.kind == loom_domain::EventKind::BeadCreated).collect();
+    let last3: Vec<&str> = created[created.len() - 3..].iter().map(|e| e.entity_id.as_str()).collect();
+    assert_eq!(last3, ids(&made), "created events in batch order");
+    let x = created.iter().find(|e| e.entity_id == made[0].id.as_str()).unwrap();
+    assert_eq!(x.description, format!("bead {} created: x", made[0].id));
+    assert_eq!(x.data, serde_json::json!({ "title": "x", "priority": made[0].priority.get(), "type": "task" }));
+    assert_eq!((x.action.as_str(), x.source.as_str(), x.project_id.as_ref()), ("created", "store", Some(&p)));
 }
 
 pub async fn bead_create_is_all_or_nothing(store: &dyn Store) {
@@ -85,7 +110,9 @@ pub async fn bead_create_is_all_or_nothing(store: &dyn Store) {
     big.description = "x".repeat(loom_domain::limits::DESCRIPTION_MAX + 1);
     assert!(matches!(store.create_beads(vec![good.clone(), big]).await, Err(Error::Domain(_))));
     let ghost = NewBead::new(ProjectId::parse("ghost").unwrap(), "orphan");
-    assert!(matches!(store.create_beads(vec![ghost]).await, Err(Error::NotFound { .. })));
+    assert!(matches!(store.create_beads(vec![ghost.clone()]).await, Err(Error::NotFound { .. })));
+    let err = store.create_beads(vec![good.clone(), ghost]).await.unwrap_err();
+    assert!(matches!(&err, Error::NotFound { entity: "project", id } if id == "ghost"), "{err}");
     let page = store.list_beads(&BeadFilter::default(), &PageRequest::first(100)).await.unwrap();
     assert!(page.beads.is_empty(), "nothing was created: {:?}", ids(&page.beads));
 }

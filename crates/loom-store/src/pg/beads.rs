@@ -19,6 +19,9 @@ pub(super) async fn create(pool: &PgPool, new: Vec<NewBead>) -> Result<Vec<Bead>
     for b in &new {
         b.validate()?;
     }
+    if new.iter().all(|b| b.parent.is_none() && b.blocked_by.is_empty()) {
+        return create_plain(pool, new).await;
+    }
     let mut tx = pool.begin().await?;
     let prefixes = project_prefixes(&mut tx, &new).await?;
     let referenced: Vec<String> = new
@@ -61,6 +64,82 @@ pub(super) async fn create(pool: &PgPool, new: Vec<NewBead>) -> Result<Vec<Bead>
     insert_events(&mut tx, &events).await?;
     tx.commit().await?;
     Ok(beads)
+}
+
+/// Beads without parent or blockers: one statement (one round trip, one commit) numbers them in
+/// order, builds their ids (`loom_bead_id`, as `BeadId::new`), inserts them and their
+/// `bead.created` events (as `transitions::created_event`; the conformance suite compares).
+async fn create_plain(pool: &PgPool, new: Vec<NewBead>) -> Result<Vec<Bead>> {
+    let now = crate::now();
+    let text = |f: fn(&NewBead) -> String| new.iter().map(f).collect::<Vec<_>>();
+    let rows: std::result::Result<Vec<(i64, String, i64)>, sqlx::Error> = sqlx::query_as(
+        "WITH input AS (
+           SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[],
+                                $7::jsonb[], $8::jsonb[])
+             WITH ORDINALITY AS t(project_id, title, description, bead_type, priority, assignee, tags, context, n)
+         ), numbered AS (
+           SELECT i.*, nextval('bead_seq') AS seq
+           FROM (SELECT input.*, p.bead_prefix FROM input LEFT JOIN projects p ON p.id = input.project_id
+                 ORDER BY input.n) i
+         ), fresh AS (
+           -- A missing project keeps a placeholder id; its row then fails the project foreign key.
+           SELECT numbered.*, loom_bead_id(COALESCE(bead_prefix, 'missing'), seq) AS id FROM numbered
+         ), inserted AS (
+           INSERT INTO beads (id, seq, project_id, title, description, bead_type, priority, status, assignee, tags,
+                              context, created_at, updated_at)
+           SELECT id, seq, project_id, title, description, bead_type, priority, 'open', assignee, tags, context, $9, $9
+           FROM fresh ORDER BY n
+         ), created AS (
+           INSERT INTO events (id, kind, source, project_id, entity_id, action, description, data, created_at)
+           SELECT gen_random_uuid()::text, 'bead.created', 'store', project_id, id, 'created',
+             format('bead %s created: %s', id, title),
+             jsonb_build_object('title', title, 'priority', priority, 'type', bead_type), $9
+           FROM fresh ORDER BY n
+         )
+         SELECT n, id, seq FROM fresh ORDER BY n",
+    )
+    .bind(text(|b| b.project_id.to_string()))
+    .bind(text(|b| b.title.clone()))
+    .bind(text(|b| b.description.clone()))
+    .bind(text(|b| b.bead_type.as_str().to_owned()))
+    .bind(new.iter().map(|b| i64::from(b.priority.get())).collect::<Vec<_>>())
+    .bind(new.iter().map(|b| b.assignee.clone()).collect::<Vec<_>>())
+    .bind(new.iter().map(|b| json!(b.tags)).collect::<Vec<_>>())
+    .bind(new.iter().map(|b| json!(b.context)).collect::<Vec<_>>())
+    .bind(now)
+    .fetch_all(pool)
+    .await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) if e.as_database_error().and_then(|d| d.constraint()) == Some("beads_project_id_fkey") => {
+            return Err(missing_project(pool, &new).await);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut beads = Vec::with_capacity(new.len());
+    for ((n, id, _seq), b) in rows.into_iter().zip(new) {
+        debug_assert_eq!(n as usize, beads.len() + 1);
+        let id = BeadId::parse(&id).map_err(|e| Error::Internal(format!("generated bead id {id}: {e}")))?;
+        beads.push(transitions::fresh(id, b, Vec::new(), now));
+    }
+    Ok(beads)
+}
+
+/// The error for a create that named a project that does not exist.
+async fn missing_project(pool: &PgPool, new: &[NewBead]) -> Error {
+    let ids: Vec<String> = new.iter().map(|b| b.project_id.to_string()).collect();
+    let existing: Result<Vec<String>> = sqlx::query_scalar("SELECT id FROM projects WHERE id = ANY($1)")
+        .bind(&ids)
+        .fetch_all(pool)
+        .await
+        .map_err(Into::into);
+    match existing {
+        Ok(existing) => match ids.iter().find(|id| !existing.contains(id)) {
+            Some(missing) => Error::not_found("project", missing),
+            None => Error::Conflict("a project was deleted or created during the create; retry".into()),
+        },
+        Err(e) => e,
+    }
 }
 
 async fn project_prefixes(tx: &mut Tx<'_>, new: &[NewBead]) -> Result<BTreeMap<String, BeadPrefix>> {

@@ -27,3 +27,19 @@ async fn unreachable_database_is_a_clear_transient_error() {
     assert!(err.is_transient(), "{err:?}");
     assert!(err.to_string().starts_with("database unavailable"), "{err}");
 }
+
+#[tokio::test]
+async fn the_sql_bead_id_function_matches_the_domain() {
+    let db = TestDatabase::create().await;
+    let store = db.store().await;
+    let prefix = loom_domain::BeadPrefix::parse("webapp2").unwrap();
+    for seq in [0_i64, 1, 9, 10, 35, 36, 1295, 1296, 46_655, 46_656, 1 << 40, i64::MAX] {
+        let sql: String = sqlx::query_scalar("SELECT loom_bead_id($1, $2)")
+            .bind(prefix.as_str())
+            .bind(seq)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(sql, loom_domain::BeadId::new(&prefix, seq as u64).as_str(), "seq {seq}");
+    }
+}
