@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use loom_domain::{ProjectId, ProjectStatus, Status};
+use loom_domain::{ProjectId, ProjectStatus};
 use loom_store::ClaimRequest;
 use tokio_util::sync::CancellationToken;
 
@@ -95,12 +95,13 @@ impl View {
         }
         let projects = shared.store.list_projects().await?;
         self.projects = projects.into_iter().filter(|p| p.status == ProjectStatus::Active).map(|p| p.id).collect();
-        self.running.clear();
-        for id in &self.projects {
-            let counts = shared.store.bead_counts(Some(id)).await?;
-            let running = counts.iter().find(|(s, _)| *s == Status::InProgress).map_or(0, |(_, n)| *n as u32);
-            self.running.insert(id.clone(), running);
-        }
+        self.running = shared
+            .store
+            .running_by_project()
+            .await?
+            .into_iter()
+            .map(|(p, n)| (p, u32::try_from(n).unwrap_or(u32::MAX)))
+            .collect();
         self.read_at = Some(Instant::now());
         Ok(())
     }

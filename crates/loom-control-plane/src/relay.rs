@@ -208,7 +208,8 @@ pub(crate) async fn run_events(shared: Arc<Shared>, shutdown: CancellationToken)
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            // Often, so events go out in small batches rather than bursts that delay tasks.
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
         if !is_leader() {
             cursor = None;

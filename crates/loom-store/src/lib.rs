@@ -110,6 +110,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Counts of beads by status, for metrics and `loom status`.
     async fn bead_counts(&self, project: Option<&ProjectId>) -> Result<Vec<(loom_domain::Status, u64)>>;
+    /// How many beads each project has `in_progress` (projects with none are left out). Reads
+    /// only running beads, so it stays cheap however many beads are closed.
+    async fn running_by_project(&self) -> Result<Vec<(ProjectId, u64)>>;
 
     /// Stores a new API key by the hash of its secret (the secret itself is never stored).
     async fn create_api_key(&self, name: &str, role: Role, hash: &str) -> Result<ApiKey>;

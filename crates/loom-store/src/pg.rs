@@ -57,6 +57,18 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
+            // A ping before every statement would double the round trips of the hot path; only a
+            // connection that sat idle (and may have been cut by a restart) is pinged first, and
+            // replaced when the ping fails.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > Duration::from_secs(1) {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(connect)
             .await?;
         Ok(Self { pool })
@@ -373,6 +385,18 @@ impl Store for PgStore {
             .iter()
             .map(|s| (*s, rows.iter().find(|(n, _)| n == s.as_str()).map_or(0, |(_, c)| *c as u64)))
             .collect())
+    }
+
+    async fn running_by_project(&self) -> Result<Vec<(ProjectId, u64)>> {
+        // Walks the partial index of running beads (`beads_leases`), not the table.
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT project_id, count(*) FROM beads WHERE status = 'in_progress' GROUP BY project_id ORDER BY project_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(p, n)| Ok((ProjectId::parse(&p).map_err(|e| Error::Internal(e.to_string()))?, n as u64)))
+            .collect()
     }
 
     async fn create_api_key(&self, name: &str, role: Role, hash: &str) -> Result<ApiKey> {

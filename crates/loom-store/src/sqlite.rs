@@ -234,6 +234,10 @@ impl Store for SqliteStore {
         records::bead_counts(&self.reader, project).await
     }
 
+    async fn running_by_project(&self) -> Result<Vec<(ProjectId, u64)>> {
+        records::running_by_project(&self.reader).await
+    }
+
     async fn create_api_key(&self, name: &str, role: Role, hash: &str) -> Result<ApiKey> {
         keys::create(self, name, role, hash).await
     }

@@ -179,6 +179,18 @@ impl Store for GrpcStore {
         answer(rpc!(self.bead_counts(request), Always).counts)
     }
 
+    async fn running_by_project(&self) -> Result<Vec<(ProjectId, u64)>> {
+        let counts = rpc!(self.running_by_project(v1::RunningByProjectRequest {}), Always).counts;
+        counts
+            .into_iter()
+            .map(|c| {
+                let id = ProjectId::parse(&c.project_id)
+                    .map_err(|e| Error::Internal(format!("the database service sent an invalid answer: {e}")))?;
+                Ok((id, c.count))
+            })
+            .collect()
+    }
+
     async fn last_event_seq(&self) -> Result<i64> {
         Ok(rpc!(self.last_event_seq(v1::LastEventSeqRequest {}), Always).seq)
     }

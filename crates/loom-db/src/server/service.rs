@@ -231,6 +231,13 @@ impl Database for DatabaseService {
         reply(v1::BeadCountsResponse { counts: counts.into_proto() })
     }
 
+    async fn running_by_project(&self, _: Request<v1::RunningByProjectRequest>) -> Reply<v1::RunningByProjectResponse> {
+        let counts = self.store.running_by_project().await.map_err(fail)?;
+        let counts =
+            counts.into_iter().map(|(p, count)| v1::ProjectCount { project_id: p.to_string(), count }).collect();
+        reply(v1::RunningByProjectResponse { counts })
+    }
+
     async fn last_event_seq(&self, _: Request<v1::LastEventSeqRequest>) -> Reply<v1::LastEventSeqResponse> {
         reply(v1::LastEventSeqResponse { seq: self.store.last_event_seq().await.map_err(fail)? })
     }

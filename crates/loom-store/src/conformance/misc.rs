@@ -86,6 +86,16 @@ pub async fn agents_and_counts(store: &dyn Store) {
     store.claim_ready(&claim_req(&p, 1)).await.unwrap();
     let counts = store.bead_counts(Some(&p)).await.unwrap();
     assert_eq!(counts, vec![(Status::Open, 1), (Status::InProgress, 1), (Status::Blocked, 0), (Status::Closed, 1)]);
+    let other = project(store, "other").await;
+    bead(store, &other, "d", 1, &[]).await;
+    bead(store, &other, "e", 1, &[]).await;
+    bead(store, &project(store, "idle").await, "f", 1, &[]).await;
+    store.claim_ready(&claim_req(&other, 2)).await.unwrap();
+    assert_eq!(
+        store.running_by_project().await.unwrap(),
+        vec![(p, 1), (other, 2)],
+        "by project id; idle projects are left out"
+    );
 }
 
 pub async fn api_keys_by_hash(store: &dyn Store) {

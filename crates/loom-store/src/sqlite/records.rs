@@ -143,6 +143,20 @@ pub(super) async fn list_agents(pool: &SqlitePool, project: Option<&ProjectId>) 
     rows.iter().map(agent_from_row).collect()
 }
 
+pub(super) async fn running_by_project(pool: &SqlitePool) -> Result<Vec<(ProjectId, u64)>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT project_id, count(*) FROM beads WHERE status = 'in_progress' GROUP BY project_id ORDER BY project_id",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(p, n)| {
+            let id = ProjectId::parse(&p).map_err(|e| crate::Error::Internal(e.to_string()))?;
+            Ok((id, u64::try_from(n).unwrap_or(0)))
+        })
+        .collect()
+}
+
 pub(super) async fn bead_counts(pool: &SqlitePool, project: Option<&ProjectId>) -> Result<Vec<(Status, u64)>> {
     let rows: Vec<(String, i64)> = match project {
         Some(p) => {
