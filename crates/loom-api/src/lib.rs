@@ -234,6 +234,23 @@ mod double_option {
     }
 }
 
+/// `POST /beads/{id}/claim`: an agent or a person takes an open, unblocked bead to work on it
+/// themselves; no task is published. Close it when done; if the lease lapses first, the bead is
+/// dispatched again.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimBead {
+    /// Who claims (becomes the assignee).
+    #[serde(alias = "assignee")]
+    pub agent_id: String,
+    /// Lease in seconds (default: the control plane's lease, 600 s; at most one day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_secs: Option<u64>,
+}
+
+/// The longest lease a claim by hand may ask for.
+pub const MAX_CLAIM_LEASE_SECS: u64 = 86_400;
+
 /// `POST /beads/{id}/close`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -6,8 +6,8 @@
 
 use futures::{Stream, StreamExt};
 use loom_api::{
-    BeadDto, BeadPageDto, CloseBead, CreateBead, Dependency, ErrorBody, EventDto, ProjectDto, ProjectRequest,
-    UpdateBead,
+    BeadDto, BeadPageDto, ClaimBead, CloseBead, CreateBead, Dependency, ErrorBody, EventDto, ProjectDto,
+    ProjectRequest, UpdateBead,
 };
 use reqwest::Method;
 use serde::Serialize;
@@ -109,6 +109,11 @@ impl Client {
 
     pub async fn update_bead(&self, id: &str, req: &UpdateBead) -> Result<BeadDto, Error> {
         self.call(Method::PATCH, &format!("/beads/{id}"), Some(req)).await
+    }
+
+    pub async fn claim_bead(&self, id: &str, agent_id: &str, lease_secs: Option<u64>) -> Result<BeadDto, Error> {
+        let req = ClaimBead { agent_id: agent_id.to_owned(), lease_secs };
+        self.call(Method::POST, &format!("/beads/{id}/claim"), Some(&req)).await
     }
 
     pub async fn close_bead(&self, id: &str, reason: Option<String>) -> Result<BeadDto, Error> {

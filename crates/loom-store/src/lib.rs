@@ -74,6 +74,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// `dispatch_id` and lease, and a `task.assigned` outbox row, all in one transaction.
     /// Concurrent claimers never get the same bead.
     async fn claim_ready(&self, request: &ClaimRequest) -> Result<Vec<Claim>>;
+    /// Claims one open bead for `claimer`, who does the work itself (no task is published): it
+    /// goes `in_progress` under a new `dispatch_id` with a lease of `lease`, assigned to the
+    /// claimer. Refused (conflict) unless the bead is open and every blocker is closed. The
+    /// claimer closes it when done; if the lease lapses first, the bead is dispatched again.
+    async fn claim_bead(&self, id: &BeadId, claimer: &str, lease: std::time::Duration) -> Result<Bead>;
     /// Extends the lease of a current dispatch (agent progress); false if it is not current.
     async fn extend_lease(&self, dispatch: &DispatchId, until: DateTime<Utc>) -> Result<bool>;
     /// Applies an agent's result once, keyed by `dispatch_id`; stale or repeated results are no-ops.

@@ -253,6 +253,10 @@ impl Store for PgStore {
         beads::update(&self.pool, id, expected_version, patch).await
     }
 
+    async fn claim_bead(&self, id: &BeadId, claimer: &str, lease: Duration) -> Result<Bead> {
+        beads::claim(&self.pool, id, claimer, lease).await
+    }
+
     async fn close_bead(&self, id: &BeadId, reason: &str, expected_version: Option<i64>) -> Result<Bead> {
         beads::set_status(&self.pool, id, Status::Closed, Some(reason), expected_version).await
     }

@@ -162,6 +162,10 @@ impl Store for SqliteStore {
         beads::update(self, id, expected_version, patch).await
     }
 
+    async fn claim_bead(&self, id: &BeadId, claimer: &str, lease: std::time::Duration) -> Result<Bead> {
+        beads::claim(self, id, claimer, lease).await
+    }
+
     async fn close_bead(&self, id: &BeadId, reason: &str, expected_version: Option<i64>) -> Result<Bead> {
         beads::set_status(self, id, Status::Closed, Some(reason), expected_version).await
     }

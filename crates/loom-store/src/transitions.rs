@@ -203,6 +203,46 @@ pub(crate) fn record_result(bead: &mut Bead, r: &DispatchResult) -> Option<(Resu
     }
 }
 
+/// `open → in_progress` for a claimer who does the work itself: a new dispatch id and lease,
+/// the claimer as assignee. The backend checks the blockers before.
+pub(crate) fn claim(
+    bead: &mut Bead,
+    claimer: &str,
+    lease: std::time::Duration,
+    now: DateTime<Utc>,
+) -> Result<NewEvent> {
+    if claimer.trim().is_empty() || claimer.len() > 128 {
+        return Err(
+            loom_domain::Error::Invalid { field: "claimer", reason: "must be 1 to 128 characters".into() }.into()
+        );
+    }
+    if bead.status != Status::Open {
+        return Err(Error::Conflict(format!("bead {} is {}: only an open bead can be claimed", bead.id, bead.status)));
+    }
+    let now = crate::micros(now);
+    let dispatch_id = loom_domain::DispatchId::parse(&uuid::Uuid::now_v7().to_string())?;
+    bead.status = Status::InProgress;
+    bead.dispatch_id = Some(dispatch_id.clone());
+    bead.attempts += 1;
+    bead.lease_expires_at = Some(crate::micros(now + lease));
+    bead.assignee = Some(claimer.to_owned());
+    bead.not_before = None;
+    touch(bead, now);
+    let data = json!({
+        "dispatch_id": dispatch_id.as_str(),
+        "attempt": bead.attempts,
+        "lease_expires_at": bead.lease_expires_at.map(|t| t.to_rfc3339()),
+        "claimed_by": claimer,
+    });
+    let description = format!("bead {} claimed by {claimer} (attempt {})", bead.id, bead.attempts);
+    Ok(NewEvent::for_bead(bead, EventKind::BeadDispatched, description, data))
+}
+
+/// The error for a claim of a bead that still waits on `blocker`.
+pub(crate) fn waits_on(bead: &BeadId, blocker: &str) -> Error {
+    Error::Conflict(format!("bead {bead} waits on {blocker}, which is not closed: it cannot be claimed yet"))
+}
+
 /// Returns an expired dispatch's bead to open, or blocks it when its budget is spent.
 pub(crate) fn release_expired(bead: &mut Bead, max_attempts: u32, now: DateTime<Utc>) -> NewEvent {
     let now = crate::micros(now);

@@ -106,6 +106,18 @@ pub enum BeadCmd {
         #[command(flatten)]
         out: Output,
     },
+    /// Take an open, unblocked bead to work on yourself (no agent gets it); close it when done.
+    Claim {
+        id: String,
+        /// Who claims (becomes the assignee).
+        #[arg(long = "as", value_name = "NAME")]
+        claimer: String,
+        /// Lease in seconds (default: the control plane's); the bead is dispatched again after it.
+        #[arg(long)]
+        lease_secs: Option<u64>,
+        #[command(flatten)]
+        out: Output,
+    },
     Close {
         id: String,
         #[arg(long)]
@@ -247,6 +259,10 @@ pub async fn bead(cmd: BeadCmd, config: &Config) -> anyhow::Result<()> {
         BeadCmd::Update { id, title, priority, status, description, out } => {
             let req = UpdateBead { title, priority, status, description, ..UpdateBead::default() };
             let b = c.update_bead(&id, &req).await?;
+            if out.json { print_json(&b)? } else { print_bead(&b) }
+        }
+        BeadCmd::Claim { id, claimer, lease_secs, out } => {
+            let b = c.claim_bead(&id, &claimer, lease_secs).await?;
             if out.json { print_json(&b)? } else { print_bead(&b) }
         }
         BeadCmd::Close { id, reason } => println!("{} closed", c.close_bead(&id, reason).await?.id),

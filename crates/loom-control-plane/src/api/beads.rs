@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::Utc;
-use loom_api::{BeadDto, BeadPageDto, CloseBead, CreateBead, Dependency, UpdateBead};
+use loom_api::{BeadDto, BeadPageDto, ClaimBead, CloseBead, CreateBead, Dependency, UpdateBead};
 use loom_domain::{BeadId, BeadType, Priority, ProjectId, Status};
 use loom_store::{BeadFilter, BeadPatch, PageRequest};
 use serde::Deserialize;
@@ -90,6 +90,28 @@ pub(crate) async fn update(
 pub(crate) async fn delete(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Json<BeadDto>, Error> {
     let id = parse_id(BeadId::parse, &id)?;
     let bead = s.store.close_bead(&id, "deleted", None).await?;
+    s.changed();
+    Ok(Json(BeadDto::from(&bead)))
+}
+
+/// Claims a bead for the caller, who works on it without a published task.
+pub(crate) async fn claim(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ClaimBead>,
+) -> Result<Json<BeadDto>, Error> {
+    let id = parse_id(BeadId::parse, &id)?;
+    let lease = match req.lease_secs {
+        None => s.config.lease,
+        Some(n @ 1..=loom_api::MAX_CLAIM_LEASE_SECS) => std::time::Duration::from_secs(n),
+        Some(n) => {
+            return Err(Error::BadRequest(format!(
+                "lease_secs must be 1 to {}, got {n}",
+                loom_api::MAX_CLAIM_LEASE_SECS
+            )));
+        }
+    };
+    let bead = s.store.claim_bead(&id, req.agent_id.trim(), lease).await?;
     s.changed();
     Ok(Json(BeadDto::from(&bead)))
 }

@@ -36,6 +36,12 @@ pub(crate) const ROUTES: &[Route] = &[
     r("get", "/beads/{id}", "viewer", "Show a bead"),
     r("patch", "/beads/{id}", "operator", "Change a bead (optionally at an expected version)"),
     r("delete", "/beads/{id}", "operator", "Close a bead (beads are never erased)"),
+    r(
+        "post",
+        "/beads/{id}/claim",
+        "operator",
+        "Claim an open, unblocked bead to work on it yourself (agent_id, lease_secs); no task is published",
+    ),
     r("post", "/beads/{id}/close", "operator", "Close a bead by hand; a running task is cancelled"),
     r("post", "/beads/{id}/reopen", "operator", "Reopen a closed or blocked bead with a fresh retry budget"),
     r("post", "/beads/{id}/redispatch", "operator", "Cancel a running bead's task and dispatch it again"),

@@ -225,6 +225,42 @@ async fn bad_input_gets_clear_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_claims_a_bead_and_closes_it() {
+    let c = Cluster::start(fast_config()).await;
+    c.project("hand").await;
+    // Paused, so the dispatcher leaves the bead for the person.
+    c.post("/api/v1/projects/hand/pause", json!({})).await;
+    let id = c.bead("hand", "fix it myself", 1, &[]).await;
+    let later = c.bead("hand", "after", 1, &[&id]).await;
+    let path = format!("/api/v1/beads/{id}/claim");
+    for (body, needle) in [
+        (json!({ "agent_id": "ana", "lease_secs": 0 }), "lease_secs"),
+        (json!({ "agent_id": "" }), "claimer"),
+        (json!({ "lease_secs": 60 }), "agent_id"),
+    ] {
+        let (got, v) = c.call(Method::POST, &path, Some(body)).await;
+        assert_eq!(got, StatusCode::BAD_REQUEST, "{v}");
+        assert!(v["error"]["message"].as_str().unwrap_or_default().contains(needle), "{needle:?}: {v}");
+    }
+    let (got, v) =
+        c.call(Method::POST, &format!("/api/v1/beads/{later}/claim"), Some(json!({ "agent_id": "ana" }))).await;
+    assert_eq!(got, StatusCode::CONFLICT, "a bead waiting on an open blocker cannot be claimed: {v}");
+    let claimed = c.post(&path, json!({ "agent_id": "ana", "lease_secs": 120 })).await;
+    assert_eq!(
+        (claimed["status"].as_str(), claimed["assignee"].as_str()),
+        (Some("in_progress"), Some("ana")),
+        "{claimed}"
+    );
+    let (got, v) = c.call(Method::POST, &path, Some(json!({ "assignee": "bo" }))).await;
+    assert_eq!(got, StatusCode::CONFLICT, "claimed twice: {v}");
+    let closed = c.post(&format!("/api/v1/beads/{id}/close"), json!({ "reason": "fixed by ana" })).await;
+    assert_eq!((closed["status"].as_str(), closed["close_reason"].as_str()), (Some("closed"), Some("fixed by ana")));
+    let ready = c.get("/api/v1/ready?project_id=hand").await;
+    assert_eq!(ready[0]["id"].as_str(), Some(later.as_str()), "its dependant is ready now: {ready}");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_metrics_and_the_event_stream() {
     use futures::StreamExt;
     let c = Cluster::start(fast_config()).await;

@@ -81,6 +81,13 @@ impl Store for GrpcStore {
         answer(rpc!(self.update_bead(request), IfNoEffect))
     }
 
+    async fn claim_bead(&self, id: &BeadId, claimer: &str, lease: std::time::Duration) -> Result<Bead> {
+        // A repeat would be refused (the bead is in progress), so only when it had no effect.
+        let request =
+            v1::ClaimBeadRequest { id: id.to_string(), claimer: claimer.to_owned(), lease: Some(lease.into_proto()) };
+        answer(rpc!(self.claim_bead(request), IfNoEffect))
+    }
+
     async fn close_bead(&self, id: &BeadId, reason: &str, expected_version: Option<i64>) -> Result<Bead> {
         // As for updates: a repeat would be refused (already closed), so only when it had no effect.
         let request = v1::CloseBeadRequest { id: id.to_string(), reason: reason.to_owned(), expected_version };

@@ -113,6 +113,13 @@ impl Database for DatabaseService {
         reply(self.store.update_bead(&id, r.expected_version, patch).await.map_err(fail)?.into_proto())
     }
 
+    async fn claim_bead(&self, r: Request<v1::ClaimBeadRequest>) -> Reply<v1::Bead> {
+        let r = r.into_inner();
+        let id = valid(BeadId::parse(&r.id))?;
+        let lease: std::time::Duration = decode_required(r.lease, "lease")?;
+        reply(self.store.claim_bead(&id, &r.claimer, lease).await.map_err(fail)?.into_proto())
+    }
+
     async fn close_bead(&self, r: Request<v1::CloseBeadRequest>) -> Reply<v1::Bead> {
         let r = r.into_inner();
         let id = valid(BeadId::parse(&r.id))?;

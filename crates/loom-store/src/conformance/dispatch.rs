@@ -8,7 +8,7 @@ use loom_domain::graph::{self, Graph, Node};
 use loom_domain::{BeadType, DispatchId, NewBead, ProjectStatus, Status};
 
 use super::{bead, claim_req, ids, project};
-use crate::{DispatchResult, OutboxKind, Outcome, ResultOutcome, Store};
+use crate::{DispatchResult, Error, OutboxKind, Outcome, ResultOutcome, Store};
 
 fn result(claim: &crate::Claim, outcome: Outcome) -> DispatchResult {
     DispatchResult {
@@ -133,6 +133,37 @@ pub async fn claim_assigns_lease_outbox_and_event(store: &dyn Store) {
     assert_eq!(first.data["attempt"], 1);
     assert!(first.data["lease_expires_at"].as_str().is_some_and(|t| t.parse::<chrono::DateTime<Utc>>().is_ok()));
     assert!(store.claim_ready(&req).await.unwrap().is_empty(), "nothing else is ready");
+}
+
+pub async fn claim_by_hand(store: &dyn Store) {
+    let p = project(store, "hand").await;
+    let a = bead(store, &p, "a", 1, &[]).await;
+    let blocker = bead(store, &p, "blocker", 1, &[]).await;
+    let waits = bead(store, &p, "waits", 1, &[&blocker.id]).await;
+    let lease = Duration::from_secs(60);
+    let claimed = store.claim_bead(&a.id, "alice", lease).await.unwrap();
+    assert_eq!((claimed.status, claimed.assignee.as_deref(), claimed.attempts), (Status::InProgress, Some("alice"), 1));
+    assert!(claimed.dispatch_id.is_some());
+    assert!(claimed.lease_expires_at.unwrap() > Utc::now() + chrono::Duration::seconds(50));
+    assert_eq!(store.get_bead(&a.id).await.unwrap(), claimed, "claim returns the bead as stored");
+    assert!(store.take_outbox(10).await.unwrap().is_empty(), "no task is published for a claim by hand");
+    let event = store.list_events(0, 100).await.unwrap().into_iter().last().unwrap();
+    assert_eq!(
+        (event.kind, event.data["claimed_by"].as_str()),
+        (loom_domain::EventKind::BeadDispatched, Some("alice"))
+    );
+    let again = store.claim_bead(&a.id, "bob", lease).await.unwrap_err();
+    assert!(matches!(&again, Error::Conflict(m) if m.contains("in_progress")), "{again}");
+    let blocked = store.claim_bead(&waits.id, "bob", lease).await.unwrap_err();
+    assert!(matches!(&blocked, Error::Conflict(m) if m.contains(blocker.id.as_str())), "{blocked}");
+    assert!(matches!(store.claim_bead(&blocker.id, " ", lease).await, Err(Error::Domain(_))), "a claimer is required");
+    let ghost = loom_domain::BeadId::parse("hand-zzzz").unwrap();
+    assert!(matches!(store.claim_bead(&ghost, "bob", lease).await, Err(Error::NotFound { .. })));
+    let ready = store.claim_ready(&claim_req(&p, 10)).await.unwrap();
+    assert_eq!(ready.iter().map(|c| c.bead.id.clone()).collect::<Vec<_>>(), vec![blocker.id], "a is taken");
+    let closed = store.close_bead(&a.id, "done by alice", None).await.unwrap();
+    assert_eq!(closed.status, Status::Closed);
+    assert!(matches!(store.claim_bead(&a.id, "bob", lease).await, Err(Error::Conflict(_))));
 }
 
 pub async fn claim_skips_paused_projects(store: &dyn Store) {

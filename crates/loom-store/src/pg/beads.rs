@@ -340,6 +340,27 @@ pub(super) async fn update(pool: &PgPool, id: &BeadId, expected: i64, patch: Bea
     Ok(bead)
 }
 
+pub(super) async fn claim(pool: &PgPool, id: &BeadId, claimer: &str, lease: std::time::Duration) -> Result<Bead> {
+    let mut tx = pool.begin().await?;
+    let mut bead = lock(&mut tx, id).await?;
+    let open_blocker: Option<String> = sqlx::query_scalar(
+        "SELECT x.id FROM bead_deps d JOIN beads x ON x.id = d.blocker_id
+         WHERE d.bead_id = $1 AND x.status <> 'closed' ORDER BY x.id LIMIT 1",
+    )
+    .bind(id.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    if bead.status == Status::Open
+        && let Some(blocker) = open_blocker
+    {
+        return Err(transitions::waits_on(id, &blocker));
+    }
+    let event = transitions::claim(&mut bead, claimer, lease, crate::now())?;
+    persist(&mut tx, &bead, Effects { event, cancel: None }).await?;
+    tx.commit().await?;
+    Ok(bead)
+}
+
 /// Close (with `reason`) or reopen by hand.
 pub(super) async fn set_status(
     pool: &PgPool,

@@ -238,6 +238,27 @@ pub(super) async fn update(store: &SqliteStore, id: &BeadId, expected: i64, patc
 }
 
 /// Close (with `reason`) or reopen by hand.
+pub(super) async fn claim(store: &SqliteStore, id: &BeadId, claimer: &str, lease: std::time::Duration) -> Result<Bead> {
+    let mut tx = store.write().await?;
+    let mut bead = load(&mut tx, id).await?;
+    let open_blocker: Option<String> = sqlx::query_scalar(
+        "SELECT x.id FROM bead_deps d JOIN beads x ON x.id = d.blocker_id
+         WHERE d.bead_id = ?1 AND x.status <> 'closed' ORDER BY x.id LIMIT 1",
+    )
+    .bind(id.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    if bead.status == Status::Open
+        && let Some(blocker) = open_blocker
+    {
+        return Err(transitions::waits_on(id, &blocker));
+    }
+    let event = transitions::claim(&mut bead, claimer, lease, now())?;
+    persist(&mut tx, &mut bead, Effects { event, cancel: None }).await?;
+    tx.commit().await?;
+    Ok(bead)
+}
+
 pub(super) async fn set_status(
     store: &SqliteStore,
     id: &BeadId,
