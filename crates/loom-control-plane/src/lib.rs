@@ -16,6 +16,7 @@
 
 mod api;
 mod auth;
+mod cursor;
 mod dispatcher;
 mod error;
 mod relay;

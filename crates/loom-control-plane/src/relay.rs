@@ -13,6 +13,7 @@ use loom_store::{Claim, OutboxKind, OutboxMessage, TaskSnapshot};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::cursor::EventCursor;
 use crate::dispatcher::{RETRY_DELAY, is_leader};
 use crate::{Error, Shared};
 
@@ -204,7 +205,7 @@ fn task_message(shared: &Shared, row: &OutboxMessage) -> Result<Outgoing, Error>
 }
 
 pub(crate) async fn run_events(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let mut cursor: Option<i64> = None;
+    let mut cursor: Option<EventCursor> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -218,7 +219,7 @@ pub(crate) async fn run_events(shared: Arc<Shared>, shutdown: CancellationToken)
         // Drain the backlog before sleeping again.
         loop {
             match relay_events(&shared, &mut cursor).await {
-                Ok(n) if n == EVENT_BATCH as usize && !shutdown.is_cancelled() => continue,
+                Ok(n) if n > 0 && !shutdown.is_cancelled() => continue,
                 Ok(_) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "event relay failed; retrying");
@@ -232,15 +233,14 @@ pub(crate) async fn run_events(shared: Arc<Shared>, shutdown: CancellationToken)
 /// Events published per pass.
 const EVENT_BATCH: u32 = 500;
 
-/// Publishes the next events after `cursor`; returns how many.
-async fn relay_events(shared: &Shared, cursor: &mut Option<i64>) -> Result<usize, Error> {
-    let after = match *cursor {
+/// Publishes the events not published yet; returns how many.
+async fn relay_events(shared: &Shared, cursor: &mut Option<EventCursor>) -> Result<usize, Error> {
+    let cursor = match cursor {
         Some(c) => c,
         // A new leader starts at the head: events are also served from the store by the API.
-        None => *cursor.insert(shared.store.last_event_seq().await?),
+        None => cursor.insert(EventCursor::after(shared.store.last_event_seq().await?)),
     };
-    let events = shared.store.list_events(after, EVENT_BATCH).await?;
-    let Some(last) = events.last().map(|e| e.seq) else { return Ok(0) };
+    let events = cursor.pending(&*shared.store, EVENT_BATCH).await?;
     let mut msgs = Vec::with_capacity(events.len());
     for e in &events {
         let msg = EventMessage {
@@ -262,6 +262,6 @@ async fn relay_events(shared: &Shared, cursor: &mut Option<i64>) -> Result<usize
     for r in shared.bus.publish_batch(msgs).await {
         r?;
     }
-    *cursor = Some(last);
+    cursor.handled(&events);
     Ok(events.len())
 }

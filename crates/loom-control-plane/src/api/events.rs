@@ -13,6 +13,7 @@ use loom_api::EventDto;
 use serde::Deserialize;
 
 use super::ApiQuery;
+use crate::cursor::EventCursor;
 use crate::{Error, Shared};
 
 #[derive(Debug, Deserialize)]
@@ -38,8 +39,10 @@ pub(crate) async fn list(
     ))
 }
 
-/// Streams events after `Last-Event-ID` (or `?after=`), else from now on; each SSE event has the
-/// event's `seq` as its id, its type as the SSE event name and the JSON as data.
+/// Streams events after `Last-Event-ID` (or `?after=`), else from now on; each SSE event has its
+/// type as the SSE event name and the JSON (with its `seq`) as data. The SSE id is a resume
+/// token: after a reconnect with it, no event is missing, though some may come again (dedupe by
+/// `seq`). Events are sent in the order they become visible, which is not always `seq` order.
 pub(crate) async fn stream(
     State(s): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -52,7 +55,7 @@ pub(crate) async fn stream(
     };
     let project = q.project_id;
     let wake = s.events_wake.subscribe();
-    let state = (s, cursor, wake, Vec::<Event>::new().into_iter());
+    let state = (s, EventCursor::after(cursor), wake, Vec::<Event>::new().into_iter());
     let stream = futures::stream::unfold(state, move |(s, mut cursor, mut wake, mut pending)| {
         let project = project.clone();
         async move {
@@ -60,15 +63,18 @@ pub(crate) async fn stream(
                 if let Some(ev) = pending.next() {
                     return Some((Ok(ev), (s, cursor, wake, pending)));
                 }
-                match s.store.list_events(cursor, 500).await {
+                match cursor.pending(&*s.store, 500).await {
                     Ok(batch) if !batch.is_empty() => {
-                        cursor = batch.last().map_or(cursor, |e| e.seq);
+                        // The SSE id is a resume token from before this batch: a client that
+                        // reconnects mid-batch sees some events again, never misses one.
+                        let token = cursor.resume_token().to_string();
+                        cursor.handled(&batch);
                         let out: Vec<Event> = batch
                             .iter()
                             .filter(|e| {
                                 project.as_ref().is_none_or(|p| e.project_id.as_ref().is_some_and(|x| x.as_str() == p))
                             })
-                            .map(sse_event)
+                            .map(|e| sse_event(e, &token))
                             .collect();
                         pending = out.into_iter();
                         continue;
@@ -87,7 +93,7 @@ pub(crate) async fn stream(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-fn sse_event(e: &loom_domain::Event) -> Event {
+fn sse_event(e: &loom_domain::Event, resume_token: &str) -> Event {
     let data = serde_json::to_string(&EventDto::from(e)).unwrap_or_default();
-    Event::default().id(e.seq.to_string()).event(e.kind.as_str()).data(data)
+    Event::default().id(resume_token).event(e.kind.as_str()).data(data)
 }

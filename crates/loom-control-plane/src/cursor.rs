@@ -1,0 +1,144 @@
+//! Reading the event log without losing an event that becomes visible late.
+//!
+//! On PostgreSQL an event's `seq` is drawn when it is inserted, not when its transaction commits,
+//! so `seq` 10 may become visible after `seq` 11. A reader that kept only "the highest seq seen"
+//! would skip 10 for good. [`EventCursor`] keeps a settled mark (every seq at or below it was
+//! handled or never will exist) plus the seqs seen above it, and re-reads above the mark until the
+//! hole fills or is older than [`WINDOW`] (a transaction that drew a seq and rolled back leaves a
+//! hole for ever; transactions here last milliseconds).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use loom_domain::Event;
+use loom_store::Store;
+
+/// How long a hole in the seqs is waited for before it is taken as a rolled-back insert.
+pub(crate) const WINDOW: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+pub(crate) struct EventCursor {
+    /// Every seq at or below this was handled, or never will exist.
+    settled: i64,
+    /// Seqs above `settled` already handled, with their events' times.
+    seen: BTreeMap<i64, DateTime<Utc>>,
+}
+
+impl EventCursor {
+    /// A cursor that yields events after `seq`.
+    pub(crate) fn after(seq: i64) -> Self {
+        Self { settled: seq, seen: BTreeMap::new() }
+    }
+
+    /// Where a reader resumes without losing anything (it may see some events again).
+    pub(crate) fn resume_token(&self) -> i64 {
+        self.settled
+    }
+
+    /// Events not handled yet: late ones in the holes above the settled mark, then new ones. They
+    /// count as handled once passed to [`EventCursor::handled`].
+    pub(crate) async fn pending(&self, store: &dyn Store, limit: u32) -> loom_store::Result<Vec<Event>> {
+        let mut fresh = Vec::new();
+        if let Some((&highest, _)) = self.seen.last_key_value() {
+            // Holes below `highest`: a transaction that committed late.
+            let low = store.list_events(self.settled, limit).await?;
+            fresh.extend(low.into_iter().filter(|e| e.seq < highest && !self.seen.contains_key(&e.seq)));
+        }
+        let from = self.seen.last_key_value().map_or(self.settled, |(&s, _)| s);
+        let high = store.list_events(from, limit).await?;
+        fresh.extend(high.into_iter().filter(|e| !self.seen.contains_key(&e.seq)));
+        Ok(fresh)
+    }
+
+    /// Records `events` as handled.
+    pub(crate) fn handled(&mut self, events: &[Event]) {
+        for e in events {
+            if e.seq > self.settled {
+                self.seen.insert(e.seq, e.created_at);
+            }
+        }
+        self.advance(Utc::now());
+    }
+
+    /// Moves the settled mark over every seen seq that follows it, and over a hole whose next
+    /// event is older than the window.
+    fn advance(&mut self, now: DateTime<Utc>) {
+        let expired = now - WINDOW;
+        while let Some((&seq, &at)) = self.seen.first_key_value() {
+            if seq != self.settled + 1 && at > expired {
+                break;
+            }
+            self.settled = seq;
+            self.seen.pop_first();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs_ago: i64) -> DateTime<Utc> {
+        Utc::now() - chrono::Duration::seconds(secs_ago)
+    }
+
+    #[test]
+    fn settles_contiguous_seqs_and_holds_fresh_holes() {
+        let mut c = EventCursor::after(10);
+        c.seen.extend([(11, at(0)), (12, at(0)), (14, at(0))]);
+        c.advance(Utc::now());
+        assert_eq!(c.resume_token(), 12, "13 may still commit");
+        assert_eq!(c.seen.keys().copied().collect::<Vec<_>>(), vec![14]);
+        c.seen.insert(13, at(0));
+        c.advance(Utc::now());
+        assert_eq!(c.resume_token(), 14, "the late one filled the hole");
+        assert!(c.seen.is_empty());
+    }
+
+    #[test]
+    fn gives_up_on_a_hole_older_than_the_window() {
+        let mut c = EventCursor::after(0);
+        c.seen.extend([(2, at(10)), (3, at(10)), (5, at(0))]);
+        c.advance(Utc::now());
+        assert_eq!(c.resume_token(), 3, "1 was rolled back long ago; 4 may still commit");
+    }
+
+    /// Against PostgreSQL: an event whose transaction commits after a later event's is still
+    /// yielded, once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_event_committed_late_is_not_lost() {
+        let db = loom_store::testing::TestDatabase::create().await;
+        let store = db.store().await;
+        let mut late = store.pool().begin().await.unwrap();
+        sqlx::query(
+            "INSERT INTO events (id, kind, source, entity_id, action, description, data, created_at)
+             VALUES ('late', 'project.created', 'test', 'p', 'created', 'late', '{}', now())",
+        )
+        .execute(&mut *late)
+        .await
+        .unwrap();
+        let on_time = loom_store::NewEvent {
+            kind: loom_domain::EventKind::ProjectCreated,
+            source: "test".into(),
+            project_id: None,
+            entity_id: "q".into(),
+            action: "created".into(),
+            description: "on time".into(),
+            data: serde_json::json!({}),
+            correlation_id: None,
+        };
+        store.append_event(on_time).await.unwrap();
+        let mut cursor = EventCursor::after(0);
+        let first = cursor.pending(&store, 100).await.unwrap();
+        assert_eq!(first.iter().map(|e| e.description.as_str()).collect::<Vec<_>>(), ["on time"]);
+        cursor.handled(&first);
+        assert_eq!(cursor.resume_token(), 0, "the hole at seq 1 may still fill");
+        late.commit().await.unwrap();
+        let second = cursor.pending(&store, 100).await.unwrap();
+        assert_eq!(second.iter().map(|e| e.description.as_str()).collect::<Vec<_>>(), ["late"]);
+        cursor.handled(&second);
+        assert_eq!(cursor.resume_token(), 2);
+        assert!(cursor.pending(&store, 100).await.unwrap().is_empty(), "each event once");
+    }
+}
