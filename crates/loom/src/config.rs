@@ -40,7 +40,7 @@ pub struct Config {
     pub dispatch: DispatchConfig,
 }
 
-/// PostgreSQL pool settings.
+/// PostgreSQL pool settings, or the database service to use instead.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
@@ -48,6 +48,14 @@ pub struct DatabaseConfig {
     pub acquire_timeout_ms: u64,
     /// PgBouncer transaction pooling: no prepared statements that outlive a transaction.
     pub pgbouncer: bool,
+    /// The database service (`loom serve db`) as `http://host:50051` or `https://…`: when set,
+    /// the control plane and `loom up` use it over gRPC instead of opening a database themselves.
+    pub service_url: Option<String>,
+    /// CA certificate (PEM) that signs the database service's certificate (for `https://`).
+    pub service_ca: Option<PathBuf>,
+    /// Client certificate and key (PEM) for a database service that requires mutual TLS.
+    pub service_cert: Option<PathBuf>,
+    pub service_key: Option<PathBuf>,
 }
 
 /// Dispatch policy.
@@ -84,7 +92,15 @@ impl Default for Config {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { max_connections: 16, acquire_timeout_ms: 5000, pgbouncer: false }
+        Self {
+            max_connections: 16,
+            acquire_timeout_ms: 5000,
+            pgbouncer: false,
+            service_url: None,
+            service_ca: None,
+            service_cert: None,
+            service_key: None,
+        }
     }
 }
 
