@@ -116,10 +116,10 @@ mod tests {
         server.await.unwrap().unwrap();
 
         config.database.service_url = Some("http://127.0.0.1:1".into());
-        let err = open(&config).await.err().expect("nothing listens on port 1");
+        let Err(err) = open(&config).await else { panic!("nothing listens on port 1") };
         assert!(format!("{err:#}").contains("cannot reach the database service at http://127.0.0.1:1"), "{err:#}");
         config.database.service_ca = Some("/nonexistent/ca.pem".into());
-        let err = open(&config).await.err().expect("a CA needs https");
+        let Err(err) = open(&config).await else { panic!("a CA needs https") };
         assert!(format!("{err:#}").contains("CA certificate") || format!("{err:#}").contains("https"), "{err:#}");
     }
 }
