@@ -8,10 +8,11 @@ use loom_domain::{
     ApiKey, Bead, BeadId, BeadPrefix, BeadType, ContextMap, Event, GitStrategy, NewBead, NewProject, Priority, Project,
     ProjectId, ProjectStatus, Status,
 };
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A project as the API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ProjectDto {
     pub id: String,
     pub name: String,
@@ -43,7 +44,7 @@ impl From<&Project> for ProjectDto {
 }
 
 /// `POST /projects` and `PUT /projects/{id}`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectRequest {
     /// Required on create; on update it must match the path if given.
@@ -90,7 +91,7 @@ impl ProjectRequest {
 }
 
 /// A bead as the API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct BeadDto {
     pub id: String,
     pub project_id: String,
@@ -147,7 +148,7 @@ impl From<&Bead> for BeadDto {
 }
 
 /// `POST /beads`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBead {
     pub project_id: String,
@@ -193,7 +194,7 @@ impl CreateBead {
 
 /// `PATCH /beads/{id}`: fields to change. `version`, when given, must be the bead's current one.
 /// `assignee` and `parent` take `null` to clear them.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateBead {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -208,13 +209,17 @@ pub struct UpdateBead {
     pub priority: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+    /// `null` clears the assignee.
     #[serde(default, with = "double_option", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
     pub assignee: Option<Option<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<ContextMap>,
+    /// `null` clears the parent.
     #[serde(default, with = "double_option", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
     pub parent: Option<Option<String>>,
 }
 
@@ -237,7 +242,7 @@ mod double_option {
 /// `POST /beads/{id}/claim`: an agent or a person takes an open, unblocked bead to work on it
 /// themselves; no task is published. Close it when done; if the lease lapses first, the bead is
 /// dispatched again.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimBead {
     /// Who claims (becomes the assignee).
@@ -252,7 +257,7 @@ pub struct ClaimBead {
 pub const MAX_CLAIM_LEASE_SECS: u64 = 86_400;
 
 /// `POST /beads/{id}/close`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CloseBead {
     #[serde(default)]
@@ -262,21 +267,21 @@ pub struct CloseBead {
 }
 
 /// `POST|DELETE /beads/{id}/dependencies`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Dependency {
     pub blocker: String,
 }
 
 /// A page of beads.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct BeadPageDto {
     pub beads: Vec<BeadDto>,
     pub next_cursor: Option<String>,
 }
 
 /// An event as the API and the SSE stream show it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EventDto {
     pub seq: i64,
     pub id: String,
@@ -313,7 +318,7 @@ impl From<&Event> for EventDto {
 }
 
 /// An API key as listed (never its secret).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct KeyDto {
     pub id: String,
     pub name: String,
@@ -339,7 +344,7 @@ impl From<&ApiKey> for KeyDto {
 }
 
 /// `POST /keys`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     pub name: String,
@@ -352,13 +357,13 @@ pub fn status_counts(counts: &[(Status, u64)]) -> serde_json::Map<String, serde_
 }
 
 /// The error body of every failed request.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 /// What went wrong: a stable `code` for programs and a `message` for people.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
