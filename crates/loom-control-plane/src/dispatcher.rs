@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -17,37 +17,38 @@ use crate::{Error, Shared};
 /// The store lease that elects the one dispatching instance.
 pub(crate) const LEADER_LEASE: &str = "dispatcher";
 
-/// Whether this process currently holds the dispatcher lease (read by the relays).
-pub(crate) static LEADER: AtomicBool = AtomicBool::new(false);
-
-pub(crate) fn is_leader() -> bool {
-    LEADER.load(Ordering::Relaxed)
-}
-
-pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let mut view = View::default();
-    let renew_every = shared.config.leader_ttl / 3;
-    let mut renew = tokio::time::interval(renew_every);
+/// Keeps (or stands for) the dispatcher lease and, while it is held, sweeps expired leases. Runs
+/// beside the dispatch loop so that neither waits for the other.
+pub(crate) async fn run_leadership(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut renew = tokio::time::interval(shared.config.leader_ttl / 3);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = renew.tick() => {
-                renew_leadership(&shared).await;
-                if is_leader() {
-                    sweep_leases(&shared).await;
-                }
-            }
+            _ = renew.tick() => {}
+        }
+        renew_leadership(&shared).await;
+        if shared.is_leader() {
+            sweep_leases(&shared).await;
+        }
+    }
+    shared.leader.store(false, Ordering::Relaxed);
+}
+
+pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut view = View::default();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
             _ = shared.dispatch_wake.notified() => {}
             _ = tokio::time::sleep(shared.config.sweep_interval) => {}
         }
-        if is_leader()
+        if shared.is_leader()
             && let Err(e) = dispatch_once(&shared, &mut view).await
         {
             tracing::warn!(error = %e, "dispatch pass failed; retrying on the next wake");
         }
     }
-    LEADER.store(false, Ordering::Relaxed);
 }
 
 async fn renew_leadership(shared: &Shared) {
@@ -59,8 +60,11 @@ async fn renew_leadership(shared: &Shared) {
             false
         }
     };
-    if held != LEADER.swap(held, Ordering::Relaxed) {
+    if held != shared.leader.swap(held, Ordering::Relaxed) {
         tracing::info!(instance = %c.instance, leader = held, "dispatcher leadership changed");
+        if held {
+            shared.dispatch_wake.notify_one();
+        }
     }
 }
 

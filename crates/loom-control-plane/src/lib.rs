@@ -90,9 +90,15 @@ pub(crate) struct Shared {
     pub events_wake: tokio::sync::watch::Sender<()>,
     /// Cancelled at shutdown: long-lived responses (SSE) end, so graceful shutdown completes.
     pub shutdown: CancellationToken,
+    /// Whether this instance holds the dispatcher lease (it claims and relays only then).
+    pub leader: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
+    pub(crate) fn is_leader(&self) -> bool {
+        self.leader.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub(crate) fn changed(&self) {
         self.dispatch_wake.notify_one();
         self.events_wake.send_replace(());
@@ -133,8 +139,10 @@ pub async fn run(
         claimed,
         events_wake: tokio::sync::watch::channel(()).0,
         shutdown: shutdown.clone(),
+        leader: std::sync::atomic::AtomicBool::new(false),
     });
     let tasks = [
+        tokio::spawn(dispatcher::run_leadership(shared.clone(), shutdown.clone())),
         tokio::spawn(dispatcher::run(shared.clone(), shutdown.clone())),
         tokio::spawn(relay::run_publisher(shared.clone(), claims, shutdown.clone())),
         tokio::spawn(relay::run_outbox(shared.clone(), shutdown.clone())),

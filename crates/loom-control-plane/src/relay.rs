@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::cursor::EventCursor;
-use crate::dispatcher::{RETRY_DELAY, is_leader};
+use crate::dispatcher::RETRY_DELAY;
 use crate::{Error, Shared};
 
 const BATCH: u32 = 512;
@@ -26,7 +26,7 @@ pub(crate) async fn run_outbox(shared: Arc<Shared>, shutdown: CancellationToken)
             _ = shared.relay_wake.notified() => {}
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
-        if !is_leader() {
+        if !shared.is_leader() {
             continue;
         }
         if let Err(e) = relay_outbox(&shared).await {
@@ -83,6 +83,11 @@ pub(crate) async fn relay_outbox(shared: &Shared) -> Result<usize, Error> {
     }
 }
 
+/// Published tasks' outbox rows are marked sent together, at most this long after the first of
+/// them was published: one commit for many tasks, off the dispatch path. Until then (and if the
+/// mark fails) the relay may publish them again after `GRACE`, which JetStream deduplicates.
+const MARK_EVERY: Duration = Duration::from_millis(100);
+
 /// The dispatcher's publisher: publishes the tasks of fresh claims in claim order, then marks
 /// their outbox rows sent. What it cannot publish stays in the outbox for the relay.
 pub(crate) async fn run_publisher(
@@ -90,10 +95,16 @@ pub(crate) async fn run_publisher(
     mut claims: mpsc::Receiver<Vec<Claim>>,
     shutdown: CancellationToken,
 ) {
+    let mut unmarked: Vec<i64> = Vec::new();
+    let mut mark_at = tokio::time::Instant::now();
     loop {
         let mut batch = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            c = claims.recv() => match c { Some(c) => c, None => return },
+            _ = shutdown.cancelled() => break,
+            c = claims.recv() => match c { Some(c) => c, None => break },
+            _ = tokio::time::sleep_until(mark_at), if !unmarked.is_empty() => {
+                mark_sent(&shared, std::mem::take(&mut unmarked)).await;
+                continue;
+            }
         };
         while let Ok(more) = claims.try_recv() {
             batch.extend(more);
@@ -117,14 +128,26 @@ pub(crate) async fn run_publisher(
             tracing::warn!(error = %e, failed = ids.len() - sent.len(), "publishing claimed tasks failed; the relay will retry");
         }
         metrics::counter!("loom_tasks_published_total").increment(sent.len() as u64);
-        // Marking sent is off the dispatch path: if it fails, the relay publishes the rows again
-        // and JetStream drops the duplicates by `Nats-Msg-Id`.
-        let store = shared.store.clone();
-        tokio::spawn(async move {
-            if let Err(e) = store.mark_outbox_sent(&sent).await {
-                tracing::warn!(error = %e, "cannot mark published tasks sent; the relay will publish them again");
-            }
-        });
+        if unmarked.is_empty() {
+            mark_at = tokio::time::Instant::now() + MARK_EVERY;
+        }
+        unmarked.extend(sent);
+    }
+    if !unmarked.is_empty() {
+        mark_sent(&shared, unmarked).await;
+    }
+}
+
+/// Marks published rows sent, in the background; a failure only means the relay sends them again.
+async fn mark_sent(shared: &Arc<Shared>, ids: Vec<i64>) {
+    let store = shared.store.clone();
+    let marking = tokio::spawn(async move {
+        if let Err(e) = store.mark_outbox_sent(&ids).await {
+            tracing::warn!(error = %e, "cannot mark published tasks sent; the relay will publish them again");
+        }
+    });
+    if shared.shutdown.is_cancelled() {
+        let _ = marking.await;
     }
 }
 
@@ -212,7 +235,7 @@ pub(crate) async fn run_events(shared: Arc<Shared>, shutdown: CancellationToken)
             // Often, so events go out in small batches rather than bursts that delay tasks.
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
-        if !is_leader() {
+        if !shared.is_leader() {
             cursor = None;
             continue;
         }
