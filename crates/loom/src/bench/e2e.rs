@@ -53,6 +53,46 @@ struct Report {
     /// The first beads, left out of the latency figures (connections, prepared statements and
     /// caches are cold while they pass).
     warmup_beads: usize,
+    /// Raw PostgreSQL on the same server in the same run: one-row insert + commit, one client.
+    raw_pg_commit_p50_ms: f64,
+    raw_pg_commit_p99_ms: f64,
+    /// … and with 8 clients at once, transactions per second.
+    raw_pg_tx_per_s: f64,
+}
+
+/// Raw PostgreSQL figures: what one commit costs on this server right now.
+struct RawPg {
+    commit_p50_ms: f64,
+    commit_p99_ms: f64,
+    tx_per_s: f64,
+}
+
+/// One-row autocommit inserts into a scratch table: 1,000 one after another (latency), then 8
+/// clients for 2 s (throughput).
+async fn raw_pg(pool: &sqlx::PgPool) -> anyhow::Result<RawPg> {
+    sqlx::query("CREATE TABLE raw_baseline (id BIGSERIAL PRIMARY KEY, at TIMESTAMPTZ NOT NULL)").execute(pool).await?;
+    let insert = "INSERT INTO raw_baseline (at) VALUES (now())";
+    let mut lat = Vec::with_capacity(1000);
+    for _ in 0..1000 {
+        let started = Instant::now();
+        sqlx::query(insert).execute(pool).await?;
+        lat.push(started.elapsed());
+    }
+    lat.sort();
+    let until = Instant::now() + Duration::from_secs(2);
+    let clients = (0..8).map(|_| async move {
+        let mut n = 0u64;
+        while Instant::now() < until {
+            sqlx::query(insert).execute(pool).await?;
+            n += 1;
+        }
+        anyhow::Ok(n)
+    });
+    let started = Instant::now();
+    let done: u64 = futures::future::try_join_all(clients).await?.into_iter().sum();
+    let tx_per_s = done as f64 / started.elapsed().as_secs_f64();
+    sqlx::query("DROP TABLE raw_baseline").execute(pool).await?;
+    Ok(RawPg { commit_p50_ms: quantile_ms(&lat, 0.5), commit_p99_ms: quantile_ms(&lat, 0.99), tx_per_s })
 }
 
 /// When the agents received each bead's task, by bead id.
@@ -62,12 +102,19 @@ pub async fn run(args: E2eArgs, config: &Config) -> anyhow::Result<()> {
     let scratch = ScratchDatabase::create_on(&super::database_url(config), "loom_bench").await?;
     let mut pg = crate::storage::pg_options(config);
     pg.max_connections = pg.max_connections.max(24);
-    let store: Arc<dyn Store> = Arc::new(scratch.open(&pg).await?);
+    let pg_store = scratch.open(&pg).await?;
+    let raw = raw_pg(pg_store.pool()).await.context("raw PostgreSQL baseline")?;
+    let store: Arc<dyn Store> = Arc::new(pg_store);
     let namespace = format!("bench{:08x}", rand_u32());
     let bus_config = BusConfig { url: super::nats_url(config), namespace: Some(namespace), ..BusConfig::default() };
     let bus = Bus::connect(bus_config).await.context("connecting to NATS")?;
     bus.provision().await?;
-    let outcome = drive(&args, store.clone(), bus.clone()).await;
+    let outcome = drive(&args, store.clone(), bus.clone()).await.map(|mut r| {
+        r.raw_pg_commit_p50_ms = raw.commit_p50_ms;
+        r.raw_pg_commit_p99_ms = raw.commit_p99_ms;
+        r.raw_pg_tx_per_s = raw.tx_per_s;
+        r
+    });
     bus.destroy().await?;
     drop(scratch);
     let report = outcome?;
@@ -83,6 +130,10 @@ pub async fn run(args: E2eArgs, config: &Config) -> anyhow::Result<()> {
             report.warmup_beads,
             report.lost,
             report.duplicated
+        );
+        println!(
+            "raw PostgreSQL (same server, same run): one-row commit p50 {:.2} ms, p99 {:.2} ms; {:.0} tx/s with 8 clients",
+            report.raw_pg_commit_p50_ms, report.raw_pg_commit_p99_ms, report.raw_pg_tx_per_s
         );
     }
     Ok(())
@@ -152,6 +203,9 @@ async fn drive(args: &E2eArgs, store: Arc<dyn Store>, bus: Bus) -> anyhow::Resul
         duplicated,
         offered_rate: args.rate,
         warmup_beads: warmup,
+        raw_pg_commit_p50_ms: 0.0,
+        raw_pg_commit_p99_ms: 0.0,
+        raw_pg_tx_per_s: 0.0,
     })
 }
 
