@@ -204,12 +204,14 @@ pub(crate) fn record_result(bead: &mut Bead, r: &DispatchResult) -> Option<(Resu
 }
 
 /// `open → in_progress` for a claimer who does the work itself: a new dispatch id and lease,
-/// the claimer as assignee. The backend checks the blockers before.
+/// the claimer as assignee. `open_blocker` is a blocker of the bead that is not closed, if any
+/// (the backend looks it up in the same transaction).
 pub(crate) fn claim(
     bead: &mut Bead,
     claimer: &str,
     lease: std::time::Duration,
     now: DateTime<Utc>,
+    open_blocker: Option<&str>,
 ) -> Result<NewEvent> {
     if claimer.trim().is_empty() || claimer.len() > 128 {
         return Err(
@@ -218,6 +220,12 @@ pub(crate) fn claim(
     }
     if bead.status != Status::Open {
         return Err(Error::Conflict(format!("bead {} is {}: only an open bead can be claimed", bead.id, bead.status)));
+    }
+    if let Some(blocker) = open_blocker {
+        return Err(Error::Conflict(format!(
+            "bead {} waits on {blocker}, which is not closed: it cannot be claimed yet",
+            bead.id
+        )));
     }
     let now = crate::micros(now);
     let dispatch_id = loom_domain::DispatchId::parse(&uuid::Uuid::now_v7().to_string())?;
@@ -236,11 +244,6 @@ pub(crate) fn claim(
     });
     let description = format!("bead {} claimed by {claimer} (attempt {})", bead.id, bead.attempts);
     Ok(NewEvent::for_bead(bead, EventKind::BeadDispatched, description, data))
-}
-
-/// The error for a claim of a bead that still waits on `blocker`.
-pub(crate) fn waits_on(bead: &BeadId, blocker: &str) -> Error {
-    Error::Conflict(format!("bead {bead} waits on {blocker}, which is not closed: it cannot be claimed yet"))
 }
 
 /// Returns an expired dispatch's bead to open, or blocks it when its budget is spent.

@@ -350,12 +350,7 @@ pub(super) async fn claim(pool: &PgPool, id: &BeadId, claimer: &str, lease: std:
     .bind(id.as_str())
     .fetch_optional(&mut *tx)
     .await?;
-    if bead.status == Status::Open
-        && let Some(blocker) = open_blocker
-    {
-        return Err(transitions::waits_on(id, &blocker));
-    }
-    let event = transitions::claim(&mut bead, claimer, lease, crate::now())?;
+    let event = transitions::claim(&mut bead, claimer, lease, crate::now(), open_blocker.as_deref())?;
     persist(&mut tx, &bead, Effects { event, cancel: None }).await?;
     tx.commit().await?;
     Ok(bead)

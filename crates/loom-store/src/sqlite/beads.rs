@@ -248,12 +248,7 @@ pub(super) async fn claim(store: &SqliteStore, id: &BeadId, claimer: &str, lease
     .bind(id.as_str())
     .fetch_optional(&mut *tx)
     .await?;
-    if bead.status == Status::Open
-        && let Some(blocker) = open_blocker
-    {
-        return Err(transitions::waits_on(id, &blocker));
-    }
-    let event = transitions::claim(&mut bead, claimer, lease, now())?;
+    let event = transitions::claim(&mut bead, claimer, lease, now(), open_blocker.as_deref())?;
     persist(&mut tx, &mut bead, Effects { event, cancel: None }).await?;
     tx.commit().await?;
     Ok(bead)
