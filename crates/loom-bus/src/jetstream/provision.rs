@@ -48,11 +48,34 @@ pub(super) async fn ensure_streams(js: &Context, names: &Names, config: &BusConf
     Ok(())
 }
 
+/// Stream creations retried when the server fails to make the stream's directory: nats-server
+/// 2.9 removes an account's `streams` directory when its last file stream is deleted, and a
+/// creation racing that removal fails with "could not create storage directory"; a retry finds
+/// the directory made again.
+const CREATE_ATTEMPTS: u32 = 5;
+
+async fn create_stream(
+    js: &Context,
+    want: &stream::Config,
+) -> Result<(), async_nats::jetstream::context::CreateStreamError> {
+    let mut attempt = 1;
+    loop {
+        match js.create_stream(want.clone()).await {
+            Err(e) if attempt < CREATE_ATTEMPTS && e.to_string().contains("error creating store for stream") => {
+                tracing::warn!(stream = %want.name, attempt, error = %e, "stream creation raced the server's directory cleanup; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            other => return other.map(|_| ()),
+        }
+    }
+}
+
 async fn ensure_stream(js: &Context, want: stream::Config) -> Result<(), Error> {
     let name = want.name.clone();
     let have = match js.get_stream(&name).await {
         Ok(mut s) => s.info().await.map_err(|e| Error::backend("stream info", e))?.config.clone(),
-        Err(e) if is_code(&e, ErrorCode::STREAM_NOT_FOUND) => match js.create_stream(want.clone()).await {
+        Err(e) if is_code(&e, ErrorCode::STREAM_NOT_FOUND) => match create_stream(js, &want).await {
             Ok(_) => {
                 tracing::info!(stream = %name, "created stream");
                 return Ok(());
@@ -165,8 +188,8 @@ pub(super) async fn ensure_bucket(js: &Context, bucket: &str, ttl: Duration) -> 
                 num_replicas: 1,
                 ..Default::default()
             };
-            match js.create_stream(cfg).await {
-                Ok(_) => tracing::info!(%bucket, "created agent registry bucket"),
+            match create_stream(js, &cfg).await {
+                Ok(()) => tracing::info!(%bucket, "created agent registry bucket"),
                 Err(e) if e.to_string().contains("already in use") => {}
                 Err(e) => return Err(Error::backend("create bucket", format!("{bucket}: {e}"))),
             }
