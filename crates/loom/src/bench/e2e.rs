@@ -53,6 +53,11 @@ struct Report {
     /// The first beads, left out of the latency figures (connections, prepared statements and
     /// caches are cold while they pass).
     warmup_beads: usize,
+    /// With `--rate`: latency from the moment the API's `201 Created` reached the client (after
+    /// the create committed) to the agent holding the task; a lower bound of the dispatch path
+    /// alone, where `dispatch_*` also counts the create's own statement and commit.
+    after_api_ack_p50_ms: Option<f64>,
+    after_api_ack_p99_ms: Option<f64>,
     /// Raw PostgreSQL on the same server in the same run: one-row insert + commit, one client.
     raw_pg_commit_p50_ms: f64,
     raw_pg_commit_p99_ms: f64,
@@ -165,10 +170,13 @@ async fn drive(args: &E2eArgs, store: Arc<dyn Store>, bus: Bus) -> anyhow::Resul
         agents.push(tokio::spawn(noop_agent(i, bus.clone(), project.clone(), received.clone(), shutdown.clone())));
     }
     let started = Instant::now();
-    match args.rate {
-        Some(rate) if rate > 0.0 => create_at_rate(args.beads, rate, &api, &project).await?,
-        _ => create_beads(args, &*store, &project).await?,
-    }
+    let acked = match args.rate {
+        Some(rate) if rate > 0.0 => Some(create_at_rate(args.beads, rate, &api, &project).await?),
+        _ => {
+            create_beads(args, &*store, &project).await?;
+            None
+        }
+    };
     let bar = progress("e2e: closed", args.beads as u64);
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     let closed = loop {
@@ -194,6 +202,15 @@ async fn drive(args: &E2eArgs, store: Arc<dyn Store>, bus: Bus) -> anyhow::Resul
     let warmup = warmup_beads(args);
     let mut lat = dispatch_latencies(&*store, &project, &received, warmup).await?;
     lat.sort();
+    let after_ack = acked.map(|acked| {
+        let mut v: Vec<Duration> = acked
+            .iter()
+            .filter(|(i, _, _)| *i >= warmup)
+            .filter_map(|(_, id, at)| received.get(id).map(|got| (*got - *at).to_std().unwrap_or_default()))
+            .collect();
+        v.sort();
+        v
+    });
     Ok(Report {
         beads: args.beads,
         beads_per_s: closed as f64 / elapsed.as_secs_f64(),
@@ -203,15 +220,20 @@ async fn drive(args: &E2eArgs, store: Arc<dyn Store>, bus: Bus) -> anyhow::Resul
         duplicated,
         offered_rate: args.rate,
         warmup_beads: warmup,
+        after_api_ack_p50_ms: after_ack.as_ref().map(|v| quantile_ms(v, 0.5)),
+        after_api_ack_p99_ms: after_ack.as_ref().map(|v| quantile_ms(v, 0.99)),
         raw_pg_commit_p50_ms: 0.0,
         raw_pg_commit_p99_ms: 0.0,
         raw_pg_tx_per_s: 0.0,
     })
 }
 
+/// When the client got each bead's `201 Created`: (order of creation, bead id, time).
+type Acked = Vec<(usize, String, chrono::DateTime<Utc>)>;
+
 /// Creates beads through the HTTP API, one every 1/rate s, each request on its own task so a slow
 /// one does not lower the offered load.
-async fn create_at_rate(beads: usize, rate: f64, api: &str, project: &ProjectId) -> anyhow::Result<()> {
+async fn create_at_rate(beads: usize, rate: f64, api: &str, project: &ProjectId) -> anyhow::Result<Acked> {
     let client = loom_client::Client::new(api, None);
     let bar = progress("e2e: created", beads as u64);
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
@@ -223,16 +245,18 @@ async fn create_at_rate(beads: usize, rate: f64, api: &str, project: &ProjectId)
         let req =
             loom_api::CreateBead { project_id: project.to_string(), title: format!("bench {i}"), ..Default::default() };
         requests.spawn(async move {
-            client.create_bead(&req).await?;
+            let bead = client.create_bead(&req).await?;
+            let at = Utc::now();
             bar.inc(1);
-            anyhow::Ok(())
+            anyhow::Ok((i, bead.id, at))
         });
     }
+    let mut acked = Vec::with_capacity(beads);
     while let Some(r) = requests.join_next().await {
-        r??;
+        acked.push(r??);
     }
     bar.finish_and_clear();
-    Ok(())
+    Ok(acked)
 }
 
 async fn create_beads(args: &E2eArgs, store: &dyn Store, project: &ProjectId) -> anyhow::Result<()> {
