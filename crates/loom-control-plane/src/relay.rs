@@ -127,6 +127,12 @@ pub(crate) async fn run_publisher(
         if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
             tracing::warn!(error = %e, failed = ids.len() - sent.len(), "publishing claimed tasks failed; the relay will retry");
         }
+        // Dispatch latency of first attempts: from the bead's creation to JetStream holding its task.
+        let now = Utc::now();
+        for claim in batch.iter().filter(|c| c.attempt == 1 && sent.contains(&c.outbox_id)) {
+            let waited = (now - claim.bead.created_at).to_std().unwrap_or_default();
+            metrics::histogram!("loom_dispatch_latency_seconds").record(waited.as_secs_f64());
+        }
         metrics::counter!("loom_tasks_published_total").increment(sent.len() as u64);
         if unmarked.is_empty() {
             mark_at = tokio::time::Instant::now() + MARK_EVERY;

@@ -278,9 +278,18 @@ async fn probes_metrics_and_the_event_stream() {
     let mut resumed = Box::pin(client.follow_events(Some(event.seq)).await.unwrap());
     let next = tokio::time::timeout(WAIT, resumed.next()).await.unwrap().unwrap().unwrap();
     assert!(next.seq > event.seq, "{next:?}");
-    let (status, text) = c.call_as(None, Method::GET, "/metrics", None).await;
-    assert_eq!(status, StatusCode::OK);
-    let text = text.as_str().unwrap().to_owned();
+    // The bead was dispatched (nobody runs it): its dispatch latency is recorded.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let text = loop {
+        let (status, text) = c.call_as(None, Method::GET, "/metrics", None).await;
+        assert_eq!(status, StatusCode::OK);
+        let text = text.as_str().unwrap().to_owned();
+        if text.contains("loom_dispatch_latency_seconds_bucket") || tokio::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(text.contains("loom_dispatch_latency_seconds_bucket"), "{text}");
     assert!(text.contains("loom_http_requests_total"), "{text}");
     assert!(
         text.contains("loom_beads{status=\"in_progress\"}") || text.contains("loom_beads{status=\"open\"}"),
