@@ -39,15 +39,18 @@ impl EventCursor {
     /// Events not handled yet: late ones in the holes above the settled mark, then new ones. They
     /// count as handled once passed to [`EventCursor::handled`].
     pub(crate) async fn pending(&self, store: &dyn Store, limit: u32) -> loom_store::Result<Vec<Event>> {
-        let mut fresh = Vec::new();
-        if let Some((&highest, _)) = self.seen.last_key_value() {
-            // Holes below `highest`: a transaction that committed late.
-            let low = store.list_events(self.settled, limit).await?;
-            fresh.extend(low.into_iter().filter(|e| e.seq < highest && !self.seen.contains_key(&e.seq)));
+        let unseen = |e: &Event| !self.seen.contains_key(&e.seq);
+        // From the mark: late events in the holes, then new ones.
+        let batch = store.list_events(self.settled, limit).await?;
+        let last = batch.last().map(|e| e.seq);
+        let mut fresh: Vec<Event> = batch.into_iter().filter(unseen).collect();
+        // A hole held open may leave more than `limit` seen events above the mark: read on past
+        // them too, so new events keep flowing while it is waited for.
+        if let (Some(last), Some((&highest, _))) = (last, self.seen.last_key_value())
+            && last < highest
+        {
+            fresh.extend(store.list_events(highest, limit).await?.into_iter().filter(unseen));
         }
-        let from = self.seen.last_key_value().map_or(self.settled, |(&s, _)| s);
-        let high = store.list_events(from, limit).await?;
-        fresh.extend(high.into_iter().filter(|e| !self.seen.contains_key(&e.seq)));
         Ok(fresh)
     }
 

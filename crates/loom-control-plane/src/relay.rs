@@ -110,12 +110,12 @@ pub(crate) async fn run_publisher(
             batch.extend(more);
         }
         let mut msgs = Vec::with_capacity(batch.len());
-        let mut ids = Vec::with_capacity(batch.len());
+        let mut built = Vec::with_capacity(batch.len());
         for claim in &batch {
-            match claimed_task(shared.bus.clone(), claim) {
+            match claimed_task(&shared.bus, claim) {
                 Ok(msg) => {
                     msgs.push(msg);
-                    ids.push(claim.outbox_id);
+                    built.push(claim);
                 }
                 Err(e) => {
                     tracing::error!(error = %e, dispatch = %claim.dispatch_id, "cannot build a task; the relay will retry")
@@ -123,16 +123,17 @@ pub(crate) async fn run_publisher(
             }
         }
         let results = shared.bus.publish_batch(msgs).await;
-        let sent: Vec<i64> = ids.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(id, _)| *id).collect();
+        let published: Vec<&Claim> = built.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(c, _)| *c).collect();
         if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
-            tracing::warn!(error = %e, failed = ids.len() - sent.len(), "publishing claimed tasks failed; the relay will retry");
+            tracing::warn!(error = %e, failed = built.len() - published.len(), "publishing claimed tasks failed; the relay will retry");
         }
         // Dispatch latency of first attempts: from the bead's creation to JetStream holding its task.
         let now = Utc::now();
-        for claim in batch.iter().filter(|c| c.attempt == 1 && sent.contains(&c.outbox_id)) {
+        for claim in published.iter().filter(|c| c.attempt == 1) {
             let waited = (now - claim.bead.created_at).to_std().unwrap_or_default();
             metrics::histogram!("loom_dispatch_latency_seconds").record(waited.as_secs_f64());
         }
+        let sent: Vec<i64> = published.iter().map(|c| c.outbox_id).collect();
         metrics::counter!("loom_tasks_published_total").increment(sent.len() as u64);
         if unmarked.is_empty() {
             mark_at = tokio::time::Instant::now() + MARK_EVERY;
@@ -157,7 +158,7 @@ async fn mark_sent(shared: &Arc<Shared>, ids: Vec<i64>) {
     }
 }
 
-fn claimed_task(bus: Bus, claim: &Claim) -> Result<Outgoing, Error> {
+fn claimed_task(bus: &Bus, claim: &Claim) -> Result<Outgoing, Error> {
     let snapshot = TaskSnapshot::of(&claim.bead);
     let row = Assignment {
         project_id: &claim.bead.project_id,

@@ -114,12 +114,7 @@ pub async fn run(args: E2eArgs, config: &Config) -> anyhow::Result<()> {
     let bus_config = BusConfig { url: super::nats_url(config), namespace: Some(namespace), ..BusConfig::default() };
     let bus = Bus::connect(bus_config).await.context("connecting to NATS")?;
     bus.provision().await?;
-    let outcome = drive(&args, store.clone(), bus.clone()).await.map(|mut r| {
-        r.raw_pg_commit_p50_ms = raw.commit_p50_ms;
-        r.raw_pg_commit_p99_ms = raw.commit_p99_ms;
-        r.raw_pg_tx_per_s = raw.tx_per_s;
-        r
-    });
+    let outcome = drive(&args, store.clone(), bus.clone(), raw).await;
     bus.destroy().await?;
     drop(scratch);
     let report = outcome?;
@@ -148,7 +143,7 @@ fn rand_u32() -> u32 {
     (Utc::now().timestamp_subsec_nanos()) ^ std::process::id().rotate_left(16)
 }
 
-async fn drive(args: &E2eArgs, store: Arc<dyn Store>, bus: Bus) -> anyhow::Result<Report> {
+async fn drive(args: &E2eArgs, store: Arc<dyn Store>, bus: Bus, raw: RawPg) -> anyhow::Result<Report> {
     let project = ProjectId::parse("bench")?;
     store.create_project(NewProject::new(project.clone(), "/tmp/bench")).await?;
     let shutdown = CancellationToken::new();
@@ -222,9 +217,9 @@ async fn drive(args: &E2eArgs, store: Arc<dyn Store>, bus: Bus) -> anyhow::Resul
         warmup_beads: warmup,
         after_api_ack_p50_ms: after_ack.as_ref().map(|v| quantile_ms(v, 0.5)),
         after_api_ack_p99_ms: after_ack.as_ref().map(|v| quantile_ms(v, 0.99)),
-        raw_pg_commit_p50_ms: 0.0,
-        raw_pg_commit_p99_ms: 0.0,
-        raw_pg_tx_per_s: 0.0,
+        raw_pg_commit_p50_ms: raw.commit_p50_ms,
+        raw_pg_commit_p99_ms: raw.commit_p99_ms,
+        raw_pg_tx_per_s: raw.tx_per_s,
     })
 }
 
