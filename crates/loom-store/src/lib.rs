@@ -74,6 +74,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// `dispatch_id` and lease, and a `task.assigned` outbox row, all in one transaction.
     /// Concurrent claimers never get the same bead.
     async fn claim_ready(&self, request: &ClaimRequest) -> Result<Vec<Claim>>;
+    /// Creates one bead and, in the same transaction, claims it as `claim_ready` would when it
+    /// is dispatchable at once: it has no parent and no blockers, it is not a decision, its
+    /// project (`request.project`, which must be the bead's) is active and has no other ready
+    /// bead (so priority order holds). Otherwise it is created `open`, as by `create_beads`. The
+    /// caller checks the concurrency limits and that it may dispatch (leader). One commit
+    /// instead of two on the path from create to agent.
+    async fn create_claimed(&self, bead: NewBead, request: &ClaimRequest) -> Result<CreatedBead>;
     /// Claims one open bead for `claimer`, who does the work itself (no task is published): it
     /// goes `in_progress` under a new `dispatch_id` with a lease of `lease`, assigned to the
     /// claimer. Refused (conflict) unless the bead is open and every blocker is closed. The

@@ -119,6 +119,24 @@ pub struct Claim {
     pub outbox_id: i64,
 }
 
+/// What `Store::create_claimed` did with the bead it created.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CreatedBead {
+    /// Claimed in the create's own transaction: it is `in_progress` with its outbox row.
+    Claimed(Claim),
+    /// Created `open`; the dispatcher claims it when its turn comes.
+    Open(Bead),
+}
+
+impl CreatedBead {
+    pub fn bead(&self) -> &Bead {
+        match self {
+            CreatedBead::Claimed(c) => &c.bead,
+            CreatedBead::Open(b) => b,
+        }
+    }
+}
+
 /// What an agent reported for one dispatch.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DispatchResult {

@@ -17,8 +17,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::{
-    BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, DispatchResult, Error, NewEvent, OutboxMessage, PageRequest,
-    Result, ResultOutcome, Store,
+    BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, Error, NewEvent, OutboxMessage,
+    PageRequest, Result, ResultOutcome, Store,
 };
 use rows::{agent_from_row, event_from_row, outbox_from_row, project_from_row};
 
@@ -275,6 +275,10 @@ impl Store for PgStore {
 
     async fn list_ready(&self, project: &ProjectId, limit: u32, now: DateTime<Utc>) -> Result<Vec<Bead>> {
         dispatch::list_ready(&self.pool, project, limit, now).await
+    }
+
+    async fn create_claimed(&self, bead: NewBead, request: &ClaimRequest) -> Result<CreatedBead> {
+        dispatch::create_claimed(&self.pool, bead, request).await
     }
 
     async fn claim_ready(&self, request: &ClaimRequest) -> Result<Vec<Claim>> {

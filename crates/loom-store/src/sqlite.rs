@@ -27,8 +27,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use crate::{
-    BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, DispatchResult, Error, NewEvent, OutboxMessage, PageRequest,
-    Result, ResultOutcome, Store,
+    BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, Error, NewEvent, OutboxMessage,
+    PageRequest, Result, ResultOutcome, Store,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -184,6 +184,10 @@ impl Store for SqliteStore {
 
     async fn list_ready(&self, project: &ProjectId, limit: u32, now: DateTime<Utc>) -> Result<Vec<Bead>> {
         dispatch::list_ready(&self.reader, project, limit, now).await
+    }
+
+    async fn create_claimed(&self, bead: NewBead, request: &ClaimRequest) -> Result<CreatedBead> {
+        dispatch::create_claimed(self, bead, request).await
     }
 
     async fn claim_ready(&self, request: &ClaimRequest) -> Result<Vec<Claim>> {

@@ -3,10 +3,10 @@
 //! the same transaction. Hot set-based paths (claim) follow the same rules in SQL.
 
 use chrono::{DateTime, Utc};
-use loom_domain::{Bead, BeadId, EventKind, NewBead, Status, truncate_reason};
+use loom_domain::{Bead, BeadId, BeadType, DispatchId, EventKind, NewBead, Status, truncate_reason};
 use serde_json::json;
 
-use crate::{BeadPatch, DispatchResult, Error, NewEvent, OutboxKind, Outcome, Result, ResultOutcome};
+use crate::{BeadPatch, ClaimRequest, DispatchResult, Error, NewEvent, OutboxKind, Outcome, Result, ResultOutcome};
 
 /// A cancellation the backend must put in the outbox: the running task of `dispatch_id` stops.
 #[derive(Debug)]
@@ -244,6 +244,39 @@ pub(crate) fn claim(
     });
     let description = format!("bead {} claimed by {claimer} (attempt {})", bead.id, bead.attempts);
     Ok(NewEvent::for_bead(bead, EventKind::BeadDispatched, description, data))
+}
+
+/// A new dispatch id: a UUID v7, unique and time-ordered.
+pub(crate) fn new_dispatch_id() -> DispatchId {
+    DispatchId::parse(&uuid::Uuid::now_v7().to_string()).expect("a UUID is a valid dispatch id")
+}
+
+/// `open → in_progress` for a dispatcher's claim under `dispatch_id`; the claimer becomes the
+/// assignee when the bead has none.
+pub(crate) fn start_dispatch(bead: &mut Bead, req: &ClaimRequest, lease_until: DateTime<Utc>, dispatch_id: DispatchId) {
+    bead.status = Status::InProgress;
+    bead.dispatch_id = Some(dispatch_id.clone());
+    bead.attempts += 1;
+    bead.lease_expires_at = Some(lease_until);
+    bead.assignee = bead.assignee.take().or_else(|| Some(req.claimer.clone()));
+    bead.not_before = None;
+    bead.updated_at = req.now;
+    bead.version += 1;
+}
+
+/// Whether `Store::create_claimed` may claim `new` in its create's transaction, as far as the
+/// bead itself tells (the backend checks its project): no parent, no blockers, not a decision.
+/// Refuses a request for another project than the bead's.
+pub(crate) fn claimable_at_create(new: &NewBead, req: &ClaimRequest) -> Result<bool> {
+    new.validate()?;
+    if new.project_id != req.project {
+        return Err(loom_domain::Error::Invalid {
+            field: "project_id",
+            reason: format!("the bead is for {} but the claim is for {}", new.project_id, req.project),
+        }
+        .into());
+    }
+    Ok(req.max > 0 && new.parent.is_none() && new.blocked_by.is_empty() && new.bead_type != BeadType::Decision)
 }
 
 /// Returns an expired dispatch's bead to open, or blocks it when its budget is spent.

@@ -8,8 +8,8 @@ use loom_domain::{
 };
 use loom_proto::{FromProto, IntoProto, v1};
 use loom_store::{
-    BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, DispatchResult, Error, NewEvent, OutboxMessage, PageRequest,
-    Result, ResultOutcome, Store,
+    BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, Error, NewEvent, OutboxMessage,
+    PageRequest, Result, ResultOutcome, Store,
 };
 
 use super::{GrpcStore, Retry};
@@ -117,6 +117,13 @@ impl Store for GrpcStore {
         // Not idempotent: a repeat claims more beads. (Beads claimed by an answer that got lost
         // are not lost: their outbox rows dispatch them, and their leases expire if not.)
         answer(rpc!(self.claim_ready(request.clone().into_proto()), IfNoEffect).claims)
+    }
+
+    async fn create_claimed(&self, bead: NewBead, request: &ClaimRequest) -> Result<CreatedBead> {
+        // Not idempotent: a repeat creates another bead.
+        let request =
+            v1::CreateClaimedRequest { bead: Some(bead.into_proto()), claim: Some(request.clone().into_proto()) };
+        answer(rpc!(self.create_claimed(request), IfNoEffect))
     }
 
     async fn extend_lease(&self, dispatch: &DispatchId, until: DateTime<Utc>) -> Result<bool> {

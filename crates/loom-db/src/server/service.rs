@@ -157,6 +157,13 @@ impl Database for DatabaseService {
         reply(v1::ClaimReadyResponse { claims: self.store.claim_ready(&request).await.map_err(fail)?.into_proto() })
     }
 
+    async fn create_claimed(&self, r: Request<v1::CreateClaimedRequest>) -> Reply<v1::CreateClaimedResponse> {
+        let r = r.into_inner();
+        let bead = decode_required(r.bead, "bead")?;
+        let request = decode_required(r.claim, "claim")?;
+        reply(self.store.create_claimed(bead, &request).await.map_err(fail)?.into_proto())
+    }
+
     async fn extend_lease(&self, r: Request<v1::ExtendLeaseRequest>) -> Reply<v1::ExtendLeaseResponse> {
         let r = r.into_inner();
         let dispatch = valid(DispatchId::parse(&r.dispatch_id))?;

@@ -3,8 +3,8 @@
 
 use loom_domain::{BeadId, DispatchId, Error, ProjectId, Status};
 use loom_store::{
-    BeadFilter, BeadPatch, Claim, ClaimRequest, DispatchResult, NewEvent, OutboxMessage, Outcome, PageRequest,
-    ResultOutcome,
+    BeadFilter, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, NewEvent, OutboxMessage, Outcome,
+    PageRequest, ResultOutcome,
 };
 
 use super::domain::{project_id, time};
@@ -151,6 +151,27 @@ impl FromProto<v1::Claim> for Claim {
             lease_expires_at: time(c.lease_expires_at, "lease_expires_at")?,
             outbox_id: c.outbox_id,
         })
+    }
+}
+
+impl IntoProto<v1::CreateClaimedResponse> for CreatedBead {
+    fn into_proto(self) -> v1::CreateClaimedResponse {
+        use v1::create_claimed_response::Created;
+        let created = match self {
+            CreatedBead::Claimed(c) => Created::Claimed(c.into_proto()),
+            CreatedBead::Open(b) => Created::Open(b.into_proto()),
+        };
+        v1::CreateClaimedResponse { created: Some(created) }
+    }
+}
+
+impl FromProto<v1::CreateClaimedResponse> for CreatedBead {
+    fn from_proto(r: v1::CreateClaimedResponse) -> Result<Self, Error> {
+        use v1::create_claimed_response::Created;
+        match required(r.created, "created")? {
+            Created::Claimed(c) => Ok(CreatedBead::Claimed(FromProto::from_proto(c)?)),
+            Created::Open(b) => Ok(CreatedBead::Open(FromProto::from_proto(b)?)),
+        }
     }
 }
 

@@ -135,6 +135,83 @@ pub async fn claim_assigns_lease_outbox_and_event(store: &dyn Store) {
     assert!(store.claim_ready(&req).await.unwrap().is_empty(), "nothing else is ready");
 }
 
+pub async fn create_claimed_only_when_nothing_else_is_ready(store: &dyn Store) {
+    use loom_domain::EventKind;
+    let p = project(store, "fast").await;
+    let mut nb = NewBead::new(p.clone(), "first");
+    nb.priority = loom_domain::Priority::try_from(1).unwrap();
+    nb.description = "with \"quotes\" and\na newline".into();
+    nb.context.insert("role".into(), "coder".into());
+    let crate::CreatedBead::Claimed(c) = store.create_claimed(nb, &claim_req(&p, 1)).await.unwrap() else {
+        panic!("a ready bead in an idle project is claimed at create");
+    };
+    assert_eq!(store.get_bead(&c.bead.id).await.unwrap(), c.bead, "the claim returns the bead as stored");
+    assert_eq!((c.bead.status, c.bead.attempts, c.attempt, c.bead.version), (Status::InProgress, 1, 1, 2));
+    assert_eq!((c.bead.dispatch_id.as_ref(), c.bead.assignee.as_deref()), (Some(&c.dispatch_id), Some("test")));
+    assert!(c.lease_expires_at > Utc::now() + chrono::Duration::seconds(50));
+    assert_eq!(c.bead.lease_expires_at, Some(c.lease_expires_at));
+    let outbox = store.take_outbox(10).await.unwrap();
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(
+        (outbox[0].id, outbox[0].kind, &outbox[0].dispatch_id),
+        (c.outbox_id, OutboxKind::TaskAssigned, &c.dispatch_id)
+    );
+    let snapshot: crate::TaskSnapshot = serde_json::from_value(outbox[0].payload.clone()).unwrap();
+    assert_eq!(snapshot, crate::TaskSnapshot::of(&c.bead), "the outbox carries the claimed bead");
+    let events: Vec<_> =
+        store.list_events(0, 100).await.unwrap().into_iter().filter(|e| e.entity_id == c.bead.id.as_str()).collect();
+    assert_eq!(
+        events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        vec![EventKind::BeadCreated, EventKind::BeadDispatched]
+    );
+    assert_eq!(events[0].description, format!("bead {} created: first", c.bead.id));
+    assert_eq!((events[0].data["title"].as_str(), events[0].data["priority"].as_i64()), (Some("first"), Some(1)));
+    assert_eq!(events[1].description, format!("bead {} dispatched (attempt 1)", c.bead.id));
+    assert_eq!(
+        (events[1].data["dispatch_id"].as_str(), events[1].data["attempt"].as_i64()),
+        (Some(c.dispatch_id.as_str()), Some(1))
+    );
+    assert!(events[1].data["lease_expires_at"].as_str().is_some_and(|t| t.parse::<chrono::DateTime<Utc>>().is_ok()));
+
+    // Another bead is ready (waiting for room): the new one, though more urgent, waits its turn.
+    let waiting = bead(store, &p, "waiting", 3, &[]).await;
+    let mut urgent = NewBead::new(p.clone(), "urgent");
+    urgent.priority = loom_domain::Priority::try_from(0).unwrap();
+    let created = store.create_claimed(urgent, &claim_req(&p, 1)).await.unwrap();
+    let crate::CreatedBead::Open(urgent) = created else { panic!("claimed past a ready bead: {created:?}") };
+    assert_eq!(store.get_bead(&urgent.id).await.unwrap(), urgent);
+    assert_eq!(urgent.status, Status::Open);
+    let claims = store.claim_ready(&claim_req(&p, 10)).await.unwrap();
+    assert_eq!(claims.iter().map(|c| c.bead.id.clone()).collect::<Vec<_>>(), vec![urgent.id.clone(), waiting.id]);
+
+    // Not claimable by itself: a blocker, a decision, no room asked for, a paused project.
+    let mut blocked = NewBead::new(p.clone(), "blocked");
+    blocked.blocked_by = vec![urgent.id.clone()];
+    let mut decision = NewBead::new(p.clone(), "decide");
+    decision.bead_type = BeadType::Decision;
+    for (nb, max) in [(blocked, 1), (decision, 1), (NewBead::new(p.clone(), "no room"), 0)] {
+        let title = nb.title.clone();
+        let created = store.create_claimed(nb, &claim_req(&p, max)).await.unwrap();
+        assert!(matches!(&created, crate::CreatedBead::Open(b) if b.status == Status::Open), "{title}: {created:?}");
+    }
+    let paused = project(store, "fast-paused").await;
+    let mut update = loom_domain::NewProject::new(paused.clone(), "/tmp/repo");
+    update.status = ProjectStatus::Paused;
+    store.update_project(update).await.unwrap();
+    let created = store.create_claimed(NewBead::new(paused.clone(), "later"), &claim_req(&paused, 1)).await.unwrap();
+    assert!(matches!(created, crate::CreatedBead::Open(_)), "a paused project's bead is not claimed");
+
+    // Bad requests change nothing.
+    let before = store.bead_counts(None).await.unwrap();
+    let other = store.create_claimed(NewBead::new(p.clone(), "x"), &claim_req(&paused, 1)).await.unwrap_err();
+    assert!(matches!(other, Error::Domain(_)), "a claim for another project: {other}");
+    let ghost = loom_domain::ProjectId::parse("ghost").unwrap();
+    let missing = store.create_claimed(NewBead::new(ghost.clone(), "x"), &claim_req(&ghost, 1)).await.unwrap_err();
+    assert!(matches!(missing, Error::NotFound { .. }), "{missing}");
+    assert_eq!(store.bead_counts(None).await.unwrap(), before);
+    assert_eq!(store.take_outbox(10).await.unwrap().len(), 3, "only first, urgent and waiting were claimed");
+}
+
 pub async fn claim_by_hand(store: &dyn Store) {
     let p = project(store, "hand").await;
     let a = bead(store, &p, "a", 1, &[]).await;

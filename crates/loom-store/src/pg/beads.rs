@@ -126,7 +126,7 @@ async fn create_plain(pool: &PgPool, new: Vec<NewBead>) -> Result<Vec<Bead>> {
 }
 
 /// The error for a create that named a project that does not exist.
-async fn missing_project(pool: &PgPool, new: &[NewBead]) -> Error {
+pub(super) async fn missing_project(pool: &PgPool, new: &[NewBead]) -> Error {
     let ids: Vec<String> = new.iter().map(|b| b.project_id.to_string()).collect();
     let existing: Result<Vec<String>> = sqlx::query_scalar("SELECT id FROM projects WHERE id = ANY($1)")
         .bind(&ids)

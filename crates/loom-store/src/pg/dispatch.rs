@@ -4,14 +4,15 @@
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use loom_domain::{Bead, DispatchId, ProjectId};
+use loom_domain::{Bead, BeadId, DispatchId, NewBead, ProjectId};
+use serde_json::json;
 use sqlx::{PgPool, Row};
 
 use super::beads::{lock, persist, write, write_many};
 use super::insert_events;
 use super::rows::{BEAD_COLS, bead_from_row};
 use crate::transitions;
-use crate::{Claim, ClaimRequest, DispatchResult, PageRequest, Result, ResultOutcome};
+use crate::{Claim, ClaimRequest, CreatedBead, DispatchResult, PageRequest, Result, ResultOutcome};
 
 /// The ready rule in SQL; `$1` = project, `$2` = now. Uses the partial index `beads_ready`.
 const READY: &str = "b.project_id = $1 AND b.status = 'open' AND b.bead_type <> 'decision'
@@ -96,6 +97,94 @@ pub(super) async fn claim(pool: &PgPool, req: &ClaimRequest) -> Result<Vec<Claim
             bead,
         })
         .collect())
+}
+
+/// A bead that is claimable on its own (see `transitions::claimable_at_create`) is created and,
+/// when its project is active and has no other ready bead, claimed, in one statement: one round
+/// trip and one commit. The rows and events are what `create_plain` and `claim` would write.
+pub(super) async fn create_claimed(pool: &PgPool, new: NewBead, req: &ClaimRequest) -> Result<CreatedBead> {
+    if !transitions::claimable_at_create(&new, req)? {
+        let bead = super::beads::create(pool, vec![new]).await?.remove(0);
+        return Ok(CreatedBead::Open(bead));
+    }
+    let created = crate::now();
+    let claim_req = ClaimRequest { now: crate::micros(req.now), ..req.clone() };
+    let lease_until = crate::micros(claim_req.now + req.lease);
+    let dispatch_id = transitions::new_dispatch_id();
+    let row: std::result::Result<(String, i64, bool, Option<i64>), sqlx::Error> = sqlx::query_as(&format!(
+        "WITH gate AS (
+           SELECT p.bead_prefix, p.status = 'active' AND NOT EXISTS (SELECT 1 FROM beads b WHERE {READY}) AS go
+           FROM projects p WHERE p.id = $1
+         ), fresh AS (
+           -- A missing project keeps a placeholder id; its row then fails the project foreign key.
+           SELECT nextval('bead_seq') AS seq, g.bead_prefix, COALESCE(g.go, false) AS go
+           FROM (SELECT 1) one LEFT JOIN gate g ON true
+         ), ided AS (
+           SELECT f.seq, f.go, loom_bead_id(COALESCE(f.bead_prefix, 'missing'), f.seq) AS id FROM fresh f
+         ), inserted AS (
+           INSERT INTO beads (id, seq, project_id, title, description, bead_type, priority, status, assignee, tags,
+                              context, dispatch_id, attempts, lease_expires_at, created_at, updated_at, version)
+           SELECT id, seq, $1, $3::text, $4::text, $5::text, $6::bigint,
+             CASE WHEN go THEN 'in_progress' ELSE 'open' END,
+             CASE WHEN go THEN COALESCE($7::text, $8::text) ELSE $7::text END, $9::jsonb, $10::jsonb,
+             CASE WHEN go THEN $11::text END, CASE WHEN go THEN 1 ELSE 0 END,
+             CASE WHEN go THEN $12::timestamptz END, $13::timestamptz,
+             CASE WHEN go THEN $2 ELSE $13::timestamptz END, CASE WHEN go THEN 2 ELSE 1 END
+           FROM ided
+         ), outbox_row AS (
+           INSERT INTO outbox (kind, project_id, bead_id, dispatch_id, attempt, payload, created_at)
+           SELECT 'task.assigned', $1, id, $11::text, 1,
+             jsonb_build_object('title', $3::text, 'description', $4::text, 'priority', $6::bigint, 'type', $5::text,
+               'context', $10::jsonb, 'assignee', COALESCE($7::text, $8::text)), $2
+           FROM ided WHERE go
+           RETURNING id
+         ), logged AS (
+           INSERT INTO events (id, kind, source, project_id, entity_id, action, description, data, created_at)
+           SELECT gen_random_uuid()::text, e.kind, 'store', $1, i.id, e.action, e.description, e.data, e.at
+           FROM ided i CROSS JOIN LATERAL (VALUES
+             (1, 'bead.created', 'created', format('bead %s created: %s', i.id, $3::text),
+              jsonb_build_object('title', $3::text, 'priority', $6::bigint, 'type', $5::text), $13::timestamptz),
+             (2, 'bead.dispatched', 'dispatched', format('bead %s dispatched (attempt 1)', i.id),
+              jsonb_build_object('dispatch_id', $11::text, 'attempt', 1, 'lease_expires_at', $14::text), $2)
+           ) AS e(k, kind, action, description, data, at)
+           WHERE e.k = 1 OR i.go
+           ORDER BY e.k
+         )
+         SELECT id, seq, go, (SELECT id FROM outbox_row) FROM ided"
+    ))
+    .bind(new.project_id.as_str())
+    .bind(claim_req.now)
+    .bind(&new.title)
+    .bind(&new.description)
+    .bind(new.bead_type.as_str())
+    .bind(i64::from(new.priority.get()))
+    .bind(&new.assignee)
+    .bind(&req.claimer)
+    .bind(json!(new.tags))
+    .bind(json!(new.context))
+    .bind(dispatch_id.as_str())
+    .bind(lease_until)
+    .bind(created)
+    .bind(lease_until.to_rfc3339())
+    .fetch_one(pool)
+    .await;
+    let (id, _seq, go, outbox_id) = match row {
+        Ok(row) => row,
+        Err(e) if e.as_database_error().and_then(|d| d.constraint()) == Some("beads_project_id_fkey") => {
+            return Err(super::beads::missing_project(pool, std::slice::from_ref(&new)).await);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let id = BeadId::parse(&id).map_err(|e| crate::Error::Internal(format!("generated bead id {id}: {e}")))?;
+    let mut bead = transitions::fresh(id, new, Vec::new(), created);
+    match (go, outbox_id) {
+        (true, Some(outbox_id)) => {
+            transitions::start_dispatch(&mut bead, &claim_req, lease_until, dispatch_id.clone());
+            Ok(CreatedBead::Claimed(Claim { bead, dispatch_id, attempt: 1, lease_expires_at: lease_until, outbox_id }))
+        }
+        (false, None) => Ok(CreatedBead::Open(bead)),
+        _ => Err(crate::Error::Internal(format!("bead {} claimed without its outbox row", bead.id))),
+    }
 }
 
 pub(super) async fn record_results(pool: &PgPool, results: &[DispatchResult]) -> Result<Vec<ResultOutcome>> {

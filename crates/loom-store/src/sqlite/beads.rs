@@ -21,10 +21,17 @@ pub(super) async fn create(store: &SqliteStore, new: Vec<NewBead>) -> Result<Vec
         b.validate()?;
     }
     let mut tx = store.write().await?;
-    let prefixes = project_prefixes(&mut tx, &new).await?;
+    let beads = create_in(&mut tx, new).await?;
+    tx.commit().await?;
+    Ok(beads)
+}
+
+/// Creates (validated) beads in an open write transaction.
+pub(super) async fn create_in(tx: &mut Tx, new: Vec<NewBead>) -> Result<Vec<Bead>> {
+    let prefixes = project_prefixes(tx, &new).await?;
     let referenced = new.iter().flat_map(|b| b.parent.iter().chain(&b.blocked_by)).map(BeadId::to_string);
-    let existing: BTreeSet<String> = existing_ids(&mut tx, referenced.collect()).await?;
-    let seqs = allocate_seqs(&mut tx, new.len()).await?;
+    let existing: BTreeSet<String> = existing_ids(tx, referenced.collect()).await?;
+    let seqs = allocate_seqs(tx, new.len()).await?;
     let now = now();
     let mut beads = Vec::with_capacity(new.len());
     for (b, seq) in new.into_iter().zip(&seqs) {
@@ -39,11 +46,10 @@ pub(super) async fn create(store: &SqliteStore, new: Vec<NewBead>) -> Result<Vec
         beads.push(transitions::fresh(id, b, blocked_by, now));
     }
     for (bead, seq) in beads.iter().zip(&seqs) {
-        insert_row(&mut tx, bead, *seq).await?;
+        insert_row(tx, bead, *seq).await?;
     }
     let events: Vec<NewEvent> = beads.iter().map(transitions::created_event).collect();
-    insert_events(&mut tx, &events).await?;
-    tx.commit().await?;
+    insert_events(tx, &events).await?;
     Ok(beads)
 }
 

@@ -2,7 +2,7 @@
 //! `dispatch_id`, and the lease sweep.
 
 use chrono::{DateTime, Utc};
-use loom_domain::{Bead, DispatchId, EventKind, ProjectId, Status};
+use loom_domain::{Bead, DispatchId, EventKind, NewBead, ProjectId};
 use serde_json::json;
 use sqlx::SqlitePool;
 
@@ -12,7 +12,8 @@ use super::rows::{BEAD_COLS, bead_from_row, micros, now, stored};
 use super::{SqliteStore, Tx, locked};
 use crate::transitions::{self, Effects};
 use crate::{
-    Claim, ClaimRequest, DispatchResult, NewEvent, OutboxKind, PageRequest, Result, ResultOutcome, TaskSnapshot,
+    Claim, ClaimRequest, CreatedBead, DispatchResult, NewEvent, OutboxKind, PageRequest, Result, ResultOutcome,
+    TaskSnapshot,
 };
 
 /// The ready rule in SQL; `?1` = project, `?2` = now (µs). The status and type terms repeat the
@@ -41,11 +42,52 @@ pub(super) async fn claim(store: &SqliteStore, req: &ClaimRequest) -> Result<Vec
     if req.max == 0 {
         return Ok(Vec::new());
     }
-    let lease_until = stored(req.now + req.lease);
     let mut tx = store.write().await?;
+    let claims = claim_in(&mut tx, req).await?;
+    tx.commit().await?;
+    Ok(claims)
+}
+
+/// Creates the bead and, when nothing else in its project is ready, claims it, under one write
+/// lock (see `Store::create_claimed`).
+pub(super) async fn create_claimed(store: &SqliteStore, new: NewBead, req: &ClaimRequest) -> Result<CreatedBead> {
+    let claimable = transitions::claimable_at_create(&new, req)?;
+    let mut tx = store.write().await?;
+    let nothing_ready = claimable && {
+        let ready = sqlx::query(&ready_query())
+            .bind(req.project.as_str())
+            .bind(micros(req.now))
+            .bind(1_i64)
+            .fetch_optional(&mut *tx)
+            .await?;
+        ready.is_none()
+    };
+    let bead = super::beads::create_in(&mut tx, vec![new]).await?.remove(0);
+    let created = if nothing_ready {
+        match claim_in(&mut tx, &ClaimRequest { max: 1, ..req.clone() }).await?.pop() {
+            Some(claim) if claim.bead.id == bead.id => CreatedBead::Claimed(claim),
+            Some(other) => {
+                return Err(crate::Error::Internal(format!(
+                    "claimed {} instead of the new {}",
+                    other.bead.id, bead.id
+                )));
+            }
+            // The project is paused.
+            None => CreatedBead::Open(bead),
+        }
+    } else {
+        CreatedBead::Open(bead)
+    };
+    tx.commit().await?;
+    Ok(created)
+}
+
+/// Claims in an open write transaction: nothing when the project is not active.
+async fn claim_in(tx: &mut Tx, req: &ClaimRequest) -> Result<Vec<Claim>> {
+    let lease_until = stored(req.now + req.lease);
     let status: Option<String> = sqlx::query_scalar("SELECT status FROM projects WHERE id = ?1")
         .bind(req.project.as_str())
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await?;
     if status.as_deref() != Some(loom_domain::ProjectStatus::Active.as_str()) {
         return Ok(Vec::new());
@@ -54,34 +96,20 @@ pub(super) async fn claim(store: &SqliteStore, req: &ClaimRequest) -> Result<Vec
         .bind(req.project.as_str())
         .bind(micros(req.now))
         .bind(i64::from(req.max))
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?;
     let mut claims = Vec::with_capacity(rows.len());
     for row in &rows {
         let (mut bead, _) = bead_from_row(row)?;
-        let dispatch_id = start_dispatch(&mut bead, req, lease_until)?;
-        write(&mut tx, &mut bead).await?;
+        let dispatch_id = transitions::new_dispatch_id();
+        transitions::start_dispatch(&mut bead, req, lease_until, dispatch_id.clone());
+        write(tx, &mut bead).await?;
         claims.push(Claim { dispatch_id, attempt: bead.attempts, lease_expires_at: lease_until, outbox_id: 0, bead });
     }
     if !claims.is_empty() {
-        record_assignments(&mut tx, &mut claims).await?;
+        record_assignments(tx, &mut claims).await?;
     }
-    tx.commit().await?;
     Ok(claims)
-}
-
-/// `open → in_progress` under a new dispatch id (a UUID v7: unique and time-ordered).
-fn start_dispatch(bead: &mut Bead, req: &ClaimRequest, lease_until: DateTime<Utc>) -> Result<DispatchId> {
-    let dispatch_id = DispatchId::parse(&uuid::Uuid::now_v7().to_string())?;
-    bead.status = Status::InProgress;
-    bead.dispatch_id = Some(dispatch_id.clone());
-    bead.attempts += 1;
-    bead.lease_expires_at = Some(lease_until);
-    bead.assignee = bead.assignee.take().or_else(|| Some(req.claimer.clone()));
-    bead.not_before = None;
-    bead.updated_at = req.now;
-    bead.version += 1;
-    Ok(dispatch_id)
 }
 
 /// The `task.assigned` outbox rows (their ids are set on the claims) and `bead.dispatched`
