@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use loom_domain::{ProjectId, ProjectStatus};
-use loom_store::ClaimRequest;
+use loom_domain::{Bead, NewBead, ProjectId, ProjectStatus};
+use loom_store::{ClaimRequest, CreatedBead};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Error, Shared};
@@ -79,14 +79,61 @@ async fn sweep_leases(shared: &Shared) {
     }
 }
 
-/// What a dispatch pass needs besides the claim itself: the active projects and how many beads
-/// each has in progress. Re-read from the store every `REFRESH` so that a pass on the hot path is
-/// one claim transaction; between refreshes claims are added to `running` and finished beads are
-/// not subtracted, so the concurrency limit errs on the safe side.
+/// How many beads are in progress, per project, as the dispatcher counts them: read from the
+/// store every `REFRESH`, plus the claims made since (finished beads are subtracted only at the
+/// next read, so the limits err on the safe side), plus slots reserved by claims under way (a
+/// dispatch pass, or an API create that may claim its bead at once).
+#[derive(Debug, Default)]
+pub(crate) struct Slots {
+    running: HashMap<ProjectId, u32>,
+    reserved: HashMap<ProjectId, u32>,
+    counted_at: Option<Instant>,
+}
+
+impl Slots {
+    /// Reserves up to `want` slots of `project` within the per-project and global limits;
+    /// returns how many it got. Each must be given back with `settle`.
+    pub(crate) fn reserve(&mut self, project: &ProjectId, want: u32, config: &crate::Config) -> u32 {
+        let of = |m: &HashMap<ProjectId, u32>| m.get(project).copied().unwrap_or(0);
+        let total = |m: &HashMap<ProjectId, u32>| m.values().fold(0u32, |a, n| a.saturating_add(*n));
+        let in_project = of(&self.running).saturating_add(of(&self.reserved));
+        let in_all = total(&self.running).saturating_add(total(&self.reserved));
+        let room = config
+            .project_concurrency
+            .saturating_sub(in_project)
+            .min(config.global_concurrency.saturating_sub(in_all))
+            .min(want);
+        if room > 0 {
+            *self.reserved.entry(project.clone()).or_default() += room;
+        }
+        room
+    }
+
+    /// Gives back `reserved` slots of which `claimed` now hold a claimed bead.
+    pub(crate) fn settle(&mut self, project: &ProjectId, reserved: u32, claimed: u32) {
+        if let Some(n) = self.reserved.get_mut(project) {
+            *n = n.saturating_sub(reserved);
+            if *n == 0 {
+                self.reserved.remove(project);
+            }
+        }
+        if claimed > 0 {
+            *self.running.entry(project.clone()).or_default() += claimed;
+        }
+    }
+
+    /// Whether the counts were read from the store lately enough to claim outside a dispatch pass.
+    pub(crate) fn is_current(&self) -> bool {
+        self.counted_at.is_some_and(|t| t.elapsed() < 4 * REFRESH)
+    }
+}
+
+/// What a dispatch pass needs besides the claim itself: the active projects, re-read with the
+/// in-progress counts (`Slots`) every `REFRESH`, so that a pass on the hot path is one claim
+/// transaction.
 #[derive(Debug, Default)]
 pub(crate) struct View {
     projects: Vec<ProjectId>,
-    running: HashMap<ProjectId, u32>,
     read_at: Option<Instant>,
 }
 
@@ -99,14 +146,17 @@ impl View {
         }
         let projects = shared.store.list_projects().await?;
         self.projects = projects.into_iter().filter(|p| p.status == ProjectStatus::Active).map(|p| p.id).collect();
-        self.running = shared
+        let running = shared
             .store
             .running_by_project()
             .await?
             .into_iter()
             .map(|(p, n)| (p, u32::try_from(n).unwrap_or(u32::MAX)))
             .collect();
-        self.read_at = Some(Instant::now());
+        let mut slots = shared.slots();
+        slots.running = running;
+        slots.counted_at = Some(Instant::now());
+        self.read_at = slots.counted_at;
         Ok(())
     }
 }
@@ -116,35 +166,101 @@ pub(crate) async fn dispatch_once(shared: &Shared, view: &mut View) -> Result<us
     view.refresh(shared).await?;
     let mut claimed = 0;
     for project in &view.projects {
-        let running = view.running.get(project).copied().unwrap_or(0);
-        let mut room = shared.config.project_concurrency.saturating_sub(running);
-        while room > 0 {
+        loop {
+            let max = shared.slots().reserve(project, shared.config.claim_batch, &shared.config);
+            if max == 0 {
+                break;
+            }
             let request = ClaimRequest {
                 project: project.clone(),
-                max: room.min(shared.config.claim_batch),
+                max,
                 now: Utc::now(),
                 lease: shared.config.lease,
                 claimer: shared.config.instance.clone(),
             };
             let started = std::time::Instant::now();
-            let claims = shared.store.claim_ready(&request).await?;
-            let n = claims.len() as u32;
+            let claims = shared.store.claim_ready(&request).await;
+            let n = claims.as_ref().map_or(0, |c| c.len() as u32);
+            shared.slots().settle(project, max, n);
+            let claims = claims?;
             metrics::histogram!("loom_claim_duration_seconds").record(started.elapsed().as_secs_f64());
             metrics::counter!("loom_beads_dispatched_total").increment(u64::from(n));
             if n == 0 {
                 break;
             }
             claimed += n as usize;
-            room -= n;
-            *view.running.entry(project.clone()).or_default() += n;
             // The publisher sends them now; if it is gone (shutdown) the relay will.
             let _ = shared.claimed.send(claims).await;
-            if n < request.max {
+            if n < max {
                 break;
             }
         }
     }
     Ok(claimed)
+}
+
+/// Creates a bead for the API. While this instance dispatches and the bead's project has room,
+/// the store claims the bead in the create's own transaction when nothing else in the project
+/// is ready (`Store::create_claimed`), and the publisher sends its task at once: one commit and
+/// one wake fewer between a create and an agent holding the task. Otherwise the bead is created
+/// open and the dispatcher is woken for it.
+pub(crate) async fn create(shared: &Shared, new: NewBead) -> Result<Bead, Error> {
+    let plain = new.parent.is_none() && new.blocked_by.is_empty();
+    let reservation = if plain && shared.is_leader() { Reservation::take(shared, &new.project_id) } else { None };
+    let Some(mut reservation) = reservation else {
+        let bead = shared.store.create_beads(vec![new]).await?.remove(0);
+        shared.changed();
+        return Ok(bead);
+    };
+    let request = ClaimRequest {
+        project: new.project_id.clone(),
+        max: 1,
+        now: Utc::now(),
+        lease: shared.config.lease,
+        claimer: shared.config.instance.clone(),
+    };
+    match shared.store.create_claimed(new, &request).await? {
+        CreatedBead::Claimed(claim) => {
+            reservation.claimed = 1;
+            drop(reservation);
+            metrics::counter!("loom_beads_dispatched_total").increment(1);
+            let bead = claim.bead.clone();
+            // The publisher sends it now; if it is gone (shutdown) the relay will.
+            let _ = shared.claimed.send(vec![claim]).await;
+            shared.events_wake.send_replace(());
+            Ok(bead)
+        }
+        CreatedBead::Open(bead) => {
+            drop(reservation);
+            shared.changed();
+            Ok(bead)
+        }
+    }
+}
+
+/// One slot reserved for a create that may claim its bead; given back when dropped (also when
+/// the request is abandoned half way).
+struct Reservation<'a> {
+    shared: &'a Shared,
+    project: ProjectId,
+    claimed: u32,
+}
+
+impl<'a> Reservation<'a> {
+    fn take(shared: &'a Shared, project: &ProjectId) -> Option<Self> {
+        let mut slots = shared.slots();
+        (slots.is_current() && slots.reserve(project, 1, &shared.config) == 1).then(|| Reservation {
+            shared,
+            project: project.clone(),
+            claimed: 0,
+        })
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.shared.slots().settle(&self.project, 1, self.claimed);
+    }
 }
 
 /// How long a failed bus operation waits before it is retried.

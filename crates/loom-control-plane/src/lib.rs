@@ -48,6 +48,8 @@ pub struct Config {
     pub retry_backoff: Duration,
     /// Most beads of one project in progress at once.
     pub project_concurrency: u32,
+    /// Most beads in progress at once over all projects.
+    pub global_concurrency: u32,
     /// Most beads claimed per claim transaction.
     pub claim_batch: u32,
     /// How often the dispatcher looks for ready beads when nothing woke it.
@@ -66,6 +68,7 @@ impl Default for Config {
             max_attempts: 3,
             retry_backoff: Duration::from_secs(5),
             project_concurrency: 256,
+            global_concurrency: 1024,
             claim_batch: 64,
             sweep_interval: Duration::from_millis(500),
             instance: format!("control-plane-{}", loom_bus::instance_id()),
@@ -92,11 +95,17 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     /// Whether this instance holds the dispatcher lease (it claims and relays only then).
     pub leader: std::sync::atomic::AtomicBool,
+    /// In-progress counts against the concurrency limits.
+    pub slots: std::sync::Mutex<dispatcher::Slots>,
 }
 
 impl Shared {
     pub(crate) fn is_leader(&self) -> bool {
         self.leader.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn slots(&self) -> std::sync::MutexGuard<'_, dispatcher::Slots> {
+        self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn changed(&self) {
@@ -140,6 +149,7 @@ pub async fn run(
         events_wake: tokio::sync::watch::channel(()).0,
         shutdown: shutdown.clone(),
         leader: std::sync::atomic::AtomicBool::new(false),
+        slots: Default::default(),
     });
     let tasks = [
         tokio::spawn(dispatcher::run_leadership(shared.clone(), shutdown.clone())),

@@ -37,6 +37,8 @@ pub fn control_plane_config(config: &Config) -> loom_control_plane::Config {
         lease: Duration::from_secs(config.dispatch.lease_secs),
         max_attempts: config.dispatch.max_attempts,
         retry_backoff: Duration::from_secs(config.dispatch.retry_backoff_secs),
+        project_concurrency: config.dispatch.project_concurrency,
+        global_concurrency: config.dispatch.global_concurrency,
         ..loom_control_plane::Config::default()
     }
 }

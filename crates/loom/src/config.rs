@@ -68,6 +68,10 @@ pub struct DispatchConfig {
     pub max_attempts: u32,
     /// Wait before a failed bead is ready again.
     pub retry_backoff_secs: u64,
+    /// Most beads of one project in progress at once.
+    pub project_concurrency: u32,
+    /// Most beads in progress at once over all projects.
+    pub global_concurrency: u32,
 }
 
 impl Default for Config {
@@ -106,7 +110,13 @@ impl Default for DatabaseConfig {
 
 impl Default for DispatchConfig {
     fn default() -> Self {
-        Self { lease_secs: 600, max_attempts: 3, retry_backoff_secs: 5 }
+        Self {
+            lease_secs: 600,
+            max_attempts: 3,
+            retry_backoff_secs: 5,
+            project_concurrency: 256,
+            global_concurrency: 1024,
+        }
     }
 }
 
@@ -144,6 +154,12 @@ impl Config {
             .merge(Serialized::defaults(overrides))
             .extract()
             .context("invalid configuration")?;
+        let d = &config.dispatch;
+        anyhow::ensure!(
+            d.project_concurrency > 0 && d.global_concurrency > 0 && d.max_attempts > 0 && d.lease_secs > 0,
+            "invalid configuration: dispatch.project_concurrency, global_concurrency, max_attempts and lease_secs \
+             must be at least 1"
+        );
         anyhow::ensure!(
             matches!(config.log_format.as_str(), "text" | "json"),
             "invalid configuration: log_format must be \"text\" or \"json\", not {:?}",
@@ -223,6 +239,9 @@ mod tests {
             jail.create_file("loom.toml", "databse_url = \"x\"\n")?;
             let err = format!("{:#}", Config::load(None, &Overrides::default()).unwrap_err());
             assert!(err.contains("databse_url"), "{err}");
+            jail.create_file("loom.toml", "[dispatch]\nglobal_concurrency = 0\n")?;
+            let err = format!("{:#}", Config::load(None, &Overrides::default()).unwrap_err());
+            assert!(err.contains("global_concurrency"), "{err}");
             jail.create_file("loom.toml", "log_format = \"xml\"\n")?;
             let err = format!("{:#}", Config::load(None, &Overrides::default()).unwrap_err());
             assert!(err.contains("log_format"), "{err}");

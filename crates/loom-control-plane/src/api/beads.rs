@@ -50,8 +50,7 @@ pub(crate) async fn create(
     State(s): State<Arc<Shared>>,
     ApiJson(req): ApiJson<CreateBead>,
 ) -> Result<(StatusCode, Json<BeadDto>), Error> {
-    let bead = s.store.create_beads(vec![req.into_domain()?]).await?.remove(0);
-    s.changed();
+    let bead = crate::dispatcher::create(&s, req.into_domain()?).await?;
     Ok((StatusCode::CREATED, Json(BeadDto::from(&bead))))
 }
 

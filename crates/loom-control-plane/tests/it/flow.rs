@@ -299,3 +299,44 @@ async fn probes_metrics_and_the_event_stream() {
     tokio::time::timeout(Duration::from_secs(10), c.stop()).await.expect("shutdown with open SSE streams");
     drop((stream, resumed));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_limits_hold_per_project_and_over_all() {
+    let mut config = fast_config();
+    config.project_concurrency = 2;
+    config.global_concurrency = 3;
+    let c = Cluster::start(config).await;
+    c.project("lim-a").await;
+    c.project("lim-b").await;
+    // No agent answers: whatever is dispatched stays in progress.
+    let mut a = Vec::new();
+    for i in 0..4 {
+        a.push(c.bead("lim-a", &format!("a{i}"), 1, &[]).await);
+        c.bead("lim-b", &format!("b{i}"), 1, &[]).await;
+    }
+    let running = |project: &'static str| {
+        let c = &c;
+        async move {
+            let page = c.get(&format!("/api/v1/beads?project_id={project}&status=in_progress")).await;
+            page["beads"].as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (in_a, in_b) = (running("lim-a").await, running("lim-b").await);
+    assert!(in_a.len() <= 2 && in_b.len() <= 2, "per-project limit: {in_a:?} {in_b:?}");
+    assert_eq!(in_a.len() + in_b.len(), 3, "the global limit is reached, not passed: {in_a:?} {in_b:?}");
+    // Finishing one frees a slot, which the dispatcher fills.
+    let done = in_a.first().or(in_b.first()).unwrap().clone();
+    c.post(&format!("/api/v1/beads/{done}/close"), json!({ "reason": "done by hand" })).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (in_a, in_b) = (running("lim-a").await, running("lim-b").await);
+        assert!(in_a.len() <= 2 && in_b.len() <= 2 && in_a.len() + in_b.len() <= 3, "{in_a:?} {in_b:?}");
+        if in_a.len() + in_b.len() == 3 && !in_a.contains(&done) && !in_b.contains(&done) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the freed slot was not filled: {in_a:?} {in_b:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.stop().await;
+}

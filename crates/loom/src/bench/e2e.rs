@@ -152,6 +152,7 @@ async fn drive(args: &E2eArgs, store: Arc<dyn Store>, bus: Bus, raw: RawPg) -> a
         insecure_no_auth: true,
         claim_batch: 256,
         project_concurrency: 1_000_000,
+        global_concurrency: 1_000_000,
         // Beads created through the API wake the dispatcher; the throughput run creates them in
         // the store directly, so there the sweep stands in for that wake.
         sweep_interval: if args.rate.is_some() { Duration::from_millis(500) } else { Duration::from_millis(2) },
