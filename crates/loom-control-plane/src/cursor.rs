@@ -78,6 +78,22 @@ impl EventCursor {
     }
 }
 
+/// For a reader that keeps no state (`GET /events?after=`): the longest prefix of `events` (read
+/// after seq `after`, in seq order) that cannot skip an event still to commit, i.e. up to the
+/// first hole in the seqs whose next event is younger than [`WINDOW`]. The reader continues from
+/// the prefix's last seq and sees the late event when it commits.
+pub(crate) fn settled_prefix(after: i64, events: &[Event], now: DateTime<Utc>) -> &[Event] {
+    let expired = now - WINDOW;
+    let mut last = after;
+    for (i, e) in events.iter().enumerate() {
+        if e.seq != last + 1 && e.created_at > expired {
+            return &events[..i];
+        }
+        last = e.seq;
+    }
+    events
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +123,29 @@ mod tests {
         assert_eq!(c.resume_token(), 3, "1 was rolled back long ago; 4 may still commit");
     }
 
+    #[test]
+    fn a_stateless_reader_stops_before_a_fresh_hole() {
+        let event = |seq: i64, secs_ago: i64| Event {
+            seq,
+            id: seq.to_string(),
+            kind: loom_domain::EventKind::ProjectCreated,
+            source: "test".into(),
+            project_id: None,
+            entity_id: "p".into(),
+            action: "created".into(),
+            description: String::new(),
+            data: serde_json::Value::Null,
+            correlation_id: None,
+            created_at: at(secs_ago),
+        };
+        let seqs = |events: &[Event]| events.iter().map(|e| e.seq).collect::<Vec<_>>();
+        let events = [event(11, 0), event(12, 0), event(14, 0), event(15, 0)];
+        assert_eq!(seqs(settled_prefix(10, &events, Utc::now())), [11, 12], "13 may still commit");
+        assert_eq!(seqs(settled_prefix(9, &events, Utc::now())), Vec::<i64>::new(), "10 may still commit");
+        let events = [event(2, 10), event(4, 10), event(5, 0)];
+        assert_eq!(seqs(settled_prefix(0, &events, Utc::now())), [2, 4, 5], "holes older than the window are gaps");
+    }
+
     /// Against PostgreSQL: an event whose transaction commits after a later event's is still
     /// yielded, once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,6 +171,8 @@ mod tests {
             correlation_id: None,
         };
         store.append_event(on_time).await.unwrap();
+        let listed = store.list_events(0, 100).await.unwrap();
+        assert!(settled_prefix(0, &listed, Utc::now()).is_empty(), "a stateless reader waits for seq 1");
         let mut cursor = EventCursor::after(0);
         let first = cursor.pending(&store, 100).await.unwrap();
         assert_eq!(first.iter().map(|e| e.description.as_str()).collect::<Vec<_>>(), ["on time"]);
@@ -140,6 +181,8 @@ mod tests {
         late.commit().await.unwrap();
         let second = cursor.pending(&store, 100).await.unwrap();
         assert_eq!(second.iter().map(|e| e.description.as_str()).collect::<Vec<_>>(), ["late"]);
+        let listed = store.list_events(0, 100).await.unwrap();
+        assert_eq!(settled_prefix(0, &listed, Utc::now()).len(), 2, "both, once the hole filled");
         cursor.handled(&second);
         assert_eq!(cursor.resume_token(), 2);
         assert!(cursor.pending(&store, 100).await.unwrap().is_empty(), "each event once");

@@ -25,13 +25,17 @@ pub(crate) struct EventsQuery {
     project_id: Option<String>,
 }
 
+/// Events after `after`, in `seq` order. Stops before a seq that may still commit (a hole in
+/// the log younger than `cursor::WINDOW`), so a client that continues from the last `seq` it got
+/// never skips an event; the late one comes on a later call.
 pub(crate) async fn list(
     State(s): State<Arc<Shared>>,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Json<Vec<EventDto>>, Error> {
-    let events = s.store.list_events(q.after.unwrap_or(0), q.limit.unwrap_or(100)).await?;
+    let after = q.after.unwrap_or(0);
+    let events = s.store.list_events(after, q.limit.unwrap_or(100)).await?;
     Ok(Json(
-        events
+        crate::cursor::settled_prefix(after, &events, chrono::Utc::now())
             .iter()
             .filter(|e| q.project_id.as_ref().is_none_or(|p| e.project_id.as_ref().is_some_and(|x| x.as_str() == p)))
             .map(EventDto::from)
