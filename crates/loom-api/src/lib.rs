@@ -253,6 +253,19 @@ pub struct ClaimBead {
     pub lease_secs: Option<u64>,
 }
 
+/// `POST /beads/{id}/lease`: a claimer who works on a bead itself renews its lease. Only the
+/// current dispatch (as the claim returned it) can be renewed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenewLease {
+    /// The bead's `dispatch_id` from the claim.
+    pub dispatch_id: String,
+    /// The lease runs this many seconds from now (default: the control plane's lease, 600 s; at
+    /// most one day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_secs: Option<u64>,
+}
+
 /// The longest lease a claim by hand may ask for.
 pub const MAX_CLAIM_LEASE_SECS: u64 = 86_400;
 

@@ -7,7 +7,7 @@
 use futures::{Stream, StreamExt};
 use loom_api::{
     BeadDto, BeadPageDto, ClaimBead, CloseBead, CreateBead, Dependency, ErrorBody, EventDto, ProjectDto,
-    ProjectRequest, UpdateBead,
+    ProjectRequest, RenewLease, UpdateBead,
 };
 use reqwest::Method;
 use serde::Serialize;
@@ -114,6 +114,11 @@ impl Client {
     pub async fn claim_bead(&self, id: &str, agent_id: &str, lease_secs: Option<u64>) -> Result<BeadDto, Error> {
         let req = ClaimBead { agent_id: agent_id.to_owned(), lease_secs };
         self.call(Method::POST, &format!("/beads/{id}/claim"), Some(&req)).await
+    }
+
+    pub async fn renew_lease(&self, id: &str, dispatch_id: &str, lease_secs: Option<u64>) -> Result<BeadDto, Error> {
+        let req = RenewLease { dispatch_id: dispatch_id.to_owned(), lease_secs };
+        self.call(Method::POST, &format!("/beads/{id}/lease"), Some(&req)).await
     }
 
     pub async fn close_bead(&self, id: &str, reason: Option<String>) -> Result<BeadDto, Error> {

@@ -31,6 +31,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/beads", get(beads::list).post(beads::create))
         .route("/beads/{id}", get(beads::get).patch(beads::update).delete(beads::delete))
         .route("/beads/{id}/claim", post(beads::claim))
+        .route("/beads/{id}/lease", post(beads::renew_lease))
         .route("/beads/{id}/close", post(beads::close))
         .route("/beads/{id}/reopen", post(beads::reopen))
         .route("/beads/{id}/redispatch", post(beads::redispatch))

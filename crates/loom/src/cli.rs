@@ -118,6 +118,18 @@ pub enum BeadCmd {
         #[command(flatten)]
         out: Output,
     },
+    /// Renew the lease of a bead you claimed, before it lapses.
+    Renew {
+        id: String,
+        /// The bead's dispatch id, as `claim` showed it.
+        #[arg(long = "dispatch", value_name = "DISPATCH_ID")]
+        dispatch_id: String,
+        /// The lease runs this many seconds from now (default: the control plane's).
+        #[arg(long)]
+        lease_secs: Option<u64>,
+        #[command(flatten)]
+        out: Output,
+    },
     Close {
         id: String,
         #[arg(long)]
@@ -263,6 +275,10 @@ pub async fn bead(cmd: BeadCmd, config: &Config) -> anyhow::Result<()> {
         }
         BeadCmd::Claim { id, claimer, lease_secs, out } => {
             let b = c.claim_bead(&id, &claimer, lease_secs).await?;
+            if out.json { print_json(&b)? } else { print_bead(&b) }
+        }
+        BeadCmd::Renew { id, dispatch_id, lease_secs, out } => {
+            let b = c.renew_lease(&id, &dispatch_id, lease_secs).await?;
             if out.json { print_json(&b)? } else { print_bead(&b) }
         }
         BeadCmd::Close { id, reason } => println!("{} closed", c.close_bead(&id, reason).await?.id),

@@ -140,8 +140,13 @@ async fn a_stale_dispatch_is_skipped_and_acked_without_running() {
     let mut config = repo.config("demo");
     config.default_executor = ExecutorKind::Noop;
     config.fence = Some(std::sync::Arc::new(OnlyCurrent(current.metadata.dispatch_id.clone())));
+    // Two slots, and the stale task well ahead: it is settled before the agent stops. (With one
+    // slot the current task could take it first, and the stale one, still waiting at the stop,
+    // would rightly be handed back rather than acked.)
+    config.concurrency = 2;
     let agent = Agent::start(config, &bus);
     publish(&bus, &stale).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     publish(&bus, &current).await;
     let r = final_result(&mut sub).await;
     assert_eq!(r.metadata.dispatch_id, current.metadata.dispatch_id, "only the current dispatch reports");

@@ -6,8 +6,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::Utc;
-use loom_api::{BeadDto, BeadPageDto, ClaimBead, CloseBead, CreateBead, Dependency, UpdateBead};
-use loom_domain::{BeadId, BeadType, Priority, ProjectId, Status};
+use loom_api::{BeadDto, BeadPageDto, ClaimBead, CloseBead, CreateBead, Dependency, RenewLease, UpdateBead};
+use loom_domain::{BeadId, BeadType, DispatchId, Priority, ProjectId, Status};
 use loom_store::{BeadFilter, BeadPatch, PageRequest};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -100,19 +100,46 @@ pub(crate) async fn claim(
     ApiJson(req): ApiJson<ClaimBead>,
 ) -> Result<Json<BeadDto>, Error> {
     let id = parse_id(BeadId::parse, &id)?;
-    let lease = match req.lease_secs {
-        None => s.config.lease,
-        Some(n @ 1..=loom_api::MAX_CLAIM_LEASE_SECS) => std::time::Duration::from_secs(n),
-        Some(n) => {
-            return Err(Error::BadRequest(format!(
-                "lease_secs must be 1 to {}, got {n}",
-                loom_api::MAX_CLAIM_LEASE_SECS
-            )));
-        }
-    };
+    let lease = lease(&s, req.lease_secs)?;
     let bead = s.store.claim_bead(&id, req.agent_id.trim(), lease).await?;
     s.changed();
     Ok(Json(BeadDto::from(&bead)))
+}
+
+/// A claim by hand's lease: the default, or 1 s to a day.
+fn lease(s: &Shared, secs: Option<u64>) -> Result<std::time::Duration, Error> {
+    match secs {
+        None => Ok(s.config.lease),
+        Some(n @ 1..=loom_api::MAX_CLAIM_LEASE_SECS) => Ok(std::time::Duration::from_secs(n)),
+        Some(n) => {
+            Err(Error::BadRequest(format!("lease_secs must be 1 to {}, got {n}", loom_api::MAX_CLAIM_LEASE_SECS)))
+        }
+    }
+}
+
+/// Renews the lease of the bead's current dispatch (a claimer working on it by hand).
+pub(crate) async fn renew_lease(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<RenewLease>,
+) -> Result<Json<BeadDto>, Error> {
+    let id = parse_id(BeadId::parse, &id)?;
+    let dispatch = DispatchId::parse(req.dispatch_id.trim())?;
+    let lease = lease(&s, req.lease_secs)?;
+    let bead = s.store.get_bead(&id).await?;
+    let stale = || {
+        Error::Store(loom_store::Error::Conflict(format!(
+            "bead {id} is not in progress under dispatch {dispatch} (its lease lapsed or it was closed, \
+             reopened or dispatched again): claim it again"
+        )))
+    };
+    if bead.dispatch_id.as_ref() != Some(&dispatch) {
+        return Err(stale());
+    }
+    if !s.store.extend_lease(&dispatch, Utc::now() + lease).await? {
+        return Err(stale());
+    }
+    Ok(Json(BeadDto::from(&s.store.get_bead(&id).await?)))
 }
 
 pub(crate) async fn close(

@@ -4,7 +4,7 @@
 
 use loom_api::{
     BeadDto, BeadPageDto, ClaimBead, CloseBead, CreateBead, CreateKey, Dependency, ErrorBody, EventDto, KeyDto,
-    ProjectDto, ProjectRequest, UpdateBead,
+    ProjectDto, ProjectRequest, RenewLease, UpdateBead,
 };
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::{JsonSchema, Schema};
@@ -98,6 +98,14 @@ pub(crate) const ROUTES: &[Route] = &[
         "Claim an open, unblocked bead to work on it yourself (agent_id, lease_secs); no task is published",
     )
     .body(schema::<ClaimBead>)
+    .ok(schema::<BeadDto>),
+    r(
+        "post",
+        "/beads/{id}/lease",
+        "operator",
+        "Renew the lease of a bead claimed by hand (dispatch_id from the claim, lease_secs)",
+    )
+    .body(schema::<RenewLease>)
     .ok(schema::<BeadDto>),
     r("post", "/beads/{id}/close", "operator", "Close a bead by hand; a running task is cancelled")
         .optional_body(schema::<CloseBead>)

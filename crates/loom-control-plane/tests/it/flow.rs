@@ -253,8 +253,23 @@ async fn a_person_claims_a_bead_and_closes_it() {
     );
     let (got, v) = c.call(Method::POST, &path, Some(json!({ "assignee": "bo" }))).await;
     assert_eq!(got, StatusCode::CONFLICT, "claimed twice: {v}");
+    // Renewing the lease: only under the claim's dispatch id.
+    let lease = format!("/api/v1/beads/{id}/lease");
+    let dispatch = claimed["dispatch_id"].as_str().unwrap();
+    let renewed = c.post(&lease, json!({ "dispatch_id": dispatch, "lease_secs": 3600 })).await;
+    let until = |v: &serde_json::Value| {
+        v["lease_expires_at"].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap()
+    };
+    assert!(until(&renewed) > until(&claimed) + chrono::Duration::seconds(3000), "{claimed} then {renewed}");
+    let other = "0190a2c4-0000-7000-8000-000000000000";
+    let (got, v) = c.call(Method::POST, &lease, Some(json!({ "dispatch_id": other }))).await;
+    assert_eq!(got, StatusCode::CONFLICT, "another dispatch's lease: {v}");
+    let (got, v) = c.call(Method::POST, &lease, Some(json!({ "dispatch_id": dispatch, "lease_secs": 0 }))).await;
+    assert_eq!(got, StatusCode::BAD_REQUEST, "{v}");
     let closed = c.post(&format!("/api/v1/beads/{id}/close"), json!({ "reason": "fixed by ana" })).await;
     assert_eq!((closed["status"].as_str(), closed["close_reason"].as_str()), (Some("closed"), Some("fixed by ana")));
+    let (got, v) = c.call(Method::POST, &lease, Some(json!({ "dispatch_id": dispatch }))).await;
+    assert_eq!(got, StatusCode::CONFLICT, "a closed bead's lease: {v}");
     let ready = c.get("/api/v1/ready?project_id=hand").await;
     assert_eq!(ready[0]["id"].as_str(), Some(later.as_str()), "its dependant is ready now: {ready}");
     c.stop().await;
