@@ -44,6 +44,7 @@ pub enum ProjectCmd {
         out: Output,
     },
     List(Output),
+    /// One bead in full.
     Show {
         id: String,
         #[command(flatten)]
@@ -88,11 +89,13 @@ pub enum BeadCmd {
         #[command(flatten)]
         out: Output,
     },
+    /// One bead in full.
     Show {
         id: String,
         #[command(flatten)]
         out: Output,
     },
+    /// Change a bead's title, priority, status or description.
     Update {
         id: String,
         #[arg(long)]
@@ -130,14 +133,14 @@ pub enum BeadCmd {
         #[command(flatten)]
         out: Output,
     },
+    /// Close a bead by hand (a running task is cancelled).
     Close {
         id: String,
         #[arg(long)]
         reason: Option<String>,
     },
-    Reopen {
-        id: String,
-    },
+    /// Reopen a closed or blocked bead, with a fresh retry budget.
+    Reopen { id: String },
     /// Dependencies between beads.
     #[command(subcommand)]
     Dep(DepCmd),
@@ -153,14 +156,9 @@ pub enum BeadCmd {
 #[derive(Debug, Subcommand)]
 pub enum DepCmd {
     /// BEAD waits on BLOCKER.
-    Add {
-        bead: String,
-        blocker: String,
-    },
-    Rm {
-        bead: String,
-        blocker: String,
-    },
+    Add { bead: String, blocker: String },
+    /// BEAD no longer waits on BLOCKER.
+    Rm { bead: String, blocker: String },
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -192,6 +190,12 @@ fn print_beads(beads: &[BeadDto]) {
 
 fn print_bead(b: &BeadDto) {
     println!("{} [{}] P{} {} — {}", b.id, b.status, b.priority, b.bead_type, b.title);
+    if let Some(a) = &b.assignee {
+        println!("  assignee: {a}");
+    }
+    if let (Some(d), Some(until)) = (&b.dispatch_id, &b.lease_expires_at) {
+        println!("  dispatch {d}, lease until {}", until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    }
     if !b.blocked_by.is_empty() {
         println!("  waits on: {}", b.blocked_by.join(", "));
     }
