@@ -103,6 +103,23 @@ async fn applied(pool: &PgPool) -> Result<usize> {
 
 type Tx<'a> = Transaction<'a, Postgres>;
 
+/// Ends a transaction: commits after `Ok`; after `Err` rolls back before returning. A dropped
+/// sqlx transaction is rolled back only when its connection goes back to the pool, in a
+/// background task; until then it keeps its row locks, and concurrent `SKIP LOCKED` claims skip
+/// those rows.
+async fn finish<T>(tx: Tx<'_>, result: Result<T>) -> Result<T> {
+    match result {
+        Ok(v) => {
+            tx.commit().await?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
 /// Appends events inside `tx`, in order.
 pub(crate) async fn insert_events(tx: &mut Tx<'_>, events: &[NewEvent]) -> Result<()> {
     if events.is_empty() {
@@ -139,29 +156,32 @@ impl Store for PgStore {
     async fn create_project(&self, p: NewProject) -> Result<Project> {
         p.validate()?;
         let mut tx = self.pool.begin().await?;
-        let now = crate::now();
-        let res = sqlx::query(&format!(
-            "INSERT INTO projects ({PROJECT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
-             ON CONFLICT (id) DO NOTHING RETURNING {PROJECT_COLS}"
-        ))
-        .bind(p.id.as_str())
-        .bind(&p.name)
-        .bind(&p.git_repo)
-        .bind(&p.branch)
-        .bind(p.bead_prefix.as_str())
-        .bind(sqlx::types::Json(&p.context))
-        .bind(p.git_strategy.as_str())
-        .bind(p.status.as_str())
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = res else {
-            return Err(Error::AlreadyExists { entity: "project", id: p.id.to_string() });
-        };
-        let project = project_from_row(&row)?;
-        insert_events(&mut tx, &[NewEvent::for_project(&project, loom_domain::EventKind::ProjectCreated)]).await?;
-        tx.commit().await?;
-        Ok(project)
+        let result: Result<Project> = async {
+            let now = crate::now();
+            let res = sqlx::query(&format!(
+                "INSERT INTO projects ({PROJECT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
+                 ON CONFLICT (id) DO NOTHING RETURNING {PROJECT_COLS}"
+            ))
+            .bind(p.id.as_str())
+            .bind(&p.name)
+            .bind(&p.git_repo)
+            .bind(&p.branch)
+            .bind(p.bead_prefix.as_str())
+            .bind(sqlx::types::Json(&p.context))
+            .bind(p.git_strategy.as_str())
+            .bind(p.status.as_str())
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = res else {
+                return Err(Error::AlreadyExists { entity: "project", id: p.id.to_string() });
+            };
+            let project = project_from_row(&row)?;
+            insert_events(&mut tx, &[NewEvent::for_project(&project, loom_domain::EventKind::ProjectCreated)]).await?;
+            Ok(project)
+        }
+        .await;
+        finish(tx, result).await
     }
 
     async fn get_project(&self, id: &ProjectId) -> Result<Project> {
@@ -182,59 +202,66 @@ impl Store for PgStore {
     async fn update_project(&self, p: NewProject) -> Result<Project> {
         p.validate()?;
         let mut tx = self.pool.begin().await?;
-        let prefix: Option<String> = sqlx::query_scalar("SELECT bead_prefix FROM projects WHERE id = $1 FOR UPDATE")
+        let result: Result<Project> = async {
+            let prefix: Option<String> =
+                sqlx::query_scalar("SELECT bead_prefix FROM projects WHERE id = $1 FOR UPDATE")
+                    .bind(p.id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let prefix = prefix.ok_or_else(|| Error::not_found("project", &p.id))?;
+            if prefix != p.bead_prefix.as_str() {
+                return Err(Error::Conflict(format!(
+                    "project {}: the bead prefix is {prefix:?} and cannot be changed (bead ids keep it)",
+                    p.id
+                )));
+            }
+            let row = sqlx::query(&format!(
+                "UPDATE projects SET name = $2, git_repo = $3, branch = $4, context = $5, git_strategy = $6,
+                 status = $7, updated_at = $8 WHERE id = $1 RETURNING {PROJECT_COLS}"
+            ))
             .bind(p.id.as_str())
-            .fetch_optional(&mut *tx)
+            .bind(&p.name)
+            .bind(&p.git_repo)
+            .bind(&p.branch)
+            .bind(sqlx::types::Json(&p.context))
+            .bind(p.git_strategy.as_str())
+            .bind(p.status.as_str())
+            .bind(crate::now())
+            .fetch_one(&mut *tx)
             .await?;
-        let prefix = prefix.ok_or_else(|| Error::not_found("project", &p.id))?;
-        if prefix != p.bead_prefix.as_str() {
-            return Err(Error::Conflict(format!(
-                "project {}: the bead prefix is {prefix:?} and cannot be changed (bead ids keep it)",
-                p.id
-            )));
+            let project = project_from_row(&row)?;
+            insert_events(&mut tx, &[NewEvent::for_project(&project, loom_domain::EventKind::ProjectUpdated)]).await?;
+            Ok(project)
         }
-        let row = sqlx::query(&format!(
-            "UPDATE projects SET name = $2, git_repo = $3, branch = $4, context = $5, git_strategy = $6,
-             status = $7, updated_at = $8 WHERE id = $1 RETURNING {PROJECT_COLS}"
-        ))
-        .bind(p.id.as_str())
-        .bind(&p.name)
-        .bind(&p.git_repo)
-        .bind(&p.branch)
-        .bind(sqlx::types::Json(&p.context))
-        .bind(p.git_strategy.as_str())
-        .bind(p.status.as_str())
-        .bind(crate::now())
-        .fetch_one(&mut *tx)
-        .await?;
-        let project = project_from_row(&row)?;
-        insert_events(&mut tx, &[NewEvent::for_project(&project, loom_domain::EventKind::ProjectUpdated)]).await?;
-        tx.commit().await?;
-        Ok(project)
+        .await;
+        finish(tx, result).await
     }
 
     async fn delete_project(&self, id: &ProjectId) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(&format!("SELECT {PROJECT_COLS} FROM projects WHERE id = $1 FOR UPDATE"))
-            .bind(id.as_str())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| Error::not_found("project", id))?;
-        let project = project_from_row(&row)?;
-        let running: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM beads WHERE project_id = $1 AND status = 'in_progress'")
+        let result: Result<()> = async {
+            let row = sqlx::query(&format!("SELECT {PROJECT_COLS} FROM projects WHERE id = $1 FOR UPDATE"))
                 .bind(id.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
-        if running > 0 {
-            return Err(Error::Conflict(format!(
-                "project {id} has {running} beads in progress; close or wait for them first"
-            )));
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| Error::not_found("project", id))?;
+            let project = project_from_row(&row)?;
+            let running: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM beads WHERE project_id = $1 AND status = 'in_progress'")
+                    .bind(id.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if running > 0 {
+                return Err(Error::Conflict(format!(
+                    "project {id} has {running} beads in progress; close or wait for them first"
+                )));
+            }
+            sqlx::query("DELETE FROM projects WHERE id = $1").bind(id.as_str()).execute(&mut *tx).await?;
+            insert_events(&mut tx, &[NewEvent::for_project(&project, loom_domain::EventKind::ProjectDeleted)]).await?;
+            Ok(())
         }
-        sqlx::query("DELETE FROM projects WHERE id = $1").bind(id.as_str()).execute(&mut *tx).await?;
-        insert_events(&mut tx, &[NewEvent::for_project(&project, loom_domain::EventKind::ProjectDeleted)]).await?;
-        tx.commit().await?;
-        Ok(())
+        .await;
+        finish(tx, result).await
     }
 
     async fn create_beads(&self, beads: Vec<NewBead>) -> Result<Vec<Bead>> {

@@ -323,37 +323,43 @@ pub(super) async fn persist(tx: &mut Tx<'_>, bead: &Bead, effects: Effects) -> R
 
 pub(super) async fn update(pool: &PgPool, id: &BeadId, expected: i64, patch: BeadPatch) -> Result<Bead> {
     let mut tx = pool.begin().await?;
-    let mut bead = lock(&mut tx, id).await?;
-    transitions::check_version(&bead, Some(expected))?;
-    if let Some(Some(parent)) = &patch.parent {
-        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM beads WHERE id = $1)")
-            .bind(parent.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
-        if !exists {
-            return Err(Error::not_found("parent bead", parent));
+    let result: Result<Bead> = async {
+        let mut bead = lock(&mut tx, id).await?;
+        transitions::check_version(&bead, Some(expected))?;
+        if let Some(Some(parent)) = &patch.parent {
+            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM beads WHERE id = $1)")
+                .bind(parent.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+            if !exists {
+                return Err(Error::not_found("parent bead", parent));
+            }
         }
+        let effects = transitions::apply_patch(&mut bead, patch, crate::now())?;
+        persist(&mut tx, &bead, effects).await?;
+        Ok(bead)
     }
-    let effects = transitions::apply_patch(&mut bead, patch, crate::now())?;
-    persist(&mut tx, &bead, effects).await?;
-    tx.commit().await?;
-    Ok(bead)
+    .await;
+    super::finish(tx, result).await
 }
 
 pub(super) async fn claim(pool: &PgPool, id: &BeadId, claimer: &str, lease: std::time::Duration) -> Result<Bead> {
     let mut tx = pool.begin().await?;
-    let mut bead = lock(&mut tx, id).await?;
-    let open_blocker: Option<String> = sqlx::query_scalar(
-        "SELECT x.id FROM bead_deps d JOIN beads x ON x.id = d.blocker_id
-         WHERE d.bead_id = $1 AND x.status <> 'closed' ORDER BY x.id LIMIT 1",
-    )
-    .bind(id.as_str())
-    .fetch_optional(&mut *tx)
-    .await?;
-    let event = transitions::claim(&mut bead, claimer, lease, crate::now(), open_blocker.as_deref())?;
-    persist(&mut tx, &bead, Effects { event, cancel: None }).await?;
-    tx.commit().await?;
-    Ok(bead)
+    let result: Result<Bead> = async {
+        let mut bead = lock(&mut tx, id).await?;
+        let open_blocker: Option<String> = sqlx::query_scalar(
+            "SELECT x.id FROM bead_deps d JOIN beads x ON x.id = d.blocker_id
+             WHERE d.bead_id = $1 AND x.status <> 'closed' ORDER BY x.id LIMIT 1",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let event = transitions::claim(&mut bead, claimer, lease, crate::now(), open_blocker.as_deref())?;
+        persist(&mut tx, &bead, Effects { event, cancel: None }).await?;
+        Ok(bead)
+    }
+    .await;
+    super::finish(tx, result).await
 }
 
 /// Close (with `reason`) or reopen by hand.
@@ -365,47 +371,53 @@ pub(super) async fn set_status(
     expected: Option<i64>,
 ) -> Result<Bead> {
     let mut tx = pool.begin().await?;
-    let mut bead = lock(&mut tx, id).await?;
-    transitions::check_version(&bead, expected)?;
-    let now = crate::now();
-    let effects = match to {
-        Status::Closed => transitions::close(&mut bead, reason.unwrap_or("closed by hand"), now)?,
-        _ => transitions::reopen(&mut bead, now)?,
-    };
-    persist(&mut tx, &bead, effects).await?;
-    tx.commit().await?;
-    Ok(bead)
+    let result: Result<Bead> = async {
+        let mut bead = lock(&mut tx, id).await?;
+        transitions::check_version(&bead, expected)?;
+        let now = crate::now();
+        let effects = match to {
+            Status::Closed => transitions::close(&mut bead, reason.unwrap_or("closed by hand"), now)?,
+            _ => transitions::reopen(&mut bead, now)?,
+        };
+        persist(&mut tx, &bead, effects).await?;
+        Ok(bead)
+    }
+    .await;
+    super::finish(tx, result).await
 }
 
 pub(super) async fn add_dependency(pool: &PgPool, id: &BeadId, blocker: &BeadId) -> Result<Bead> {
     let mut tx = pool.begin().await?;
-    let mut bead = lock(&mut tx, id).await?;
-    // One edge change at a time per database: two concurrent edges could otherwise close a cycle
-    // that neither sees.
-    sqlx::query("SELECT pg_advisory_xact_lock(7365273)").execute(&mut *tx).await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM beads WHERE id = $1)")
-        .bind(blocker.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
-    if !exists {
-        return Err(Error::MissingBlocker { bead: id.to_string(), blocker: blocker.to_string() });
+    let result: Result<Bead> = async {
+        let mut bead = lock(&mut tx, id).await?;
+        // One edge change at a time per database: two concurrent edges could otherwise close a cycle
+        // that neither sees.
+        sqlx::query("SELECT pg_advisory_xact_lock(7365273)").execute(&mut *tx).await?;
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM beads WHERE id = $1)")
+            .bind(blocker.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        if !exists {
+            return Err(Error::MissingBlocker { bead: id.to_string(), blocker: blocker.to_string() });
+        }
+        if bead.blocked_by.contains(blocker) {
+            return Ok(bead);
+        }
+        if let Some(path) = cycle_path(&mut tx, id, blocker).await? {
+            return Err(loom_domain::Error::Cycle { bead: id.to_string(), blocker: blocker.to_string(), path }.into());
+        }
+        sqlx::query("INSERT INTO bead_deps (bead_id, blocker_id) VALUES ($1, $2)")
+            .bind(id.as_str())
+            .bind(blocker.as_str())
+            .execute(&mut *tx)
+            .await?;
+        bead.blocked_by.push(blocker.clone());
+        bead.blocked_by.sort();
+        edge_changed(&mut tx, &mut bead, blocker, EventKind::BeadDependencyAdded).await?;
+        Ok(bead)
     }
-    if bead.blocked_by.contains(blocker) {
-        return Ok(bead);
-    }
-    if let Some(path) = cycle_path(&mut tx, id, blocker).await? {
-        return Err(loom_domain::Error::Cycle { bead: id.to_string(), blocker: blocker.to_string(), path }.into());
-    }
-    sqlx::query("INSERT INTO bead_deps (bead_id, blocker_id) VALUES ($1, $2)")
-        .bind(id.as_str())
-        .bind(blocker.as_str())
-        .execute(&mut *tx)
-        .await?;
-    bead.blocked_by.push(blocker.clone());
-    bead.blocked_by.sort();
-    edge_changed(&mut tx, &mut bead, blocker, EventKind::BeadDependencyAdded).await?;
-    tx.commit().await?;
-    Ok(bead)
+    .await;
+    super::finish(tx, result).await
 }
 
 /// The path `blocker → … → bead` that the edge `bead → blocker` would close, if any.
@@ -431,20 +443,23 @@ async fn cycle_path(tx: &mut Tx<'_>, bead: &BeadId, blocker: &BeadId) -> Result<
 
 pub(super) async fn remove_dependency(pool: &PgPool, id: &BeadId, blocker: &BeadId) -> Result<Bead> {
     let mut tx = pool.begin().await?;
-    let mut bead = lock(&mut tx, id).await?;
-    let n = sqlx::query("DELETE FROM bead_deps WHERE bead_id = $1 AND blocker_id = $2")
-        .bind(id.as_str())
-        .bind(blocker.as_str())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    if n == 0 {
-        return Err(Error::not_found("dependency", format!("{id} -> {blocker}")));
+    let result: Result<Bead> = async {
+        let mut bead = lock(&mut tx, id).await?;
+        let n = sqlx::query("DELETE FROM bead_deps WHERE bead_id = $1 AND blocker_id = $2")
+            .bind(id.as_str())
+            .bind(blocker.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(Error::not_found("dependency", format!("{id} -> {blocker}")));
+        }
+        bead.blocked_by.retain(|b| b != blocker);
+        edge_changed(&mut tx, &mut bead, blocker, EventKind::BeadDependencyRemoved).await?;
+        Ok(bead)
     }
-    bead.blocked_by.retain(|b| b != blocker);
-    edge_changed(&mut tx, &mut bead, blocker, EventKind::BeadDependencyRemoved).await?;
-    tx.commit().await?;
-    Ok(bead)
+    .await;
+    super::finish(tx, result).await
 }
 
 async fn edge_changed(tx: &mut Tx<'_>, bead: &mut Bead, blocker: &BeadId, kind: EventKind) -> Result<()> {

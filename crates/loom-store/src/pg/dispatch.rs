@@ -193,38 +193,41 @@ pub(super) async fn record_results(pool: &PgPool, results: &[DispatchResult]) ->
     }
     let ids: Vec<String> = results.iter().map(|r| r.bead_id.to_string()).collect::<BTreeSet<_>>().into_iter().collect();
     let mut tx = pool.begin().await?;
-    // Locked in id order, so two batches that share a bead cannot deadlock.
-    let rows =
-        sqlx::query(&format!("SELECT {BEAD_COLS} FROM beads b WHERE b.id = ANY($1) ORDER BY b.id FOR UPDATE OF b"))
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await?;
-    let mut beads: HashMap<String, Bead> = HashMap::with_capacity(rows.len());
-    for row in &rows {
-        let (bead, _) = bead_from_row(row)?;
-        beads.insert(bead.id.to_string(), bead);
-    }
-    let mut outcomes = Vec::with_capacity(results.len());
-    let mut events = Vec::new();
-    let mut changed = BTreeSet::new();
-    for r in results {
-        let applied = beads.get_mut(r.bead_id.as_str()).and_then(|bead| transitions::record_result(bead, r));
-        match applied {
-            Some((outcome, event)) => {
-                changed.insert(r.bead_id.to_string());
-                events.push(event);
-                outcomes.push(outcome);
-            }
-            None => outcomes.push(ResultOutcome::Ignored),
+    let result: Result<Vec<ResultOutcome>> = async {
+        // Locked in id order, so two batches that share a bead cannot deadlock.
+        let rows =
+            sqlx::query(&format!("SELECT {BEAD_COLS} FROM beads b WHERE b.id = ANY($1) ORDER BY b.id FOR UPDATE OF b"))
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut beads: HashMap<String, Bead> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let (bead, _) = bead_from_row(row)?;
+            beads.insert(bead.id.to_string(), bead);
         }
+        let mut outcomes = Vec::with_capacity(results.len());
+        let mut events = Vec::new();
+        let mut changed = BTreeSet::new();
+        for r in results {
+            let applied = beads.get_mut(r.bead_id.as_str()).and_then(|bead| transitions::record_result(bead, r));
+            match applied {
+                Some((outcome, event)) => {
+                    changed.insert(r.bead_id.to_string());
+                    events.push(event);
+                    outcomes.push(outcome);
+                }
+                None => outcomes.push(ResultOutcome::Ignored),
+            }
+        }
+        if !changed.is_empty() {
+            let written: Vec<Bead> = changed.iter().filter_map(|id| beads.remove(id)).collect();
+            write_many(&mut tx, &written).await?;
+            insert_events(&mut tx, &events).await?;
+        }
+        Ok(outcomes)
     }
-    if !changed.is_empty() {
-        let written: Vec<Bead> = changed.iter().filter_map(|id| beads.remove(id)).collect();
-        write_many(&mut tx, &written).await?;
-        insert_events(&mut tx, &events).await?;
-        tx.commit().await?;
-    }
-    Ok(outcomes)
+    .await;
+    super::finish(tx, result).await
 }
 
 pub(super) async fn release_expired(
@@ -234,39 +237,45 @@ pub(super) async fn release_expired(
     limit: u32,
 ) -> Result<Vec<Bead>> {
     let mut tx = pool.begin().await?;
-    let rows = sqlx::query(&format!(
-        "SELECT {BEAD_COLS} FROM beads b WHERE b.status = 'in_progress' AND b.lease_expires_at < $1
-         ORDER BY b.lease_expires_at LIMIT $2 FOR UPDATE OF b SKIP LOCKED"
-    ))
-    .bind(now)
-    .bind(i64::from(limit))
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut released = Vec::with_capacity(rows.len());
-    let mut events = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let (mut bead, _) = bead_from_row(row)?;
-        events.push(transitions::release_expired(&mut bead, max_attempts, now));
-        write(&mut tx, &bead).await?;
-        released.push(bead);
+    let result: Result<Vec<Bead>> = async {
+        let rows = sqlx::query(&format!(
+            "SELECT {BEAD_COLS} FROM beads b WHERE b.status = 'in_progress' AND b.lease_expires_at < $1
+             ORDER BY b.lease_expires_at LIMIT $2 FOR UPDATE OF b SKIP LOCKED"
+        ))
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut released = Vec::with_capacity(rows.len());
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let (mut bead, _) = bead_from_row(row)?;
+            events.push(transitions::release_expired(&mut bead, max_attempts, now));
+            write(&mut tx, &bead).await?;
+            released.push(bead);
+        }
+        insert_events(&mut tx, &events).await?;
+        Ok(released)
     }
-    insert_events(&mut tx, &events).await?;
-    tx.commit().await?;
-    Ok(released)
+    .await;
+    super::finish(tx, result).await
 }
 
 pub(super) async fn block(pool: &PgPool, dispatch: &DispatchId, reason: &str) -> Result<Option<Bead>> {
     let mut tx = pool.begin().await?;
-    let id: Option<String> =
-        sqlx::query_scalar("SELECT id FROM beads WHERE dispatch_id = $1 AND status = 'in_progress' FOR UPDATE")
-            .bind(dispatch.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some(id) = id else { return Ok(None) };
-    let id = loom_domain::BeadId::parse(&id).map_err(|e| crate::Error::Internal(e.to_string()))?;
-    let mut bead = lock(&mut tx, &id).await?;
-    let effects = transitions::block(&mut bead, reason, false, crate::now())?;
-    persist(&mut tx, &bead, effects).await?;
-    tx.commit().await?;
-    Ok(Some(bead))
+    let result: Result<Option<Bead>> = async {
+        let id: Option<String> =
+            sqlx::query_scalar("SELECT id FROM beads WHERE dispatch_id = $1 AND status = 'in_progress' FOR UPDATE")
+                .bind(dispatch.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(id) = id else { return Ok(None) };
+        let id = loom_domain::BeadId::parse(&id).map_err(|e| crate::Error::Internal(e.to_string()))?;
+        let mut bead = lock(&mut tx, &id).await?;
+        let effects = transitions::block(&mut bead, reason, false, crate::now())?;
+        persist(&mut tx, &bead, effects).await?;
+        Ok(Some(bead))
+    }
+    .await;
+    super::finish(tx, result).await
 }
