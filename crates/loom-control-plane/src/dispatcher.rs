@@ -129,8 +129,8 @@ impl Slots {
 }
 
 /// What a dispatch pass needs besides the claim itself: the active projects, re-read with the
-/// in-progress counts (`Slots`) every `REFRESH`, so that a pass on the hot path is one claim
-/// transaction.
+/// in-progress counts (`Slots`) every `REFRESH` and after any project change, so that a pass on
+/// the hot path is one claim transaction.
 #[derive(Debug, Default)]
 pub(crate) struct View {
     projects: Vec<ProjectId>,
@@ -141,7 +141,8 @@ const REFRESH: Duration = Duration::from_millis(250);
 
 impl View {
     async fn refresh(&mut self, shared: &Shared) -> Result<(), Error> {
-        if self.read_at.is_some_and(|t| t.elapsed() < REFRESH) {
+        let projects_changed = shared.projects_changed.swap(false, Ordering::Relaxed);
+        if !projects_changed && self.read_at.is_some_and(|t| t.elapsed() < REFRESH) {
             return Ok(());
         }
         let projects = shared.store.list_projects().await?;

@@ -71,10 +71,18 @@ impl Default for Config {
             global_concurrency: 1024,
             claim_batch: 64,
             sweep_interval: Duration::from_millis(500),
-            instance: format!("control-plane-{}", loom_bus::instance_id()),
+            instance: default_instance(),
             leader_ttl: Duration::from_secs(10),
         }
     }
+}
+
+/// A name unique to this control plane: the process's instance id plus a counter, so that two
+/// control planes in one process (tests, embedding) stand for the dispatcher lease separately.
+fn default_instance() -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("control-plane-{}-{n}", loom_bus::instance_id())
 }
 
 /// What every part of the control plane shares.
@@ -95,6 +103,9 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     /// Whether this instance holds the dispatcher lease (it claims and relays only then).
     pub leader: std::sync::atomic::AtomicBool,
+    /// A project was created, changed, paused, resumed or deleted: the dispatcher re-reads the
+    /// project list before its next pass.
+    pub projects_changed: std::sync::atomic::AtomicBool,
     /// In-progress counts against the concurrency limits.
     pub slots: std::sync::Mutex<dispatcher::Slots>,
 }
@@ -106,6 +117,12 @@ impl Shared {
 
     pub(crate) fn slots(&self) -> std::sync::MutexGuard<'_, dispatcher::Slots> {
         self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A project changed: the dispatcher re-reads the project list, then looks for work.
+    pub(crate) fn project_changed(&self) {
+        self.projects_changed.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.changed();
     }
 
     pub(crate) fn changed(&self) {
@@ -149,6 +166,7 @@ pub async fn run(
         events_wake: tokio::sync::watch::channel(()).0,
         shutdown: shutdown.clone(),
         leader: std::sync::atomic::AtomicBool::new(false),
+        projects_changed: std::sync::atomic::AtomicBool::new(false),
         slots: Default::default(),
     });
     let tasks = [

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use loom_bus::{Bus, EventBody, EventMessage, Outgoing, TaskData, TaskKind, TaskMessage, TaskMetadata, TraceContext};
-use loom_domain::{BeadId, DispatchId, ProjectId};
+use loom_domain::{BeadId, DispatchId, EventKind, ProjectId};
 use loom_store::{Claim, OutboxKind, OutboxMessage, TaskSnapshot};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -293,5 +293,27 @@ async fn relay_events(shared: &Shared, cursor: &mut Option<EventCursor>) -> Resu
         r?;
     }
     cursor.handled(&events);
+    // A change made through another instance (its API wakes only its own, idle, dispatcher)
+    // reaches this dispatcher within one relay pass instead of at its next sweep.
+    if events.iter().any(|e| e.kind.category() == "project") {
+        shared.projects_changed.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    if events.iter().any(|e| may_ready_beads(e.kind)) {
+        shared.dispatch_wake.notify_one();
+    }
     Ok(events.len())
+}
+
+/// Whether an event of this kind may have made a bead ready or freed a concurrency slot.
+fn may_ready_beads(kind: EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::ProjectCreated
+            | EventKind::ProjectUpdated
+            | EventKind::BeadCreated
+            | EventKind::BeadUpdated
+            | EventKind::BeadStatusChanged
+            | EventKind::BeadClosed
+            | EventKind::BeadDependencyRemoved
+    )
 }

@@ -22,7 +22,7 @@ pub(crate) async fn create(
     let id = req.id.as_deref().ok_or_else(|| Error::BadRequest("`id` is required".into()))?;
     let id = parse_id(ProjectId::parse, id)?;
     let project = s.store.create_project(req.into_domain(id)?).await?;
-    s.changed();
+    s.project_changed();
     Ok((StatusCode::CREATED, Json(ProjectDto::from(&project))))
 }
 
@@ -46,14 +46,14 @@ pub(crate) async fn update(
         project.bead_prefix = current.bead_prefix;
     }
     let project = s.store.update_project(project).await?;
-    s.changed();
+    s.project_changed();
     Ok(Json(ProjectDto::from(&project)))
 }
 
 pub(crate) async fn delete(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Result<StatusCode, Error> {
     let id = parse_id(ProjectId::parse, &id)?;
     s.store.delete_project(&id).await?;
-    s.changed();
+    s.project_changed();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -79,6 +79,6 @@ async fn set_status(s: &Shared, id: &str, status: ProjectStatus) -> Result<Json<
         status,
     };
     let project = s.store.update_project(update).await?;
-    s.changed();
+    s.project_changed();
     Ok(Json(ProjectDto::from(&project)))
 }

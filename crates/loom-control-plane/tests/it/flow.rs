@@ -147,6 +147,28 @@ async fn a_second_control_plane_takes_over_dispatch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bead_created_through_another_instance_is_dispatched_at_once() {
+    // Sweeps so rare that only a wake can explain a prompt dispatch.
+    let mut config = fast_config();
+    config.sweep_interval = Duration::from_secs(60);
+    let mut c = Cluster::start(config.clone()).await;
+    c.project("two").await;
+    let agent = TestAgent::start(&c.bus, "two", succeed).await;
+    let first = c.bead("two", "through the leader", 1, &[]).await;
+    assert!(closed(&c.wait_bead(&first, WAIT, closed).await), "the first instance dispatches");
+    config.instance = format!("{}-other", config.instance);
+    let mut other = ControlPlane::start(config, c.store.clone(), c.bus.clone()).await;
+    let leader_url = std::mem::replace(&mut c.cp.url, other.url.clone());
+    let id = c.bead("two", "through the other", 1, &[]).await;
+    let v = c.wait_bead(&id, Duration::from_secs(5), closed).await;
+    assert_eq!(v["status"], "closed", "dispatched well before the next sweep: {v}");
+    c.cp.url = leader_url;
+    other.stop().await;
+    agent.stop().await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_claimed_but_never_published_is_relayed_from_the_outbox() {
     let mut c = Cluster::start(fast_config()).await;
     c.project("orphan").await;
