@@ -48,15 +48,39 @@ impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         match &e {
             // 08xxx: connection failures; 57Pxx: the server is shutting down or starting up.
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                connection_lost();
                 Error::Unavailable(e.to_string())
             }
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => Error::Unavailable(e.to_string()),
             sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")) => {
+                connection_lost();
                 Error::Unavailable(e.to_string())
             }
             _ => Error::Internal(e.to_string()),
         }
     }
+}
+
+/// When a database connection was last found broken (ms since `EPOCH`, 0 for never). The pools
+/// ping a connection before handing it out for a while after that: when the server restarted or
+/// ended its backends, every pooled connection is dead, and without the ping each would fail one
+/// more request. Process-wide: a hint that only costs a ping, never a correctness matter.
+static LOST_AT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+fn since_epoch_ms() -> u64 {
+    u64::try_from(EPOCH.get_or_init(std::time::Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+fn connection_lost() {
+    LOST_AT_MS.store(since_epoch_ms(), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether a connection was found broken within `window`.
+pub(crate) fn connection_lost_within(window: std::time::Duration) -> bool {
+    let at = LOST_AT_MS.load(std::sync::atomic::Ordering::Relaxed);
+    at != 0 && since_epoch_ms().saturating_sub(at) <= u64::try_from(window.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl From<sqlx::migrate::MigrateError> for Error {

@@ -58,12 +58,15 @@ impl PgStore {
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
             // A ping before every statement would double the round trips of the hot path; only a
-            // connection that sat idle (and may have been cut by a restart) is pinged first, and
-            // replaced when the ping fails.
+            // connection that sat idle (and may have been cut by a restart), or any connection
+            // shortly after one was found broken (its siblings likely are too), is pinged first,
+            // and replaced when the ping fails.
             .test_before_acquire(false)
             .before_acquire(|conn, meta| {
                 Box::pin(async move {
-                    if meta.idle_for > Duration::from_secs(1) {
+                    if meta.idle_for > Duration::from_secs(1)
+                        || crate::error::connection_lost_within(Duration::from_secs(10))
+                    {
                         sqlx::Connection::ping(conn).await?;
                     }
                     Ok(true)

@@ -42,6 +42,10 @@ async fn terminated_connections_are_replaced_without_the_client_noticing() {
     let project = ProjectId::parse("outage").unwrap();
     client.create_project(NewProject::new(project.clone(), "/tmp/repo")).await.unwrap();
     let bead = client.create_beads(vec![NewBead::new(project.clone(), "before")]).await.unwrap().remove(0);
+    // More recently used connections than the client makes attempts: each dead one it drew
+    // would cost an attempt, unless the service stops handing them out after the first.
+    let reads = (0..8).map(|_| client.get_bead(&bead.id));
+    futures::future::try_join_all(reads).await.unwrap();
 
     assert!(terminate_backends(guard.db.url()).await > 0, "the service had open connections to end");
     assert_eq!(client.get_bead(&bead.id).await.unwrap(), bead, "reads go on");
