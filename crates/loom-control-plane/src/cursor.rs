@@ -67,9 +67,8 @@ impl EventCursor {
     /// Moves the settled mark over every seen seq that follows it, and over a hole whose next
     /// event is older than the window.
     fn advance(&mut self, now: DateTime<Utc>) {
-        let expired = now - WINDOW;
         while let Some((&seq, &at)) = self.seen.first_key_value() {
-            if seq != self.settled + 1 && at > expired {
+            if waits_for_hole(self.settled, seq, at, now) {
                 break;
             }
             self.settled = seq;
@@ -83,15 +82,20 @@ impl EventCursor {
 /// first hole in the seqs whose next event is younger than [`WINDOW`]. The reader continues from
 /// the prefix's last seq and sees the late event when it commits.
 pub(crate) fn settled_prefix(after: i64, events: &[Event], now: DateTime<Utc>) -> &[Event] {
-    let expired = now - WINDOW;
     let mut last = after;
     for (i, e) in events.iter().enumerate() {
-        if e.seq != last + 1 && e.created_at > expired {
+        if waits_for_hole(last, e.seq, e.created_at, now) {
             return &events[..i];
         }
         last = e.seq;
     }
     events
+}
+
+/// Whether an event `seq` (created at `at`) that follows `prev` must wait: a seq between them
+/// is missing and may still commit, being younger than [`WINDOW`].
+fn waits_for_hole(prev: i64, seq: i64, at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    seq != prev + 1 && at > now - WINDOW
 }
 
 #[cfg(test)]

@@ -228,14 +228,9 @@ pub(crate) fn claim(
         )));
     }
     let now = crate::micros(now);
-    let dispatch_id = loom_domain::DispatchId::parse(&uuid::Uuid::now_v7().to_string())?;
-    bead.status = Status::InProgress;
-    bead.dispatch_id = Some(dispatch_id.clone());
-    bead.attempts += 1;
-    bead.lease_expires_at = Some(crate::micros(now + lease));
+    let dispatch_id = new_dispatch_id();
     bead.assignee = Some(claimer.to_owned());
-    bead.not_before = None;
-    touch(bead, now);
+    start_dispatch(bead, claimer, now, crate::micros(now + lease), dispatch_id.clone());
     let data = json!({
         "dispatch_id": dispatch_id.as_str(),
         "attempt": bead.attempts,
@@ -251,17 +246,22 @@ pub(crate) fn new_dispatch_id() -> DispatchId {
     DispatchId::parse(&uuid::Uuid::now_v7().to_string()).expect("a UUID is a valid dispatch id")
 }
 
-/// `open → in_progress` for a dispatcher's claim under `dispatch_id`; the claimer becomes the
-/// assignee when the bead has none.
-pub(crate) fn start_dispatch(bead: &mut Bead, req: &ClaimRequest, lease_until: DateTime<Utc>, dispatch_id: DispatchId) {
+/// `open → in_progress` under `dispatch_id` with a lease until `lease_until`; the claimer
+/// becomes the assignee when the bead has none.
+pub(crate) fn start_dispatch(
+    bead: &mut Bead,
+    claimer: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    dispatch_id: DispatchId,
+) {
     bead.status = Status::InProgress;
-    bead.dispatch_id = Some(dispatch_id.clone());
+    bead.dispatch_id = Some(dispatch_id);
     bead.attempts += 1;
     bead.lease_expires_at = Some(lease_until);
-    bead.assignee = bead.assignee.take().or_else(|| Some(req.claimer.clone()));
+    bead.assignee = bead.assignee.take().or_else(|| Some(claimer.to_owned()));
     bead.not_before = None;
-    bead.updated_at = req.now;
-    bead.version += 1;
+    touch(bead, now);
 }
 
 /// Whether `Store::create_claimed` may claim `new` in its create's transaction, as far as the

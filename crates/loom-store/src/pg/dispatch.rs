@@ -108,8 +108,8 @@ pub(super) async fn create_claimed(pool: &PgPool, new: NewBead, req: &ClaimReque
         return Ok(CreatedBead::Open(bead));
     }
     let created = crate::now();
-    let claim_req = ClaimRequest { now: crate::micros(req.now), ..req.clone() };
-    let lease_until = crate::micros(claim_req.now + req.lease);
+    let claimed_at = crate::micros(req.now);
+    let lease_until = crate::micros(claimed_at + req.lease);
     let dispatch_id = transitions::new_dispatch_id();
     let row: std::result::Result<(String, i64, bool, Option<i64>), sqlx::Error> = sqlx::query_as(&format!(
         "WITH gate AS (
@@ -153,7 +153,7 @@ pub(super) async fn create_claimed(pool: &PgPool, new: NewBead, req: &ClaimReque
          SELECT id, seq, go, (SELECT id FROM outbox_row) FROM ided"
     ))
     .bind(new.project_id.as_str())
-    .bind(claim_req.now)
+    .bind(claimed_at)
     .bind(&new.title)
     .bind(&new.description)
     .bind(new.bead_type.as_str())
@@ -179,7 +179,7 @@ pub(super) async fn create_claimed(pool: &PgPool, new: NewBead, req: &ClaimReque
     let mut bead = transitions::fresh(id, new, Vec::new(), created);
     match (go, outbox_id) {
         (true, Some(outbox_id)) => {
-            transitions::start_dispatch(&mut bead, &claim_req, lease_until, dispatch_id.clone());
+            transitions::start_dispatch(&mut bead, &req.claimer, claimed_at, lease_until, dispatch_id.clone());
             Ok(CreatedBead::Claimed(Claim { bead, dispatch_id, attempt: 1, lease_expires_at: lease_until, outbox_id }))
         }
         (false, None) => Ok(CreatedBead::Open(bead)),

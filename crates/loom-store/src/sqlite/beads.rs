@@ -243,7 +243,7 @@ pub(super) async fn update(store: &SqliteStore, id: &BeadId, expected: i64, patc
     Ok(bead)
 }
 
-/// Close (with `reason`) or reopen by hand.
+/// Claim by hand (see `transitions::claim`).
 pub(super) async fn claim(store: &SqliteStore, id: &BeadId, claimer: &str, lease: std::time::Duration) -> Result<Bead> {
     let mut tx = store.write().await?;
     let mut bead = load(&mut tx, id).await?;
@@ -260,6 +260,7 @@ pub(super) async fn claim(store: &SqliteStore, id: &BeadId, claimer: &str, lease
     Ok(bead)
 }
 
+/// Close (with `reason`) or reopen by hand.
 pub(super) async fn set_status(
     store: &SqliteStore,
     id: &BeadId,

@@ -102,7 +102,7 @@ async fn claim_in(tx: &mut Tx, req: &ClaimRequest) -> Result<Vec<Claim>> {
     for row in &rows {
         let (mut bead, _) = bead_from_row(row)?;
         let dispatch_id = transitions::new_dispatch_id();
-        transitions::start_dispatch(&mut bead, req, lease_until, dispatch_id.clone());
+        transitions::start_dispatch(&mut bead, &req.claimer, req.now, lease_until, dispatch_id.clone());
         write(tx, &mut bead).await?;
         claims.push(Claim { dispatch_id, attempt: bead.attempts, lease_expires_at: lease_until, outbox_id: 0, bead });
     }
