@@ -1,0 +1,24 @@
+//! The fault suite's cluster launcher: private `nats-server` ([`NatsServer`]) and PostgreSQL
+//! ([`PgCluster`]) instances, each on its own free port with its own temporary directory, that
+//! integration tests (and later `loom bench faults`) stop, kill and restart at will.
+//!
+//! Invariants:
+//! - It only ever signals or stops processes it started itself, by their pid (a child it has not
+//!   yet reaped, or the postmaster of its own data directory) — never by name, never in bulk.
+//! - It never touches the shared servers on :4222 and :5432: every instance binds a port from
+//!   [`free_port`] and keeps its state in a directory it created and removes when dropped.
+//! - Dropping an instance stops it (SIGKILL for NATS, an immediate shutdown for PostgreSQL), so a
+//!   failing test does not leak servers.
+//! - Restarting keeps the port and the state directory, so clients reconnect to the same URL and
+//!   find their data again.
+
+mod error;
+mod nats;
+mod pg;
+mod port;
+mod process;
+
+pub use error::{Error, Result};
+pub use nats::NatsServer;
+pub use pg::PgCluster;
+pub use port::free_port;
