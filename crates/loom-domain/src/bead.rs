@@ -144,6 +144,11 @@ pub struct Bead {
     /// The current dispatch (fencing token) while `in_progress`.
     pub dispatch_id: Option<DispatchId>,
     pub lease_expires_at: Option<DateTime<Utc>>,
+    /// When an agent reported that it started the current dispatch. `None` while the task is
+    /// queued (dispatched, waiting for an agent slot): only a started dispatch has a lease clock.
+    pub started_at: Option<DateTime<Utc>>,
+    /// The agent running the current dispatch, once started.
+    pub started_by: Option<String>,
     /// A failed bead waits until then before it is ready again (retry backoff).
     pub not_before: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -151,6 +156,35 @@ pub struct Bead {
     pub closed_at: Option<DateTime<Utc>>,
     /// Bumped on every change; updates name the version they expect.
     pub version: i64,
+}
+
+/// Where a dispatched bead is: waiting for an agent slot, or started by an agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DispatchState {
+    /// Its task waits on the bus; no agent has started it, so no lease clock runs.
+    Queued,
+    /// An agent started it; its lease is kept alive by the agent's progress.
+    Running,
+}
+
+impl DispatchState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DispatchState::Queued => "queued",
+            DispatchState::Running => "running",
+        }
+    }
+}
+
+impl Bead {
+    /// `None` unless the bead is `in_progress`.
+    pub fn dispatch_state(&self) -> Option<DispatchState> {
+        match (self.status, self.started_at) {
+            (Status::InProgress, None) => Some(DispatchState::Queued),
+            (Status::InProgress, Some(_)) => Some(DispatchState::Running),
+            _ => None,
+        }
+    }
 }
 
 /// A bead to create; `validate` checks every field against `limits`.
@@ -227,7 +261,9 @@ pub fn validate_tags(tags: &[String]) -> Result<(), Error> {
     Ok(())
 }
 
-/// Context maps have bounded entries and values.
+/// Context maps have bounded entries and values, and the keys the dispatcher and agents read
+/// (`role`, `executor`) hold values they can route and run: a bead is refused here rather than
+/// accepted and then left undeliverable.
 pub fn validate_context(context: &ContextMap) -> Result<(), Error> {
     if context.len() > limits::CONTEXT_ENTRIES_MAX {
         return Err(Error::invalid(
@@ -247,7 +283,40 @@ pub fn validate_context(context: &ContextMap) -> Result<(), Error> {
             ),
         ));
     }
+    let total: usize = context.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > limits::CONTEXT_TOTAL_MAX {
+        return Err(Error::invalid(
+            "context",
+            format!("{total} bytes in all; the limit is {} (256 KiB)", limits::CONTEXT_TOTAL_MAX),
+        ));
+    }
+    if let Some(role) = context.get("role") {
+        validate_role(role).map_err(|reason| Error::invalid("context.role", reason))?;
+    }
+    if let Some(executor) = context.get("executor")
+        && !EXECUTORS.contains(&executor.as_str())
+    {
+        return Err(Error::invalid(
+            "context.executor",
+            format!("{executor:?} is not an executor: use one of {}", EXECUTORS.join(", ")),
+        ));
+    }
     Ok(())
+}
+
+/// The executors an agent can run (`context.executor`).
+pub const EXECUTORS: &[&str] = &["shell", "llm", "noop"];
+
+/// A role routes a task to `loom.tasks.{project}.{role}`, so it must be one subject token:
+/// `^[a-z0-9][a-z0-9_-]{0,62}$` (lower case; `QA` is refused, `qa` is fine).
+pub fn validate_role(role: &str) -> Result<(), String> {
+    let ok = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-';
+    let bytes = role.as_bytes();
+    let valid = !bytes.is_empty()
+        && bytes.len() <= 63
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes.iter().all(|&b| ok(b));
+    if valid { Ok(()) } else { Err(format!("{role:?} must match ^[a-z0-9][a-z0-9_-]{{0,62}}$ (lower case)")) }
 }
 
 /// Cuts free text to `limits::REASON_MAX` bytes on a character boundary.

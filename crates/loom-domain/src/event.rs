@@ -15,6 +15,7 @@ string_enum!(
         BeadUpdated => "bead.updated",
         BeadStatusChanged => "bead.status_changed",
         BeadDispatched => "bead.dispatched",
+        BeadStarted => "bead.started",
         BeadClosed => "bead.closed",
         BeadDependencyAdded => "bead.dependency_added",
         BeadDependencyRemoved => "bead.dependency_removed",

@@ -24,8 +24,8 @@ mod project;
 pub use agent::{Agent, AgentStatus};
 pub use auth::{ApiKey, Role, validate_key_name};
 pub use bead::{
-    Bead, BeadType, NewBead, Priority, Status, truncate_reason, validate_context, validate_description, validate_tags,
-    validate_title,
+    Bead, BeadType, DispatchState, EXECUTORS, NewBead, Priority, Status, truncate_reason, validate_context,
+    validate_description, validate_role, validate_tags, validate_title,
 };
 pub use error::Error;
 pub use event::{Event, EventKind};
@@ -50,6 +50,9 @@ pub mod limits {
     pub const CONTEXT_ENTRIES_MAX: usize = 128;
     /// Largest context map value, in bytes.
     pub const CONTEXT_VALUE_MAX: usize = 64 * 1024;
+    /// Largest context map in all (keys and values), in bytes: with the largest description it
+    /// still fits in one task message (1 MiB).
+    pub const CONTEXT_TOTAL_MAX: usize = 256 * 1024;
     /// Longest free-text reason (close reason, last error), in bytes; longer ones are truncated.
     pub const REASON_MAX: usize = 16 * 1024;
 }

@@ -86,7 +86,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// claimer. Refused (conflict) unless the bead is open and every blocker is closed. The
     /// claimer closes it when done; if the lease lapses first, the bead is dispatched again.
     async fn claim_bead(&self, id: &BeadId, claimer: &str, lease: std::time::Duration) -> Result<Bead>;
+    /// An agent starts a dispatch it holds: the bead goes from queued to running (`started_at`,
+    /// `started_by`, a lease of `start.lease`) and a `bead.started` event is appended. Only a
+    /// started dispatch has a lease clock. See [`StartOutcome`] for stale and superseded ones.
+    async fn start_dispatch(&self, start: &DispatchStart) -> Result<StartOutcome>;
+    /// An agent gives a current dispatch back without a result (shutdown, drain): the bead is
+    /// open again at once, with the attempt not counted, so a graceful hand-back spends no retry
+    /// budget; the next dispatch gets a new `dispatch_id`. `None` (nothing changed) unless the
+    /// dispatch is current and not started by another agent.
+    async fn hand_back(&self, dispatch: &DispatchId, agent_id: &str, reason: &str) -> Result<Option<Bead>>;
     /// Extends the lease of a current dispatch (agent progress); false if it is not current.
+    /// Progress from an agent that did not report a start marks the dispatch started.
     async fn extend_lease(&self, dispatch: &DispatchId, until: DateTime<Utc>) -> Result<bool>;
     /// Applies an agent's result once, keyed by `dispatch_id`; stale or repeated results are no-ops.
     async fn record_result(&self, result: &DispatchResult) -> Result<ResultOutcome> {
@@ -102,6 +112,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn release_expired_leases(&self, now: DateTime<Utc>, max_attempts: u32, limit: u32) -> Result<Vec<Bead>>;
     /// Blocks an `in_progress` bead whose task was dead-lettered, if `dispatch_id` is current.
     async fn block_dispatch(&self, dispatch: &DispatchId, reason: &str) -> Result<Option<Bead>>;
+
+    /// A named position (the event relay's last published `seq`), 0 when never saved.
+    async fn position(&self, name: &str) -> Result<i64>;
+    /// Saves a named position; a lower value than the saved one is ignored (positions only advance).
+    async fn save_position(&self, name: &str, position: i64) -> Result<()>;
 
     /// Appends an event outside a bead change (agents, connectors).
     async fn append_event(&self, event: NewEvent) -> Result<Event>;

@@ -158,6 +158,33 @@ pub enum Outcome {
     Failure { error: String },
 }
 
+/// An agent reports that it starts running a dispatch it holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DispatchStart {
+    pub bead_id: BeadId,
+    pub dispatch_id: DispatchId,
+    pub agent_id: String,
+    pub now: DateTime<Utc>,
+    /// The lease runs until `now + lease` and is extended by the agent's progress.
+    pub lease: std::time::Duration,
+    /// Attempts allowed in all: a superseded dispatch on its last attempt blocks the bead.
+    pub max_attempts: u32,
+}
+
+/// What `Store::start_dispatch` did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StartOutcome {
+    /// The agent may run it: the bead is running under this dispatch, held by this agent (also
+    /// when the same agent reports the same start again).
+    Started(Bead),
+    /// The dispatch is not the bead's current one (or the bead is gone): do not run it.
+    Stale,
+    /// Another agent started this dispatch and its task came back (that agent stopped without
+    /// settling it), so it may have run in part: it is never run a second time. The bead is open
+    /// for a new dispatch (or blocked when its retry budget is spent); do not run it.
+    Superseded(Bead),
+}
+
 /// What `record_result` did.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ResultOutcome {

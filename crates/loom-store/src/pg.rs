@@ -17,8 +17,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::{
-    BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, Error, NewEvent, OutboxMessage,
-    PageRequest, Result, ResultOutcome, Store,
+    BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, DispatchStart, Error, NewEvent,
+    OutboxMessage, PageRequest, Result, ResultOutcome, StartOutcome, Store,
 };
 use rows::{agent_from_row, event_from_row, outbox_from_row, project_from_row};
 
@@ -315,13 +315,25 @@ impl Store for PgStore {
         dispatch::claim(&self.pool, request).await
     }
 
+    async fn start_dispatch(&self, start: &DispatchStart) -> Result<StartOutcome> {
+        dispatch::start(&self.pool, start).await
+    }
+
+    async fn hand_back(&self, dispatch: &DispatchId, agent_id: &str, reason: &str) -> Result<Option<Bead>> {
+        dispatch::hand_back(&self.pool, dispatch, agent_id, reason).await
+    }
+
     async fn extend_lease(&self, dispatch: &DispatchId, until: DateTime<Utc>) -> Result<bool> {
-        let n = sqlx::query("UPDATE beads SET lease_expires_at = $2 WHERE dispatch_id = $1 AND status = 'in_progress'")
-            .bind(dispatch.as_str())
-            .bind(until)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        let n = sqlx::query(
+            "UPDATE beads SET lease_expires_at = $2, started_at = COALESCE(started_at, $3)
+             WHERE dispatch_id = $1 AND status = 'in_progress'",
+        )
+        .bind(dispatch.as_str())
+        .bind(until)
+        .bind(crate::now())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         Ok(n == 1)
     }
 
@@ -335,6 +347,28 @@ impl Store for PgStore {
 
     async fn block_dispatch(&self, dispatch: &DispatchId, reason: &str) -> Result<Option<Bead>> {
         dispatch::block(&self.pool, dispatch, reason).await
+    }
+
+    async fn position(&self, name: &str) -> Result<i64> {
+        let p: Option<i64> = sqlx::query_scalar("SELECT position FROM positions WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(p.unwrap_or(0))
+    }
+
+    async fn save_position(&self, name: &str, position: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO positions (name, position, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at
+             WHERE positions.position < EXCLUDED.position",
+        )
+        .bind(name)
+        .bind(position)
+        .bind(crate::now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn append_event(&self, event: NewEvent) -> Result<Event> {

@@ -27,8 +27,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use crate::{
-    BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, Error, NewEvent, OutboxMessage,
-    PageRequest, Result, ResultOutcome, Store,
+    BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, DispatchStart, Error, NewEvent,
+    OutboxMessage, PageRequest, Result, ResultOutcome, StartOutcome, Store,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -194,6 +194,14 @@ impl Store for SqliteStore {
         dispatch::claim(self, request).await
     }
 
+    async fn start_dispatch(&self, start: &DispatchStart) -> Result<StartOutcome> {
+        dispatch::start(self, start).await
+    }
+
+    async fn hand_back(&self, dispatch: &DispatchId, agent_id: &str, reason: &str) -> Result<Option<Bead>> {
+        dispatch::hand_back(self, dispatch, agent_id, reason).await
+    }
+
     async fn extend_lease(&self, dispatch: &DispatchId, until: DateTime<Utc>) -> Result<bool> {
         dispatch::extend_lease(self, dispatch, until).await
     }
@@ -212,6 +220,14 @@ impl Store for SqliteStore {
 
     async fn append_event(&self, event: NewEvent) -> Result<Event> {
         records::append_event(self, event).await
+    }
+
+    async fn position(&self, name: &str) -> Result<i64> {
+        records::position(&self.reader, name).await
+    }
+
+    async fn save_position(&self, name: &str, position: i64) -> Result<()> {
+        records::save_position(self, name, position).await
     }
 
     async fn list_events(&self, after: i64, limit: u32) -> Result<Vec<Event>> {

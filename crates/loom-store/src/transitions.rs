@@ -38,6 +38,8 @@ pub(crate) fn check_version(bead: &Bead, expected: Option<i64>) -> Result<()> {
 fn end_dispatch(bead: &mut Bead, cancel_reason: Option<&str>) -> Option<Cancel> {
     let dispatch = bead.dispatch_id.take();
     bead.lease_expires_at = None;
+    bead.started_at = None;
+    bead.started_by = None;
     match (dispatch, cancel_reason) {
         (Some(dispatch_id), Some(reason)) => {
             let role = bead.context.get("role").cloned();
@@ -231,6 +233,9 @@ pub(crate) fn claim(
     let dispatch_id = new_dispatch_id();
     bead.assignee = Some(claimer.to_owned());
     start_dispatch(bead, claimer, now, crate::micros(now + lease), dispatch_id.clone());
+    // Whoever claims by hand works on it at once: it is running, not queued.
+    bead.started_at = Some(now);
+    bead.started_by = Some(claimer.to_owned());
     let data = json!({
         "dispatch_id": dispatch_id.as_str(),
         "attempt": bead.attempts,
@@ -239,6 +244,70 @@ pub(crate) fn claim(
     });
     let description = format!("bead {} claimed by {claimer} (attempt {})", bead.id, bead.attempts);
     Ok(NewEvent::for_bead(bead, EventKind::BeadDispatched, description, data))
+}
+
+/// What an agent's start report does to the bead of its (current) dispatch.
+#[derive(Debug)]
+pub(crate) enum Start {
+    /// First start: running from now, held by the agent.
+    Fresh(NewEvent),
+    /// The same agent reported the same start again: the lease is renewed, nothing else.
+    Again,
+    /// Another agent had started it: the dispatch is over, the bead open (or blocked).
+    Superseded(NewEvent),
+}
+
+/// A queued dispatch becomes running (`started_at`, `started_by`, a fresh lease); a dispatch
+/// another agent started is ended instead, since its first run may have done part of its work.
+pub(crate) fn start(bead: &mut Bead, s: &crate::DispatchStart) -> Start {
+    let now = crate::micros(s.now);
+    match bead.started_by.clone() {
+        None => {
+            bead.started_at = Some(now);
+            bead.started_by = Some(s.agent_id.clone());
+            bead.lease_expires_at = Some(crate::micros(now + s.lease));
+            touch(bead, now);
+            let data = json!({ "dispatch_id": s.dispatch_id.as_str(), "attempt": bead.attempts, "agent": s.agent_id });
+            let description = format!("bead {} started by {} (attempt {})", bead.id, s.agent_id, bead.attempts);
+            Start::Fresh(NewEvent::for_bead(bead, EventKind::BeadStarted, description, data))
+        }
+        Some(agent) if agent == s.agent_id => {
+            bead.lease_expires_at = Some(crate::micros(now + s.lease));
+            Start::Again
+        }
+        Some(earlier) => {
+            let from = bead.status;
+            end_dispatch(bead, None);
+            let spent = bead.attempts >= s.max_attempts;
+            let reason = format!(
+                "agent {earlier} stopped while running attempt {} (its task came back to {}); {}",
+                bead.attempts,
+                s.agent_id,
+                if spent { "the retry budget is spent" } else { "dispatching it again" }
+            );
+            bead.status = if spent { Status::Blocked } else { Status::Open };
+            bead.last_error = Some(truncate_reason(&reason));
+            touch(bead, now);
+            Start::Superseded(status_event(bead, from, json!({ "reason": reason })))
+        }
+    }
+}
+
+/// A graceful hand-back (the agent shuts down or drains): the bead is open again at once and
+/// the attempt is given back, so restarts of agents never spend the retry budget. `None` when
+/// another agent started the dispatch (that one decides).
+pub(crate) fn hand_back(bead: &mut Bead, agent: &str, reason: &str, now: DateTime<Utc>) -> Option<Effects> {
+    if bead.started_by.as_deref().is_some_and(|a| a != agent) {
+        return None;
+    }
+    let from = bead.status;
+    end_dispatch(bead, None);
+    bead.status = Status::Open;
+    bead.attempts = bead.attempts.saturating_sub(1);
+    bead.not_before = None;
+    touch(bead, crate::micros(now));
+    let reason = truncate_reason(&format!("handed back by {agent}: {reason}"));
+    Some(Effects { event: status_event(bead, from, json!({ "reason": reason, "agent": agent })), cancel: None })
 }
 
 /// A new dispatch id: a UUID v7, unique and time-ordered.
@@ -323,6 +392,8 @@ pub(crate) fn fresh(id: BeadId, b: NewBead, blocked_by: Vec<BeadId>, now: DateTi
         close_reason: None,
         dispatch_id: None,
         lease_expires_at: None,
+        started_at: None,
+        started_by: None,
         not_before: None,
         created_at: now,
         updated_at: now,

@@ -8,8 +8,8 @@ use loom_domain::{
 };
 use loom_proto::{FromProto, IntoProto, v1};
 use loom_store::{
-    BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, Error, NewEvent, OutboxMessage,
-    PageRequest, Result, ResultOutcome, Store,
+    BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, DispatchStart, Error, NewEvent,
+    OutboxMessage, PageRequest, Result, ResultOutcome, StartOutcome, Store,
 };
 
 use super::{GrpcStore, Retry};
@@ -124,6 +124,31 @@ impl Store for GrpcStore {
         let request =
             v1::CreateClaimedRequest { bead: Some(bead.into_proto()), claim: Some(request.clone().into_proto()) };
         answer(rpc!(self.create_claimed(request), IfNoEffect))
+    }
+
+    async fn start_dispatch(&self, start: &DispatchStart) -> Result<StartOutcome> {
+        // Repeating a start is harmless: the same agent's second start only renews the lease.
+        answer(rpc!(self.start_dispatch(start.clone().into_proto()), Always))
+    }
+
+    async fn hand_back(&self, dispatch: &DispatchId, agent_id: &str, reason: &str) -> Result<Option<Bead>> {
+        // A repeat finds the dispatch no longer current and changes nothing.
+        let request = v1::HandBackRequest {
+            dispatch_id: dispatch.to_string(),
+            agent_id: agent_id.to_owned(),
+            reason: reason.to_owned(),
+        };
+        answer(rpc!(self.hand_back(request), Always).bead)
+    }
+
+    async fn position(&self, name: &str) -> Result<i64> {
+        Ok(rpc!(self.get_position(v1::GetPositionRequest { name: name.to_owned() }), Always).position)
+    }
+
+    async fn save_position(&self, name: &str, position: i64) -> Result<()> {
+        // Positions only advance, so a repeat is harmless.
+        rpc!(self.save_position(v1::SavePositionRequest { name: name.to_owned(), position }), Always);
+        Ok(())
     }
 
     async fn extend_lease(&self, dispatch: &DispatchId, until: DateTime<Utc>) -> Result<bool> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use loom_domain::{BeadId, DispatchId, ProjectId};
 use loom_proto::v1::database_server::Database;
 use loom_proto::{FromProto, IntoProto, required, v1};
-use loom_store::{DispatchResult, Store};
+use loom_store::{DispatchResult, DispatchStart, Store};
 use tonic::{Request, Response, Status};
 
 use crate::status::to_status;
@@ -162,6 +162,29 @@ impl Database for DatabaseService {
         let bead = decode_required(r.bead, "bead")?;
         let request = decode_required(r.claim, "claim")?;
         reply(self.store.create_claimed(bead, &request).await.map_err(fail)?.into_proto())
+    }
+
+    async fn start_dispatch(&self, r: Request<v1::StartDispatchRequest>) -> Reply<v1::StartDispatchResponse> {
+        let start: DispatchStart = valid(FromProto::from_proto(r.into_inner()))?;
+        reply(self.store.start_dispatch(&start).await.map_err(fail)?.into_proto())
+    }
+
+    async fn hand_back(&self, r: Request<v1::HandBackRequest>) -> Reply<v1::HandBackResponse> {
+        let r = r.into_inner();
+        let dispatch = valid(DispatchId::parse(&r.dispatch_id))?;
+        let bead = self.store.hand_back(&dispatch, &r.agent_id, &r.reason).await.map_err(fail)?;
+        reply(v1::HandBackResponse { bead: bead.into_proto() })
+    }
+
+    async fn get_position(&self, r: Request<v1::GetPositionRequest>) -> Reply<v1::GetPositionResponse> {
+        let position = self.store.position(&r.into_inner().name).await.map_err(fail)?;
+        reply(v1::GetPositionResponse { position })
+    }
+
+    async fn save_position(&self, r: Request<v1::SavePositionRequest>) -> Reply<v1::SavePositionResponse> {
+        let r = r.into_inner();
+        self.store.save_position(&r.name, r.position).await.map_err(fail)?;
+        reply(v1::SavePositionResponse {})
     }
 
     async fn extend_lease(&self, r: Request<v1::ExtendLeaseRequest>) -> Reply<v1::ExtendLeaseResponse> {

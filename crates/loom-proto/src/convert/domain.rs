@@ -131,6 +131,8 @@ impl IntoProto<v1::Bead> for Bead {
             updated_at: Some(self.updated_at.into_proto()),
             closed_at: self.closed_at.into_proto(),
             version: self.version,
+            started_at: self.started_at.into_proto(),
+            started_by: self.started_by,
         }
     }
 }
@@ -155,6 +157,8 @@ impl FromProto<v1::Bead> for Bead {
             close_reason: b.close_reason,
             dispatch_id: b.dispatch_id.as_deref().map(DispatchId::parse).transpose()?,
             lease_expires_at: FromProto::from_proto(b.lease_expires_at)?,
+            started_at: FromProto::from_proto(b.started_at)?,
+            started_by: b.started_by,
             not_before: FromProto::from_proto(b.not_before)?,
             created_at: time(b.created_at, "created_at")?,
             updated_at: time(b.updated_at, "updated_at")?,

@@ -3,8 +3,8 @@
 
 use loom_domain::{BeadId, DispatchId, Error, ProjectId, Status};
 use loom_store::{
-    BeadFilter, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, NewEvent, OutboxMessage, Outcome,
-    PageRequest, ResultOutcome,
+    BeadFilter, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, DispatchStart, NewEvent, OutboxMessage,
+    Outcome, PageRequest, ResultOutcome, StartOutcome,
 };
 
 use super::domain::{project_id, time};
@@ -12,6 +12,7 @@ use super::{FromProto, IntoProto, json, priority, required};
 use crate::v1;
 use crate::v1::bead_patch::{AssigneeChange, ParentChange};
 use crate::v1::record_result_response::Outcome as WireOutcome;
+use crate::v1::start_dispatch_response::Outcome as WireStart;
 
 impl IntoProto<v1::BeadFilter> for BeadFilter {
     fn into_proto(self) -> v1::BeadFilter {
@@ -303,6 +304,56 @@ impl IntoProto<v1::StatusCount> for (Status, u64) {
 impl FromProto<v1::StatusCount> for (Status, u64) {
     fn from_proto(c: v1::StatusCount) -> Result<Self, Error> {
         Ok((FromProto::from_proto(c.status)?, c.count))
+    }
+}
+
+impl IntoProto<v1::StartDispatchRequest> for DispatchStart {
+    fn into_proto(self) -> v1::StartDispatchRequest {
+        v1::StartDispatchRequest {
+            bead_id: self.bead_id.into(),
+            dispatch_id: self.dispatch_id.into(),
+            agent_id: self.agent_id,
+            now: Some(self.now.into_proto()),
+            lease: Some(self.lease.into_proto()),
+            max_attempts: self.max_attempts,
+        }
+    }
+}
+
+impl FromProto<v1::StartDispatchRequest> for DispatchStart {
+    fn from_proto(r: v1::StartDispatchRequest) -> Result<Self, Error> {
+        if r.agent_id.trim().is_empty() || r.agent_id.len() > 128 {
+            return Err(Error::Invalid { field: "agent_id", reason: "must be 1 to 128 characters".into() });
+        }
+        Ok(DispatchStart {
+            bead_id: BeadId::parse(&r.bead_id)?,
+            dispatch_id: DispatchId::parse(&r.dispatch_id)?,
+            agent_id: r.agent_id,
+            now: time(r.now, "now")?,
+            lease: FromProto::from_proto(required(r.lease, "lease")?)?,
+            max_attempts: r.max_attempts,
+        })
+    }
+}
+
+impl IntoProto<v1::StartDispatchResponse> for StartOutcome {
+    fn into_proto(self) -> v1::StartDispatchResponse {
+        let outcome = match self {
+            StartOutcome::Started(b) => WireStart::Started(b.into_proto()),
+            StartOutcome::Stale => WireStart::Stale(true),
+            StartOutcome::Superseded(b) => WireStart::Superseded(b.into_proto()),
+        };
+        v1::StartDispatchResponse { outcome: Some(outcome) }
+    }
+}
+
+impl FromProto<v1::StartDispatchResponse> for StartOutcome {
+    fn from_proto(r: v1::StartDispatchResponse) -> Result<Self, Error> {
+        Ok(match required(r.outcome, "outcome")? {
+            WireStart::Started(b) => StartOutcome::Started(FromProto::from_proto(b)?),
+            WireStart::Stale(_) => StartOutcome::Stale,
+            WireStart::Superseded(b) => StartOutcome::Superseded(FromProto::from_proto(b)?),
+        })
     }
 }
 

@@ -407,6 +407,12 @@ pub async fn expired_leases_are_redispatched_with_new_dispatch(store: &dyn Store
     let mut req = claim_req(&p, 1);
     req.lease = Duration::from_secs(1);
     let old = store.claim_ready(&req).await.unwrap().remove(0);
+    let long_after = Utc::now() + chrono::Duration::hours(1);
+    assert!(
+        store.release_expired_leases(long_after, 3, 10).await.unwrap().is_empty(),
+        "a queued dispatch (no agent started it) has no lease clock"
+    );
+    super::start::start(store, &old, "agent-1", Duration::from_secs(1)).await;
     assert!(store.release_expired_leases(Utc::now() - chrono::Duration::seconds(10), 3, 10).await.unwrap().is_empty());
     let later = Utc::now() + chrono::Duration::seconds(5);
     let released = store.release_expired_leases(later, 3, 10).await.unwrap();

@@ -268,12 +268,15 @@ pub(super) async fn write_many(tx: &mut Tx<'_>, beads: &[Bead]) -> Result<()> {
            priority = t.priority, status = t.status, assignee = t.assignee, tags = t.tags, context = t.context,
            parent = t.parent, attempts = t.attempts, last_error = t.last_error, close_reason = t.close_reason,
            dispatch_id = t.dispatch_id, lease_expires_at = t.lease_expires_at, not_before = t.not_before,
-           updated_at = t.updated_at, closed_at = t.closed_at, version = t.version
+           updated_at = t.updated_at, closed_at = t.closed_at, version = t.version, started_at = t.started_at,
+           started_by = t.started_by
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[],
                      $8::jsonb[], $9::jsonb[], $10::text[], $11::bigint[], $12::text[], $13::text[], $14::text[],
-                     $15::timestamptz[], $16::timestamptz[], $17::timestamptz[], $18::timestamptz[], $19::bigint[])
+                     $15::timestamptz[], $16::timestamptz[], $17::timestamptz[], $18::timestamptz[], $19::bigint[],
+                     $20::timestamptz[], $21::text[])
            AS t(id, title, description, bead_type, priority, status, assignee, tags, context, parent, attempts,
-                last_error, close_reason, dispatch_id, lease_expires_at, not_before, updated_at, closed_at, version)
+                last_error, close_reason, dispatch_id, lease_expires_at, not_before, updated_at, closed_at, version,
+                started_at, started_by)
          WHERE beads.id = t.id",
     )
     .bind(text(|b| b.id.to_string()))
@@ -295,6 +298,8 @@ pub(super) async fn write_many(tx: &mut Tx<'_>, beads: &[Bead]) -> Result<()> {
     .bind(time(|b| Some(b.updated_at)))
     .bind(time(|b| b.closed_at))
     .bind(int(|b| b.version))
+    .bind(time(|b| b.started_at))
+    .bind(opt(|b| b.started_by.clone()))
     .execute(&mut **tx)
     .await?;
     Ok(())

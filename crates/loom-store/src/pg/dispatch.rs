@@ -12,7 +12,9 @@ use super::beads::{lock, persist, write, write_many};
 use super::insert_events;
 use super::rows::{BEAD_COLS, bead_from_row};
 use crate::transitions;
-use crate::{Claim, ClaimRequest, CreatedBead, DispatchResult, PageRequest, Result, ResultOutcome};
+use crate::{
+    Claim, ClaimRequest, CreatedBead, DispatchResult, DispatchStart, PageRequest, Result, ResultOutcome, StartOutcome,
+};
 
 /// The ready rule in SQL; `$1` = project, `$2` = now. Uses the partial index `beads_ready`.
 const READY: &str = "b.project_id = $1 AND b.status = 'open' AND b.bead_type <> 'decision'
@@ -239,7 +241,8 @@ pub(super) async fn release_expired(
     let mut tx = pool.begin().await?;
     let result: Result<Vec<Bead>> = async {
         let rows = sqlx::query(&format!(
-            "SELECT {BEAD_COLS} FROM beads b WHERE b.status = 'in_progress' AND b.lease_expires_at < $1
+            "SELECT {BEAD_COLS} FROM beads b
+             WHERE b.status = 'in_progress' AND b.started_at IS NOT NULL AND b.lease_expires_at < $1
              ORDER BY b.lease_expires_at LIMIT $2 FOR UPDATE OF b SKIP LOCKED"
         ))
         .bind(now)
@@ -261,18 +264,55 @@ pub(super) async fn release_expired(
     super::finish(tx, result).await
 }
 
+/// Locks the bead whose current dispatch is `dispatch`, if there is one.
+async fn lock_current(tx: &mut super::Tx<'_>, dispatch: &DispatchId) -> Result<Option<Bead>> {
+    let id: Option<String> =
+        sqlx::query_scalar("SELECT id FROM beads WHERE dispatch_id = $1 AND status = 'in_progress' FOR UPDATE")
+            .bind(dispatch.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+    let Some(id) = id else { return Ok(None) };
+    let id = BeadId::parse(&id).map_err(|e| crate::Error::Internal(e.to_string()))?;
+    Ok(Some(lock(tx, &id).await?))
+}
+
 pub(super) async fn block(pool: &PgPool, dispatch: &DispatchId, reason: &str) -> Result<Option<Bead>> {
     let mut tx = pool.begin().await?;
     let result: Result<Option<Bead>> = async {
-        let id: Option<String> =
-            sqlx::query_scalar("SELECT id FROM beads WHERE dispatch_id = $1 AND status = 'in_progress' FOR UPDATE")
-                .bind(dispatch.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(id) = id else { return Ok(None) };
-        let id = loom_domain::BeadId::parse(&id).map_err(|e| crate::Error::Internal(e.to_string()))?;
-        let mut bead = lock(&mut tx, &id).await?;
+        let Some(mut bead) = lock_current(&mut tx, dispatch).await? else { return Ok(None) };
         let effects = transitions::block(&mut bead, reason, false, crate::now())?;
+        persist(&mut tx, &bead, effects).await?;
+        Ok(Some(bead))
+    }
+    .await;
+    super::finish(tx, result).await
+}
+
+pub(super) async fn start(pool: &PgPool, start: &DispatchStart) -> Result<StartOutcome> {
+    let mut tx = pool.begin().await?;
+    let result: Result<StartOutcome> = async {
+        let Some(mut bead) = lock_current(&mut tx, &start.dispatch_id).await? else { return Ok(StartOutcome::Stale) };
+        if bead.id != start.bead_id {
+            return Ok(StartOutcome::Stale);
+        }
+        let (outcome, event) = match transitions::start(&mut bead, start) {
+            transitions::Start::Fresh(e) => (StartOutcome::Started(bead.clone()), Some(e)),
+            transitions::Start::Again => (StartOutcome::Started(bead.clone()), None),
+            transitions::Start::Superseded(e) => (StartOutcome::Superseded(bead.clone()), Some(e)),
+        };
+        write(&mut tx, &bead).await?;
+        insert_events(&mut tx, event.as_slice()).await?;
+        Ok(outcome)
+    }
+    .await;
+    super::finish(tx, result).await
+}
+
+pub(super) async fn hand_back(pool: &PgPool, dispatch: &DispatchId, agent: &str, reason: &str) -> Result<Option<Bead>> {
+    let mut tx = pool.begin().await?;
+    let result: Result<Option<Bead>> = async {
+        let Some(mut bead) = lock_current(&mut tx, dispatch).await? else { return Ok(None) };
+        let Some(effects) = transitions::hand_back(&mut bead, agent, reason, crate::now()) else { return Ok(None) };
         persist(&mut tx, &bead, effects).await?;
         Ok(Some(bead))
     }

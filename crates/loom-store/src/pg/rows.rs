@@ -12,7 +12,7 @@ use crate::{Error, OutboxKind, OutboxMessage, Result};
 /// Every bead column, with `blocked_by` aggregated; the table must be aliased `b`.
 pub(crate) const BEAD_COLS: &str = "b.id, b.seq, b.project_id, b.title, b.description, b.bead_type, b.priority,
     b.status, b.assignee, b.tags, b.context, b.parent, b.attempts, b.last_error, b.close_reason, b.dispatch_id,
-    b.lease_expires_at, b.not_before, b.created_at, b.updated_at, b.closed_at, b.version,
+    b.lease_expires_at, b.not_before, b.created_at, b.updated_at, b.closed_at, b.version, b.started_at, b.started_by,
     COALESCE((SELECT jsonb_agg(d.blocker_id ORDER BY d.blocker_id) FROM bead_deps d WHERE d.bead_id = b.id), '[]'::jsonb)
       AS blocked_by";
 
@@ -70,6 +70,8 @@ pub(crate) fn bead_from_row(row: &PgRow) -> Result<(Bead, i64)> {
             .transpose()
             .map_err(corrupt)?,
         lease_expires_at: row.try_get("lease_expires_at")?,
+        started_at: row.try_get("started_at")?,
+        started_by: row.try_get("started_by")?,
         not_before: row.try_get("not_before")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,

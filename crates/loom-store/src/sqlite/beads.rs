@@ -183,7 +183,7 @@ pub(super) async fn write(tx: &mut Tx, b: &mut Bead) -> Result<()> {
         "UPDATE beads SET title = ?2, description = ?3, bead_type = ?4, priority = ?5, status = ?6, assignee = ?7,
            tags = ?8, context = ?9, parent = ?10, attempts = ?11, last_error = ?12, close_reason = ?13,
            dispatch_id = ?14, lease_expires_at = ?15, not_before = ?16, updated_at = ?17, closed_at = ?18,
-           version = ?19
+           version = ?19, started_at = ?20, started_by = ?21
          WHERE id = ?1",
     )
     .bind(b.id.as_str())
@@ -205,6 +205,8 @@ pub(super) async fn write(tx: &mut Tx, b: &mut Bead) -> Result<()> {
     .bind(micros(b.updated_at))
     .bind(b.closed_at.map(micros))
     .bind(b.version)
+    .bind(b.started_at.map(micros))
+    .bind(&b.started_by)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -12,8 +12,8 @@ use super::rows::{BEAD_COLS, bead_from_row, micros, now, stored};
 use super::{SqliteStore, Tx, locked};
 use crate::transitions::{self, Effects};
 use crate::{
-    Claim, ClaimRequest, CreatedBead, DispatchResult, NewEvent, OutboxKind, PageRequest, Result, ResultOutcome,
-    TaskSnapshot,
+    Claim, ClaimRequest, CreatedBead, DispatchResult, DispatchStart, NewEvent, OutboxKind, PageRequest, Result,
+    ResultOutcome, StartOutcome, TaskSnapshot,
 };
 
 /// The ready rule in SQL; `?1` = project, `?2` = now (µs). The status and type terms repeat the
@@ -149,13 +149,17 @@ async fn record_assignments(tx: &mut Tx, claims: &mut [Claim]) -> Result<()> {
 }
 
 pub(super) async fn extend_lease(store: &SqliteStore, dispatch: &DispatchId, until: DateTime<Utc>) -> Result<bool> {
-    let n = sqlx::query("UPDATE beads SET lease_expires_at = ?2 WHERE dispatch_id = ?1 AND status = 'in_progress'")
-        .bind(dispatch.as_str())
-        .bind(micros(until))
-        .execute(&store.writer)
-        .await
-        .map_err(locked)?
-        .rows_affected();
+    let n = sqlx::query(
+        "UPDATE beads SET lease_expires_at = ?2, started_at = COALESCE(started_at, ?3)
+         WHERE dispatch_id = ?1 AND status = 'in_progress'",
+    )
+    .bind(dispatch.as_str())
+    .bind(micros(until))
+    .bind(micros(now()))
+    .execute(&store.writer)
+    .await
+    .map_err(locked)?
+    .rows_affected();
     Ok(n == 1)
 }
 
@@ -199,7 +203,8 @@ pub(super) async fn release_expired(
 ) -> Result<Vec<Bead>> {
     let mut tx = store.write().await?;
     let rows = sqlx::query(&format!(
-        "SELECT {BEAD_COLS} FROM beads b WHERE b.status = 'in_progress' AND b.lease_expires_at < ?1
+        "SELECT {BEAD_COLS} FROM beads b
+         WHERE b.status = 'in_progress' AND b.started_at IS NOT NULL AND b.lease_expires_at < ?1
          ORDER BY b.lease_expires_at, b.seq LIMIT ?2"
     ))
     .bind(micros(now))
@@ -219,16 +224,57 @@ pub(super) async fn release_expired(
     Ok(released)
 }
 
-pub(super) async fn block(store: &SqliteStore, dispatch: &DispatchId, reason: &str) -> Result<Option<Bead>> {
-    let mut tx = store.write().await?;
+/// Loads the bead whose current dispatch is `dispatch`, if there is one (under the write lock).
+async fn load_current(tx: &mut Tx, dispatch: &DispatchId) -> Result<Option<Bead>> {
     let row =
         sqlx::query(&format!("SELECT {BEAD_COLS} FROM beads b WHERE b.dispatch_id = ?1 AND b.status = 'in_progress'"))
             .bind(dispatch.as_str())
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?;
-    let Some(row) = row else { return Ok(None) };
-    let (mut bead, _) = bead_from_row(&row)?;
+    row.map(|r| bead_from_row(&r).map(|(b, _)| b)).transpose()
+}
+
+pub(super) async fn block(store: &SqliteStore, dispatch: &DispatchId, reason: &str) -> Result<Option<Bead>> {
+    let mut tx = store.write().await?;
+    let Some(mut bead) = load_current(&mut tx, dispatch).await? else { return Ok(None) };
     let effects = transitions::block(&mut bead, reason, false, now())?;
+    persist(&mut tx, &mut bead, effects).await?;
+    tx.commit().await?;
+    Ok(Some(bead))
+}
+
+pub(super) async fn start(store: &SqliteStore, start: &DispatchStart) -> Result<StartOutcome> {
+    let mut tx = store.write().await?;
+    let Some(mut bead) = load_current(&mut tx, &start.dispatch_id).await? else { return Ok(StartOutcome::Stale) };
+    if bead.id != start.bead_id {
+        return Ok(StartOutcome::Stale);
+    }
+    let started = transitions::start(&mut bead, start);
+    write(&mut tx, &mut bead).await?;
+    let outcome = match started {
+        transitions::Start::Fresh(e) => {
+            insert_events(&mut tx, &[e]).await?;
+            StartOutcome::Started(bead)
+        }
+        transitions::Start::Again => StartOutcome::Started(bead),
+        transitions::Start::Superseded(e) => {
+            insert_events(&mut tx, &[e]).await?;
+            StartOutcome::Superseded(bead)
+        }
+    };
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+pub(super) async fn hand_back(
+    store: &SqliteStore,
+    dispatch: &DispatchId,
+    agent: &str,
+    reason: &str,
+) -> Result<Option<Bead>> {
+    let mut tx = store.write().await?;
+    let Some(mut bead) = load_current(&mut tx, dispatch).await? else { return Ok(None) };
+    let Some(effects) = transitions::hand_back(&mut bead, agent, reason, now()) else { return Ok(None) };
     persist(&mut tx, &mut bead, effects).await?;
     tx.commit().await?;
     Ok(Some(bead))

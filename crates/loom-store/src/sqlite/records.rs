@@ -172,3 +172,24 @@ pub(super) async fn bead_counts(pool: &SqlitePool, project: Option<&ProjectId>) 
         .map(|s| (*s, rows.iter().find(|(n, _)| n == s.as_str()).map_or(0, |(_, c)| u64::try_from(*c).unwrap_or(0))))
         .collect())
 }
+
+pub(super) async fn position(pool: &SqlitePool, name: &str) -> Result<i64> {
+    let p: Option<i64> =
+        sqlx::query_scalar("SELECT position FROM positions WHERE name = ?1").bind(name).fetch_optional(pool).await?;
+    Ok(p.unwrap_or(0))
+}
+
+pub(super) async fn save_position(store: &SqliteStore, name: &str, position: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO positions (name, position, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at
+         WHERE positions.position < excluded.position",
+    )
+    .bind(name)
+    .bind(position)
+    .bind(micros(now()))
+    .execute(&store.writer)
+    .await
+    .map_err(locked)?;
+    Ok(())
+}

@@ -14,7 +14,7 @@ use crate::{Error, OutboxKind, OutboxMessage, Result};
 /// Every bead column, with `blocked_by` aggregated; the table must be aliased `b`.
 pub(super) const BEAD_COLS: &str = "b.id, b.seq, b.project_id, b.title, b.description, b.bead_type, b.priority,
     b.status, b.assignee, b.tags, b.context, b.parent, b.attempts, b.last_error, b.close_reason, b.dispatch_id,
-    b.lease_expires_at, b.not_before, b.created_at, b.updated_at, b.closed_at, b.version,
+    b.lease_expires_at, b.not_before, b.created_at, b.updated_at, b.closed_at, b.version, b.started_at, b.started_by,
     (SELECT json_group_array(d.blocker_id) FROM bead_deps d WHERE d.bead_id = b.id) AS blocked_by";
 
 pub(super) const PROJECT_COLS: &str =
@@ -38,7 +38,7 @@ pub(super) fn now() -> DateTime<Utc> {
 
 /// Rounds every time of a bead to stored precision (before writing it and handing it back).
 pub(super) fn normalize(b: &mut Bead) {
-    for t in [&mut b.lease_expires_at, &mut b.not_before, &mut b.closed_at].into_iter().flatten() {
+    for t in [&mut b.lease_expires_at, &mut b.not_before, &mut b.closed_at, &mut b.started_at].into_iter().flatten() {
         *t = stored(*t);
     }
     b.created_at = stored(b.created_at);
@@ -120,6 +120,8 @@ pub(super) fn bead_from_row(row: &SqliteRow) -> Result<(Bead, i64)> {
             .transpose()
             .map_err(corrupt)?,
         lease_expires_at: opt_time(row, "lease_expires_at")?,
+        started_at: opt_time(row, "started_at")?,
+        started_by: row.try_get("started_by")?,
         not_before: opt_time(row, "not_before")?,
         created_at: time(row, "created_at")?,
         updated_at: time(row, "updated_at")?,
