@@ -16,16 +16,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use loom_bus::{AgentRecord, Bus, ConsumeOptions, Received, ResultMessage, TaskKind, TaskMessage};
+use loom_bus::{AgentRecord, Bus, ConsumeOptions, Received, TaskKind, TaskMessage, TraceContext};
 use loom_domain::{AgentId, AgentStatus, BeadId, DispatchId};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::executor::Executors;
+use crate::journal::Journal;
 use crate::{AgentConfig, Error};
 
-/// Dispatch ids remembered (cancelled before they ran; results already published).
+/// Dispatch ids remembered (cancelled before they ran).
 const REMEMBERED: usize = 1024;
 
 /// Per-task timings, collected for `bench`.
@@ -46,8 +47,8 @@ pub(crate) struct Shared {
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) running: Mutex<HashMap<DispatchId, (BeadId, CancellationToken)>>,
     pub(crate) cancelled: Mutex<VecDeque<DispatchId>>,
-    /// Results published whose ack is not confirmed: a redelivery republishes instead of redoing.
-    pub(crate) published: Mutex<VecDeque<ResultMessage>>,
+    /// Dispatches started here and results not yet settled, kept on disk across restarts.
+    pub(crate) journal: Journal,
     /// Cancelled on shutdown: queued tasks are handed back, no new ones start.
     pub(crate) stopping: CancellationToken,
     /// Cancelled when the shutdown grace ends: running tasks are handed back.
@@ -69,14 +70,20 @@ pub(crate) async fn run_with(
     stats: Option<Arc<Stats>>,
 ) -> Result<(), Error> {
     config.validate()?;
+    if let Some(fence) = &config.fence {
+        fence.check().await.map_err(|e| {
+            Error::Config(format!("the fence (which says whether a task may run) cannot be asked: {e}"))
+        })?;
+    }
+    let journal = Journal::open(&config.work_root.join(config.project.as_str()).join("journal"))?;
     let agent_id = match &config.agent_id {
         Some(id) => id.clone(),
         None => default_agent_id(&config)?,
     };
-    // One delivery of headroom: with every slot busy the agent still receives a
-    // `task.cancelled` for a running task. An assigned task arriving in that headroom waits
-    // (kept alive) for the next free slot.
-    let options = ConsumeOptions { max_in_flight: config.concurrency + 1 };
+    // Exactly one delivery per slot, pulled only when the slot is free: a task never waits
+    // here while another instance has room. With every slot busy a `task.cancelled` waits too;
+    // a running task learns that it was superseded from the fence at each progress report.
+    let options = ConsumeOptions { max_in_flight: config.concurrency, prefetch: false };
     let mut sub = bus.consume_tasks(&config.project, config.role.as_ref(), options).await?;
     let shared = Arc::new(Shared {
         executors: Executors::new(&config)?,
@@ -86,13 +93,14 @@ pub(crate) async fn run_with(
         agent_id,
         running: Mutex::default(),
         cancelled: Mutex::default(),
-        published: Mutex::default(),
+        journal,
         stopping: CancellationToken::new(),
         hand_back: CancellationToken::new(),
         stats,
     });
     shared.bus.register_agent(&shared.record()).await?;
     tracing::info!(agent = %shared.agent_id, consumer = sub.consumer(), "agent online");
+    shared.republish_kept_results().await;
     let mut tasks = JoinSet::new();
     let mut heartbeat = tokio::time::interval(shared.config.heartbeat_interval);
     loop {
@@ -153,6 +161,21 @@ impl Shared {
 
     pub(crate) fn was_cancelled(&self, dispatch: &DispatchId) -> bool {
         lock(&self.cancelled).contains(dispatch)
+    }
+
+    /// Publishes the results a previous run of this agent finished but could not settle (NATS
+    /// was down, or it stopped first). Deduplicated by the bus; a repeat is ignored by the store.
+    async fn republish_kept_results(&self) {
+        for result in self.journal.unsettled() {
+            let sent = match self.bus.result(&result, &TraceContext::default()) {
+                Ok(out) => self.bus.publish(out).await.map(drop),
+                Err(err) => Err(err),
+            };
+            match sent {
+                Ok(()) => tracing::info!(bead = %result.bead_id, "published a result kept from an earlier run"),
+                Err(err) => tracing::warn!(bead = %result.bead_id, %err, "cannot publish a kept result yet"),
+            }
+        }
     }
 
     /// Lets running tasks finish within the grace period, then hands back the rest.

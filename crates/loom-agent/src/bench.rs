@@ -76,7 +76,7 @@ async fn measure(bus: &Bus, tasks: usize, concurrency: usize, stats: Arc<Stats>)
     config.default_executor = ExecutorKind::Noop;
     let shutdown = CancellationToken::new();
     let agent = tokio::spawn(run_with(config, bus.clone(), shutdown.clone(), Some(stats)));
-    let mut results = bus.consume_results(ConsumeOptions { max_in_flight: 512 }).await?;
+    let mut results = bus.consume_results(ConsumeOptions { max_in_flight: 512, prefetch: true }).await?;
     while bus.list_agents().await?.is_empty() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

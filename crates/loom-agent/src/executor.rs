@@ -27,6 +27,9 @@ pub(crate) struct Outcome {
     pub(crate) context: ContextMap,
     /// Time spent inside the executor (the agent's overhead is the rest).
     pub(crate) executor_time: Duration,
+    /// Not an outcome: the task must be handed back (the fence could not be asked before the
+    /// push, so nothing was pushed). `error` says why.
+    pub(crate) hand_back: bool,
 }
 
 impl Outcome {
@@ -110,10 +113,22 @@ impl Executors {
         let message = commit_message(task);
         ws.commit(&wt, &message).await?;
         let fence = self.config.fence.as_deref();
-        if !crate::fence::still_current(fence, &task.bead_id, &task.metadata.dispatch_id).await {
-            // Another dispatch owns the bead now: landing this work could land it twice.
-            ws.remove(&wt).await;
-            return Ok(Outcome::failure("the dispatch was superseded before its work was pushed; nothing was pushed"));
+        match crate::fence::current_before_push(fence, &task.bead_id, &task.metadata.dispatch_id).await {
+            Some(true) => {}
+            Some(false) => {
+                // Another dispatch owns the bead now: landing this work could land it twice.
+                ws.remove(&wt).await;
+                return Ok(Outcome::failure(
+                    "the dispatch was superseded before its work was pushed; nothing was pushed",
+                ));
+            }
+            None => {
+                ws.remove(&wt).await;
+                let mut o =
+                    Outcome::failure("cannot confirm the dispatch is current before the push; nothing was pushed");
+                o.hand_back = true;
+                return Ok(o);
+            }
         }
         outcome.commits = ws.push(&wt).await?;
         ws.remove(&wt).await;

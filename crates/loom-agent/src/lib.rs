@@ -5,15 +5,21 @@
 //! Invariants:
 //! - A task is acked only after its result (`task.completed` / `task.failed`) is stored by the
 //!   bus. A crash before that leaves the delivery unsettled, so it is redelivered — to this or
-//!   another instance — and never lost. A redelivery of a task whose result this instance
-//!   already published republishes that result (deduplicated) instead of redoing the work.
+//!   another instance — and never lost. Results are kept in the journal (on disk) until their
+//!   delivery is settled: a redelivery, or a restart, republishes a kept result instead of
+//!   redoing the work, and an outage of NATS is waited out.
+//! - A dispatch is run at most once: the fence must say `Run` to the start report (a dispatch
+//!   another agent started is superseded, never run again), and the journal refuses a dispatch
+//!   this host started before. The agent refuses to start without a working fence, and every
+//!   fence question fails closed (retried, then the task is handed back).
 //! - While a task runs its delivery gets in-progress acks and the control plane gets
 //!   `task.progress` every `progress_interval`, so neither the bus nor the lease sweeper takes
 //!   it away from a live agent.
 //! - At most `concurrency` tasks run at once; the subscription holds one more delivery so a
-//!   `task.cancelled` is seen while every slot is busy.
+//!   `task.cancelled` is seen while every slot is busy, and never pulls more than it holds.
 //! - On shutdown no new task starts; running tasks get `shutdown_grace`, then are handed back
-//!   (nak) with no result; the instance deregisters.
+//!   through the fence (the bead is dispatched again at once, the attempt not counted) with no
+//!   result; the instance deregisters.
 //! - `task.completed` means the work is in the remote: the executor's changes are committed and
 //!   pushed (`direct`: to the branch, rebasing on rejection; `branch-pr`: to `bead/<id>`) first.
 //! - File actions never leave the bead's worktree nor touch `.git` (`sandbox`); commands run
@@ -26,6 +32,7 @@ mod config;
 mod error;
 mod executor;
 mod fence;
+mod journal;
 mod llm;
 pub mod sandbox;
 mod workspace;
@@ -33,4 +40,4 @@ mod workspace;
 pub use agent::run;
 pub use config::{AgentConfig, ApiKey, CommandLimits, ExecutorKind, LlmConfig};
 pub use error::Error;
-pub use fence::Fence;
+pub use fence::{Fence, StartAnswer};

@@ -110,6 +110,16 @@ pub struct BeadDto {
     pub last_error: Option<String>,
     pub close_reason: Option<String>,
     pub dispatch_id: Option<String>,
+    /// While `in_progress`: `queued` (its task waits for a free agent slot; no lease clock runs)
+    /// or `running` (an agent started it; its lease is kept alive by the agent's progress).
+    #[serde(default)]
+    pub dispatch_state: Option<String>,
+    /// When an agent started the current dispatch.
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// The agent running the current dispatch.
+    #[serde(default)]
+    pub started_by: Option<String>,
     pub lease_expires_at: Option<DateTime<Utc>>,
     pub not_before: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -137,6 +147,9 @@ impl From<&Bead> for BeadDto {
             last_error: b.last_error.clone(),
             close_reason: b.close_reason.clone(),
             dispatch_id: b.dispatch_id.as_ref().map(ToString::to_string),
+            dispatch_state: b.dispatch_state().map(|s| s.as_str().to_owned()),
+            started_at: b.started_at,
+            started_by: b.started_by.clone(),
             lease_expires_at: b.lease_expires_at,
             not_before: b.not_before,
             created_at: b.created_at,
@@ -264,6 +277,45 @@ pub struct RenewLease {
     /// most one day).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_secs: Option<u64>,
+}
+
+/// `POST /beads/{id}/start`: an agent starts running the dispatch it holds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartDispatch {
+    /// The task's `metadata.dispatch_id`.
+    pub dispatch_id: String,
+    /// The agent instance that runs it.
+    pub agent_id: String,
+}
+
+/// The answer to `POST /beads/{id}/start`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StartedDispatch {
+    /// `started` (run it), `stale` (not the current dispatch: do not run it) or `superseded`
+    /// (another agent had started it and its task came back: it is not run twice; the bead is
+    /// open for a new dispatch, or blocked when its retry budget is spent).
+    pub outcome: String,
+    /// The bead after the start (absent when stale).
+    pub bead: Option<BeadDto>,
+}
+
+/// `POST /beads/{id}/hand-back`: an agent gives a dispatch back unfinished (shutdown, drain).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HandBack {
+    pub dispatch_id: String,
+    pub agent_id: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// The answer to `POST /beads/{id}/hand-back`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HandedBack {
+    /// False when nothing changed (the dispatch was not current, or another agent runs it).
+    pub handed_back: bool,
+    pub bead: Option<BeadDto>,
 }
 
 /// The longest lease a claim by hand may ask for.

@@ -18,6 +18,8 @@ pub(crate) struct ConsumerSpec {
     pub(crate) filter: String,
     /// Most deliveries this subscriber holds (buffered or being handled) at once.
     pub(crate) max_in_flight: usize,
+    /// Stream pulls ahead (see `ConsumeOptions::prefetch`); otherwise pull exactly the free permits.
+    pub(crate) prefetch: bool,
 }
 
 /// Where a subscriber's deliveries come from.

@@ -145,7 +145,8 @@ async fn run_loom(
     n: u64,
     progress: &ProgressFn,
 ) -> Result<(f64, Vec<u64>), Error> {
-    let mut sub = bus.consume_tasks(&body.project_id, None, ConsumeOptions { max_in_flight: 1024 }).await?;
+    let mut sub =
+        bus.consume_tasks(&body.project_id, None, ConsumeOptions { max_in_flight: 1024, prefetch: true }).await?;
     let start = Instant::now();
     let publisher = {
         let (bus, body) = (bus.clone(), body.clone());

@@ -64,11 +64,17 @@ pub struct ConsumeOptions {
     /// Most deliveries this subscriber holds at once, buffered or being handled. An agent sets
     /// it to its capacity so it never sits on tasks another instance could run.
     pub max_in_flight: usize,
+    /// Keep a stream of pulls open, so the server may send up to a batch of messages ahead of
+    /// the subscriber taking them (throughput: the result consumer). Without it (the default)
+    /// the subscriber asks the server for exactly as many messages as it has free permits, so
+    /// it never holds a message it is not handling — one it would leave to reach the ack wait
+    /// while another instance sits idle.
+    pub prefetch: bool,
 }
 
 impl Default for ConsumeOptions {
     fn default() -> Self {
-        ConsumeOptions { max_in_flight: 1 }
+        ConsumeOptions { max_in_flight: 1, prefetch: false }
     }
 }
 
@@ -161,7 +167,18 @@ impl Bus {
             crate::TaskKind::Assigned => msg.metadata.dispatch_id.to_string(),
             crate::TaskKind::Cancelled => format!("{}:cancel", msg.metadata.dispatch_id),
         };
-        Ok(Outgoing::new(subject, msg_id, &msg.correlation_id, trace, encode(msg)?))
+        let body = encode(msg)?;
+        if body.len() > MAX_TASK_BYTES {
+            return Err(Error::invalid(
+                "task",
+                format!(
+                    "the task message would be {} bytes; the limit is {MAX_TASK_BYTES} (1 MiB less room for headers): \
+                     shorten the description or the context",
+                    body.len()
+                ),
+            ));
+        }
+        Ok(Outgoing::new(subject, msg_id, &msg.correlation_id, trace, body))
     }
 
     /// A result ready to publish on `loom.results.{project}`; dedupe key `{dispatch_id}:result`.
@@ -213,6 +230,7 @@ impl Bus {
             durable: agents_consumer(project, role),
             filter: self.inner.subjects.tasks(project, role),
             max_in_flight: options.max_in_flight.max(1),
+            prefetch: options.prefetch,
         };
         Subscription::start(self.clone(), spec).await
     }
@@ -224,6 +242,7 @@ impl Bus {
             durable: RESULTS_CONSUMER.to_owned(),
             filter: self.inner.subjects.names().wildcard(StreamKind::Results),
             max_in_flight: options.max_in_flight.max(1),
+            prefetch: options.prefetch,
         };
         Subscription::start(self.clone(), spec).await
     }
@@ -304,10 +323,14 @@ impl Bus {
     }
 
     /// The configured in-progress interval, for [`crate::Delivery::keep_alive`].
-    pub(crate) fn progress_interval(&self) -> Duration {
+    pub fn progress_interval(&self) -> Duration {
         self.inner.config.progress_interval
     }
 }
+
+/// The largest task body [`Bus::task`] builds: the stream's 1 MiB message limit less room for
+/// headers (trace context, ids).
+pub const MAX_TASK_BYTES: usize = 1024 * 1024 - 16 * 1024;
 
 fn encode<T: serde::Serialize>(msg: &T) -> Result<Bytes, Error> {
     Ok(Bytes::from(serde_json::to_vec(msg)?))

@@ -19,7 +19,7 @@ use async_nats::jetstream::{self, Context};
 use async_nats::{Client, ConnectOptions};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
@@ -141,6 +141,7 @@ impl JetStream {
             permits,
             cancel,
             messages: None,
+            exact: ExactPulls::default(),
             retry: Duration::from_millis(100),
         })
     }
@@ -212,7 +213,36 @@ pub(crate) struct Puller {
     permits: Arc<Semaphore>,
     cancel: CancellationToken,
     messages: Option<Pin<Box<pull::Stream>>>,
+    exact: ExactPulls,
     retry: Duration,
+}
+
+/// How long one exact pull request waits on the server for messages before it is renewed.
+const EXACT_EXPIRES: Duration = Duration::from_secs(10);
+
+/// A delivery of an exact pull, with the permit its request reserved for it.
+type Held = Result<(jetstream::Message, Option<OwnedSemaphorePermit>), async_nats::Error>;
+
+/// Open exact pull requests. Each asks for as many messages as it holds permits; a permit not
+/// used by the time the request ends is released with it. A permit freed while requests are
+/// open gets a request of its own, so no free slot waits for an older request to expire.
+#[derive(Default)]
+struct ExactPulls {
+    consumer: Option<async_nats::jetstream::consumer::PullConsumer>,
+    open: futures::stream::SelectAll<Pin<Box<dyn futures::Stream<Item = Held> + Send>>>,
+}
+
+impl ExactPulls {
+    fn hold(
+        batch: pull::Batch,
+        permits: Vec<OwnedSemaphorePermit>,
+    ) -> Pin<Box<dyn futures::Stream<Item = Held> + Send>> {
+        Box::pin(futures::stream::unfold((batch, permits), |(mut batch, mut permits)| async move {
+            let item = batch.next().await?;
+            let held = item.map(|m| (m, permits.pop()));
+            Some((held, (batch, permits)))
+        }))
+    }
 }
 
 impl std::fmt::Debug for Puller {
@@ -224,6 +254,79 @@ impl std::fmt::Debug for Puller {
 impl Puller {
     /// The next delivery, or `None` once cancelled.
     pub(crate) async fn next(&mut self) -> Option<RawDelivery> {
+        if self.spec.prefetch { self.next_streamed().await } else { self.next_exact().await }
+    }
+
+    /// Exact pulls: a request for exactly the free permits whenever permits are free.
+    async fn next_exact(&mut self) -> Option<RawDelivery> {
+        loop {
+            if self.exact.consumer.is_none() {
+                match provision::ensure_consumer(&self.js.js, &self.stream, &self.spec, &self.config).await {
+                    Ok(c) => self.exact.consumer = Some(c),
+                    Err(err) => {
+                        tracing::warn!(stream = %self.stream, consumer = %self.spec.durable, %err, "cannot pull; retrying");
+                        self.back_off().await?;
+                        continue;
+                    }
+                }
+            }
+            let waiting = !self.exact.open.is_empty();
+            tokio::select! {
+                _ = self.cancel.cancelled() => return None,
+                permit = self.permits.clone().acquire_owned() => {
+                    let mut permits = vec![permit.ok()?];
+                    while permits.len() < self.batch {
+                        match self.permits.clone().try_acquire_owned() {
+                            Ok(p) => permits.push(p),
+                            Err(_) => break,
+                        }
+                    }
+                    self.request(permits).await?;
+                }
+                item = self.exact.open.next(), if waiting => match item {
+                    Some(Ok((msg, permit))) => {
+                        self.retry = Duration::from_millis(100);
+                        let Some(mut raw) = to_raw(&self.js.client, msg) else { continue };
+                        raw.permit = permit;
+                        return Some(raw);
+                    }
+                    Some(Err(err)) => {
+                        tracing::warn!(stream = %self.stream, consumer = %self.spec.durable, %err, "pull interrupted; re-binding");
+                        self.exact.consumer = None;
+                    }
+                    None => {}
+                },
+            }
+        }
+    }
+
+    /// Opens one pull request for as many messages as `permits`; `None` once cancelled.
+    async fn request(&mut self, permits: Vec<OwnedSemaphorePermit>) -> Option<()> {
+        let consumer = self.exact.consumer.as_ref()?;
+        match consumer.batch().max_messages(permits.len()).expires(EXACT_EXPIRES).messages().await {
+            Ok(batch) => self.exact.open.push(ExactPulls::hold(batch, permits)),
+            Err(err) => {
+                tracing::warn!(stream = %self.stream, consumer = %self.spec.durable, %err, "pull request failed; retrying");
+                self.exact.consumer = None;
+                drop(permits);
+                self.back_off().await?;
+            }
+        }
+        Some(())
+    }
+
+    /// Waits the retry delay (doubling it up to 5 s); `None` once cancelled.
+    async fn back_off(&mut self) -> Option<()> {
+        tokio::select! {
+            _ = self.cancel.cancelled() => return None,
+            _ = tokio::time::sleep(self.retry) => {}
+        }
+        self.retry = (self.retry * 2).min(Duration::from_secs(5));
+        Some(())
+    }
+
+    /// Streamed pulls: the server may send up to a batch ahead of the permits.
+    async fn next_streamed(&mut self) -> Option<RawDelivery> {
         loop {
             let Some(messages) = self.messages.as_mut() else {
                 match self.js.open_pull(&self.config, &self.stream, &self.spec, self.batch).await {

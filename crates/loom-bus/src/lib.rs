@@ -35,7 +35,7 @@ mod registry;
 mod subject;
 mod subscription;
 
-pub use bus::{Bus, ConsumeOptions, ServerSummary};
+pub use bus::{Bus, ConsumeOptions, MAX_TASK_BYTES, ServerSummary};
 pub use config::{BusConfig, Names, StreamKind};
 pub use dead_letter::DeadLetter;
 pub use delivery::{Delivery, Received};

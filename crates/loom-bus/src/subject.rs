@@ -15,16 +15,9 @@ impl Role {
     /// Validates a role token: lowercase letters, digits, `_` and `-`; no dots, wildcards or
     /// whitespace.
     pub fn parse(s: &str) -> Result<Role, Error> {
-        let ok = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-';
-        let bytes = s.as_bytes();
-        let valid = !bytes.is_empty()
-            && bytes.len() <= 63
-            && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-            && bytes.iter().all(|&b| ok(b));
-        if valid {
-            Ok(Role(s.to_owned()))
-        } else {
-            Err(Error::invalid("role", format!("{s:?} must match ^[a-z0-9][a-z0-9_-]{{0,62}}$")))
+        match loom_domain::validate_role(s) {
+            Ok(()) => Ok(Role(s.to_owned())),
+            Err(reason) => Err(Error::invalid("role", reason)),
         }
     }
 

@@ -6,8 +6,8 @@
 
 use futures::{Stream, StreamExt};
 use loom_api::{
-    BeadDto, BeadPageDto, ClaimBead, CloseBead, CreateBead, Dependency, ErrorBody, EventDto, ProjectDto,
-    ProjectRequest, RenewLease, UpdateBead,
+    BeadDto, BeadPageDto, ClaimBead, CloseBead, CreateBead, Dependency, ErrorBody, EventDto, HandBack, HandedBack,
+    ProjectDto, ProjectRequest, RenewLease, StartDispatch, StartedDispatch, UpdateBead,
 };
 use reqwest::Method;
 use serde::Serialize;
@@ -28,6 +28,9 @@ pub enum Error {
     Decode(String),
 }
 
+/// How long one API call (not the event stream) may take.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A client for one control plane.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -39,7 +42,11 @@ pub struct Client {
 impl Client {
     /// `base` is the control plane's URL, e.g. `http://127.0.0.1:8080`.
     pub fn new(base: &str, key: Option<String>) -> Self {
-        Self { base: base.trim_end_matches('/').to_owned(), key, http: reqwest::Client::new() }
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self { base: base.trim_end_matches('/').to_owned(), key, http }
     }
 
     async fn call<T: DeserializeOwned>(
@@ -49,7 +56,8 @@ impl Client {
         body: Option<&impl Serialize>,
     ) -> Result<T, Error> {
         let url = format!("{}/api/v1{path}", self.base);
-        let mut req = self.http.request(method, &url);
+        // Every call but the event stream is bounded: a hung control plane is an error, not a hang.
+        let mut req = self.http.request(method, &url).timeout(CALL_TIMEOUT);
         if let Some(k) = &self.key {
             req = req.bearer_auth(k);
         }
@@ -119,6 +127,25 @@ impl Client {
     pub async fn renew_lease(&self, id: &str, dispatch_id: &str, lease_secs: Option<u64>) -> Result<BeadDto, Error> {
         let req = RenewLease { dispatch_id: dispatch_id.to_owned(), lease_secs };
         self.call(Method::POST, &format!("/beads/{id}/lease"), Some(&req)).await
+    }
+
+    /// An agent starts the dispatch it holds; `outcome` says whether to run it.
+    pub async fn start_dispatch(&self, id: &str, dispatch_id: &str, agent_id: &str) -> Result<StartedDispatch, Error> {
+        let req = StartDispatch { dispatch_id: dispatch_id.to_owned(), agent_id: agent_id.to_owned() };
+        self.call(Method::POST, &format!("/beads/{id}/start"), Some(&req)).await
+    }
+
+    /// An agent gives its dispatch back unfinished.
+    pub async fn hand_back(
+        &self,
+        id: &str,
+        dispatch_id: &str,
+        agent_id: &str,
+        reason: &str,
+    ) -> Result<HandedBack, Error> {
+        let req =
+            HandBack { dispatch_id: dispatch_id.to_owned(), agent_id: agent_id.to_owned(), reason: reason.to_owned() };
+        self.call(Method::POST, &format!("/beads/{id}/hand-back"), Some(&req)).await
     }
 
     pub async fn close_bead(&self, id: &str, reason: Option<String>) -> Result<BeadDto, Error> {

@@ -1,10 +1,11 @@
-//! One task from delivery to ack: wait for a slot, run the executor while keeping the delivery
-//! alive (in-progress acks) and the bead's lease fresh (`task.progress`), publish the result,
-//! and only then ack. A cancel stops the executor and reports a failure; the end of the
-//! shutdown grace hands the task back (nak) without a result.
+//! One task from delivery to ack: wait for a slot, report the start to the fence (which says
+//! whether to run it), run the executor while keeping the delivery alive (in-progress acks) and
+//! the bead's lease fresh (`task.progress`), keep the result in the journal, publish it until
+//! JetStream stores it, and only then ack. A cancel stops the executor and reports a failure;
+//! the end of the shutdown grace hands the task back through the fence (budget unspent).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use loom_bus::{
@@ -12,10 +13,9 @@ use loom_bus::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{Shared, lock, remember};
+use super::{Shared, lock};
 use crate::executor::Outcome;
-
-const PUBLISH_ATTEMPTS: u32 = 5;
+use crate::fence::StartAnswer;
 
 enum Ending {
     Finished(Outcome),
@@ -29,9 +29,9 @@ pub(super) async fn handle(shared: Arc<Shared>, received: Received<TaskMessage>)
     let _permit = tokio::select! {
         permit = delivery.keep_alive(shared.slots.clone().acquire_owned()) => match permit {
             Ok(p) => p,
-            Err(_) => return hand_back(delivery, &task).await,
+            Err(_) => return hand_back(&shared, delivery, &task, "the agent is stopping").await,
         },
-        _ = shared.stopping.cancelled() => return hand_back(delivery, &task).await,
+        _ = shared.stopping.cancelled() => return hand_back(&shared, delivery, &task, "the agent is stopping").await,
     };
     let started = Instant::now();
     let trace = delivery.headers().trace();
@@ -40,24 +40,37 @@ pub(super) async fn handle(shared: Arc<Shared>, received: Received<TaskMessage>)
         settle_ack(delivery).await;
         return;
     }
-    let earlier = lock(&shared.published).iter().find(|r| r.metadata.dispatch_id == dispatch).cloned();
-    if let Some(result) = earlier {
-        // Published before but the ack was lost: publish again (deduplicated) and ack; never
-        // redo the work.
-        if publish(&shared, &result, &trace, &delivery).await && settle_ack(delivery).await {
-            lock(&shared.published).retain(|r| r.metadata.dispatch_id != dispatch);
+    if let Some(result) = shared.journal.result(&dispatch) {
+        // Finished before, but the ack was lost (or the agent restarted): publish the kept
+        // result again (deduplicated) and ack; never redo the work.
+        tracing::info!(bead = %task.bead_id, %dispatch, "republishing the kept result of a finished dispatch");
+        return finish(&shared, result, &trace, delivery).await;
+    }
+    if lock(&shared.running).contains_key(&dispatch) {
+        // A redelivery of the task running here: the running one settles the message.
+        tracing::warn!(bead = %task.bead_id, %dispatch, "redelivery of a task that is running here; leaving it");
+        return;
+    }
+    if shared.journal.ran(&dispatch) {
+        // Started here before and never finished (the agent stopped mid-task): it may have done
+        // part of its work, so it is not run a second time. The failure retries the bead under
+        // a new dispatch.
+        let outcome = Outcome::failure("the agent stopped while running this dispatch; it is not run a second time");
+        let result = result_message(&shared, &task, outcome, started);
+        return finish(&shared, result, &trace, delivery).await;
+    }
+    match start(&shared, &task, &delivery).await {
+        Some(StartAnswer::Run) => {}
+        Some(answer) => {
+            tracing::info!(bead = %task.bead_id, %dispatch, ?answer, "dispatch is not to be run here; skipping it");
+            settle_ack(delivery).await;
+            return;
         }
-        return;
+        None => return hand_back(&shared, delivery, &task, "the fence cannot be asked").await,
     }
-    if !crate::fence::still_current(shared.config.fence.as_deref(), &task.bead_id, &dispatch).await {
-        // The bead was closed or dispatched again: this delivery is stale, so do not run it.
-        tracing::info!(bead = %task.bead_id, %dispatch, "dispatch is no longer current; skipping the task");
-        settle_ack(delivery).await;
-        return;
-    }
-    let ending = run(&shared, &task, &delivery).await;
-    let outcome = match ending {
-        Ending::HandedBack => return hand_back(delivery, &task).await,
+    let outcome = match Box::pin(run(&shared, &task, &delivery)).await {
+        Ending::HandedBack => return hand_back(&shared, delivery, &task, "shutdown grace over").await,
+        Ending::Finished(o) if o.hand_back => return hand_back(&shared, delivery, &task, &o.error).await,
         Ending::Finished(outcome) => outcome,
         Ending::Cancelled => {
             let mut o = Outcome::failure("cancelled: the control plane sent task.cancelled for this dispatch");
@@ -67,13 +80,46 @@ pub(super) async fn handle(shared: Arc<Shared>, received: Received<TaskMessage>)
     };
     let executor_time = outcome.executor_time;
     let result = result_message(&shared, &task, outcome, started);
-    remember(&shared.published, result.clone());
-    if publish(&shared, &result, &trace, &delivery).await && settle_ack(delivery).await {
-        // Settled: a redelivery is no longer possible, so the copy is not needed.
-        lock(&shared.published).retain(|r| r.metadata.dispatch_id != dispatch);
+    if let Err(err) = shared.journal.save_result(&result) {
+        tracing::error!(bead = %task.bead_id, %err, "cannot keep the result in the journal; publishing it anyway");
     }
+    finish(&shared, result, &trace, delivery).await;
     if let Some(stats) = &shared.stats {
         lock(&stats.overhead).push(started.elapsed().saturating_sub(executor_time));
+    }
+}
+
+/// Reports the start (journal first, then the fence); `None` when the fence cannot be asked.
+async fn start(shared: &Shared, task: &TaskMessage, delivery: &Delivery) -> Option<StartAnswer> {
+    let dispatch = &task.metadata.dispatch_id;
+    let answer = match shared.config.fence.as_deref() {
+        None => StartAnswer::Run,
+        Some(fence) => {
+            let asked = crate::fence::ask("to start a task", &task.bead_id, || {
+                fence.start(&task.bead_id, dispatch, &shared.agent_id)
+            });
+            delivery.keep_alive(asked).await.ok()?
+        }
+    };
+    if answer == StartAnswer::Run {
+        match shared.journal.begin(dispatch) {
+            Ok(true) => {}
+            Ok(false) => return Some(StartAnswer::Superseded),
+            Err(err) => {
+                tracing::error!(bead = %task.bead_id, %err, "cannot write the agent journal");
+                return None;
+            }
+        }
+    }
+    Some(answer)
+}
+
+/// Publishes the final result until JetStream stores it, then acks and forgets the kept copy.
+async fn finish(shared: &Shared, result: ResultMessage, trace: &TraceContext, delivery: Delivery) {
+    let dispatch = result.metadata.dispatch_id.clone();
+    if publish(shared, &result, trace, &delivery).await && settle_ack(delivery).await {
+        // Settled: a redelivery is no longer possible, so the copy is not needed.
+        shared.journal.settled(&dispatch);
     }
 }
 
@@ -86,7 +132,7 @@ async fn run(shared: &Shared, task: &TaskMessage, delivery: &Delivery) -> Ending
     let work = async {
         tokio::select! {
             outcome = shared.executors.execute(task) => outcome,
-            never = progress(shared, task) => match never {},
+            never = progress(shared, task, &cancel) => match never {},
         }
     };
     let ending = tokio::select! {
@@ -98,8 +144,10 @@ async fn run(shared: &Shared, task: &TaskMessage, delivery: &Delivery) -> Ending
     ending
 }
 
-/// Publishes `task.progress` every `progress_interval` so the control plane extends the lease.
-async fn progress(shared: &Shared, task: &TaskMessage) -> std::convert::Infallible {
+/// Publishes `task.progress` every `progress_interval` so the control plane extends the lease,
+/// and asks the fence whether the dispatch is still current: one that was closed, redispatched
+/// or superseded meanwhile is cancelled even when its `task.cancelled` waits behind busy slots.
+async fn progress(shared: &Shared, task: &TaskMessage, cancel: &CancellationToken) -> std::convert::Infallible {
     let every = shared.config.progress_interval;
     let started = Instant::now();
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -121,6 +169,12 @@ async fn progress(shared: &Shared, task: &TaskMessage) -> std::convert::Infallib
         };
         if let Err(err) = sent {
             tracing::warn!(bead = %task.bead_id, %err, "could not publish task.progress");
+        }
+        if let Some(fence) = shared.config.fence.as_deref()
+            && let Ok(false) = fence.is_current(&task.bead_id, &task.metadata.dispatch_id).await
+        {
+            tracing::info!(bead = %task.bead_id, "the dispatch is no longer current; stopping the task");
+            cancel.cancel();
         }
     }
 }
@@ -153,8 +207,9 @@ fn envelope(shared: &Shared, task: &TaskMessage, kind: ResultKind, result: Resul
     }
 }
 
-/// Publishes the final result until JetStream stores it, keeping the delivery alive meanwhile.
-/// False if it could not (the task is then handed back, never acked without a result).
+/// Publishes the final result until JetStream stores it, keeping the delivery alive meanwhile:
+/// an outage of NATS is waited out. False if it gave up (the agent stops; the result stays in
+/// the journal and is published when the agent starts again).
 async fn publish(shared: &Shared, result: &ResultMessage, trace: &TraceContext, delivery: &Delivery) -> bool {
     let outgoing = match shared.bus.result(result, trace) {
         Ok(o) => o,
@@ -163,12 +218,21 @@ async fn publish(shared: &Shared, result: &ResultMessage, trace: &TraceContext, 
             return false;
         }
     };
-    for attempt in 1..=PUBLISH_ATTEMPTS {
-        match delivery.keep_alive(shared.bus.publish(outgoing.clone())).await {
+    let mut delay = Duration::from_millis(200);
+    for attempt in 1u32.. {
+        let sent = tokio::select! {
+            sent = delivery.keep_alive(shared.bus.publish(outgoing.clone())) => sent,
+            _ = shared.hand_back.cancelled() => return false,
+        };
+        match sent {
             Ok(_) => return true,
             Err(err) => {
-                tracing::warn!(bead = %result.bead_id, attempt, %err, "publishing the result failed");
-                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt))).await;
+                tracing::warn!(bead = %result.bead_id, attempt, %err, "publishing the result failed; retrying");
+                tokio::select! {
+                    _ = delivery.keep_alive(tokio::time::sleep(delay)) => {}
+                    _ = shared.hand_back.cancelled() => return false,
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }
@@ -187,8 +251,21 @@ async fn settle_ack(delivery: Delivery) -> bool {
     }
 }
 
-async fn hand_back(delivery: Delivery, task: &TaskMessage) {
-    tracing::info!(bead = %task.bead_id, dispatch = %task.metadata.dispatch_id, "handing the task back");
+/// Gives the task back: through the fence when there is one (the bead is dispatched again at
+/// once under a new id, the attempt not counted, and this delivery is acked), else by a nak.
+async fn hand_back(shared: &Shared, delivery: Delivery, task: &TaskMessage, reason: &str) {
+    let dispatch = &task.metadata.dispatch_id;
+    tracing::info!(bead = %task.bead_id, %dispatch, reason, "handing the task back");
+    if let Some(fence) = shared.config.fence.as_deref() {
+        match fence.hand_back(&task.bead_id, dispatch, &shared.agent_id, reason).await {
+            Ok(_) => {
+                // Handed back, or no longer ours to hand back: either way this delivery is done.
+                settle_ack(delivery).await;
+                return;
+            }
+            Err(err) => tracing::warn!(bead = %task.bead_id, %err, "the fence cannot take the task back; nak'ing it"),
+        }
+    }
     if let Err(err) = delivery.nak(None).await {
         tracing::warn!(%err, "nak failed; the task will be redelivered after the ack wait");
     }

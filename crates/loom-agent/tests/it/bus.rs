@@ -44,7 +44,11 @@ async fn progress_flows_while_a_task_runs_and_a_cancel_stops_it() {
     let repo = Repo::new();
     let bus = nats().await;
     let mut sub = results(&bus).await;
-    let agent = Agent::start(repo.config("demo"), &bus);
+    // A free slot pulls the cancellation at once (with every slot busy, the fence's answer at
+    // the next progress report stops the task: see the test below).
+    let mut config = repo.config("demo");
+    config.concurrency = 2;
+    let agent = Agent::start(config, &bus);
     let t = task("demo", "demo-2", "shell", &[("command", "sleep 30")]);
     publish(&bus, &t).await;
     let progress = next_of(&mut sub, &[ResultKind::Progress]).await;
@@ -56,6 +60,69 @@ async fn progress_flows_while_a_task_runs_and_a_cancel_stops_it() {
     assert!(r.result.error.contains("cancelled"), "{r:?}");
     assert_eq!(r.result.context.get("cancelled").map(String::as_str), Some("true"));
     assert!(cancelled_at.elapsed() < Duration::from_secs(10), "{:?}", cancelled_at.elapsed());
+    agent.stop().await;
+    nats_cleanup(bus).await;
+}
+
+/// A fence whose one dispatch is current until `superseded` is set.
+#[derive(Debug, Default)]
+struct Switch {
+    superseded: std::sync::atomic::AtomicBool,
+    asked: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl loom_agent::Fence for Switch {
+    async fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn start(
+        &self,
+        _: &loom_domain::BeadId,
+        _: &loom_domain::DispatchId,
+        _: &AgentId,
+    ) -> Result<loom_agent::StartAnswer, String> {
+        Ok(loom_agent::StartAnswer::Run)
+    }
+
+    async fn is_current(&self, _: &loom_domain::BeadId, _: &loom_domain::DispatchId) -> Result<bool, String> {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(!self.superseded.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    async fn hand_back(
+        &self,
+        _: &loom_domain::BeadId,
+        _: &loom_domain::DispatchId,
+        _: &AgentId,
+        _: &str,
+    ) -> Result<bool, String> {
+        Ok(false)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_agent_stops_a_task_the_fence_says_is_superseded() {
+    let repo = Repo::new();
+    let bus = nats().await;
+    let mut sub = results(&bus).await;
+    let fence = std::sync::Arc::new(Switch::default());
+    let mut config = repo.config("demo");
+    config.fence = Some(fence.clone());
+    let agent = Agent::start(config, &bus);
+    let t = task("demo", "demo-2", "shell", &[("command", "sleep 30")]);
+    publish(&bus, &t).await;
+    next_of(&mut sub, &[ResultKind::Progress]).await;
+    let asked = fence.asked.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(asked >= 1, "the fence is asked at each progress report");
+    // The bead was closed or dispatched again; its task.cancelled would wait for a free slot.
+    fence.superseded.store(true, std::sync::atomic::Ordering::Relaxed);
+    let stopping = Instant::now();
+    let r = final_result(&mut sub).await;
+    assert_eq!(r.kind, ResultKind::Failed);
+    assert!(r.result.error.contains("cancelled"), "{r:?}");
+    assert!(stopping.elapsed() < Duration::from_secs(10), "{:?}", stopping.elapsed());
     agent.stop().await;
     nats_cleanup(bus).await;
 }
@@ -124,8 +191,31 @@ struct OnlyCurrent(loom_domain::DispatchId);
 
 #[async_trait::async_trait]
 impl loom_agent::Fence for OnlyCurrent {
+    async fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn start(
+        &self,
+        _: &loom_domain::BeadId,
+        d: &loom_domain::DispatchId,
+        _: &AgentId,
+    ) -> Result<loom_agent::StartAnswer, String> {
+        Ok(if *d == self.0 { loom_agent::StartAnswer::Run } else { loom_agent::StartAnswer::Stale })
+    }
+
     async fn is_current(&self, _: &loom_domain::BeadId, d: &loom_domain::DispatchId) -> Result<bool, String> {
         Ok(*d == self.0)
+    }
+
+    async fn hand_back(
+        &self,
+        _: &loom_domain::BeadId,
+        _: &loom_domain::DispatchId,
+        _: &AgentId,
+        _: &str,
+    ) -> Result<bool, String> {
+        Err("this test fence takes nothing back".into())
     }
 }
 

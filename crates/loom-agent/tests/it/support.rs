@@ -242,7 +242,7 @@ pub async fn publish(bus: &Bus, task: &TaskMessage) {
 }
 
 pub async fn results(bus: &Bus) -> Subscription<ResultMessage> {
-    bus.consume_results(ConsumeOptions { max_in_flight: 64 }).await.unwrap()
+    bus.consume_results(ConsumeOptions { max_in_flight: 64, prefetch: true }).await.unwrap()
 }
 
 /// The next result of `kind` (others are acked and skipped).

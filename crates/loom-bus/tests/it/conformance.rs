@@ -43,7 +43,7 @@ conformance!(
 );
 
 fn one() -> ConsumeOptions {
-    ConsumeOptions { max_in_flight: 1 }
+    ConsumeOptions { max_in_flight: 1, prefetch: false }
 }
 
 async fn publish_and_consume(kind: Kind) -> anyhow::Result<()> {
@@ -85,7 +85,8 @@ async fn each_message_goes_to_exactly_one_competing_consumer(kind: Kind) -> anyh
     let mut handles = Vec::new();
     for i in 0..CONSUMERS {
         let peer = bus.peer().await?;
-        let mut sub = peer.consume_tasks(&project(), None, ConsumeOptions { max_in_flight: 8 }).await?;
+        let mut sub =
+            peer.consume_tasks(&project(), None, ConsumeOptions { max_in_flight: 8, prefetch: false }).await?;
         let seen = seen.clone();
         handles.push(tokio::spawn(async move {
             let _keep = peer;

@@ -123,7 +123,7 @@ async fn stream_through_restart(crash: bool) -> anyhow::Result<Vec<String>> {
     bus.provision().await?;
 
     let tally: Arc<Mutex<Tally>> = Arc::default();
-    let mut sub = bus.consume_tasks(&project(), None, ConsumeOptions { max_in_flight: 64 }).await?;
+    let mut sub = bus.consume_tasks(&project(), None, ConsumeOptions { max_in_flight: 64, prefetch: true }).await?;
     let consumer = {
         let tally = tally.clone();
         tokio::spawn(async move {
