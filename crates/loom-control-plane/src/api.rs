@@ -32,6 +32,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/beads/{id}", get(beads::get).patch(beads::update).delete(beads::delete))
         .route("/beads/{id}/claim", post(beads::claim))
         .route("/beads/{id}/lease", post(beads::renew_lease))
+        .route("/beads/{id}/start", post(beads::start))
+        .route("/beads/{id}/hand-back", post(beads::hand_back))
         .route("/beads/{id}/close", post(beads::close))
         .route("/beads/{id}/reopen", post(beads::reopen))
         .route("/beads/{id}/redispatch", post(beads::redispatch))

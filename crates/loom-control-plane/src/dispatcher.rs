@@ -37,16 +37,22 @@ pub(crate) async fn run_leadership(shared: Arc<Shared>, shutdown: CancellationTo
 
 pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut view = View::default();
+    let mut capped = false;
     loop {
+        // A pass that found a project full looks again once the counts are re-read: a slot
+        // freed elsewhere (a close by hand, a swept lease) wakes nobody.
+        let wait = if capped { shared.config.sweep_interval.min(REFRESH) } else { shared.config.sweep_interval };
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = shared.dispatch_wake.notified() => {}
-            _ = tokio::time::sleep(shared.config.sweep_interval) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
-        if shared.is_leader()
-            && let Err(e) = dispatch_once(&shared, &mut view).await
-        {
-            tracing::warn!(error = %e, "dispatch pass failed; retrying on the next wake");
+        if !shared.is_leader() {
+            continue;
+        }
+        match dispatch_once(&shared, &mut view).await {
+            Ok(pass) => capped = pass.capped,
+            Err(e) => tracing::warn!(error = %e, "dispatch pass failed; retrying on the next wake"),
         }
     }
 }
@@ -82,11 +88,14 @@ async fn sweep_leases(shared: &Shared) {
 /// How many beads are in progress, per project, as the dispatcher counts them: read from the
 /// store every `REFRESH`, plus the claims made since (finished beads are subtracted only at the
 /// next read, so the limits err on the safe side), plus slots reserved by claims under way (a
-/// dispatch pass, or an API create that may claim its bead at once).
+/// dispatch pass, or an API create that may claim its bead at once). With
+/// `follow_agent_capacity`, a project also gets no more than its live agents' slots
+/// (`capacity.rs` keeps `agent_slots` from the registry): queued work waits as `open` beads.
 #[derive(Debug, Default)]
 pub(crate) struct Slots {
     running: HashMap<ProjectId, u32>,
     reserved: HashMap<ProjectId, u32>,
+    agent_slots: HashMap<ProjectId, u32>,
     counted_at: Option<Instant>,
 }
 
@@ -98,11 +107,14 @@ impl Slots {
         let total = |m: &HashMap<ProjectId, u32>| m.values().fold(0u32, |a, n| a.saturating_add(*n));
         let in_project = of(&self.running).saturating_add(of(&self.reserved));
         let in_all = total(&self.running).saturating_add(total(&self.reserved));
-        let room = config
+        let mut room = config
             .project_concurrency
             .saturating_sub(in_project)
             .min(config.global_concurrency.saturating_sub(in_all))
             .min(want);
+        if config.follow_agent_capacity {
+            room = room.min(of(&self.agent_slots).saturating_sub(in_project));
+        }
         if room > 0 {
             *self.reserved.entry(project.clone()).or_default() += room;
         }
@@ -120,6 +132,19 @@ impl Slots {
         if claimed > 0 {
             *self.running.entry(project.clone()).or_default() += claimed;
         }
+    }
+
+    /// `n` beads of `project` left `in_progress` (a result was applied): their slots are free
+    /// now, before the next read of the counts.
+    pub(crate) fn release(&mut self, project: &ProjectId, n: u32) {
+        if let Some(running) = self.running.get_mut(project) {
+            *running = running.saturating_sub(n);
+        }
+    }
+
+    /// The slots live agents advertise, per project (from the registry).
+    pub(crate) fn set_agent_slots(&mut self, slots: HashMap<ProjectId, u32>) {
+        self.agent_slots = slots;
     }
 
     /// Whether the counts were read from the store lately enough to claim outside a dispatch pass.
@@ -162,14 +187,24 @@ impl View {
     }
 }
 
-/// One pass over every active project; returns how many beads were claimed.
-pub(crate) async fn dispatch_once(shared: &Shared, view: &mut View) -> Result<usize, Error> {
+/// What one dispatch pass did.
+#[derive(Debug, Default)]
+pub(crate) struct Pass {
+    /// Beads claimed.
+    pub(crate) claimed: usize,
+    /// Some project had no free slot (it may have ready beads waiting).
+    pub(crate) capped: bool,
+}
+
+/// One pass over every active project.
+pub(crate) async fn dispatch_once(shared: &Shared, view: &mut View) -> Result<Pass, Error> {
     view.refresh(shared).await?;
-    let mut claimed = 0;
+    let mut pass = Pass::default();
     for project in &view.projects {
         loop {
             let max = shared.slots().reserve(project, shared.config.claim_batch, &shared.config);
             if max == 0 {
+                pass.capped = true;
                 break;
             }
             let request = ClaimRequest {
@@ -189,7 +224,7 @@ pub(crate) async fn dispatch_once(shared: &Shared, view: &mut View) -> Result<us
             if n == 0 {
                 break;
             }
-            claimed += n as usize;
+            pass.claimed += n as usize;
             // The publisher sends them now; if it is gone (shutdown) the relay will.
             let _ = shared.claimed.send(claims).await;
             if n < max {
@@ -197,7 +232,7 @@ pub(crate) async fn dispatch_once(shared: &Shared, view: &mut View) -> Result<us
             }
         }
     }
-    Ok(claimed)
+    Ok(pass)
 }
 
 /// Creates a bead for the API. While this instance dispatches and the bead's project has room,

@@ -48,6 +48,7 @@ impl Error {
             Error::Store(S::Internal(_)) | Error::Io(_) | Error::Config(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
+            Error::Bus(loom_bus::Error::Invalid { .. }) => (StatusCode::BAD_REQUEST, "invalid"),
             Error::Bus(_) => (StatusCode::SERVICE_UNAVAILABLE, "bus_unavailable"),
             Error::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),

@@ -16,6 +16,7 @@
 
 mod api;
 mod auth;
+mod capacity;
 mod cursor;
 mod dispatcher;
 mod error;
@@ -58,6 +59,10 @@ pub struct Config {
     pub instance: String,
     /// Time-to-live of the dispatcher lease; another instance takes over after it lapses.
     pub leader_ttl: Duration,
+    /// Dispatch no more beads of a project than its live agents have slots (as advertised in
+    /// the agent registry): a backlog stays `open` and in priority order until a slot is free.
+    /// Off only for agents that do not register.
+    pub follow_agent_capacity: bool,
 }
 
 impl Default for Config {
@@ -73,6 +78,7 @@ impl Default for Config {
             sweep_interval: Duration::from_millis(500),
             instance: default_instance(),
             leader_ttl: Duration::from_secs(10),
+            follow_agent_capacity: true,
         }
     }
 }
@@ -177,6 +183,7 @@ pub async fn run(
         tokio::spawn(relay::run_events(shared.clone(), shutdown.clone())),
         tokio::spawn(results::run(shared.clone(), shutdown.clone())),
         tokio::spawn(results::run_dead_letters(shared.clone(), shutdown.clone())),
+        tokio::spawn(capacity::run(shared.clone(), shutdown.clone())),
     ];
     tracing::info!(%addr, "control plane listening");
     let app = api::router(shared.clone());

@@ -61,12 +61,9 @@ pub(crate) async fn relay_outbox(shared: &Shared) -> Result<usize, Error> {
                     sendable.push(msg);
                     ids.push(row.id);
                 }
-                // A row the bus refuses can never be sent: drop it loudly rather than block the
-                // outbox; its bead's lease will expire and be redispatched.
-                Err(e) => {
-                    tracing::error!(error = %e, dispatch = %row.dispatch_id, "dropping an outbox row the bus refuses");
-                    shared.store.mark_outbox_sent(&[row.id]).await?;
-                }
+                // A row the bus refuses can never be sent: its bead is blocked with the reason
+                // (never left in progress, never retried at the head of the outbox forever).
+                Err(e) => unpublishable(shared, row, &e).await?,
             }
         }
         let results = shared.bus.publish_batch(sendable).await;
@@ -81,6 +78,18 @@ pub(crate) async fn relay_outbox(shared: &Shared) -> Result<usize, Error> {
             return Ok(published);
         }
     }
+}
+
+/// Blocks the bead of an outbox row that cannot be built or published (the API validates what
+/// could cause that, so this is a last resort), then forgets the row.
+async fn unpublishable(shared: &Shared, row: &OutboxMessage, e: &Error) -> Result<(), Error> {
+    let reason = format!("its task cannot be published: {e}");
+    tracing::error!(bead = %row.bead_id, dispatch = %row.dispatch_id, %reason, "blocking the bead");
+    if row.kind == OutboxKind::TaskAssigned && shared.store.block_dispatch(&row.dispatch_id, &reason).await?.is_some() {
+        shared.changed();
+    }
+    shared.store.mark_outbox_sent(&[row.id]).await?;
+    Ok(())
 }
 
 /// Published tasks' outbox rows are marked sent together, at most this long after the first of
@@ -167,6 +176,20 @@ fn claimed_task(bus: &Bus, claim: &Claim) -> Result<Outgoing, Error> {
         attempt: claim.attempt,
     };
     Ok(bus.task(&assigned(&row, snapshot), &TraceContext::default())?)
+}
+
+/// Refuses a bead whose task could not be published (a role that is no subject token, a body
+/// over the stream's message limit): the task is built here exactly as the publisher will
+/// build it, so a bead the API accepts is one its agents can be sent.
+pub(crate) fn check_publishable(bus: &Bus, project: &ProjectId, snapshot: TaskSnapshot) -> Result<(), Error> {
+    let probe = Assignment {
+        project_id: project,
+        bead_id: &BeadId::parse("probe-zzzzzzzzzzzz").map_err(Error::Domain)?,
+        dispatch_id: &DispatchId::parse("00000000-0000-0000-0000-000000000000").map_err(Error::Domain)?,
+        attempt: u32::MAX,
+    };
+    bus.task(&assigned(&probe, snapshot), &TraceContext::default())?;
+    Ok(())
 }
 
 /// Where a task goes and which dispatch it is.
@@ -263,12 +286,28 @@ pub(crate) async fn run_events(shared: Arc<Shared>, shutdown: CancellationToken)
 /// Events published per pass.
 const EVENT_BATCH: u32 = 500;
 
+/// The store position of the event relay: every event at or below it is on the bus.
+pub(crate) const EVENT_POSITION: &str = "event-relay";
+
+/// Where a new leader's event relay starts: the saved position, so the bus sees every event
+/// the store has across restarts and leader changes (a repeat is deduplicated by event id).
+/// A store that never saved one (a first start) starts at the head.
+async fn resume_position(shared: &Shared) -> Result<i64, Error> {
+    match shared.store.position(EVENT_POSITION).await? {
+        0 => {
+            let head = shared.store.last_event_seq().await?;
+            shared.store.save_position(EVENT_POSITION, head).await?;
+            Ok(head)
+        }
+        saved => Ok(saved),
+    }
+}
+
 /// Publishes the events not published yet; returns how many.
 async fn relay_events(shared: &Shared, cursor: &mut Option<EventCursor>) -> Result<usize, Error> {
     let cursor = match cursor {
         Some(c) => c,
-        // A new leader starts at the head: events are also served from the store by the API.
-        None => cursor.insert(EventCursor::after(shared.store.last_event_seq().await?)),
+        None => cursor.insert(EventCursor::after(resume_position(shared).await?)),
     };
     let events = cursor.pending(&*shared.store, EVENT_BATCH).await?;
     let mut msgs = Vec::with_capacity(events.len());
@@ -292,7 +331,11 @@ async fn relay_events(shared: &Shared, cursor: &mut Option<EventCursor>) -> Resu
     for r in shared.bus.publish_batch(msgs).await {
         r?;
     }
+    let before = cursor.resume_token();
     cursor.handled(&events);
+    if cursor.resume_token() > before {
+        shared.store.save_position(EVENT_POSITION, cursor.resume_token()).await?;
+    }
     // A change made through another instance (its API wakes only its own, idle, dispatcher)
     // reaches this dispatcher within one relay pass instead of at its next sweep.
     if events.iter().any(|e| e.kind.category() == "project") {

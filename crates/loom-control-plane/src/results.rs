@@ -22,7 +22,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     loop {
         let sub = tokio::select! {
             _ = shutdown.cancelled() => return,
-            s = shared.bus.consume_results(ConsumeOptions { max_in_flight: BATCH * PARALLEL * 2 }) => s,
+            s = shared.bus.consume_results(ConsumeOptions { max_in_flight: BATCH * PARALLEL * 2, prefetch: true }) => s,
         };
         let sub = match sub {
             Ok(s) => s,
@@ -80,37 +80,74 @@ async fn read(
 
 /// Applies progress reports one by one and the final results of `batch` in one transaction,
 /// then settles every delivery. If the batch is refused as a whole, its results are applied one
-/// by one so that only the bad one is dead-lettered.
+/// by one so that only the bad one is dead-lettered. An unreachable store (or a transient
+/// database error) is waited out: the deliveries are kept alive meanwhile, never nak'd, so an
+/// outage spends no delivery and dead-letters nothing.
 async fn apply_batch(shared: &Shared, batch: Vec<Received<ResultMessage>>) {
     let (progress, finals): (Vec<_>, Vec<_>) = batch.into_iter().partition(|r| r.message.kind == ResultKind::Progress);
     for received in progress {
-        let until = Utc::now() + shared.config.lease;
-        let outcome = shared.store.extend_lease(&received.message.metadata.dispatch_id, until).await.map(|_| None);
-        settle(shared, received, outcome).await;
+        let dispatch = received.message.metadata.dispatch_id.clone();
+        let outcome = until_stored(shared, std::slice::from_ref(&received), || {
+            shared.store.extend_lease(&dispatch, Utc::now() + shared.config.lease)
+        })
+        .await;
+        settle(shared, received, outcome.map(|_| None)).await;
     }
     if finals.is_empty() {
         return;
     }
     let results: Vec<DispatchResult> = finals.iter().map(|r| dispatch_result(shared, &r.message)).collect();
     let started = std::time::Instant::now();
-    match shared.store.record_results(&results).await {
+    match until_stored(shared, &finals, || shared.store.record_results(&results)).await {
         Ok(outcomes) => {
             metrics::histogram!("loom_result_batch_seconds").record(started.elapsed().as_secs_f64());
             let settled = finals.into_iter().zip(outcomes).map(|(r, o)| settle(shared, r, Ok(Some(o))));
             futures::future::join_all(settled).await;
         }
-        Err(e) if e.is_transient() => {
-            tracing::warn!(error = %e, count = finals.len(), "store unavailable; the results will be redelivered");
-            metrics::counter!("loom_results_total", "outcome" => "error").increment(finals.len() as u64);
-            let naks = finals.into_iter().map(|r| r.delivery.nak(Some(Duration::from_secs(1))));
-            futures::future::join_all(naks).await;
-        }
         Err(e) => {
             tracing::warn!(error = %e, count = finals.len(), "a result batch was refused; applying its results one by one");
             for (received, result) in finals.into_iter().zip(results) {
-                let outcome = shared.store.record_result(&result).await.map(Some);
-                settle(shared, received, outcome).await;
+                let outcome =
+                    until_stored(shared, std::slice::from_ref(&received), || shared.store.record_result(&result)).await;
+                settle(shared, received, outcome.map(Some)).await;
             }
+        }
+    }
+}
+
+/// Runs `op` until the store answers with anything but a transient error, backing off up to
+/// 5 s and sending in-progress acks for `held` meanwhile. Gives up (with the last transient
+/// error, so the deliveries are redelivered) only at shutdown.
+async fn until_stored<T, F, Fut>(
+    shared: &Shared,
+    held: &[Received<ResultMessage>],
+    mut op: F,
+) -> Result<T, loom_store::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, loom_store::Error>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now(), shared.bus.progress_interval());
+    loop {
+        match op().await {
+            Err(e) if e.is_transient() && !shared.shutdown.is_cancelled() => {
+                tracing::warn!(error = %e, count = held.len(), "store unavailable; retrying the results while keeping them");
+                metrics::counter!("loom_results_waited_total").increment(held.len() as u64);
+                let pause = tokio::time::sleep(delay);
+                tokio::pin!(pause);
+                loop {
+                    tokio::select! {
+                        _ = &mut pause => break,
+                        _ = keep_alive.tick() => {
+                            futures::future::join_all(held.iter().map(|r| r.delivery.in_progress())).await;
+                        }
+                        _ = shared.shutdown.cancelled() => break,
+                    }
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
         }
     }
 }
@@ -158,6 +195,9 @@ async fn settle(
     match outcome {
         Ok(applied) => {
             if let Some(o) = &applied {
+                if *o != ResultOutcome::Ignored {
+                    shared.slots().release(&msg.project_id, 1);
+                }
                 if *o == ResultOutcome::Ignored {
                     tracing::debug!(bead = %msg.bead_id, dispatch = %msg.metadata.dispatch_id, "stale or repeated result ignored");
                 } else {
@@ -169,8 +209,9 @@ async fn settle(
             }
         }
         Err(e) if e.is_transient() => {
-            tracing::warn!(error = %e, "store unavailable; the result will be redelivered");
-            let _ = delivery.nak(Some(Duration::from_secs(1))).await;
+            // Only at shutdown: leave it unsettled, so it is redelivered (to the next leader).
+            tracing::warn!(error = %e, "store unavailable at shutdown; the result will be redelivered");
+            drop(delivery);
         }
         Err(e) => {
             tracing::error!(error = %e, bead = %msg.bead_id, "result refused by the store; dead-lettering it");
@@ -198,15 +239,25 @@ pub(crate) async fn run_dead_letters(shared: Arc<Shared>, shutdown: Cancellation
             l = letters.next() => l,
         };
         let Some(letter) = letter else { return };
-        let Some(dispatch) = &letter.dispatch_id else { continue };
-        let reason = format!("task dead-lettered after {} deliveries: {}", letter.deliveries, letter.reason);
-        match shared.store.block_dispatch(dispatch, &reason).await {
-            Ok(Some(bead)) => {
-                tracing::warn!(bead = %bead.id, %reason, "bead blocked");
-                shared.changed();
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot block a dead-lettered bead"),
+        block_dead_letter(&shared, &letter).await;
+    }
+}
+
+/// Blocks the bead of a dead-lettered task, if its dispatch is still current. Only tasks: a
+/// result or progress message never blocks a bead (a result the store refuses is kept in the
+/// DLQ for an operator; its bead's lease or redelivery decides what happens to the bead).
+async fn block_dead_letter(shared: &Shared, letter: &loom_bus::DeadLetter) {
+    if letter.stream != shared.bus.subjects().names().stream(loom_bus::StreamKind::Tasks) {
+        return;
+    }
+    let Some(dispatch) = &letter.dispatch_id else { return };
+    let reason = format!("task dead-lettered after {} deliveries: {}", letter.deliveries, letter.reason);
+    match shared.store.block_dispatch(dispatch, &reason).await {
+        Ok(Some(bead)) => {
+            tracing::warn!(bead = %bead.id, %reason, "bead blocked");
+            shared.changed();
         }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot block a dead-lettered bead"),
     }
 }

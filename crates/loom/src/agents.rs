@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use loom_agent::{AgentConfig, ApiKey, ExecutorKind};
+use loom_agent::{AgentConfig, ApiKey, ExecutorKind, StartAnswer};
 use loom_bus::{Bus, Role};
-use loom_domain::{BeadId, DispatchId, GitStrategy, Project, ProjectId, ProjectStatus};
-use loom_store::Store;
+use loom_domain::{AgentId, BeadId, DispatchId, GitStrategy, Project, ProjectId, ProjectStatus};
+use loom_store::{DispatchStart, StartOutcome, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -53,25 +53,88 @@ pub struct AgentArgs {
 
 /// Fencing through the store (`loom up`: the agent runs beside it).
 #[derive(Debug)]
-struct StoreFence(Arc<dyn Store>);
+struct StoreFence {
+    store: Arc<dyn Store>,
+    lease: Duration,
+    max_attempts: u32,
+}
 
 #[async_trait::async_trait]
 impl loom_agent::Fence for StoreFence {
+    async fn check(&self) -> Result<(), String> {
+        self.store.last_event_seq().await.map(drop).map_err(|e| e.to_string())
+    }
+
+    async fn start(&self, bead: &BeadId, dispatch: &DispatchId, agent: &AgentId) -> Result<StartAnswer, String> {
+        let start = DispatchStart {
+            bead_id: bead.clone(),
+            dispatch_id: dispatch.clone(),
+            agent_id: agent.to_string(),
+            now: chrono::Utc::now(),
+            lease: self.lease,
+            max_attempts: self.max_attempts,
+        };
+        Ok(match self.store.start_dispatch(&start).await.map_err(|e| e.to_string())? {
+            StartOutcome::Started(_) => StartAnswer::Run,
+            StartOutcome::Stale => StartAnswer::Stale,
+            StartOutcome::Superseded(_) => StartAnswer::Superseded,
+        })
+    }
+
     async fn is_current(&self, bead: &BeadId, dispatch: &DispatchId) -> Result<bool, String> {
-        let b = self.0.get_bead(bead).await.map_err(|e| e.to_string())?;
+        let b = self.store.get_bead(bead).await.map_err(|e| e.to_string())?;
         Ok(b.dispatch_id.as_ref() == Some(dispatch))
+    }
+
+    async fn hand_back(
+        &self,
+        bead: &BeadId,
+        dispatch: &DispatchId,
+        agent: &AgentId,
+        reason: &str,
+    ) -> Result<bool, String> {
+        let b = self.store.hand_back(dispatch, agent.as_str(), reason).await.map_err(|e| e.to_string())?;
+        Ok(b.is_some_and(|b| &b.id == bead))
     }
 }
 
 /// Fencing through the control plane's API (`loom serve agent`).
 #[derive(Debug)]
-struct ApiFence(loom_client::Client);
+struct ApiFence {
+    client: loom_client::Client,
+    project: ProjectId,
+}
 
 #[async_trait::async_trait]
 impl loom_agent::Fence for ApiFence {
+    async fn check(&self) -> Result<(), String> {
+        self.client.project(self.project.as_str()).await.map(drop).map_err(|e| e.to_string())
+    }
+
+    async fn start(&self, bead: &BeadId, dispatch: &DispatchId, agent: &AgentId) -> Result<StartAnswer, String> {
+        let answer = self.client.start_dispatch(bead.as_str(), dispatch.as_str(), agent.as_str()).await;
+        match answer.map_err(|e| e.to_string())?.outcome.as_str() {
+            "started" => Ok(StartAnswer::Run),
+            "stale" => Ok(StartAnswer::Stale),
+            "superseded" => Ok(StartAnswer::Superseded),
+            other => Err(format!("the control plane answered an unknown start outcome {other:?}")),
+        }
+    }
+
     async fn is_current(&self, bead: &BeadId, dispatch: &DispatchId) -> Result<bool, String> {
-        let b = self.0.bead(bead.as_str()).await.map_err(|e| e.to_string())?;
+        let b = self.client.bead(bead.as_str()).await.map_err(|e| e.to_string())?;
         Ok(b.dispatch_id.as_deref() == Some(dispatch.as_str()))
+    }
+
+    async fn hand_back(
+        &self,
+        bead: &BeadId,
+        dispatch: &DispatchId,
+        agent: &AgentId,
+        reason: &str,
+    ) -> Result<bool, String> {
+        let answer = self.client.hand_back(bead.as_str(), dispatch.as_str(), agent.as_str(), reason).await;
+        Ok(answer.map_err(|e| e.to_string())?.handed_back)
     }
 }
 
@@ -81,7 +144,7 @@ pub async fn serve(args: AgentArgs, config: &Config) -> anyhow::Result<()> {
     let mut agent =
         AgentConfig::new(project.clone(), args.work_dir.clone().unwrap_or(config.data_dir.join("work")), "");
     let client = loom_client::Client::new(&config.api_url(), config.api_key.clone());
-    agent.fence = Some(Arc::new(ApiFence(client.clone())));
+    agent.fence = Some(Arc::new(ApiFence { client: client.clone(), project: project.clone() }));
     match &args.repo {
         Some(repo) => agent.git_repo = repo.clone(),
         None => {
@@ -126,7 +189,11 @@ fn agent_for(project: &Project, config: &Config, store: &Arc<dyn Store>) -> Agen
     let personas = PathBuf::from("personas");
     agent.personas_dir = personas.is_dir().then_some(personas);
     agent.llm.api_key = ApiKey::from_env();
-    agent.fence = Some(Arc::new(StoreFence(store.clone())));
+    agent.fence = Some(Arc::new(StoreFence {
+        store: store.clone(),
+        lease: Duration::from_secs(config.dispatch.lease_secs),
+        max_attempts: config.dispatch.max_attempts,
+    }));
     agent
 }
 

@@ -6,9 +6,12 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::Utc;
-use loom_api::{BeadDto, BeadPageDto, ClaimBead, CloseBead, CreateBead, Dependency, RenewLease, UpdateBead};
+use loom_api::{
+    BeadDto, BeadPageDto, ClaimBead, CloseBead, CreateBead, Dependency, HandBack, HandedBack, RenewLease,
+    StartDispatch, StartedDispatch, UpdateBead,
+};
 use loom_domain::{BeadId, BeadType, DispatchId, Priority, ProjectId, Status};
-use loom_store::{BeadFilter, BeadPatch, PageRequest};
+use loom_store::{BeadFilter, BeadPatch, DispatchStart, PageRequest, StartOutcome, TaskSnapshot};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -50,7 +53,17 @@ pub(crate) async fn create(
     State(s): State<Arc<Shared>>,
     ApiJson(req): ApiJson<CreateBead>,
 ) -> Result<(StatusCode, Json<BeadDto>), Error> {
-    let bead = crate::dispatcher::create(&s, req.into_domain()?).await?;
+    let new = req.into_domain()?;
+    let snapshot = TaskSnapshot {
+        title: new.title.clone(),
+        description: new.description.clone(),
+        priority: new.priority.get(),
+        bead_type: new.bead_type.as_str().to_owned(),
+        context: new.context.clone(),
+        assignee: new.assignee.clone(),
+    };
+    crate::relay::check_publishable(&s.bus, &new.project_id, snapshot)?;
+    let bead = crate::dispatcher::create(&s, new).await?;
     Ok((StatusCode::CREATED, Json(BeadDto::from(&bead))))
 }
 
@@ -76,13 +89,46 @@ pub(crate) async fn update(
         context: req.context,
         parent: req.parent.map(|p| p.as_deref().map(BeadId::parse).transpose()).transpose()?,
     };
-    let version = match req.version {
-        Some(v) => v,
-        None => s.store.get_bead(&id).await?.version,
+    patch.validate()?;
+    let touches_task = patch.title.is_some()
+        || patch.description.is_some()
+        || patch.context.is_some()
+        || patch.assignee.is_some()
+        || patch.bead_type.is_some();
+    let version = match (req.version, touches_task) {
+        (Some(v), false) => v,
+        (version, _) => {
+            let current = s.store.get_bead(&id).await?;
+            if touches_task {
+                check_patched(&s, &current, &patch)?;
+            }
+            version.unwrap_or(current.version)
+        }
     };
     let bead = s.store.update_bead(&id, version, patch).await?;
     s.changed();
     Ok(Json(BeadDto::from(&bead)))
+}
+
+/// Refuses a change after which the bead's task could not be published.
+fn check_patched(s: &Shared, current: &loom_domain::Bead, patch: &BeadPatch) -> Result<(), Error> {
+    let mut snapshot = TaskSnapshot::of(current);
+    if let Some(t) = &patch.title {
+        snapshot.title = t.clone();
+    }
+    if let Some(d) = &patch.description {
+        snapshot.description = d.clone();
+    }
+    if let Some(c) = &patch.context {
+        snapshot.context = c.clone();
+    }
+    if let Some(a) = &patch.assignee {
+        snapshot.assignee = a.clone();
+    }
+    if let Some(t) = patch.bead_type {
+        snapshot.bead_type = t.as_str().to_owned();
+    }
+    crate::relay::check_publishable(&s.bus, &current.project_id, snapshot)
 }
 
 /// Beads are never erased (their history matters): `DELETE` closes the bead.
@@ -140,6 +186,62 @@ pub(crate) async fn renew_lease(
         return Err(stale());
     }
     Ok(Json(BeadDto::from(&s.store.get_bead(&id).await?)))
+}
+
+/// An agent starts the dispatch it holds (queued → running); the answer says whether to run it.
+pub(crate) async fn start(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<StartDispatch>,
+) -> Result<Json<StartedDispatch>, Error> {
+    let start = DispatchStart {
+        bead_id: parse_id(BeadId::parse, &id)?,
+        dispatch_id: DispatchId::parse(req.dispatch_id.trim())?,
+        agent_id: agent_id(&req.agent_id)?,
+        now: Utc::now(),
+        lease: s.config.lease,
+        max_attempts: s.config.max_attempts,
+    };
+    let (outcome, bead) = match s.store.start_dispatch(&start).await? {
+        StartOutcome::Started(b) => ("started", Some(b)),
+        StartOutcome::Stale => ("stale", None),
+        StartOutcome::Superseded(b) => {
+            s.changed();
+            ("superseded", Some(b))
+        }
+    };
+    s.events_wake.send_replace(());
+    Ok(Json(StartedDispatch { outcome: outcome.to_owned(), bead: bead.as_ref().map(BeadDto::from) }))
+}
+
+/// An agent gives its dispatch back unfinished; the bead is dispatched again at once.
+pub(crate) async fn hand_back(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<HandBack>,
+) -> Result<Json<HandedBack>, Error> {
+    let id = parse_id(BeadId::parse, &id)?;
+    let dispatch = DispatchId::parse(req.dispatch_id.trim())?;
+    let agent = agent_id(&req.agent_id)?;
+    let reason = if req.reason.trim().is_empty() { "shutting down" } else { req.reason.trim() };
+    // A rare call: read first, so a dispatch of another bead is never handed back by mistake.
+    let bead = if s.store.get_bead(&id).await?.dispatch_id.as_ref() == Some(&dispatch) {
+        s.store.hand_back(&dispatch, &agent, reason).await?
+    } else {
+        None
+    };
+    if bead.is_some() {
+        s.changed();
+    }
+    Ok(Json(HandedBack { handed_back: bead.is_some(), bead: bead.as_ref().map(BeadDto::from) }))
+}
+
+fn agent_id(raw: &str) -> Result<String, Error> {
+    let id = raw.trim();
+    if id.is_empty() || id.len() > 128 {
+        return Err(Error::BadRequest(format!("agent_id must be 1 to 128 characters, got {:?}", raw)));
+    }
+    Ok(id.to_owned())
 }
 
 pub(crate) async fn close(

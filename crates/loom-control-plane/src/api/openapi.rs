@@ -3,8 +3,8 @@
 //! the router; a test checks that every documented route answers and enforces its role.
 
 use loom_api::{
-    BeadDto, BeadPageDto, ClaimBead, CloseBead, CreateBead, CreateKey, Dependency, ErrorBody, EventDto, KeyDto,
-    ProjectDto, ProjectRequest, RenewLease, UpdateBead,
+    BeadDto, BeadPageDto, ClaimBead, CloseBead, CreateBead, CreateKey, Dependency, ErrorBody, EventDto, HandBack,
+    HandedBack, KeyDto, ProjectDto, ProjectRequest, RenewLease, StartDispatch, StartedDispatch, UpdateBead,
 };
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::{JsonSchema, Schema};
@@ -107,6 +107,22 @@ pub(crate) const ROUTES: &[Route] = &[
     )
     .body(schema::<RenewLease>)
     .ok(schema::<BeadDto>),
+    r(
+        "post",
+        "/beads/{id}/start",
+        "operator",
+        "An agent starts the dispatch it holds: queued becomes running and the lease clock starts",
+    )
+    .body(schema::<StartDispatch>)
+    .ok(schema::<StartedDispatch>),
+    r(
+        "post",
+        "/beads/{id}/hand-back",
+        "operator",
+        "An agent gives its dispatch back unfinished (shutdown, drain); the attempt is not counted",
+    )
+    .body(schema::<HandBack>)
+    .ok(schema::<HandedBack>),
     r("post", "/beads/{id}/close", "operator", "Close a bead by hand; a running task is cancelled")
         .optional_body(schema::<CloseBead>)
         .ok(schema::<BeadDto>),

@@ -103,8 +103,13 @@ async fn a_dead_agents_bead_is_redispatched_after_its_lease() {
 async fn a_repeated_result_changes_nothing() {
     let c = Cluster::start(fast_config()).await;
     c.project("dup").await;
+    let _slots = c.advertise("dup", 1).await;
     let project = loom_domain::ProjectId::parse("dup").unwrap();
-    let mut tasks = c.bus.consume_tasks(&project, None, loom_bus::ConsumeOptions { max_in_flight: 1 }).await.unwrap();
+    let mut tasks = c
+        .bus
+        .consume_tasks(&project, None, loom_bus::ConsumeOptions { max_in_flight: 1, prefetch: false })
+        .await
+        .unwrap();
     let id = c.bead("dup", "once", 1, &[]).await;
     let task = tokio::time::timeout(WAIT, tasks.next()).await.unwrap().unwrap();
     let agent = loom_domain::AgentId::parse("agent-x").unwrap();
@@ -306,10 +311,17 @@ async fn probes_metrics_and_the_event_stream() {
         assert_eq!(status, StatusCode::OK, "{probe} needs no key");
     }
     c.project("sse").await;
+    let _slots = c.advertise("sse", 1).await;
     let client = loom_client::Client::new(&c.cp.url, Some(c.key.clone()));
     let mut stream = Box::pin(client.follow_events(None).await.unwrap());
     let id = c.bead("sse", "watched", 1, &[]).await;
-    let event = tokio::time::timeout(WAIT, stream.next()).await.unwrap().unwrap().unwrap();
+    let event = loop {
+        let event = tokio::time::timeout(WAIT, stream.next()).await.unwrap().unwrap().unwrap();
+        // The advertised agent's `agent.online` may come first.
+        if event.kind != "agent.online" {
+            break event;
+        }
+    };
     assert_eq!((event.kind.as_str(), event.entity_id.as_str()), ("bead.created", id.as_str()));
     // Resuming after that event's seq yields what came next, not the event again.
     let mut resumed = Box::pin(client.follow_events(Some(event.seq)).await.unwrap());
@@ -345,7 +357,9 @@ async fn concurrency_limits_hold_per_project_and_over_all() {
     let c = Cluster::start(config).await;
     c.project("lim-a").await;
     c.project("lim-b").await;
-    // No agent answers: whatever is dispatched stays in progress.
+    // Agents with room for more than the limits, which never answer: whatever is dispatched
+    // stays in progress.
+    let _slots = (c.advertise("lim-a", 10).await, c.advertise("lim-b", 10).await);
     let mut a = Vec::new();
     for i in 0..4 {
         a.push(c.bead("lim-a", &format!("a{i}"), 1, &[]).await);

@@ -164,6 +164,12 @@ impl Cluster {
         v["id"].as_str().unwrap().to_owned()
     }
 
+    /// Advertises `slots` agent slots for `project` in the registry, as a registered agent that
+    /// never takes a task would (the test reads the tasks itself). Withdrawn when dropped.
+    pub async fn advertise(&self, project: &str, slots: u32) -> Advertised {
+        Advertised::start(&self.bus, project, slots).await
+    }
+
     /// Polls a bead until `done` holds or the timeout passes; returns the last state.
     pub async fn wait_bead(&self, id: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -191,8 +197,9 @@ pub enum Behaviour {
     Vanish,
 }
 
-/// A test agent on the bus: runs every task of `project` with `decide(title)`, records the
-/// titles in the order it ran them, publishes the result, then acks.
+/// A test agent on the bus: registers one slot in the agent registry (so the dispatcher sends it
+/// work), runs every task of `project` with `decide(title)`, records the titles in the order it
+/// ran them, publishes the result, then acks.
 pub struct TestAgent {
     pub log: Arc<Mutex<Vec<String>>>,
     stop: CancellationToken,
@@ -202,14 +209,35 @@ pub struct TestAgent {
 impl TestAgent {
     pub async fn start(bus: &Bus, project: &str, decide: fn(&str) -> Behaviour) -> TestAgent {
         let project = loom_domain::ProjectId::parse(project).unwrap();
-        let mut sub = bus.consume_tasks(&project, None, ConsumeOptions { max_in_flight: 1 }).await.unwrap();
+        let mut sub =
+            bus.consume_tasks(&project, None, ConsumeOptions { max_in_flight: 1, prefetch: false }).await.unwrap();
         let (bus, log, stop) = (bus.clone(), Arc::new(Mutex::new(Vec::new())), CancellationToken::new());
         let (log2, stop2) = (log.clone(), stop.clone());
+        static N: AtomicU32 = AtomicU32::new(0);
+        let agent = AgentId::parse(&format!("test-agent-{}", N.fetch_add(1, Ordering::Relaxed))).unwrap();
+        let record = loom_bus::AgentRecord {
+            agent_id: agent.clone(),
+            project_id: project.clone(),
+            role: String::new(),
+            instance: "test".into(),
+            status: loom_domain::AgentStatus::Idle,
+            current_bead: None,
+            capacity: 1,
+            last_heartbeat: Utc::now(),
+        };
+        bus.register_agent(&record).await.unwrap();
         let handle = tokio::spawn(async move {
-            let agent = AgentId::parse("test-agent").unwrap();
+            let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
             loop {
                 let received = tokio::select! {
-                    _ = stop2.cancelled() => return,
+                    _ = stop2.cancelled() => {
+                        let _ = bus.deregister_agent(&agent).await;
+                        return;
+                    }
+                    _ = heartbeat.tick() => {
+                        let _ = bus.heartbeat_agent(&loom_bus::AgentRecord { last_heartbeat: Utc::now(), ..record.clone() }).await;
+                        continue;
+                    }
                     r = sub.next() => match r { Some(r) => r, None => return },
                 };
                 let task = received.message.clone();
@@ -220,6 +248,11 @@ impl TestAgent {
                 log2.lock().unwrap().push(task.task_data.title.clone());
                 let behaviour = decide(&task.task_data.title);
                 if behaviour == Behaviour::Vanish {
+                    // It reports one progress (so the bead is running), then is never heard of.
+                    let mut progress = result_for(&task, &agent, true);
+                    progress.kind = ResultKind::Progress;
+                    progress.result.status = ResultStatus::InProgress;
+                    bus.publish(bus.result(&progress, &TraceContext::default()).unwrap()).await.unwrap();
                     std::mem::forget(received);
                     continue;
                 }
@@ -259,5 +292,39 @@ pub fn result_for(task: &TaskMessage, agent: &AgentId, success: bool) -> ResultM
         correlation_id: task.correlation_id.clone(),
         timestamp: Utc::now(),
         metadata: ResultMetadata { dispatch_id: task.metadata.dispatch_id.clone(), attempt: task.metadata.attempt },
+    }
+}
+
+/// A registry entry with agent slots for a project, heartbeated until dropped.
+pub struct Advertised(JoinHandle<()>);
+
+impl Advertised {
+    pub async fn start(bus: &Bus, project: &str, slots: u32) -> Advertised {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let record = loom_bus::AgentRecord {
+            agent_id: AgentId::parse(&format!("slots-{project}-{}", N.fetch_add(1, Ordering::Relaxed))).unwrap(),
+            project_id: loom_domain::ProjectId::parse(project).unwrap(),
+            role: String::new(),
+            instance: "test".into(),
+            status: loom_domain::AgentStatus::Idle,
+            current_bead: None,
+            capacity: slots,
+            last_heartbeat: Utc::now(),
+        };
+        bus.register_agent(&record).await.unwrap();
+        let bus = bus.clone();
+        Advertised(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ =
+                    bus.heartbeat_agent(&loom_bus::AgentRecord { last_heartbeat: Utc::now(), ..record.clone() }).await;
+            }
+        }))
+    }
+}
+
+impl Drop for Advertised {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

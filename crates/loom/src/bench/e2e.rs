@@ -12,11 +12,12 @@ use anyhow::Context;
 use chrono::Utc;
 use clap::Args;
 use loom_bus::{
-    Bus, BusConfig, ConsumeOptions, ResultData, ResultKind, ResultMessage, ResultMetadata, ResultStatus, TraceContext,
+    AgentRecord, Bus, BusConfig, ConsumeOptions, ResultData, ResultKind, ResultMessage, ResultMetadata, ResultStatus,
+    TraceContext,
 };
-use loom_domain::{AgentId, EventKind, NewBead, NewProject, ProjectId, Status};
-use loom_store::Store;
+use loom_domain::{AgentId, AgentStatus, EventKind, NewBead, NewProject, ProjectId, Status};
 use loom_store::scratch::ScratchDatabase;
+use loom_store::{DispatchStart, StartOutcome, Store};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -63,6 +64,8 @@ struct Report {
     raw_pg_commit_p99_ms: f64,
     /// … and with 8 clients at once, transactions per second.
     raw_pg_tx_per_s: f64,
+    /// `beads_per_s ÷ raw_pg_tx_per_s`: the figure that holds from one machine to the next.
+    raw_pg_ratio: f64,
 }
 
 /// Raw PostgreSQL figures: what one commit costs on this server right now.
@@ -163,7 +166,9 @@ async fn drive(args: &E2eArgs, store: Arc<dyn Store>, bus: Bus, raw: RawPg) -> a
     let received: Received = Arc::new(Mutex::new(HashMap::with_capacity(args.beads)));
     let mut agents = Vec::new();
     for i in 0..args.agents {
-        agents.push(tokio::spawn(noop_agent(i, bus.clone(), project.clone(), received.clone(), shutdown.clone())));
+        let agent =
+            NoopAgent { i, bus: bus.clone(), store: store.clone(), project: project.clone(), got: received.clone() };
+        agents.push(tokio::spawn(agent.run(shutdown.clone())));
     }
     let started = Instant::now();
     let acked = match args.rate {
@@ -207,9 +212,10 @@ async fn drive(args: &E2eArgs, store: Arc<dyn Store>, bus: Bus, raw: RawPg) -> a
         v.sort();
         v
     });
+    let beads_per_s = closed as f64 / elapsed.as_secs_f64();
     Ok(Report {
         beads: args.beads,
-        beads_per_s: closed as f64 / elapsed.as_secs_f64(),
+        beads_per_s,
         dispatch_p50_ms: quantile_ms(&lat, 0.5),
         dispatch_p99_ms: quantile_ms(&lat, 0.99),
         lost: args.beads - closed.min(args.beads),
@@ -221,6 +227,7 @@ async fn drive(args: &E2eArgs, store: Arc<dyn Store>, bus: Bus, raw: RawPg) -> a
         raw_pg_commit_p50_ms: raw.commit_p50_ms,
         raw_pg_commit_p99_ms: raw.commit_p99_ms,
         raw_pg_tx_per_s: raw.tx_per_s,
+        raw_pg_ratio: beads_per_s / raw.tx_per_s,
     })
 }
 
@@ -271,56 +278,94 @@ async fn create_beads(args: &E2eArgs, store: &dyn Store, project: &ProjectId) ->
     Ok(())
 }
 
-/// A no-op agent: takes each task, publishes a success result, then acks.
-async fn noop_agent(
+/// Slots each no-op agent advertises (and tasks it works on at once).
+const NOOP_SLOTS: u32 = 256;
+
+/// A no-op agent that does what a real one does around its (empty) work: it advertises its
+/// slots in the registry, reports each start to the store (the fence), publishes a success
+/// result, then acks.
+struct NoopAgent {
     i: usize,
     bus: Bus,
+    store: Arc<dyn Store>,
     project: ProjectId,
     got: Received,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let agent = AgentId::parse(&format!("bench-agent-{i}"))?;
-    let mut sub = bus.consume_tasks(&project, None, ConsumeOptions { max_in_flight: 512 }).await?;
-    let permits = Arc::new(tokio::sync::Semaphore::new(256));
-    loop {
-        let received = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            r = sub.next() => match r { Some(r) => r, None => return Ok(()) },
+}
+
+impl NoopAgent {
+    async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let agent = AgentId::parse(&format!("bench-agent-{}", self.i))?;
+        let record = AgentRecord {
+            agent_id: agent.clone(),
+            project_id: self.project.clone(),
+            role: String::new(),
+            instance: loom_bus::instance_id().to_owned(),
+            status: AgentStatus::Idle,
+            current_bead: None,
+            capacity: NOOP_SLOTS,
+            last_heartbeat: Utc::now(),
         };
-        let now = Utc::now();
-        got.lock().expect("received lock").entry(received.message.bead_id.to_string()).or_insert(now);
-        let permit = permits.clone().acquire_owned().await?;
-        let (bus, agent) = (bus.clone(), agent.clone());
-        tokio::spawn(async move {
-            let task = &received.message;
-            let result = ResultMessage {
-                kind: ResultKind::Completed,
-                project_id: task.project_id.clone(),
-                bead_id: task.bead_id.clone(),
-                agent_id: agent,
-                result: ResultData {
-                    status: ResultStatus::Success,
-                    output: String::new(),
-                    error: String::new(),
-                    commits: Vec::new(),
-                    artifacts: Vec::new(),
-                    duration: 0,
-                    context: Default::default(),
-                },
-                correlation_id: task.correlation_id.clone(),
-                timestamp: Utc::now(),
-                metadata: ResultMetadata {
-                    dispatch_id: task.metadata.dispatch_id.clone(),
-                    attempt: task.metadata.attempt,
-                },
+        self.bus.register_agent(&record).await?;
+        let options = ConsumeOptions { max_in_flight: NOOP_SLOTS as usize, prefetch: true };
+        let mut sub = self.bus.consume_tasks(&self.project, None, options).await?;
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            let received = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = heartbeat.tick() => {
+                    self.bus.heartbeat_agent(&AgentRecord { last_heartbeat: Utc::now(), ..record.clone() }).await?;
+                    continue;
+                }
+                r = sub.next() => match r { Some(r) => r, None => break },
             };
-            if let Ok(msg) = bus.result(&result, &TraceContext::default())
-                && bus.publish(msg).await.is_ok()
-            {
-                let _ = received.delivery.ack().await;
-            }
-            drop(permit);
-        });
+            let now = Utc::now();
+            self.got.lock().expect("received lock").entry(received.message.bead_id.to_string()).or_insert(now);
+            let (bus, store, agent) = (self.bus.clone(), self.store.clone(), agent.clone());
+            tokio::spawn(async move {
+                let task = &received.message;
+                let start = DispatchStart {
+                    bead_id: task.bead_id.clone(),
+                    dispatch_id: task.metadata.dispatch_id.clone(),
+                    agent_id: agent.to_string(),
+                    now: Utc::now(),
+                    lease: Duration::from_secs(600),
+                    max_attempts: 3,
+                };
+                if !matches!(store.start_dispatch(&start).await, Ok(StartOutcome::Started(_))) {
+                    let _ = received.delivery.ack().await;
+                    return;
+                }
+                let result = success(task, agent);
+                if let Ok(msg) = bus.result(&result, &TraceContext::default())
+                    && bus.publish(msg).await.is_ok()
+                {
+                    let _ = received.delivery.ack().await;
+                }
+            });
+        }
+        self.bus.deregister_agent(&agent).await?;
+        Ok(())
+    }
+}
+
+fn success(task: &loom_bus::TaskMessage, agent: AgentId) -> ResultMessage {
+    ResultMessage {
+        kind: ResultKind::Completed,
+        project_id: task.project_id.clone(),
+        bead_id: task.bead_id.clone(),
+        agent_id: agent,
+        result: ResultData {
+            status: ResultStatus::Success,
+            output: String::new(),
+            error: String::new(),
+            commits: Vec::new(),
+            artifacts: Vec::new(),
+            duration: 0,
+            context: Default::default(),
+        },
+        correlation_id: task.correlation_id.clone(),
+        timestamp: Utc::now(),
+        metadata: ResultMetadata { dispatch_id: task.metadata.dispatch_id.clone(), attempt: task.metadata.attempt },
     }
 }
 
