@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use loom_domain::{AgentId, BeadId, DispatchId};
+use loom_domain::{AgentId, BeadId, DispatchId, ProjectId};
 
 /// What the store said to a start report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,4 +79,51 @@ pub(crate) async fn current_before_push(
 ) -> Option<bool> {
     let Some(fence) = fence else { return Some(true) };
     ask("before a push", bead, || fence.is_current(bead, dispatch)).await.ok()
+}
+
+/// Fencing through the control plane's API (`loom serve agent`): `POST /beads/{id}/start`,
+/// `GET /beads/{id}`, `POST /beads/{id}/hand-back`.
+#[derive(Debug)]
+pub struct ApiFence {
+    client: loom_client::Client,
+    project: ProjectId,
+}
+
+impl ApiFence {
+    pub fn new(client: loom_client::Client, project: ProjectId) -> ApiFence {
+        ApiFence { client, project }
+    }
+}
+
+#[async_trait::async_trait]
+impl Fence for ApiFence {
+    async fn check(&self) -> Result<(), String> {
+        self.client.project(self.project.as_str()).await.map(drop).map_err(|e| e.to_string())
+    }
+
+    async fn start(&self, bead: &BeadId, dispatch: &DispatchId, agent: &AgentId) -> Result<StartAnswer, String> {
+        let answer = self.client.start_dispatch(bead.as_str(), dispatch.as_str(), agent.as_str()).await;
+        match answer.map_err(|e| e.to_string())?.outcome.as_str() {
+            "started" => Ok(StartAnswer::Run),
+            "stale" => Ok(StartAnswer::Stale),
+            "superseded" => Ok(StartAnswer::Superseded),
+            other => Err(format!("the control plane answered an unknown start outcome {other:?}")),
+        }
+    }
+
+    async fn is_current(&self, bead: &BeadId, dispatch: &DispatchId) -> Result<bool, String> {
+        let b = self.client.bead(bead.as_str()).await.map_err(|e| e.to_string())?;
+        Ok(b.dispatch_id.as_deref() == Some(dispatch.as_str()))
+    }
+
+    async fn hand_back(
+        &self,
+        bead: &BeadId,
+        dispatch: &DispatchId,
+        agent: &AgentId,
+        reason: &str,
+    ) -> Result<bool, String> {
+        let answer = self.client.hand_back(bead.as_str(), dispatch.as_str(), agent.as_str(), reason).await;
+        Ok(answer.map_err(|e| e.to_string())?.handed_back)
+    }
 }

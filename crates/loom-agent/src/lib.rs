@@ -40,4 +40,4 @@ mod workspace;
 pub use agent::run;
 pub use config::{AgentConfig, ApiKey, CommandLimits, ExecutorKind, LlmConfig};
 pub use error::Error;
-pub use fence::{Fence, StartAnswer};
+pub use fence::{ApiFence, Fence, StartAnswer};

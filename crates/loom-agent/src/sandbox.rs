@@ -10,7 +10,7 @@ pub(crate) mod command;
 
 use std::path::{Component, Path, PathBuf};
 
-pub use command::{CommandOutput, run_command};
+pub use command::{CommandOutput, run_command, run_command_with};
 
 use crate::Error;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use loom_agent::{AgentConfig, ApiKey, ExecutorKind, StartAnswer};
+use loom_agent::{AgentConfig, ApiFence, ApiKey, ExecutorKind, StartAnswer};
 use loom_bus::{Bus, Role};
 use loom_domain::{AgentId, BeadId, DispatchId, GitStrategy, Project, ProjectId, ProjectStatus};
 use loom_store::{DispatchStart, StartOutcome, Store};
@@ -98,53 +98,13 @@ impl loom_agent::Fence for StoreFence {
     }
 }
 
-/// Fencing through the control plane's API (`loom serve agent`).
-#[derive(Debug)]
-struct ApiFence {
-    client: loom_client::Client,
-    project: ProjectId,
-}
-
-#[async_trait::async_trait]
-impl loom_agent::Fence for ApiFence {
-    async fn check(&self) -> Result<(), String> {
-        self.client.project(self.project.as_str()).await.map(drop).map_err(|e| e.to_string())
-    }
-
-    async fn start(&self, bead: &BeadId, dispatch: &DispatchId, agent: &AgentId) -> Result<StartAnswer, String> {
-        let answer = self.client.start_dispatch(bead.as_str(), dispatch.as_str(), agent.as_str()).await;
-        match answer.map_err(|e| e.to_string())?.outcome.as_str() {
-            "started" => Ok(StartAnswer::Run),
-            "stale" => Ok(StartAnswer::Stale),
-            "superseded" => Ok(StartAnswer::Superseded),
-            other => Err(format!("the control plane answered an unknown start outcome {other:?}")),
-        }
-    }
-
-    async fn is_current(&self, bead: &BeadId, dispatch: &DispatchId) -> Result<bool, String> {
-        let b = self.client.bead(bead.as_str()).await.map_err(|e| e.to_string())?;
-        Ok(b.dispatch_id.as_deref() == Some(dispatch.as_str()))
-    }
-
-    async fn hand_back(
-        &self,
-        bead: &BeadId,
-        dispatch: &DispatchId,
-        agent: &AgentId,
-        reason: &str,
-    ) -> Result<bool, String> {
-        let answer = self.client.hand_back(bead.as_str(), dispatch.as_str(), agent.as_str(), reason).await;
-        Ok(answer.map_err(|e| e.to_string())?.handed_back)
-    }
-}
-
 /// `loom serve agent`.
 pub async fn serve(args: AgentArgs, config: &Config) -> anyhow::Result<()> {
     let project = ProjectId::parse(&args.project)?;
     let mut agent =
         AgentConfig::new(project.clone(), args.work_dir.clone().unwrap_or(config.data_dir.join("work")), "");
     let client = loom_client::Client::new(&config.api_url(), config.api_key.clone());
-    agent.fence = Some(Arc::new(ApiFence { client: client.clone(), project: project.clone() }));
+    agent.fence = Some(Arc::new(ApiFence::new(client.clone(), project.clone())));
     match &args.repo {
         Some(repo) => agent.git_repo = repo.clone(),
         None => {

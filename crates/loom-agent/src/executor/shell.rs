@@ -1,11 +1,13 @@
 //! The shell executor: the bead's `command` (or the project's `build` then `test`) with `sh -c`
-//! in the worktree, sandboxed. Exit 0 is success.
+//! in the worktree, sandboxed. Exit 0 is success. The command sees `LOOM_PROJECT_ID`,
+//! `LOOM_BEAD_ID`, `LOOM_DISPATCH_ID` and `LOOM_ATTEMPT` (to key an external side effect by
+//! dispatch, as the fault suite does).
 
 use loom_bus::TaskMessage;
 use loom_domain::ContextMap;
 
 use super::Outcome;
-use crate::sandbox::run_command;
+use crate::sandbox::run_command_with;
 use crate::workspace::Worktree;
 use crate::{AgentConfig, Error};
 
@@ -25,7 +27,14 @@ pub(crate) async fn run(config: &AgentConfig, task: &TaskMessage, wt: &Worktree)
             "shell task has no command: set the bead's context key `command` (or `build`/`test`)",
         ));
     };
-    let out = run_command(&wt.path, &command, &config.command).await?;
+    let attempt = task.metadata.attempt.to_string();
+    let env = [
+        ("LOOM_PROJECT_ID", task.project_id.as_str()),
+        ("LOOM_BEAD_ID", task.bead_id.as_str()),
+        ("LOOM_DISPATCH_ID", task.metadata.dispatch_id.as_str()),
+        ("LOOM_ATTEMPT", attempt.as_str()),
+    ];
+    let out = run_command_with(&wt.path, &command, &config.command, &env).await?;
     let mut outcome = if out.success() {
         Outcome::success(out.output.clone())
     } else {

@@ -48,9 +48,20 @@ pub(crate) fn scrubbed_env(cmd: &mut Command, home: &Path) {
 /// Runs `script` with `sh -c` in `dir`. Fails only if it cannot be started; a non-zero exit or
 /// a timeout is reported in the output.
 pub async fn run_command(dir: &Path, script: &str, limits: &CommandLimits) -> Result<CommandOutput, Error> {
+    run_command_with(dir, script, limits, &[]).await
+}
+
+/// [`run_command`] with extra environment variables (the task's ids), set after the scrub.
+pub async fn run_command_with(
+    dir: &Path,
+    script: &str,
+    limits: &CommandLimits,
+    env: &[(&str, &str)],
+) -> Result<CommandOutput, Error> {
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg(script).current_dir(dir);
     scrubbed_env(&mut cmd, dir);
+    cmd.envs(env.iter().copied());
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
     let started = Instant::now();
     let mut child = cmd.spawn().map_err(|e| Error::io("starting sh", e))?;
