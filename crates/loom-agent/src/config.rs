@@ -102,7 +102,7 @@ pub enum ExecutorKind {
     Shell,
     /// The LLM action loop.
     Llm,
-    /// Succeeds at once, touching nothing (benchmarks).
+    /// Succeeds, touching nothing (benchmarks); after `noop_ms` of the context, if set.
     Noop,
 }
 

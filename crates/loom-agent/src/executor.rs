@@ -91,6 +91,9 @@ impl Executors {
     async fn dispatch(&self, task: &TaskMessage) -> Result<Outcome, Error> {
         let kind = self.kind(&task.metadata)?;
         if kind == ExecutorKind::Noop {
+            // Simulated work for benchmarks and the fault suite: `noop_ms` (at most an hour).
+            let ms = task.task_data.context.get("noop_ms").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms.min(3_600_000))).await;
             return Ok(Outcome::success("noop"));
         }
         let Some(ws) = &self.workspace else {

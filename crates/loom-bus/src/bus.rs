@@ -268,6 +268,21 @@ impl Bus {
         }
     }
 
+    /// The `(sequence, Nats-Msg-Id)` of up to `limit` messages of `LOOM_EVENTS` from
+    /// `from_sequence` on: the event ids the bus holds (a message's id is its event's id).
+    pub async fn read_event_ids(&self, from_sequence: u64, limit: usize) -> Result<Vec<(u64, String)>, Error> {
+        let raw = match &self.inner.backend {
+            Backend::JetStream(js) => js.read_raw(StreamKind::Events, from_sequence, limit).await?,
+            Backend::Embedded(e) => e.read_raw(StreamKind::Events, from_sequence, limit),
+        };
+        Ok(raw
+            .into_iter()
+            .filter_map(|(seq, headers)| {
+                headers.get(crate::envelope::header::MSG_ID).map(|id| (seq, id.as_str().to_owned()))
+            })
+            .collect())
+    }
+
     /// Connection state, JetStream reachability and the lag of the consumers this bus bound to.
     pub async fn health(&self) -> Health {
         match &self.inner.backend {

@@ -155,6 +155,12 @@ impl Embedded {
         });
     }
 
+    pub(crate) fn read_raw(&self, kind: StreamKind, from: u64, limit: usize) -> Vec<(u64, async_nats::HeaderMap)> {
+        let core = self.shared.lock();
+        let Some(stream) = core.streams.get(&kind) else { return vec![] };
+        stream.messages.range(from..).take(limit).map(|(seq, m)| (*seq, m.headers.clone())).collect()
+    }
+
     pub(crate) fn read_dlq(&self, subjects: &Subjects, from: u64, limit: usize) -> Vec<DeadLetter> {
         let core = self.shared.lock();
         let Some(stream) = core.streams.get(&StreamKind::Dlq) else { return vec![] };

@@ -290,17 +290,11 @@ const EVENT_BATCH: u32 = 500;
 pub(crate) const EVENT_POSITION: &str = "event-relay";
 
 /// Where a new leader's event relay starts: the saved position, so the bus sees every event
-/// the store has across restarts and leader changes (a repeat is deduplicated by event id).
-/// A store that never saved one (a first start) starts at the head.
+/// the store has across restarts and leader changes (a repeat is deduplicated by event id). The
+/// migration that added positions saved the head of the events then, so an upgrade does not
+/// replay history and a fresh store relays its first events too.
 async fn resume_position(shared: &Shared) -> Result<i64, Error> {
-    match shared.store.position(EVENT_POSITION).await? {
-        0 => {
-            let head = shared.store.last_event_seq().await?;
-            shared.store.save_position(EVENT_POSITION, head).await?;
-            Ok(head)
-        }
-        saved => Ok(saved),
-    }
+    Ok(shared.store.position(EVENT_POSITION).await?)
 }
 
 /// Publishes the events not published yet; returns how many.

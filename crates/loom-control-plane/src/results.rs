@@ -220,6 +220,13 @@ async fn settle(
     }
 }
 
+/// The store position of the dead-letter reconciler: every DLQ entry at or below it was handled.
+const DLQ_POSITION: &str = "dead-letters";
+
+/// Blocks the beads of dead-lettered tasks. The DLQ stream is the record: on start, on each
+/// notice that a message was moved there, and every `DLQ_POLL`, the leader reads it from the
+/// saved position, so a letter whose bead could not be blocked at the time (the store was
+/// down, the control plane stopped) is handled later — never forgotten.
 pub(crate) async fn run_dead_letters(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut letters = loop {
         match shared.bus.dead_letters().await {
@@ -234,30 +241,48 @@ pub(crate) async fn run_dead_letters(shared: Arc<Shared>, shutdown: Cancellation
         }
     };
     loop {
-        let letter = tokio::select! {
+        if shared.is_leader()
+            && let Err(e) = reconcile_dead_letters(&shared).await
+        {
+            tracing::warn!(error = %e, "cannot read the dead letters yet; retrying");
+        }
+        tokio::select! {
             _ = shutdown.cancelled() => return,
-            l = letters.next() => l,
-        };
-        let Some(letter) = letter else { return };
-        block_dead_letter(&shared, &letter).await;
+            l = letters.next() => if l.is_none() { return },
+            _ = tokio::time::sleep(DLQ_POLL) => {}
+        }
+    }
+}
+
+const DLQ_POLL: Duration = Duration::from_secs(5);
+
+/// Handles the DLQ entries after the saved position; returns how many.
+async fn reconcile_dead_letters(shared: &Shared) -> Result<usize, crate::Error> {
+    let mut handled = 0;
+    loop {
+        let after = shared.store.position(DLQ_POSITION).await?;
+        let letters = shared.bus.read_dlq(u64::try_from(after).unwrap_or(0) + 1, 256).await?;
+        let Some(last) = letters.last().map(|l| l.dlq_sequence) else { return Ok(handled) };
+        for letter in &letters {
+            block_dead_letter(shared, letter).await?;
+        }
+        shared.store.save_position(DLQ_POSITION, i64::try_from(last).unwrap_or(i64::MAX)).await?;
+        handled += letters.len();
     }
 }
 
 /// Blocks the bead of a dead-lettered task, if its dispatch is still current. Only tasks: a
 /// result or progress message never blocks a bead (a result the store refuses is kept in the
 /// DLQ for an operator; its bead's lease or redelivery decides what happens to the bead).
-async fn block_dead_letter(shared: &Shared, letter: &loom_bus::DeadLetter) {
+async fn block_dead_letter(shared: &Shared, letter: &loom_bus::DeadLetter) -> Result<(), crate::Error> {
     if letter.stream != shared.bus.subjects().names().stream(loom_bus::StreamKind::Tasks) {
-        return;
+        return Ok(());
     }
-    let Some(dispatch) = &letter.dispatch_id else { return };
+    let Some(dispatch) = &letter.dispatch_id else { return Ok(()) };
     let reason = format!("task dead-lettered after {} deliveries: {}", letter.deliveries, letter.reason);
-    match shared.store.block_dispatch(dispatch, &reason).await {
-        Ok(Some(bead)) => {
-            tracing::warn!(bead = %bead.id, %reason, "bead blocked");
-            shared.changed();
-        }
-        Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot block a dead-lettered bead"),
+    if let Some(bead) = shared.store.block_dispatch(dispatch, &reason).await? {
+        tracing::warn!(bead = %bead.id, %reason, "bead blocked");
+        shared.changed();
     }
+    Ok(())
 }

@@ -53,10 +53,10 @@ pub struct AgentArgs {
 
 /// Fencing through the store (`loom up`: the agent runs beside it).
 #[derive(Debug)]
-struct StoreFence {
-    store: Arc<dyn Store>,
-    lease: Duration,
-    max_attempts: u32,
+pub(crate) struct StoreFence {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) lease: Duration,
+    pub(crate) max_attempts: u32,
 }
 
 #[async_trait::async_trait]

@@ -3,6 +3,7 @@
 //! to a terminal. Every bench creates its own scratch database or stream namespace and removes it.
 
 mod agent;
+mod backlog;
 pub mod bus;
 mod db;
 mod e2e;
@@ -28,6 +29,8 @@ pub enum BenchCommand {
     Db(db::DbArgs),
     /// Beads end to end through the control plane and no-op agents (PostgreSQL + NATS).
     E2e(e2e::E2eArgs),
+    /// A backlog of slow tasks behind few agent slots with a short lease: all close, each once.
+    Backlog(backlog::BacklogArgs),
 }
 
 /// Options every bench shares.
@@ -45,6 +48,7 @@ pub async fn run(cmd: BenchCommand, config: &Config) -> anyhow::Result<()> {
         BenchCommand::Agent(args) => agent::run(args, config).await,
         BenchCommand::Db(args) => db::run(args, config).await,
         BenchCommand::E2e(args) => e2e::run(args, config).await,
+        BenchCommand::Backlog(args) => backlog::run(args, config).await,
     }
 }
 

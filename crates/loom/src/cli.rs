@@ -193,8 +193,15 @@ fn print_bead(b: &BeadDto) {
     if let Some(a) = &b.assignee {
         println!("  assignee: {a}");
     }
-    if let (Some(d), Some(until)) = (&b.dispatch_id, &b.lease_expires_at) {
-        println!("  dispatch {d}, lease until {}", until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let secs = |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    match (&b.dispatch_id, b.dispatch_state.as_deref(), &b.started_at, &b.lease_expires_at) {
+        (Some(d), Some("queued"), _, _) => println!("  dispatch {d}: queued, waiting for a free agent slot"),
+        (Some(d), _, Some(at), Some(until)) => {
+            let by = b.started_by.as_deref().unwrap_or("an agent");
+            println!("  dispatch {d}: running on {by} since {}, lease until {}", secs(at), secs(until));
+        }
+        (Some(d), _, _, Some(until)) => println!("  dispatch {d}, lease until {}", secs(until)),
+        _ => {}
     }
     if !b.blocked_by.is_empty() {
         println!("  waits on: {}", b.blocked_by.join(", "));

@@ -7,6 +7,7 @@ mod cli;
 mod compose;
 mod config;
 mod personas;
+mod requeue;
 mod serve;
 mod storage;
 mod up;

@@ -16,6 +16,14 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     println!("loom: {} project(s); beads {}", projects.len(), summary(&counts));
     let (bus, what) = compose::bus(config).await?;
     println!("loom: bus ready: {what}");
+    if bus.is_embedded() {
+        let requeued = crate::requeue::lost_dispatches(&*store).await?;
+        if requeued > 0 {
+            println!(
+                "loom: {requeued} bead(s) dispatched by the last run were queued again (the embedded bus starts empty)"
+            );
+        }
+    }
     let shutdown = compose::shutdown_on_signals();
     let agents = tokio::spawn(crate::agents::supervise(config.clone(), store.clone(), bus.clone(), shutdown.clone()));
     let served = compose::control_plane(config, store, bus, shutdown.clone()).await;

@@ -4,6 +4,8 @@
 mod bench;
 mod bus;
 mod control_plane;
+mod delivery;
 mod llm;
 mod shell;
 mod support;
+mod system;

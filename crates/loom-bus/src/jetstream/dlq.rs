@@ -91,6 +91,31 @@ impl JetStream {
         Ok(Some(dead_letter::parse(bus.subjects(), receipt.stream_sequence, dlq_headers, dlq_payload)))
     }
 
+    /// The sequence and headers of up to `limit` messages of a stream from `from` on.
+    pub(crate) async fn read_raw(
+        &self,
+        kind: StreamKind,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, async_nats::HeaderMap)>, Error> {
+        let stream =
+            self.js.get_stream_no_info(self.names.stream(kind)).await.map_err(|e| Error::backend("get stream", e))?;
+        let filter = self.names.wildcard(kind);
+        let mut out = Vec::new();
+        let mut seq = from.max(1);
+        while out.len() < limit {
+            match stream.raw_message_builder().sequence(seq).next_by_subject(filter.clone()).send().await {
+                Ok(m) => {
+                    seq = m.sequence + 1;
+                    out.push((m.sequence, m.headers));
+                }
+                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
+                Err(e) => return Err(Error::backend("read stream", e)),
+            }
+        }
+        Ok(out)
+    }
+
     pub(crate) async fn read_dlq(
         &self,
         subjects: &Subjects,

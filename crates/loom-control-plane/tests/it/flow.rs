@@ -391,3 +391,25 @@ async fn concurrency_limits_hold_per_project_and_over_all() {
     }
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_nobody_announced_still_blocks_its_bead() {
+    let c = Cluster::start(fast_config()).await;
+    c.project("poison").await;
+    let _slots = c.advertise("poison", 1).await;
+    let project = loom_domain::ProjectId::parse("poison").unwrap();
+    let mut tasks = c
+        .bus
+        .consume_tasks(&project, None, loom_bus::ConsumeOptions { max_in_flight: 1, prefetch: false })
+        .await
+        .unwrap();
+    let id = c.bead("poison", "cannot run", 1, &[]).await;
+    let task = tokio::time::timeout(WAIT, tasks.next()).await.unwrap().unwrap();
+    // Moved to the DLQ without the max-deliveries advisory the control plane listens to (as
+    // when it was down at that moment): the DLQ itself is read, from a saved position.
+    task.delivery.term_to_dlq("poison for the test").await.unwrap();
+    let v = c.wait_bead(&id, WAIT, |v| v["status"] == "blocked").await;
+    assert_eq!(v["status"], "blocked", "{v}");
+    assert!(v["last_error"].as_str().unwrap().contains("poison for the test"), "{v}");
+    c.stop().await;
+}

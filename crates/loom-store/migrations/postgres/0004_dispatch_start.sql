@@ -15,3 +15,8 @@ CREATE TABLE positions (
     position    BIGINT NOT NULL,
     updated_at  TIMESTAMPTZ NOT NULL
 );
+
+-- The event relay starts where the store's events end at this upgrade (an existing deployment
+-- already relayed those); a fresh store starts at 0, so its very first events are relayed too.
+INSERT INTO positions (name, position, updated_at)
+SELECT 'event-relay', COALESCE(max(seq), 0), now() FROM events;
