@@ -277,7 +277,7 @@ impl Bus {
         };
         Ok(raw
             .into_iter()
-            .filter_map(|(seq, headers)| {
+            .filter_map(|(seq, headers, _)| {
                 headers.get(crate::envelope::header::MSG_ID).map(|id| (seq, id.as_str().to_owned()))
             })
             .collect())

@@ -155,10 +155,15 @@ impl Embedded {
         });
     }
 
-    pub(crate) fn read_raw(&self, kind: StreamKind, from: u64, limit: usize) -> Vec<(u64, async_nats::HeaderMap)> {
+    pub(crate) fn read_raw(
+        &self,
+        kind: StreamKind,
+        from: u64,
+        limit: usize,
+    ) -> Vec<(u64, async_nats::HeaderMap, Bytes)> {
         let core = self.shared.lock();
         let Some(stream) = core.streams.get(&kind) else { return vec![] };
-        stream.messages.range(from..).take(limit).map(|(seq, m)| (*seq, m.headers.clone())).collect()
+        stream.messages.range(from..).take(limit).map(|(seq, m)| (*seq, m.headers.clone(), m.payload.clone())).collect()
     }
 
     pub(crate) fn read_dlq(&self, subjects: &Subjects, from: u64, limit: usize) -> Vec<DeadLetter> {

@@ -57,6 +57,17 @@ pub fn database_url(config: &Config) -> String {
     config.database_url.clone().unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// A provisioned bus in a fresh namespace `{prefix}{random}` on the configured NATS; the caller
+/// destroys it.
+pub async fn scratch_bus(config: &Config, prefix: &str) -> anyhow::Result<loom_bus::Bus> {
+    let salt = chrono::Utc::now().timestamp_subsec_nanos() ^ std::process::id().rotate_left(16);
+    let namespace = format!("{prefix}{salt:08x}");
+    let bus_config = loom_bus::BusConfig { url: nats_url(config), namespace: Some(namespace), ..Default::default() };
+    let bus = loom_bus::Bus::connect(bus_config).await.map_err(|e| anyhow::anyhow!("connecting to NATS: {e}"))?;
+    bus.provision().await?;
+    Ok(bus)
+}
+
 /// The NATS server benches use: the configured one, else the local default.
 pub fn nats_url(config: &Config) -> String {
     config.nats_url.clone().unwrap_or_else(|| "nats://127.0.0.1:4222".into())

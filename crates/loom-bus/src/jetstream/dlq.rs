@@ -91,13 +91,13 @@ impl JetStream {
         Ok(Some(dead_letter::parse(bus.subjects(), receipt.stream_sequence, dlq_headers, dlq_payload)))
     }
 
-    /// The sequence and headers of up to `limit` messages of a stream from `from` on.
+    /// The sequence, headers and body of up to `limit` messages of a stream from `from` on.
     pub(crate) async fn read_raw(
         &self,
         kind: StreamKind,
         from: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, async_nats::HeaderMap)>, Error> {
+    ) -> Result<Vec<(u64, async_nats::HeaderMap, bytes::Bytes)>, Error> {
         let stream =
             self.js.get_stream_no_info(self.names.stream(kind)).await.map_err(|e| Error::backend("get stream", e))?;
         let filter = self.names.wildcard(kind);
@@ -107,7 +107,7 @@ impl JetStream {
             match stream.raw_message_builder().sequence(seq).next_by_subject(filter.clone()).send().await {
                 Ok(m) => {
                     seq = m.sequence + 1;
-                    out.push((m.sequence, m.headers));
+                    out.push((m.sequence, m.headers, m.payload));
                 }
                 Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
                 Err(e) => return Err(Error::backend("read stream", e)),
@@ -122,21 +122,7 @@ impl JetStream {
         from: u64,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, Error> {
-        let name = self.names.stream(StreamKind::Dlq);
-        let stream = self.js.get_stream_no_info(&name).await.map_err(|e| Error::backend("get stream", e))?;
-        let filter = self.names.wildcard(StreamKind::Dlq);
-        let mut out = Vec::new();
-        let mut seq = from.max(1);
-        while out.len() < limit {
-            match stream.raw_message_builder().sequence(seq).next_by_subject(filter.clone()).send().await {
-                Ok(m) => {
-                    seq = m.sequence + 1;
-                    out.push(dead_letter::parse(subjects, m.sequence, m.headers, m.payload));
-                }
-                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
-                Err(e) => return Err(Error::backend("read dlq", e)),
-            }
-        }
-        Ok(out)
+        let raw = self.read_raw(StreamKind::Dlq, from, limit).await?;
+        Ok(raw.into_iter().map(|(seq, headers, payload)| dead_letter::parse(subjects, seq, headers, payload)).collect())
     }
 }

@@ -8,9 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Args;
-use loom_bus::{Bus, BusConfig};
+use loom_bus::Bus;
 use loom_domain::{AgentId, EventKind, NewBead, NewProject, ProjectId, Status};
 use loom_store::Store;
 use loom_store::scratch::ScratchDatabase;
@@ -62,10 +61,7 @@ pub async fn run(args: BacklogArgs, config: &Config) -> anyhow::Result<()> {
     anyhow::ensure!(args.beads > 0 && args.agents > 0 && args.slots > 0, "beads, agents and slots must be positive");
     let scratch = ScratchDatabase::create_on(&super::database_url(config), "loom_bench").await?;
     let store: Arc<dyn Store> = Arc::new(scratch.open(&crate::storage::pg_options(config)).await?);
-    let namespace = format!("backlog{:08x}", chrono::Utc::now().timestamp_subsec_nanos() ^ std::process::id());
-    let bus_config = BusConfig { url: super::nats_url(config), namespace: Some(namespace), ..BusConfig::default() };
-    let bus = Bus::connect(bus_config).await.context("connecting to NATS")?;
-    bus.provision().await?;
+    let bus = super::scratch_bus(config, "backlog").await?;
     let outcome = drive(&args, store.clone(), bus.clone()).await;
     bus.destroy().await?;
     drop(scratch);

@@ -12,8 +12,7 @@ use anyhow::Context;
 use chrono::Utc;
 use clap::Args;
 use loom_bus::{
-    AgentRecord, Bus, BusConfig, ConsumeOptions, ResultData, ResultKind, ResultMessage, ResultMetadata, ResultStatus,
-    TraceContext,
+    AgentRecord, Bus, ConsumeOptions, ResultData, ResultKind, ResultMessage, ResultMetadata, ResultStatus, TraceContext,
 };
 use loom_domain::{AgentId, AgentStatus, EventKind, NewBead, NewProject, ProjectId, Status};
 use loom_store::scratch::ScratchDatabase;
@@ -113,10 +112,7 @@ pub async fn run(args: E2eArgs, config: &Config) -> anyhow::Result<()> {
     let pg_store = scratch.open(&pg).await?;
     let raw = raw_pg(pg_store.pool()).await.context("raw PostgreSQL baseline")?;
     let store: Arc<dyn Store> = Arc::new(pg_store);
-    let namespace = format!("bench{:08x}", rand_u32());
-    let bus_config = BusConfig { url: super::nats_url(config), namespace: Some(namespace), ..BusConfig::default() };
-    let bus = Bus::connect(bus_config).await.context("connecting to NATS")?;
-    bus.provision().await?;
+    let bus = super::scratch_bus(config, "bench").await?;
     let outcome = drive(&args, store.clone(), bus.clone(), raw).await;
     bus.destroy().await?;
     drop(scratch);
@@ -140,10 +136,6 @@ pub async fn run(args: E2eArgs, config: &Config) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn rand_u32() -> u32 {
-    (Utc::now().timestamp_subsec_nanos()) ^ std::process::id().rotate_left(16)
 }
 
 async fn drive(args: &E2eArgs, store: Arc<dyn Store>, bus: Bus, raw: RawPg) -> anyhow::Result<Report> {
