@@ -177,8 +177,12 @@ pub struct LlmConfig {
     pub max_parse_failures: u32,
     /// The same action this many times in a row fails the task (no progress).
     pub max_repeats: u32,
-    /// One HTTP request.
+    /// One HTTP request, the whole reply included.
     pub request_timeout: Duration,
+    /// Establishing the connection to the endpoint.
+    pub connect_timeout: Duration,
+    /// `max_tokens` of each request (tokens of one reply); `None` = the endpoint's default.
+    pub max_tokens: Option<u32>,
 }
 
 impl Default for LlmConfig {
@@ -191,6 +195,8 @@ impl Default for LlmConfig {
             max_parse_failures: 3,
             max_repeats: 3,
             request_timeout: Duration::from_secs(300),
+            connect_timeout: Duration::from_secs(10),
+            max_tokens: None,
         }
     }
 }
@@ -203,11 +209,6 @@ pub struct ApiKey(String);
 impl ApiKey {
     pub fn new(key: impl Into<String>) -> ApiKey {
         ApiKey(key.into())
-    }
-
-    /// `LOOM_LLM_API_KEY`, if set and not empty.
-    pub fn from_env() -> Option<ApiKey> {
-        std::env::var("LOOM_LLM_API_KEY").ok().filter(|k| !k.is_empty()).map(ApiKey)
     }
 
     pub(crate) fn expose(&self) -> &str {
