@@ -1,7 +1,7 @@
 //! The agent's typed configuration. The binary layers defaults, `loom.toml`, `LOOM_*` and flags
 //! into it; this crate only validates it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use loom_bus::Role;
@@ -22,10 +22,11 @@ pub struct AgentConfig {
     pub agent_id: Option<AgentId>,
     /// Tasks run at once.
     pub concurrency: usize,
-    /// Workspaces live in `work_root/<project>/{repo,worktrees/<bead>}`.
+    /// Workspaces live in `work_root/<project>/{repo,worktrees/<bead>}`. Absolute: git runs in
+    /// several directories below it, so a relative root would mean a different place to each.
     pub work_root: PathBuf,
-    /// The project's repository: a URL, a `file://` URL or a local path. Empty = no workspace
-    /// (only `noop` tasks can run).
+    /// The project's repository: a URL, a `file://` URL or an absolute local path. Empty = no
+    /// workspace (only `noop` tasks can run).
     pub git_repo: String,
     pub branch: String,
     pub git_strategy: GitStrategy,
@@ -85,13 +86,35 @@ impl AgentConfig {
         if self.branch.is_empty() || self.branch.starts_with('-') || self.branch.contains("..") {
             return bad("branch must be a plain branch name");
         }
+        if !self.work_root.is_absolute() {
+            return Err(Error::Config(format!("work_root must be an absolute path, not {}", self.work_root.display())));
+        }
         if self.git_repo.starts_with('-') {
             return bad("git_repo must not start with '-'");
+        }
+        if is_relative_local_path(&self.git_repo) {
+            return Err(Error::Config(format!(
+                "git_repo {:?} is a relative path: give a URL or an absolute path",
+                self.git_repo
+            )));
         }
         if self.command.output_cap < 1024 {
             return bad("command output cap must be at least 1 KiB");
         }
         Ok(())
+    }
+}
+
+/// Whether git would take `repo` as a path relative to the directory it runs in: not a URL
+/// (`scheme://…`), not scp-like (`[user@]host:path`, a colon before any slash), not absolute.
+pub fn is_relative_local_path(repo: &str) -> bool {
+    if repo.is_empty() || repo.contains("://") || Path::new(repo).is_absolute() {
+        return false;
+    }
+    match (repo.find(':'), repo.find('/')) {
+        (Some(colon), Some(slash)) => colon > slash,
+        (Some(_), None) => false,
+        (None, _) => true,
     }
 }
 
@@ -154,8 +177,12 @@ pub struct LlmConfig {
     pub max_parse_failures: u32,
     /// The same action this many times in a row fails the task (no progress).
     pub max_repeats: u32,
-    /// One HTTP request.
+    /// One HTTP request, the whole reply included.
     pub request_timeout: Duration,
+    /// Establishing the connection to the endpoint.
+    pub connect_timeout: Duration,
+    /// `max_tokens` of each request (tokens of one reply); `None` = the endpoint's default.
+    pub max_tokens: Option<u32>,
 }
 
 impl Default for LlmConfig {
@@ -168,6 +195,8 @@ impl Default for LlmConfig {
             max_parse_failures: 3,
             max_repeats: 3,
             request_timeout: Duration::from_secs(300),
+            connect_timeout: Duration::from_secs(10),
+            max_tokens: None,
         }
     }
 }
@@ -180,11 +209,6 @@ pub struct ApiKey(String);
 impl ApiKey {
     pub fn new(key: impl Into<String>) -> ApiKey {
         ApiKey(key.into())
-    }
-
-    /// `LOOM_LLM_API_KEY`, if set and not empty.
-    pub fn from_env() -> Option<ApiKey> {
-        std::env::var("LOOM_LLM_API_KEY").ok().filter(|k| !k.is_empty()).map(ApiKey)
     }
 
     pub(crate) fn expose(&self) -> &str {
@@ -220,7 +244,25 @@ mod tests {
         config.concurrency = 2;
         config.branch = "--upload-pack=x".into();
         assert!(config.validate().is_err());
+        config.branch = "main".into();
+        config.work_root = ".loom/work".into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("work_root must be an absolute path, not .loom/work"), "{err}");
+        config.work_root = "/tmp/w".into();
+        config.git_repo = "../repo".into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("\"../repo\" is a relative path"), "{err}");
         assert_eq!(ExecutorKind::parse("llm").unwrap(), ExecutorKind::Llm);
         assert!(ExecutorKind::parse("python").is_err());
+    }
+
+    #[test]
+    fn relative_local_paths_are_told_from_urls_and_absolute_paths() {
+        for relative in ["repo", "./repo", "../up/repo", "dir/with:colon", ".loom/x"] {
+            assert!(is_relative_local_path(relative), "{relative}");
+        }
+        for not in ["", "/srv/repo.git", "file:///srv/repo", "https://h/r.git", "git@github.com:o/r.git", "host:r"] {
+            assert!(!is_relative_local_path(not), "{not}");
+        }
     }
 }

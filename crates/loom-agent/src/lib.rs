@@ -38,6 +38,6 @@ pub mod sandbox;
 mod workspace;
 
 pub use agent::run;
-pub use config::{AgentConfig, ApiKey, CommandLimits, ExecutorKind, LlmConfig};
+pub use config::{AgentConfig, ApiKey, CommandLimits, ExecutorKind, LlmConfig, is_relative_local_path};
 pub use error::Error;
 pub use fence::{ApiFence, Fence, StartAnswer};

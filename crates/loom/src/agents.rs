@@ -2,19 +2,20 @@
 //! one for each project added while it runs.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use loom_agent::{AgentConfig, ApiFence, ApiKey, ExecutorKind, StartAnswer};
+use loom_agent::{AgentConfig, ApiFence, ExecutorKind, StartAnswer};
 use loom_bus::{Bus, Role};
 use loom_domain::{AgentId, BeadId, DispatchId, GitStrategy, Project, ProjectId, ProjectStatus};
 use loom_store::{DispatchStart, StartOutcome, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::paths;
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
@@ -27,7 +28,8 @@ pub struct AgentArgs {
     /// Tasks run at once.
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
-    /// The project's repository (default: asked from the control plane's API).
+    /// The project's repository (default: asked from the control plane's API); a relative path
+    /// is taken from the current directory.
     #[arg(long)]
     repo: Option<String>,
     #[arg(long)]
@@ -41,14 +43,16 @@ pub struct AgentArgs {
     /// Executor for tasks that name none: shell, llm or noop.
     #[arg(long, default_value = "shell")]
     executor: String,
-    /// OpenAI-compatible endpoint for the llm executor (key from LOOM_LLM_API_KEY).
-    #[arg(long, env = "LOOM_LLM_URL")]
+    /// OpenAI-compatible endpoint for the llm executor [default: `llm.base_url` of the
+    /// configuration]; the key comes from `[llm]` (`$LOOM_LLM_API_KEY` by default).
+    #[arg(long)]
     llm_url: Option<String>,
-    #[arg(long, env = "LOOM_LLM_MODEL")]
+    /// The model [default: `llm.model` of the configuration].
+    #[arg(long)]
     llm_model: Option<String>,
-    /// Personas directory.
-    #[arg(long, default_value = "personas")]
-    personas: PathBuf,
+    /// Personas directory [default: `personas_dir` of the configuration, `personas`].
+    #[arg(long)]
+    personas: Option<PathBuf>,
 }
 
 /// Fencing through the store (`loom up`: the agent runs beside it).
@@ -101,18 +105,21 @@ impl loom_agent::Fence for StoreFence {
 /// `loom serve agent`.
 pub async fn serve(args: AgentArgs, config: &Config) -> anyhow::Result<()> {
     let project = ProjectId::parse(&args.project)?;
-    let mut agent =
-        AgentConfig::new(project.clone(), args.work_dir.clone().unwrap_or(config.data_dir.join("work")), "");
+    let work_root = match &args.work_dir {
+        Some(dir) => paths::absolute(dir).context("--work-dir")?,
+        None => config.data_dir.join("work"),
+    };
+    let mut agent = AgentConfig::new(project.clone(), work_root, "");
     let client = loom_client::Client::new(&config.api_url(), config.api_key.clone());
     agent.fence = Some(Arc::new(ApiFence::new(client.clone(), project.clone())));
     match &args.repo {
-        Some(repo) => agent.git_repo = repo.clone(),
+        Some(repo) => agent.git_repo = paths::repo(repo).context("--repo")?,
         None => {
             let p = client
                 .project(project.as_str())
                 .await
                 .context("looking up the project's repository (or pass --repo)")?;
-            agent.git_repo = p.git_repo;
+            agent.git_repo = stored_repo(&p.git_repo);
             agent.branch = p.branch;
             agent.git_strategy = p.git_strategy.parse()?;
         }
@@ -126,29 +133,42 @@ pub async fn serve(args: AgentArgs, config: &Config) -> anyhow::Result<()> {
     agent.role = args.role.as_deref().map(Role::parse).transpose()?;
     agent.concurrency = args.concurrency;
     agent.default_executor = ExecutorKind::parse(&args.executor)?;
-    agent.personas_dir = args.personas.is_dir().then_some(args.personas);
-    if let Some(url) = args.llm_url {
-        agent.llm.base_url = url;
-    }
-    if let Some(m) = args.llm_model {
-        agent.llm.model = m;
-    }
-    agent.llm.api_key = ApiKey::from_env();
+    let personas = match &args.personas {
+        Some(dir) => paths::absolute(dir).context("--personas")?,
+        None => config.personas_dir.clone(),
+    };
+    agent.personas_dir = personas.is_dir().then_some(personas);
+    let mut llm = config.llm.clone();
+    llm.base_url = args.llm_url.unwrap_or(llm.base_url);
+    llm.model = args.llm_model.unwrap_or(llm.model);
+    // The flags are checked like the configuration they override.
+    llm.validate().context("--llm-url / --llm-model")?;
+    agent.llm = llm.agent(config.llm_key.as_ref());
     let (bus, what) = crate::compose::bus(config).await?;
     println!("loom: agent for project {project} on {what}");
     loom_agent::run(agent, bus, crate::compose::shutdown_on_signals()).await?;
     Ok(())
 }
 
-/// The agent `loom up` runs for a project: shell executor, the project's repository.
+/// A repository as the store has it. `loom project add` stores local paths absolute; one given
+/// relative through the API is taken from the directory `loom` was started in.
+fn stored_repo(repo: &str) -> String {
+    if !loom_agent::is_relative_local_path(repo) {
+        return repo.to_owned();
+    }
+    paths::absolute(Path::new(repo)).map_or_else(|_| repo.to_owned(), |p| p.to_string_lossy().into_owned())
+}
+
+/// The agent `loom up` runs for a project: shell executor (a bead's `executor` context picks
+/// another), the project's repository, `[llm]` for `llm` beads.
 fn agent_for(project: &Project, config: &Config, store: &Arc<dyn Store>) -> AgentConfig {
-    let mut agent = AgentConfig::new(project.id.clone(), config.data_dir.join("work"), project.git_repo.clone());
+    let mut agent = AgentConfig::new(project.id.clone(), config.data_dir.join("work"), stored_repo(&project.git_repo));
     agent.branch = project.branch.clone();
     agent.git_strategy = project.git_strategy;
     agent.shutdown_grace = Duration::from_secs(10);
-    let personas = PathBuf::from("personas");
+    let personas = config.personas_dir.clone();
     agent.personas_dir = personas.is_dir().then_some(personas);
-    agent.llm.api_key = ApiKey::from_env();
+    agent.llm = config.agent_llm();
     agent.fence = Some(Arc::new(StoreFence {
         store: store.clone(),
         lease: Duration::from_secs(config.dispatch.lease_secs),

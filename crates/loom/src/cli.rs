@@ -24,7 +24,8 @@ pub enum ProjectCmd {
     /// Register a project (a git repository).
     Add {
         id: String,
-        /// The repository: a URL or a local path.
+        /// The repository: a URL or a local path (a relative one is taken from the current
+        /// directory and sent absolute).
         #[arg(long)]
         repo: String,
         #[arg(long)]
@@ -225,7 +226,7 @@ pub async fn project(cmd: ProjectCmd, config: &Config) -> anyhow::Result<()> {
             let req = ProjectRequest {
                 id: Some(id),
                 name,
-                git_repo: repo,
+                git_repo: crate::paths::repo(&repo).context("--repo")?,
                 branch,
                 bead_prefix: prefix,
                 context: context.into_iter().collect::<BTreeMap<_, _>>(),

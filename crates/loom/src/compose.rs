@@ -1,6 +1,7 @@
 //! Composition: building the bus and running the control plane from the configuration, the same
 //! way for `loom up` and `loom serve control-plane`.
 
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,8 +74,9 @@ pub fn shutdown_on_signals() -> CancellationToken {
             _ = tokio::signal::ctrl_c() => {}
             _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
         }
-        println!("loom: shutting down");
         t.cancel();
+        // Not `println!`: with stdout gone (a closed pipe) it would panic; shutting down must not.
+        let _ = writeln!(std::io::stdout(), "loom: shutting down");
     });
     token
 }

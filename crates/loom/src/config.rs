@@ -1,5 +1,15 @@
 //! Typed, layered configuration: defaults ← `loom.toml` ← `LOOM_*` environment ← command-line
-//! flags. Secrets (passwords in URLs) are redacted in `Debug` and in `loom config show`.
+//! flags. Secrets (passwords in URLs, API keys) are redacted in `Debug` and in `loom config show`.
+//! Relative paths are made absolute once, here, against the directory `loom` was started in.
+//!
+//! Environment variables: `LOOM_{KEY}` sets a top-level key and `__` nests
+//! (`LOOM_DISPATCH__MAX_ATTEMPTS` is `[dispatch] max_attempts`). `LOOM_LLM_URL` and
+//! `LOOM_LLM_MODEL` are short for `LOOM_LLM__BASE_URL` and `LOOM_LLM__MODEL`. Not keys, so
+//! skipped: `LOOM_CONFIG` (the file, read by the command line), `LOOM_LLM_API_KEY` (the LLM key,
+//! read by `[llm]`, see `llm.rs`), and the variables tools and tasks get (`LOOM_PG_BINDIR`,
+//! `LOOM_NATS_SERVER`, `LOOM_PROJECT_ID`, …). Any other `LOOM_*` name is an unknown key: an error.
+
+mod llm;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -10,6 +20,23 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use llm::{LlmConfig, LoadedKey};
+
+use crate::paths;
+
+/// `LOOM_*` variables that are not configuration keys (lower case, prefix stripped).
+const NOT_KEYS: &[&str] = &[
+    "config",
+    "llm_api_key",
+    "pg_bindir",
+    "nats_server",
+    "bench_messages",
+    "project_id",
+    "bead_id",
+    "dispatch_id",
+    "attempt",
+];
+
 /// The effective configuration of every Loom command.
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -18,8 +45,11 @@ pub struct Config {
     pub database_url: Option<String>,
     /// NATS URL; unset means the embedded in-process bus.
     pub nats_url: Option<String>,
-    /// Where embedded state (the SQLite file) lives.
+    /// Where embedded state (the SQLite file) and the agents' workspaces (`work/`) live.
     pub data_dir: PathBuf,
+    /// Personas (`<name>/SKILL.md`) of `loom up`'s agents; a missing directory means the
+    /// built-in engineer prompt.
+    pub personas_dir: PathBuf,
     /// The control plane's HTTP address.
     pub http_addr: SocketAddr,
     /// The API the CLI talks to; default `http://{http_addr}`.
@@ -38,6 +68,10 @@ pub struct Config {
     pub log_level: String,
     pub database: DatabaseConfig,
     pub dispatch: DispatchConfig,
+    pub llm: LlmConfig,
+    /// The LLM key `[llm]` names, read when the configuration loads (never serialised).
+    #[serde(skip)]
+    pub llm_key: Option<LoadedKey>,
 }
 
 /// PostgreSQL pool settings, or the database service to use instead.
@@ -80,6 +114,7 @@ impl Default for Config {
             database_url: None,
             nats_url: None,
             data_dir: PathBuf::from(".loom"),
+            personas_dir: PathBuf::from("personas"),
             http_addr: ([127, 0, 0, 1], 8080).into(),
             api_url: None,
             api_key: None,
@@ -90,6 +125,8 @@ impl Default for Config {
             log_level: "info".into(),
             database: DatabaseConfig::default(),
             dispatch: DispatchConfig::default(),
+            llm: LlmConfig::default(),
+            llm_key: None,
         }
     }
 }
@@ -149,28 +186,62 @@ impl Config {
             None if Path::new("loom.toml").exists() => figment = figment.merge(Toml::file("loom.toml")),
             None => {}
         }
-        let config: Config = figment
-            .merge(Env::prefixed("LOOM_").split("__").ignore(&["config"]))
-            .merge(Serialized::defaults(overrides))
-            .extract()
-            .context("invalid configuration")?;
-        let d = &config.dispatch;
+        let mut config: Config =
+            figment.merge(env()).merge(Serialized::defaults(overrides)).extract().context("invalid configuration")?;
+        config.resolve_paths().context("invalid configuration")?;
+        config.validate()?;
+        config.llm_key = config.llm.load_key()?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self) -> anyhow::Result<()> {
+        self.data_dir = paths::absolute(&self.data_dir).context("data_dir")?;
+        self.personas_dir = paths::absolute(&self.personas_dir).context("personas_dir")?;
+        let db = &mut self.database;
+        for (name, path) in [
+            ("database.service_ca", &mut db.service_ca),
+            ("database.service_cert", &mut db.service_cert),
+            ("database.service_key", &mut db.service_key),
+            ("llm.api_key_file", &mut self.llm.api_key_file),
+        ] {
+            // An empty value (`LOOM_LLM__API_KEY_FILE=`) unsets the file.
+            *path = match path.take().filter(|p| !p.as_os_str().is_empty()) {
+                Some(p) => Some(paths::absolute(&p).context(name)?),
+                None => None,
+            };
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let d = &self.dispatch;
         anyhow::ensure!(
             d.project_concurrency > 0 && d.global_concurrency > 0 && d.max_attempts > 0 && d.lease_secs > 0,
             "invalid configuration: dispatch.project_concurrency, global_concurrency, max_attempts and lease_secs \
              must be at least 1"
         );
         anyhow::ensure!(
-            matches!(config.log_format.as_str(), "text" | "json"),
+            matches!(self.log_format.as_str(), "text" | "json"),
             "invalid configuration: log_format must be \"text\" or \"json\", not {:?}",
-            config.log_format
+            self.log_format
         );
-        Ok(config)
+        Ok(())
     }
 
-    /// The configuration as TOML with secrets redacted.
+    /// The configuration as TOML with secrets redacted; whether an LLM key was found, and where,
+    /// is a comment in `[llm]` (the key is not a configuration value).
     pub fn to_redacted_toml(&self) -> String {
-        toml::to_string_pretty(&self.redacted()).expect("config serialises")
+        let text = toml::to_string_pretty(&self.redacted()).expect("config serialises");
+        let note = match &self.llm_key {
+            Some(k) => format!("# API key: **** (from {})\n", k.source),
+            None => format!("# API key: none (${} is unset and no api_key_file is set)\n", self.llm.api_key_env),
+        };
+        text.replacen("[llm]\n", &format!("[llm]\n{note}"), 1)
+    }
+
+    /// The agents' LLM settings, key included.
+    pub fn agent_llm(&self) -> loom_agent::LlmConfig {
+        self.llm.agent(self.llm_key.as_ref())
     }
 
     fn redacted(&self) -> Self {
@@ -178,6 +249,7 @@ impl Config {
         c.database_url = c.database_url.as_deref().map(loom_store::redact_url);
         c.nats_url = c.nats_url.as_deref().map(loom_store::redact_url);
         c.api_key = c.api_key.as_ref().map(|_| "****".to_owned());
+        c.llm_key = None;
         c
     }
 
@@ -202,8 +274,24 @@ impl fmt::Debug for Config {
             .field("http_addr", &c.http_addr)
             .field("database", &c.database)
             .field("dispatch", &c.dispatch)
+            .field("llm", &c.llm)
+            .field("llm_key", &self.llm_key.as_ref().map(|k| format!("**** (from {})", k.source)))
             .finish_non_exhaustive()
     }
+}
+
+/// The `LOOM_*` layer (see the module documentation for the mapping).
+fn env() -> Env {
+    Env::prefixed("LOOM_").filter_map(|key| {
+        if NOT_KEYS.iter().any(|k| key.as_str().eq_ignore_ascii_case(k)) {
+            return None;
+        }
+        Some(match key.as_str().to_ascii_lowercase().as_str() {
+            "llm_url" => "llm.base_url".into(),
+            "llm_model" => "llm.model".into(),
+            other => other.replace("__", ".").into(),
+        })
+    })
 }
 
 #[cfg(test)]
@@ -245,6 +333,79 @@ mod tests {
             jail.create_file("loom.toml", "log_format = \"xml\"\n")?;
             let err = format!("{:#}", Config::load(None, &Overrides::default()).unwrap_err());
             assert!(err.contains("log_format"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn relative_paths_are_made_absolute_against_the_start_directory() {
+        figment::Jail::expect_with(|jail| {
+            let here = std::env::current_dir().unwrap();
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!((&c.data_dir, &c.personas_dir), (&here.join(".loom"), &here.join("personas")));
+            assert_eq!(c.sqlite_path(), here.join(".loom/loom.sqlite"));
+            jail.create_file("loom.toml", "[database]\nservice_ca = \"certs/ca.pem\"\n")?;
+            let flags = Overrides { data_dir: Some("state/../data".into()), ..Overrides::default() };
+            let c = Config::load(None, &flags).unwrap();
+            assert!(c.data_dir.is_absolute() && c.data_dir.starts_with(&here), "{}", c.data_dir.display());
+            assert_eq!(c.database.service_ca, Some(here.join("certs/ca.pem")));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_llm_section_reads_its_key_from_env_or_file_and_never_shows_it() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("LOOM_LLM_API_KEY", "sk-from-env-1234");
+            jail.set_env("LOOM_LLM_URL", "http://llm.internal:8000/v1");
+            jail.set_env("LOOM_LLM__MAX_TOKENS", "512");
+            jail.create_file("loom.toml", "[llm]\nmodel = \"qwen\"\nrequest_timeout_secs = 60\n")?;
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            let agent = c.agent_llm();
+            assert_eq!(agent.base_url, "http://llm.internal:8000/v1");
+            assert_eq!((agent.model.as_str(), agent.max_tokens), ("qwen", Some(512)));
+            assert_eq!(agent.request_timeout, std::time::Duration::from_secs(60));
+            assert_eq!(agent.api_key, Some(loom_agent::ApiKey::new("sk-from-env-1234")));
+            let (shown, debug) = (c.to_redacted_toml(), format!("{c:?}"));
+            for text in [&shown, &debug] {
+                assert!(!text.contains("sk-from-env"), "{text}");
+            }
+            assert!(shown.contains("# API key: **** (from $LOOM_LLM_API_KEY)"), "{shown}");
+            assert!(debug.contains("****"), "{debug}");
+
+            jail.create_file("llm.key", "sk-from-file-5678\n")?;
+            jail.set_env("LOOM_LLM__API_KEY_FILE", "llm.key");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(c.agent_llm().api_key, Some(loom_agent::ApiKey::new("sk-from-file-5678")), "the file wins");
+            assert!(!c.to_redacted_toml().contains("sk-from-file"));
+
+            jail.set_env("LOOM_LLM__API_KEY_FILE", "");
+            jail.set_env("LOOM_LLM__API_KEY_ENV", "OPENAI_API_KEY");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(c.agent_llm().api_key, None, "$OPENAI_API_KEY is unset");
+            assert!(c.to_redacted_toml().contains("# API key: none ($OPENAI_API_KEY is unset"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_llm_values_are_clear_errors() {
+        let cases = [
+            ("base_url = \"llm.internal:8000\"", "llm.base_url must be an http:// or https:// URL"),
+            ("model = \" \"", "llm.model must not be empty"),
+            ("api_key_env = \"LOOM_SECRET\"", "LOOM_* variables are configuration keys"),
+            ("api_key_env = \"my-key\"", "is not an environment variable name"),
+            ("api_key_file = \"missing.key\"", "missing.key cannot be read"),
+            ("max_tokens = 0", "llm.max_tokens must be at least 1"),
+            ("request_timeout_secs = 0", "request_timeout_secs"),
+            ("api_key = \"sk-x\"", "unknown field: found `api_key`"),
+        ];
+        figment::Jail::expect_with(|jail| {
+            for (line, want) in cases {
+                jail.create_file("loom.toml", &format!("[llm]\n{line}\n"))?;
+                let err = format!("{:#}", Config::load(None, &Overrides::default()).unwrap_err());
+                assert!(err.contains(want), "{line}: {err}");
+            }
             Ok(())
         });
     }

@@ -6,6 +6,7 @@ mod bench;
 mod cli;
 mod compose;
 mod config;
+mod paths;
 mod personas;
 mod requeue;
 mod serve;
@@ -116,9 +117,9 @@ enum PersonaCommand {
 
 #[derive(Debug, Args)]
 struct PersonaArgs {
-    /// The personas directory.
-    #[arg(long, default_value = "personas")]
-    dir: PathBuf,
+    /// The personas directory [default: `personas_dir` of the configuration, `personas`].
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -160,7 +161,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             print!("{}", config.to_redacted_toml());
             Ok(())
         }
-        Command::Persona(PersonaCommand::List(args)) => personas::list(&args.dir),
+        Command::Persona(PersonaCommand::List(args)) => {
+            personas::list(args.dir.as_ref().unwrap_or(&config.personas_dir))
+        }
         Command::Bench(cmd) => bench::run(cmd, &config).await,
         Command::Project(cmd) => cli::project(cmd, &config).await,
         Command::Bead(cmd) => cli::bead(cmd, &config).await,

@@ -59,6 +59,7 @@ pub(crate) struct Client {
     url: String,
     key: Option<ApiKey>,
     pub(crate) model: String,
+    max_tokens: Option<u32>,
 }
 
 const RETRIES: u32 = 2;
@@ -67,12 +68,14 @@ impl Client {
     pub(crate) fn new(config: &LlmConfig) -> Result<Client, Error> {
         let http = reqwest::Client::builder()
             .timeout(config.request_timeout)
+            .connect_timeout(config.connect_timeout)
             .build()
             .map_err(|e| Error::Llm(format!("cannot build the HTTP client: {e}")))?;
         let base = config.base_url.trim_end_matches('/');
         let base = base.strip_suffix("/v1").unwrap_or(base);
         let url = format!("{base}/v1/chat/completions");
-        Ok(Client { http, url, key: config.api_key.clone(), model: config.model.clone() })
+        let (key, model, max_tokens) = (config.api_key.clone(), config.model.clone(), config.max_tokens);
+        Ok(Client { http, url, key, model, max_tokens })
     }
 
     /// One completion; retries server errors and connection failures a couple of times.
@@ -91,7 +94,10 @@ impl Client {
     }
 
     async fn chat_once(&self, model: &str, messages: &[Message]) -> Result<(String, Usage), ChatError> {
-        let body = serde_json::json!({ "model": model, "messages": messages, "temperature": 0 });
+        let mut body = serde_json::json!({ "model": model, "messages": messages, "temperature": 0 });
+        if let Some(max) = self.max_tokens {
+            body["max_tokens"] = max.into();
+        }
         let mut req = self.http.post(&self.url).json(&body);
         if let Some(key) = &self.key {
             req = req.bearer_auth(key.expose());

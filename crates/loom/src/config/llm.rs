@@ -1,0 +1,130 @@
+//! The `[llm]` section: the OpenAI-compatible endpoint the agents' `llm` executor talks to. The
+//! key itself is never a configuration value: it is read from the environment variable named by
+//! `api_key_env` (default `LOOM_LLM_API_KEY`) or from `api_key_file`, once, when the
+//! configuration loads, and it is shown only as `****`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use loom_agent::ApiKey;
+use serde::{Deserialize, Serialize};
+
+/// The variable the key is read from unless `api_key_env` names another.
+pub const DEFAULT_KEY_ENV: &str = "LOOM_LLM_API_KEY";
+
+/// The endpoint, where its key comes from, and the action loop's limits.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlmConfig {
+    /// `http(s)://host:port`, with or without a trailing `/v1`.
+    pub base_url: String,
+    /// The model name sent with every request.
+    pub model: String,
+    /// Name of the environment variable that holds the API key (unset or empty: no key).
+    pub api_key_env: String,
+    /// A file whose content (trimmed) is the API key; wins over `api_key_env`.
+    pub api_key_file: Option<PathBuf>,
+    /// One request, the whole reply included.
+    pub request_timeout_secs: u64,
+    /// Establishing the connection.
+    pub connect_timeout_secs: u64,
+    /// Tokens of one reply (`max_tokens` of each request); unset: the endpoint's default.
+    pub max_tokens: Option<u32>,
+    /// Model replies per task.
+    pub max_iterations: u32,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        let agent = loom_agent::LlmConfig::default();
+        Self {
+            base_url: agent.base_url,
+            model: agent.model,
+            api_key_env: DEFAULT_KEY_ENV.to_owned(),
+            api_key_file: None,
+            request_timeout_secs: agent.request_timeout.as_secs(),
+            connect_timeout_secs: agent.connect_timeout.as_secs(),
+            max_tokens: agent.max_tokens,
+            max_iterations: agent.max_iterations,
+        }
+    }
+}
+
+/// Where the key was found, for `loom config show`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoadedKey {
+    pub key: ApiKey,
+    pub source: String,
+}
+
+impl LlmConfig {
+    /// Checks the values and reads the key (from `api_key_file`, else `api_key_env`).
+    pub fn load_key(&self) -> anyhow::Result<Option<LoadedKey>> {
+        self.validate()?;
+        if let Some(file) = &self.api_key_file {
+            let text = std::fs::read_to_string(file).with_context(|| {
+                format!("invalid configuration: llm.api_key_file {} cannot be read", file.display())
+            })?;
+            let key = text.trim();
+            anyhow::ensure!(!key.is_empty(), "invalid configuration: llm.api_key_file {} is empty", file.display());
+            return Ok(Some(LoadedKey { key: ApiKey::new(key), source: format!("file {}", file.display()) }));
+        }
+        match std::env::var(&self.api_key_env) {
+            Ok(key) if !key.trim().is_empty() => {
+                Ok(Some(LoadedKey { key: ApiKey::new(key.trim()), source: format!("${}", self.api_key_env) }))
+            }
+            Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                anyhow::bail!("invalid configuration: ${} (llm.api_key_env) is not valid UTF-8", self.api_key_env)
+            }
+        }
+    }
+
+    /// Checks the values (not the key).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let url = url::Url::parse(&self.base_url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+        anyhow::ensure!(
+            url.is_some(),
+            "invalid configuration: llm.base_url must be an http:// or https:// URL, not {:?}",
+            self.base_url
+        );
+        anyhow::ensure!(!self.model.trim().is_empty(), "invalid configuration: llm.model must not be empty");
+        let name = &self.api_key_env;
+        let valid_name = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        anyhow::ensure!(
+            valid_name,
+            "invalid configuration: llm.api_key_env {name:?} is not an environment variable name"
+        );
+        // Every other LOOM_* variable is a configuration key, so it cannot also hold the key.
+        anyhow::ensure!(
+            name == DEFAULT_KEY_ENV || !name.starts_with("LOOM_"),
+            "invalid configuration: llm.api_key_env {name:?}: LOOM_* variables are configuration keys; use \
+             {DEFAULT_KEY_ENV} or a name outside LOOM_"
+        );
+        anyhow::ensure!(
+            self.request_timeout_secs > 0 && self.connect_timeout_secs > 0 && self.max_iterations > 0,
+            "invalid configuration: llm.request_timeout_secs, connect_timeout_secs and max_iterations must be at \
+             least 1"
+        );
+        anyhow::ensure!(self.max_tokens != Some(0), "invalid configuration: llm.max_tokens must be at least 1");
+        Ok(())
+    }
+
+    /// The agent's LLM settings with `key`.
+    pub fn agent(&self, key: Option<&LoadedKey>) -> loom_agent::LlmConfig {
+        loom_agent::LlmConfig {
+            base_url: self.base_url.clone(),
+            api_key: key.map(|k| k.key.clone()),
+            model: self.model.clone(),
+            max_iterations: self.max_iterations,
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            connect_timeout: Duration::from_secs(self.connect_timeout_secs),
+            max_tokens: self.max_tokens,
+            ..loom_agent::LlmConfig::default()
+        }
+    }
+}
