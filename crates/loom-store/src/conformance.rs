@@ -36,7 +36,8 @@ macro_rules! conformance_tests {
             events_by_cursor, outbox_take_and_mark_sent, agents_and_counts, api_keys_by_hash,
             leases_elect_one_holder, redispatch_by_hand_cancels_and_requeues,
             queued_is_not_running, start_is_fenced_and_idempotent, a_dispatch_started_elsewhere_is_superseded,
-            hand_back_gives_the_attempt_back, progress_marks_an_unreported_start, positions_only_advance);
+            hand_back_gives_the_attempt_back, progress_marks_an_unreported_start, positions_only_advance,
+            concurrent_starts_each_get_their_answer);
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
         $(

@@ -5,6 +5,7 @@ mod beads;
 mod dispatch;
 mod keys;
 mod rows;
+mod starts;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -43,6 +44,7 @@ impl Default for PgOptions {
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    starts: starts::Starts,
 }
 
 impl PgStore {
@@ -74,12 +76,12 @@ impl PgStore {
             })
             .connect_with(connect)
             .await?;
-        Ok(Self { pool })
+        Ok(Self { pool, starts: starts::Starts::default() })
     }
 
     /// Wraps an existing pool.
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool, starts: starts::Starts::default() }
     }
 
     /// Applies pending migrations; returns how many were applied.
@@ -316,7 +318,7 @@ impl Store for PgStore {
     }
 
     async fn start_dispatch(&self, start: &DispatchStart) -> Result<StartOutcome> {
-        dispatch::start(&self.pool, start).await
+        self.starts.start(&self.pool, start).await
     }
 
     async fn hand_back(&self, dispatch: &DispatchId, agent_id: &str, reason: &str) -> Result<Option<Bead>> {

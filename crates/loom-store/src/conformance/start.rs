@@ -185,3 +185,45 @@ pub async fn positions_only_advance(store: &dyn Store) {
     assert_eq!(store.position("event-relay").await.unwrap(), 9);
     assert_eq!(store.position("other").await.unwrap(), 0);
 }
+
+pub async fn concurrent_starts_each_get_their_answer(store: &dyn Store) {
+    let p = project(store, "manystarts").await;
+    for i in 0..40 {
+        bead(store, &p, &format!("b{i}"), 1, &[]).await;
+    }
+    let claims = store.claim_ready(&claim_req(&p, 40)).await.unwrap();
+    assert_eq!(claims.len(), 40);
+    // Every claim started at once by its agent, and the first ten also by a rival at the same time.
+    let mut reports: Vec<(usize, DispatchStart)> = claims
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (i, start_of(c, &format!("agent-{i}"), Duration::from_secs(60))))
+        .collect();
+    reports.extend(claims.iter().take(10).enumerate().map(|(i, c)| (i, start_of(c, "rival", Duration::from_secs(60)))));
+    let answers = futures::future::join_all(reports.iter().map(|(_, s)| store.start_dispatch(s))).await;
+    for (i, claim) in claims.iter().enumerate() {
+        let bead = store.get_bead(&claim.bead.id).await.unwrap();
+        let mine: Vec<_> = reports
+            .iter()
+            .zip(&answers)
+            .filter(|((j, _), _)| *j == i)
+            .map(|((_, s), a)| (s, a.as_ref().unwrap()))
+            .collect();
+        let started: Vec<_> = mine.iter().filter(|(_, a)| matches!(a, StartOutcome::Started(_))).collect();
+        if i >= 10 {
+            assert_eq!(started.len(), 1, "bead {i}: {mine:?}");
+            assert_eq!(bead.started_by.as_deref(), Some(format!("agent-{i}").as_str()));
+            continue;
+        }
+        // Two agents raced: exactly one ran it, or (the rival second) it was superseded.
+        assert!(started.len() <= 1, "bead {i} started twice: {mine:?}");
+        match bead.status {
+            Status::InProgress => assert_eq!(started.len(), 1),
+            Status::Open => assert!(mine.iter().any(|(_, a)| matches!(a, StartOutcome::Superseded(_)))),
+            other => panic!("bead {i} is {other}"),
+        }
+    }
+    let events = store.list_events(0, 1000).await.unwrap();
+    let starts = events.iter().filter(|e| e.kind == EventKind::BeadStarted).count();
+    assert!((40..=50).contains(&starts), "{starts} bead.started events");
+}
