@@ -98,6 +98,12 @@ fn variables(dir: &Path) -> Vec<(&'static str, String, String)> {
         ("LOOM_LLM__BASE_URL", "https://llm2.example", "base_url = \"https://llm2.example\""),
         ("LOOM_LLM__MODEL", "llama", "model = \"llama\""),
         ("LOOM_NATS_URL", "nats://nats.example:4222", "nats_url = \"nats://nats.example:4222\""),
+        // What a shell bead's command is given; not configuration, so `loom` run from inside a
+        // bead's command (with them set) still starts, configured as before.
+        ("LOOM_PROJECT_ID", "demo", "http_addr = \"127.0.0.1:8080\""),
+        ("LOOM_BEAD_ID", "demo-1", "http_addr = \"127.0.0.1:8080\""),
+        ("LOOM_DISPATCH_ID", "0190a0f0-0000-7000-8000-000000000001", "http_addr = \"127.0.0.1:8080\""),
+        ("LOOM_ATTEMPT", "2", "http_addr = \"127.0.0.1:8080\""),
     ]
     .into_iter()
     .map(|(name, value, shown)| (name, value.to_owned(), shown.to_owned()))
