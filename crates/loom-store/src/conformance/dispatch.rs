@@ -10,7 +10,7 @@ use loom_domain::{BeadType, DispatchId, NewBead, ProjectStatus, Status};
 use super::{bead, claim_req, ids, project};
 use crate::{DispatchResult, Error, OutboxKind, Outcome, ResultOutcome, Store};
 
-fn result(claim: &crate::Claim, outcome: Outcome) -> DispatchResult {
+pub(super) fn result(claim: &crate::Claim, outcome: Outcome) -> DispatchResult {
     DispatchResult {
         bead_id: claim.bead.id.clone(),
         dispatch_id: claim.dispatch_id.clone(),
@@ -22,7 +22,7 @@ fn result(claim: &crate::Claim, outcome: Outcome) -> DispatchResult {
     }
 }
 
-fn ok() -> Outcome {
+pub(super) fn ok() -> Outcome {
     Outcome::Success { output: "done".into() }
 }
 

@@ -7,7 +7,7 @@ use chrono::Utc;
 use loom_domain::{DispatchId, DispatchState, EventKind, Status};
 
 use super::{bead, claim_req, project};
-use crate::{Claim, DispatchResult, DispatchStart, Outcome, ResultOutcome, StartOutcome, Store};
+use crate::{Claim, DispatchResult, DispatchStart, ResultOutcome, StartOutcome, Store};
 
 fn start_of(claim: &Claim, agent: &str, lease: Duration) -> DispatchStart {
     DispatchStart {
@@ -29,15 +29,7 @@ pub(crate) async fn start(store: &dyn Store, claim: &Claim, agent: &str, lease: 
 }
 
 fn success(claim: &Claim) -> DispatchResult {
-    DispatchResult {
-        bead_id: claim.bead.id.clone(),
-        dispatch_id: claim.dispatch_id.clone(),
-        agent_id: "agent-1".into(),
-        outcome: Outcome::Success { output: "done".into() },
-        now: Utc::now(),
-        max_attempts: 3,
-        retry_backoff: Duration::ZERO,
-    }
+    super::dispatch::result(claim, super::dispatch::ok())
 }
 
 pub async fn queued_is_not_running(store: &dyn Store) {

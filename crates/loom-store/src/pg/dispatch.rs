@@ -288,40 +288,10 @@ pub(super) async fn block(pool: &PgPool, dispatch: &DispatchId, reason: &str) ->
     super::finish(tx, result).await
 }
 
-/// The common case in one statement (one round trip, one commit): a queued dispatch becomes
-/// running and its `bead.started` event is written — what `transitions::start` does for a first
-/// start. Anything else (a repeat, another agent's dispatch, a stale one) takes the general path.
+/// A start report under the row lock, for every case (a first start, a repeat, another agent's
+/// dispatch, a stale one). First starts normally arrive batched (`starts.rs`); this is the path
+/// for what a batch did not settle.
 pub(super) async fn start(pool: &PgPool, start: &DispatchStart) -> Result<StartOutcome> {
-    let now = crate::micros(start.now);
-    let row = sqlx::query(&format!(
-        "WITH s AS (
-           UPDATE beads SET started_at = $3, started_by = $4, lease_expires_at = $5, updated_at = $3,
-             version = version + 1
-           WHERE id = $1 AND dispatch_id = $2 AND status = 'in_progress' AND started_by IS NULL
-           RETURNING *
-         ), ev AS (
-           INSERT INTO events (id, kind, source, project_id, entity_id, action, description, data, created_at)
-           SELECT gen_random_uuid()::text, 'bead.started', 'store', s.project_id, s.id, 'started',
-             format('bead %s started by %s (attempt %s)', s.id, $4::text, s.attempts),
-             jsonb_build_object('dispatch_id', s.dispatch_id, 'attempt', s.attempts, 'agent', $4::text), $3
-           FROM s
-         )
-         SELECT {BEAD_COLS} FROM s b"
-    ))
-    .bind(start.bead_id.as_str())
-    .bind(start.dispatch_id.as_str())
-    .bind(now)
-    .bind(&start.agent_id)
-    .bind(crate::micros(now + start.lease))
-    .fetch_optional(pool)
-    .await?;
-    match row {
-        Some(row) => Ok(StartOutcome::Started(bead_from_row(&row)?.0)),
-        None => start_in_tx(pool, start).await,
-    }
-}
-
-async fn start_in_tx(pool: &PgPool, start: &DispatchStart) -> Result<StartOutcome> {
     let mut tx = pool.begin().await?;
     let result: Result<StartOutcome> = async {
         let Some(mut bead) = lock_current(&mut tx, &start.dispatch_id).await? else { return Ok(StartOutcome::Stale) };

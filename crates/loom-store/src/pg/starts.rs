@@ -1,8 +1,9 @@
 //! Group commit of start reports on PostgreSQL. Every task costs one start report, and as its
 //! own transaction each would cost a WAL flush: under load, flushes, not work, would set the
 //! pace. Concurrent reports are queued and applied together, a batch at a time, as one
-//! statement and one commit; while a batch commits the next one fills. A report the batch does
-//! not settle (a repeat, a dispatch another agent started, a stale one) takes the locking path.
+//! statement and one commit; while a batch commits the next one fills (at low load a batch is
+//! one report: one statement). A report the batch does not settle (a repeat, a dispatch another
+//! agent started, a stale one) takes the locking path, `dispatch::start`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
