@@ -153,6 +153,13 @@ impl Names {
         format!("{}{base}", self.stream_prefix)
     }
 
+    /// `LOOM_ADVISORIES` with the namespace prefix: the JetStream stream that keeps the
+    /// max-deliveries advisories of the tasks and results streams until a control plane handles
+    /// them.
+    pub fn advisories_stream(&self) -> String {
+        format!("{}LOOM_ADVISORIES", self.stream_prefix)
+    }
+
     /// `loom.tasks`, `loom.results`, … (no trailing dot).
     pub fn root(&self, kind: StreamKind) -> String {
         format!("{}.{}", self.subject_root, kind.token())

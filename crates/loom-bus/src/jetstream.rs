@@ -197,6 +197,7 @@ impl JetStream {
         for kind in crate::config::StreamKind::ALL {
             delete_stream(&self.js, &self.names.stream(kind)).await?;
         }
+        delete_stream(&self.js, &self.names.advisories_stream()).await?;
         delete_stream(&self.js, &format!("KV_{}", self.names.bucket())).await
     }
 }

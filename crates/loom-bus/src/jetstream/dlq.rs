@@ -1,17 +1,24 @@
-//! Dead letters on JetStream: the max-deliveries advisory listener that moves exhausted
-//! messages to `LOOM_DLQ`, and reading the DLQ back.
+//! Dead letters on JetStream: the max-deliveries advisories (kept in `LOOM_ADVISORIES`) are
+//! taken by a durable consumer that moves exhausted messages to `LOOM_DLQ`; and reading the DLQ
+//! back.
 
+use std::time::Duration;
+
+use async_nats::jetstream::AckKind;
 use async_nats::jetstream::stream::RawMessageErrorKind;
 use futures::StreamExt;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::JetStream;
+use super::{JetStream, provision};
 use crate::config::StreamKind;
 use crate::dead_letter::{self, DeadLetter, Origin};
 use crate::subject::Subjects;
 use crate::{Bus, Error};
+
+/// How long a failed advisory pull or move waits before it is tried again.
+const RETRY: Duration = Duration::from_secs(1);
 
 /// `io.nats.jetstream.advisory.v1.max_deliver`.
 #[derive(Debug, Deserialize)]
@@ -23,45 +30,85 @@ struct MaxDeliverAdvisory {
 }
 
 impl JetStream {
-    /// Subscribes to the max-deliveries advisories of the tasks and results streams. For each,
-    /// the message (still in its work-queue stream: it was never acked) is copied to the DLQ
-    /// with the reason, deleted from its stream, and announced on `tx`.
+    /// Takes the max-deliveries advisories of the tasks and results streams from
+    /// `LOOM_ADVISORIES` (where the server's advisories are kept, also those published while no
+    /// control plane ran). For each, the message (still in its work-queue stream: it was never
+    /// acked) is copied to the DLQ with the reason, deleted from its stream, and announced on
+    /// `tx`; the advisory is acked only then, so a control plane stopped half way leaves it to
+    /// the next one.
     pub(crate) async fn watch_max_deliveries(
         &self,
         bus: Bus,
         tx: mpsc::Sender<DeadLetter>,
         cancel: CancellationToken,
     ) -> Result<(), Error> {
-        let mut subs = Vec::new();
-        for kind in [StreamKind::Tasks, StreamKind::Results] {
-            let subject = format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.*", self.names.stream(kind));
-            let sub = self.client.subscribe(subject).await.map_err(|e| Error::backend("subscribe advisory", e))?;
-            subs.push(sub.map(move |m| (kind, m)));
-        }
-        let mut advisories = futures::stream::select_all(subs);
+        let consumer = provision::ensure_advisory_consumer(&self.js, &self.names).await?;
         let this = self.clone();
         tokio::spawn(async move {
             loop {
-                let (kind, msg) = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    m = advisories.next() => match m { Some(m) => m, None => return },
-                };
-                let Ok(advisory) = serde_json::from_slice::<MaxDeliverAdvisory>(&msg.payload) else {
-                    tracing::warn!("undecodable max-deliveries advisory");
-                    continue;
-                };
-                match this.move_exhausted(&bus, kind, &advisory).await {
-                    Ok(Some(notice)) => {
-                        if tx.send(notice).await.is_err() {
-                            return;
+                let mut advisories = match consumer.messages().await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot pull max-deliveries advisories; retrying");
+                        tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            _ = tokio::time::sleep(RETRY) => continue,
                         }
                     }
-                    Ok(None) => {}
-                    Err(err) => tracing::error!(?advisory, %err, "cannot move exhausted message to the DLQ"),
+                };
+                loop {
+                    let msg = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        m = advisories.next() => m,
+                    };
+                    let msg = match msg {
+                        Some(Ok(m)) => m,
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, "advisory pull interrupted; pulling again");
+                            break;
+                        }
+                        None => break,
+                    };
+                    if !this.handle_advisory(&bus, &msg, &tx).await {
+                        return;
+                    }
                 }
             }
         });
         Ok(())
+    }
+
+    /// Moves the message one advisory names and settles the advisory. False when nobody
+    /// listens for notices any more.
+    async fn handle_advisory(
+        &self,
+        bus: &Bus,
+        msg: &async_nats::jetstream::Message,
+        tx: &mpsc::Sender<DeadLetter>,
+    ) -> bool {
+        let Ok(advisory) = serde_json::from_slice::<MaxDeliverAdvisory>(&msg.payload) else {
+            tracing::warn!(subject = %msg.subject, "undecodable max-deliveries advisory; dropping it");
+            let _ = msg.ack().await;
+            return true;
+        };
+        let kind = if advisory.stream == self.names.stream(StreamKind::Tasks) {
+            StreamKind::Tasks
+        } else {
+            StreamKind::Results
+        };
+        match self.move_exhausted(bus, kind, &advisory).await {
+            Ok(notice) => {
+                let _ = msg.ack().await;
+                if let Some(notice) = notice {
+                    return tx.send(notice).await.is_ok();
+                }
+            }
+            Err(err) => {
+                tracing::error!(?advisory, %err, "cannot move exhausted message to the DLQ; retrying");
+                let _ = msg.ack_with(AckKind::Nak(Some(RETRY))).await;
+            }
+        }
+        true
     }
 
     async fn move_exhausted(

@@ -41,12 +41,61 @@ pub(super) fn stream_config(names: &Names, kind: StreamKind, config: &BusConfig)
     }
 }
 
+/// The subject of the max-deliveries advisories of the stream `stream`, for every consumer.
+pub(super) fn max_deliveries_subject(stream: &str) -> String {
+    format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.*")
+}
+
+/// `LOOM_ADVISORIES`: keeps the max-deliveries advisories of the tasks and results streams
+/// (a work queue: one control plane handles each). The server publishes an advisory once, to
+/// whoever listens at that moment; captured here, one published while no control plane ran is
+/// handled when one starts.
+pub(super) fn advisory_stream_config(names: &Names, config: &BusConfig) -> stream::Config {
+    stream::Config {
+        name: names.advisories_stream(),
+        subjects: [StreamKind::Tasks, StreamKind::Results]
+            .into_iter()
+            .map(|kind| max_deliveries_subject(&names.stream(kind)))
+            .collect(),
+        storage: StorageType::File,
+        retention: RetentionPolicy::WorkQueue,
+        max_age: 30 * DAY,
+        duplicate_window: config.duplicate_window,
+        ..Default::default()
+    }
+}
+
 pub(super) async fn ensure_streams(js: &Context, names: &Names, config: &BusConfig) -> Result<(), Error> {
     for kind in StreamKind::ALL {
         ensure_stream(js, stream_config(names, kind, config)).await?;
     }
-    Ok(())
+    ensure_stream(js, advisory_stream_config(names, config)).await
 }
+
+/// The durable consumer through which control planes take captured advisories.
+pub(super) async fn ensure_advisory_consumer(js: &Context, names: &Names) -> Result<PullConsumer, Error> {
+    let stream_name = names.advisories_stream();
+    let stream = js
+        .get_stream_no_info(&stream_name)
+        .await
+        .map_err(|e| Error::backend("get stream", format!("{stream_name}: {e}")))?;
+    match stream.get_consumer(ADVISORY_CONSUMER).await {
+        Ok(c) => Ok(c),
+        Err(e) if e.to_string().contains("consumer not found") => stream
+            .create_consumer(pull::Config {
+                durable_name: Some(ADVISORY_CONSUMER.to_owned()),
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::backend("create consumer", format!("{stream_name}/{ADVISORY_CONSUMER}: {e}"))),
+        Err(e) => Err(Error::backend("get consumer", format!("{stream_name}/{ADVISORY_CONSUMER}: {e}"))),
+    }
+}
+
+const ADVISORY_CONSUMER: &str = "control-plane-advisories";
 
 /// Stream creations retried when the server fails to make the stream's directory: nats-server
 /// 2.9 removes an account's `streams` directory when its last file stream is deleted, and a

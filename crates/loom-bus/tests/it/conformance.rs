@@ -37,6 +37,7 @@ conformance!(
     redelivered_after_a_handler_dies_without_ack,
     in_progress_acks_keep_a_long_task,
     max_deliveries_go_to_the_dlq,
+    an_exhaustion_nobody_watched_reaches_the_dlq,
     handler_can_dead_letter_with_a_reason,
     malformed_and_unknown_messages_go_to_the_dlq,
     republished_msg_id_is_deduplicated,
@@ -182,6 +183,36 @@ async fn max_deliveries_go_to_the_dlq(kind: Kind) -> anyhow::Result<()> {
     assert_eq!(dlq[0].stream_sequence, notice.stream_sequence);
     assert_eq!(dlq[0].headers.get(header::DLQ_MSG_ID), Some("d9"));
     assert_eq!(third.await?, None, "no third delivery");
+    Ok(())
+}
+
+/// The message exhausts its deliveries while no control plane watches; one that starts later
+/// still finds it in the DLQ (JetStream keeps the server's advisory in `LOOM_ADVISORIES`).
+async fn an_exhaustion_nobody_watched_reaches_the_dlq(kind: Kind) -> anyhow::Result<()> {
+    let mut config = fast_config();
+    config.max_deliver = 2;
+    let bus = TestBus::new(kind, config).await?;
+    bus.publish(bus.task(&task(7), &TraceContext::default())?).await?;
+    let mut sub = bus.consume_tasks(&project(), None, one()).await?;
+    for _ in 1..=2 {
+        let got = within(10, sub.next()).await.flatten().expect("delivery");
+        got.delivery.nak(None).await?;
+    }
+    assert!(within(3, sub.next()).await.flatten().is_none(), "no third delivery");
+    drop(sub);
+
+    let _notices = bus.dead_letters().await?;
+    let mut dlq = Vec::new();
+    for _ in 0..100 {
+        dlq = bus.read_dlq(0, 10).await?;
+        if !dlq.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(dlq.len(), 1, "the exhausted task is in the DLQ");
+    assert_eq!(dlq[0].bead_id.as_ref().map(|b| b.as_str()), Some("proj-7"));
+    assert!(dlq[0].reason.starts_with("max deliveries (2) reached"), "{}", dlq[0].reason);
     Ok(())
 }
 
