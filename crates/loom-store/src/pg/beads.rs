@@ -277,7 +277,7 @@ pub(super) async fn write_many(tx: &mut Tx<'_>, beads: &[Bead]) -> Result<()> {
            AS t(id, title, description, bead_type, priority, status, assignee, tags, context, parent, attempts,
                 last_error, close_reason, dispatch_id, lease_expires_at, not_before, updated_at, closed_at, version,
                 started_at, started_by)
-         WHERE beads.id = t.id",
+         WHERE beads.id = ANY($1) AND beads.id = t.id",
     )
     .bind(text(|b| b.id.to_string()))
     .bind(text(|b| b.title.clone()))

@@ -84,25 +84,30 @@ async fn apply(pool: PgPool, mut rx: mpsc::Receiver<Pending>) {
 
 /// The first starts of a batch in one statement: each queued dispatch named by a report becomes
 /// running under its reporter, with its `bead.started` event, as `transitions::start` does. Rows
-/// are locked in id order, so batches never deadlock with other batched writers. Returns the
-/// beads started, by (dispatch, agent).
+/// are locked in id order (one report per bead; another report of the same bead takes the locking
+/// path), so batches never deadlock with other batched writers. Each row is found from its report
+/// by primary key (a lateral join), whatever the planner believes of a young table's size: no
+/// plan compares every report with every row. Returns the beads started, by (dispatch, agent).
 async fn first_starts(pool: &PgPool, starts: &[DispatchStart]) -> Result<HashMap<(String, String), Bead>> {
     let col = |f: fn(&DispatchStart) -> String| starts.iter().map(f).collect::<Vec<_>>();
     let at: Vec<_> = starts.iter().map(|s| crate::micros(s.now)).collect();
     let until: Vec<_> = starts.iter().map(|s| crate::micros(crate::micros(s.now) + s.lease)).collect();
     let rows = sqlx::query(&format!(
         "WITH req AS (
-           SELECT DISTINCT ON (r.dispatch_id) r.* FROM UNNEST($1::text[], $2::text[], $3::text[],
+           SELECT DISTINCT ON (r.id) r.* FROM UNNEST($1::text[], $2::text[], $3::text[],
              $4::timestamptz[], $5::timestamptz[]) AS r(id, dispatch_id, agent, at, until)
-           ORDER BY r.dispatch_id
+           ORDER BY r.id
          ), locked AS (
-           SELECT b.id FROM beads b JOIN req ON b.id = req.id AND b.dispatch_id = req.dispatch_id
-           WHERE b.status = 'in_progress' AND b.started_by IS NULL
-           ORDER BY b.id FOR UPDATE OF b
+           SELECT req.* FROM req CROSS JOIN LATERAL (
+             SELECT b.id FROM beads b
+             WHERE b.id = req.id AND b.dispatch_id = req.dispatch_id
+               AND b.status = 'in_progress' AND b.started_by IS NULL
+             FOR UPDATE OF b
+           ) x
          ), s AS (
-           UPDATE beads b SET started_at = req.at, started_by = req.agent, lease_expires_at = req.until,
-             updated_at = req.at, version = b.version + 1
-           FROM req, locked WHERE b.id = locked.id AND req.id = b.id AND req.dispatch_id = b.dispatch_id
+           UPDATE beads b SET started_at = l.at, started_by = l.agent, lease_expires_at = l.until,
+             updated_at = l.at, version = b.version + 1
+           FROM locked l WHERE b.id = ANY($1) AND b.id = l.id
            RETURNING b.*
          ), ev AS (
            INSERT INTO events (id, kind, source, project_id, entity_id, action, description, data, created_at)
