@@ -100,7 +100,7 @@ async fn first_starts(pool: &PgPool, starts: &[DispatchStart]) -> Result<HashMap
            WHERE b.status = 'in_progress' AND b.started_by IS NULL
            ORDER BY b.id FOR UPDATE OF b
          ), s AS (
-           UPDATE beads b SET started_at = req.at, started_by = req.agent, lease_expires_at = req.until,
+           UPDATE beads b SET started_at = req.at, started_by = req.agent, assignee = req.agent, lease_expires_at = req.until,
              updated_at = req.at, version = b.version + 1
            FROM req, locked WHERE b.id = locked.id AND req.id = b.id AND req.dispatch_id = b.dispatch_id
            RETURNING b.*
