@@ -23,6 +23,8 @@ pub(crate) struct Outcome {
     pub(crate) output: String,
     pub(crate) error: String,
     pub(crate) commits: Vec<String>,
+    /// The branch `commits` landed on.
+    pub(crate) branch: String,
     pub(crate) artifacts: Vec<String>,
     pub(crate) context: ContextMap,
     /// Time spent inside the executor (the agent's overhead is the rest).
@@ -134,6 +136,9 @@ impl Executors {
             }
         }
         outcome.commits = ws.push(&wt).await?;
+        if !outcome.commits.is_empty() {
+            outcome.branch = ws.landing_branch(&task.bead_id);
+        }
         ws.remove(&wt).await;
         Ok(outcome)
     }

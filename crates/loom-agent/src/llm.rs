@@ -43,7 +43,7 @@ pub(crate) async fn run(
         workspace,
         worktree,
         limits: config.command,
-        context: &task.task_data.context,
+        task: &task.task_data,
         created_beads: Vec::new(),
         commits: Vec::new(),
     };

@@ -79,6 +79,9 @@ impl Workspace {
     async fn sync_repo(&self) -> Result<(), Error> {
         let repo = self.repo();
         if repo.join(".git").exists() {
+            // The project's repository may have changed since the clone (the agent restarted
+            // with the new one): fetch from where the project is now.
+            self.git(&repo, &["remote", "set-url", "--", "origin", &self.repo_url]).await?;
             return self.git(&repo, &["fetch", "-q", "--prune", "origin"]).await.map(drop);
         }
         if repo.exists() {
@@ -131,6 +134,14 @@ impl Workspace {
 
     /// Lands the bead's commits with the project's strategy and returns their hashes (as
     /// pushed; a rebase changes them). Nothing to push is not an error.
+    /// The branch a bead's work lands on: the project's (`direct`) or `bead/{id}` (`branch-pr`).
+    pub(crate) fn landing_branch(&self, bead: &loom_domain::BeadId) -> String {
+        match self.strategy {
+            GitStrategy::BranchPr => format!("bead/{bead}"),
+            GitStrategy::Direct => self.branch.clone(),
+        }
+    }
+
     pub(crate) async fn push(&self, wt: &Worktree) -> Result<Vec<String>, Error> {
         if self.commits(wt).await?.is_empty() {
             return Ok(Vec::new());
@@ -138,7 +149,7 @@ impl Workspace {
         let _guard = self.lock.lock().await;
         match self.strategy {
             GitStrategy::BranchPr => {
-                let refspec = format!("HEAD:refs/heads/bead/{}", wt.bead);
+                let refspec = format!("HEAD:refs/heads/{}", self.landing_branch(&wt.bead));
                 self.git(&wt.path, &["push", "-q", "--force", "origin", &refspec]).await?;
                 self.commits(wt).await
             }

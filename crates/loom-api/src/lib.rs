@@ -126,6 +126,38 @@ pub struct BeadDto {
     pub updated_at: DateTime<Utc>,
     pub closed_at: Option<DateTime<Utc>>,
     pub version: i64,
+    /// What the latest finished dispatch reported (only in `GET /beads/{id}`; the whole history
+    /// is `GET /beads/{id}/attempts`). Absent before the first result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_result: Option<AttemptDto>,
+}
+
+/// One finished dispatch of a bead, as its agent reported it (`GET /beads/{id}/attempts`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AttemptDto {
+    pub dispatch_id: String,
+    /// The bead's attempt number (1 for the first dispatch).
+    pub attempt: u32,
+    pub agent_id: String,
+    /// `success` or `failure`.
+    pub status: String,
+    pub error: Option<String>,
+    /// The tail of what the work printed (at most 64 KiB).
+    pub output: String,
+    pub commits: Vec<CommitDto>,
+    pub artifacts: Vec<String>,
+    /// Beads the agent created with `create_bead` (on success).
+    pub created_beads: Vec<String>,
+    pub duration_ms: u64,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: DateTime<Utc>,
+}
+
+/// A commit an agent pushed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CommitDto {
+    pub sha: String,
+    pub branch: String,
 }
 
 impl From<&Bead> for BeadDto {
@@ -156,6 +188,7 @@ impl From<&Bead> for BeadDto {
             updated_at: b.updated_at,
             closed_at: b.closed_at,
             version: b.version,
+            latest_result: None,
         }
     }
 }

@@ -43,8 +43,8 @@ pub use envelope::{Headers, Outgoing, Receipt, SCHEMA_VERSION, TraceContext, hea
 pub use error::Error;
 pub use health::{ConsumerLag, Health};
 pub use message::{
-    Body, EventBody, EventMessage, ResultData, ResultKind, ResultMessage, ResultMetadata, ResultStatus, TaskData,
-    TaskKind, TaskMessage, TaskMetadata,
+    Body, EventBody, EventMessage, PROJECT_COMMANDS, ResultData, ResultKind, ResultMessage, ResultMetadata,
+    ResultStatus, TaskData, TaskKind, TaskMessage, TaskMetadata,
 };
 pub use registry::{AgentChange, AgentRecord, AgentWatch, OfflineReason};
 pub use subject::{RESULTS_CONSUMER, Role, Subjects, agents_consumer};

@@ -7,7 +7,7 @@ mod task;
 
 pub use event::{EventBody, EventMessage};
 pub use result::{ResultData, ResultKind, ResultMessage, ResultMetadata, ResultStatus};
-pub use task::{TaskData, TaskKind, TaskMessage, TaskMetadata};
+pub use task::{PROJECT_COMMANDS, TaskData, TaskKind, TaskMessage, TaskMetadata};
 
 use serde::de::DeserializeOwned;
 

@@ -6,8 +6,8 @@
 
 use futures::{Stream, StreamExt};
 use loom_api::{
-    BeadDto, BeadPageDto, ClaimBead, CloseBead, CreateBead, Dependency, ErrorBody, EventDto, HandBack, HandedBack,
-    ProjectDto, ProjectRequest, RenewLease, StartDispatch, StartedDispatch, UpdateBead,
+    AttemptDto, BeadDto, BeadPageDto, ClaimBead, CloseBead, CreateBead, Dependency, ErrorBody, EventDto, HandBack,
+    HandedBack, ProjectDto, ProjectRequest, RenewLease, StartDispatch, StartedDispatch, UpdateBead,
 };
 use reqwest::Method;
 use serde::Serialize;
@@ -98,6 +98,11 @@ impl Client {
         self.call(Method::POST, "/projects", Some(req)).await
     }
 
+    /// Replaces a project's settings (`PUT /projects/{id}`).
+    pub async fn update_project(&self, id: &str, req: &ProjectRequest) -> Result<ProjectDto, Error> {
+        self.call(Method::PUT, &format!("/projects/{id}"), Some(req)).await
+    }
+
     pub async fn delete_project(&self, id: &str) -> Result<(), Error> {
         self.call::<Value>(Method::DELETE, &format!("/projects/{id}"), None::<&()>).await.map(|_| ())
     }
@@ -109,6 +114,11 @@ impl Client {
 
     pub async fn bead(&self, id: &str) -> Result<BeadDto, Error> {
         self.get(&format!("/beads/{id}")).await
+    }
+
+    /// What each finished dispatch of a bead reported, oldest first.
+    pub async fn attempts(&self, id: &str) -> Result<Vec<AttemptDto>, Error> {
+        self.get(&format!("/beads/{id}/attempts")).await
     }
 
     pub async fn create_bead(&self, req: &CreateBead) -> Result<BeadDto, Error> {

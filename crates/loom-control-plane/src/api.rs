@@ -1,5 +1,6 @@
 //! The HTTP router: `/healthz`, `/readyz`, and the authenticated `/api/v1` API.
 
+mod attempts;
 mod beads;
 mod events;
 pub(crate) mod openapi;
@@ -29,7 +30,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/projects/{id}/pause", post(projects::pause))
         .route("/projects/{id}/resume", post(projects::resume))
         .route("/beads", get(beads::list).post(beads::create))
-        .route("/beads/{id}", get(beads::get).patch(beads::update).delete(beads::delete))
+        .route("/beads/{id}", get(attempts::bead).patch(beads::update).delete(beads::delete))
+        .route("/beads/{id}/attempts", get(attempts::list))
         .route("/beads/{id}/claim", post(beads::claim))
         .route("/beads/{id}/lease", post(beads::renew_lease))
         .route("/beads/{id}/start", post(beads::start))

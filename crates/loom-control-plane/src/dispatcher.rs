@@ -171,6 +171,7 @@ impl View {
             return Ok(());
         }
         let projects = shared.store.list_projects().await?;
+        shared.contexts.set(&projects);
         self.projects = projects.into_iter().filter(|p| p.status == ProjectStatus::Active).map(|p| p.id).collect();
         let running = shared
             .store

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use loom_bus::{Bus, EventBody, EventMessage, Outgoing, TaskData, TaskKind, TaskMessage, TaskMetadata, TraceContext};
-use loom_domain::{BeadId, DispatchId, EventKind, ProjectId};
+use loom_domain::{BeadId, ContextMap, DispatchId, EventKind, ProjectId};
 use loom_store::{Claim, OutboxKind, OutboxMessage, TaskSnapshot};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -56,7 +56,8 @@ pub(crate) async fn relay_outbox(shared: &Shared) -> Result<usize, Error> {
         let mut sendable = Vec::with_capacity(rows.len());
         let mut ids = Vec::with_capacity(rows.len());
         for row in &rows {
-            match task_message(shared, row) {
+            let project_context = shared.contexts.get(&*shared.store, &row.project_id).await?;
+            match task_message(shared, row, project_context) {
                 Ok(msg) => {
                     sendable.push(msg);
                     ids.push(row.id);
@@ -121,7 +122,11 @@ pub(crate) async fn run_publisher(
         let mut msgs = Vec::with_capacity(batch.len());
         let mut built = Vec::with_capacity(batch.len());
         for claim in &batch {
-            match claimed_task(&shared.bus, claim) {
+            let built_task = match shared.contexts.get(&*shared.store, &claim.bead.project_id).await {
+                Ok(project_context) => claimed_task(&shared.bus, claim, project_context),
+                Err(e) => Err(e.into()),
+            };
+            match built_task {
                 Ok(msg) => {
                     msgs.push(msg);
                     built.push(claim);
@@ -167,7 +172,7 @@ async fn mark_sent(shared: &Arc<Shared>, ids: Vec<i64>) {
     }
 }
 
-fn claimed_task(bus: &Bus, claim: &Claim) -> Result<Outgoing, Error> {
+fn claimed_task(bus: &Bus, claim: &Claim, project_context: ContextMap) -> Result<Outgoing, Error> {
     let snapshot = TaskSnapshot::of(&claim.bead);
     let row = Assignment {
         project_id: &claim.bead.project_id,
@@ -175,20 +180,25 @@ fn claimed_task(bus: &Bus, claim: &Claim) -> Result<Outgoing, Error> {
         dispatch_id: &claim.dispatch_id,
         attempt: claim.attempt,
     };
-    Ok(bus.task(&assigned(&row, snapshot), &TraceContext::default())?)
+    Ok(bus.task(&assigned(&row, snapshot, project_context), &TraceContext::default())?)
 }
 
 /// Refuses a bead whose task could not be published (a role that is no subject token, a body
 /// over the stream's message limit): the task is built here exactly as the publisher will
 /// build it, so a bead the API accepts is one its agents can be sent.
-pub(crate) fn check_publishable(bus: &Bus, project: &ProjectId, snapshot: TaskSnapshot) -> Result<(), Error> {
+pub(crate) fn check_publishable(
+    bus: &Bus,
+    project: &ProjectId,
+    snapshot: TaskSnapshot,
+    project_context: ContextMap,
+) -> Result<(), Error> {
     let probe = Assignment {
         project_id: project,
         bead_id: &BeadId::parse("probe-zzzzzzzzzzzz").map_err(Error::Domain)?,
         dispatch_id: &DispatchId::parse("00000000-0000-0000-0000-000000000000").map_err(Error::Domain)?,
         attempt: u32::MAX,
     };
-    bus.task(&assigned(&probe, snapshot), &TraceContext::default())?;
+    bus.task(&assigned(&probe, snapshot, project_context), &TraceContext::default())?;
     Ok(())
 }
 
@@ -200,7 +210,7 @@ struct Assignment<'a> {
     attempt: u32,
 }
 
-fn assigned(a: &Assignment<'_>, snap: TaskSnapshot) -> TaskMessage {
+fn assigned(a: &Assignment<'_>, snap: TaskSnapshot, project_context: ContextMap) -> TaskMessage {
     let role = snap.context.get("role").cloned();
     let executor = snap.context.get("executor").cloned().unwrap_or_default();
     TaskMessage {
@@ -215,6 +225,7 @@ fn assigned(a: &Assignment<'_>, snap: TaskSnapshot) -> TaskMessage {
             bead_type: snap.bead_type,
             context: snap.context,
             work_dir: String::new(),
+            project_context,
         },
         correlation_id: a.dispatch_id.to_string(),
         timestamp: Utc::now(),
@@ -222,7 +233,7 @@ fn assigned(a: &Assignment<'_>, snap: TaskSnapshot) -> TaskMessage {
     }
 }
 
-fn task_message(shared: &Shared, row: &OutboxMessage) -> Result<Outgoing, Error> {
+fn task_message(shared: &Shared, row: &OutboxMessage, project_context: ContextMap) -> Result<Outgoing, Error> {
     let a = Assignment {
         project_id: &row.project_id,
         bead_id: &row.bead_id,
@@ -233,7 +244,7 @@ fn task_message(shared: &Shared, row: &OutboxMessage) -> Result<Outgoing, Error>
         OutboxKind::TaskAssigned => {
             let snap: TaskSnapshot = serde_json::from_value(row.payload.clone())
                 .map_err(|e| Error::Io(format!("corrupt outbox payload: {e}")))?;
-            assigned(&a, snap)
+            assigned(&a, snap, project_context)
         }
         OutboxKind::TaskCancelled => {
             let role = row.payload.get("role").and_then(|r| r.as_str()).map(str::to_owned);

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use loom_bus::{ConsumeOptions, Received, ResultKind, ResultMessage, ResultStatus};
-use loom_store::{DispatchResult, Outcome, ResultOutcome};
+use loom_domain::{BeadType, Priority};
+use loom_store::{Commit, Discovered, DispatchResult, Outcome, Report, ResultOutcome};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -155,7 +156,7 @@ where
 fn dispatch_result(shared: &Shared, msg: &ResultMessage) -> DispatchResult {
     let success = msg.kind == ResultKind::Completed && msg.result.status == ResultStatus::Success;
     let outcome = if success {
-        Outcome::Success { output: msg.result.output.clone() }
+        Outcome::Success
     } else {
         let error = if msg.result.error.is_empty() {
             "the agent reported a failure".to_owned()
@@ -169,10 +170,51 @@ fn dispatch_result(shared: &Shared, msg: &ResultMessage) -> DispatchResult {
         dispatch_id: msg.metadata.dispatch_id.clone(),
         agent_id: msg.agent_id.to_string(),
         outcome,
+        report: report(&msg.result),
         now: Utc::now(),
         max_attempts: shared.config.max_attempts,
         retry_backoff: shared.config.retry_backoff,
     }
+}
+
+/// What the result reports besides its outcome, as the store keeps it.
+fn report(r: &loom_bus::ResultData) -> Report {
+    Report {
+        output: r.output.clone(),
+        commits: r.commits.iter().map(|sha| Commit { sha: sha.clone(), branch: r.branch.clone() }).collect(),
+        artifacts: r.artifacts.clone(),
+        duration_ms: r.duration,
+        discovered: r.context.get(CREATED_BEADS).map(|list| discovered(list)).unwrap_or_default(),
+    }
+}
+
+/// The result context entry where the LLM executor lists the beads its `create_bead` actions
+/// asked for: a JSON array of `{"title", "description", "priority", "type"}`.
+const CREATED_BEADS: &str = "created_beads";
+
+/// The follow-up beads a result asks for; an entry that is no valid bead is left out (the rest
+/// of the result still applies).
+fn discovered(list: &str) -> Vec<Discovered> {
+    #[derive(serde::Deserialize)]
+    struct Asked {
+        title: String,
+        #[serde(default)]
+        description: Option<String>,
+        #[serde(default)]
+        priority: Option<i64>,
+        #[serde(rename = "type", default)]
+        bead_type: Option<String>,
+    }
+    let asked: Vec<serde_json::Value> = serde_json::from_str(list).unwrap_or_default();
+    asked
+        .into_iter()
+        .filter_map(|v| {
+            let a: Asked = serde_json::from_value(v).ok()?;
+            let priority = a.priority.map_or(Ok(Priority::DEFAULT), Priority::try_from).ok()?;
+            let bead_type = a.bead_type.as_deref().map_or(Ok(BeadType::Task), str::parse).ok()?;
+            Some(Discovered { title: a.title, description: a.description.unwrap_or_default(), priority, bead_type })
+        })
+        .collect()
 }
 
 /// Acks an applied (or stale) result, naks one the store could not take now, and dead-letters

@@ -1,6 +1,7 @@
 //! Conversions between wire messages and Loom's types. `IntoProto` never fails; `FromProto`
 //! validates (ids, enums, ranges, required fields) and names the offending field.
 
+mod attempts;
 mod domain;
 mod error;
 mod store;

@@ -6,11 +6,13 @@
 mod beads;
 mod dispatch;
 mod misc;
+mod results;
 mod start;
 
 pub use beads::*;
 pub use dispatch::*;
 pub use misc::*;
+pub use results::*;
 pub use start::*;
 
 use chrono::Utc;
@@ -37,7 +39,9 @@ macro_rules! conformance_tests {
             leases_elect_one_holder, redispatch_by_hand_cancels_and_requeues,
             queued_is_not_running, start_is_fenced_and_idempotent, a_dispatch_started_elsewhere_is_superseded,
             hand_back_gives_the_attempt_back, progress_marks_an_unreported_start, positions_only_advance,
-            concurrent_starts_each_get_their_answer);
+            concurrent_starts_each_get_their_answer, results_are_kept_as_attempts,
+            a_started_bead_is_assigned_to_its_agent, discovered_beads_are_created_once,
+            project_delete_refuses_other_projects_dependents);
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
         $(

@@ -9,7 +9,9 @@
 //!   with a current `dispatch_id` and a lease.
 //! - No dependency edge closes a cycle and none names a missing bead.
 //! - A claim, its outbox row and its event commit together; a result is applied at most once, and
-//!   only while its `dispatch_id` is the bead's current one (the fencing token).
+//!   only while its `dispatch_id` is the bead's current one (the fencing token). An applied
+//!   result is kept as the dispatch's `Attempt`, and the beads it discovered are created, in the
+//!   same transaction.
 //! - Every bead change bumps `version` and appends an event in the same transaction.
 //!
 //! This is the only crate that speaks SQL.
@@ -46,7 +48,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn list_projects(&self) -> Result<Vec<Project>>;
     /// Replaces a project's fields (not its id or bead prefix).
     async fn update_project(&self, project: NewProject) -> Result<Project>;
-    /// Deletes a project and its beads; `Conflict` while any bead is `in_progress`.
+    /// Deletes a project and its beads; `Conflict` while any bead is `in_progress`, and while a
+    /// bead of another project waits on one of its beads (deleting the blocker would silently
+    /// unblock it): the error names those beads.
     async fn delete_project(&self, id: &ProjectId) -> Result<()>;
 
     /// Creates beads (one transaction: all or none); blockers and parents must exist.
@@ -107,6 +111,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// order (a repeat later in the batch is a no-op); the outcomes are in the order of `results`.
     /// Either all are applied or, on error, none.
     async fn record_results(&self, results: &[DispatchResult]) -> Result<Vec<ResultOutcome>>;
+    /// The finished dispatches of a bead as their agents reported them, oldest first; `NotFound`
+    /// if there is no such bead.
+    async fn list_attempts(&self, bead: &BeadId) -> Result<Vec<Attempt>>;
     /// Returns beads whose lease expired before `now` to `open` (or `blocked` when their retry
     /// budget is spent), so they are dispatched again with a new `dispatch_id`.
     async fn release_expired_leases(&self, now: DateTime<Utc>, max_attempts: u32, limit: u32) -> Result<Vec<Bead>>;

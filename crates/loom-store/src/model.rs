@@ -144,6 +144,8 @@ pub struct DispatchResult {
     pub dispatch_id: DispatchId,
     pub agent_id: String,
     pub outcome: Outcome,
+    /// What the agent reported besides the outcome, kept as the dispatch's [`Attempt`].
+    pub report: Report,
     pub now: DateTime<Utc>,
     /// Attempts allowed in all; a failure on the last one blocks the bead.
     pub max_attempts: u32,
@@ -154,8 +156,120 @@ pub struct DispatchResult {
 /// Success or failure of a dispatch.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
-    Success { output: String },
+    Success,
     Failure { error: String },
+}
+
+/// What an agent reported with a result besides its outcome. The store bounds it (see
+/// [`Report::bounded`]) before keeping it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    /// What the work printed; the store keeps its last [`Report::OUTPUT_MAX`] bytes.
+    pub output: String,
+    /// Commits the agent pushed.
+    pub commits: Vec<Commit>,
+    /// Paths or URLs of what the work produced.
+    pub artifacts: Vec<String>,
+    /// Milliseconds the agent spent on the task.
+    pub duration_ms: u64,
+    /// Follow-up beads the agent asked for (the LLM action `create_bead`), in the order asked.
+    /// They are created in the bead's project when a success is applied, in the same
+    /// transaction, so a repeated result (a no-op) creates none again.
+    pub discovered: Vec<Discovered>,
+}
+
+impl Report {
+    /// Output kept per attempt: its tail.
+    pub const OUTPUT_MAX: usize = 64 * 1024;
+    /// Commits, artifacts and discovered beads kept per attempt.
+    pub const ITEMS_MAX: usize = 100;
+    /// Longest commit sha, branch or artifact kept.
+    pub const ITEM_LEN_MAX: usize = 1024;
+
+    /// The report within the store's limits: the output's tail, the first items, each item cut.
+    pub fn bounded(mut self) -> Report {
+        self.output = tail(&self.output, Self::OUTPUT_MAX).to_owned();
+        self.commits.truncate(Self::ITEMS_MAX);
+        for c in &mut self.commits {
+            c.sha = head(&c.sha, Self::ITEM_LEN_MAX).to_owned();
+            c.branch = head(&c.branch, Self::ITEM_LEN_MAX).to_owned();
+        }
+        self.artifacts.truncate(Self::ITEMS_MAX);
+        for a in &mut self.artifacts {
+            *a = head(a, Self::ITEM_LEN_MAX).to_owned();
+        }
+        self.discovered.truncate(Self::ITEMS_MAX);
+        self
+    }
+}
+
+/// The last `max` bytes of `s`, at a character boundary.
+fn tail(s: &str, max: usize) -> &str {
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+/// The first `max` bytes of `s`, at a character boundary.
+fn head(s: &str, max: usize) -> &str {
+    &s[..s.floor_char_boundary(max)]
+}
+
+/// A commit an agent pushed: its hash and the branch it landed on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    pub sha: String,
+    pub branch: String,
+}
+
+/// How the dispatch id of a claim by hand (`Store::claim_bead`) begins: no task was published
+/// for it, a person (or tool) works on it. Both that claimer and an agent that started a
+/// dispatch are the bead's assignee and `started_by`, so only the id tells them apart.
+pub const HAND_CLAIM_PREFIX: &str = "hand-";
+
+/// Whether `dispatch` is a claim by hand (see [`HAND_CLAIM_PREFIX`]).
+pub fn is_claim_by_hand(dispatch: &DispatchId) -> bool {
+    dispatch.as_str().starts_with(HAND_CLAIM_PREFIX)
+}
+
+/// The context key of a bead created by an agent's `create_bead`: the id of the bead that
+/// agent was working on.
+pub const DISCOVERED_FROM: &str = "discovered_from";
+
+/// A follow-up bead an agent asked for while working on another (it *discovered* it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Discovered {
+    pub title: String,
+    pub description: String,
+    pub priority: Priority,
+    pub bead_type: BeadType,
+}
+
+/// One finished dispatch of a bead as its agent reported it: kept for every applied result
+/// (never for a stale or repeated one), listed oldest first by `Store::list_attempts`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attempt {
+    pub bead_id: BeadId,
+    pub dispatch_id: DispatchId,
+    /// The bead's attempt number this dispatch was (1 for the first).
+    pub attempt: u32,
+    pub agent_id: String,
+    pub succeeded: bool,
+    /// Why it failed; `None` on success.
+    pub error: Option<String>,
+    /// The tail of the output.
+    pub output: String,
+    pub commits: Vec<Commit>,
+    pub artifacts: Vec<String>,
+    /// The beads created from this attempt's `discovered` ones, in order.
+    pub created_beads: Vec<BeadId>,
+    pub duration_ms: u64,
+    /// When the agent reported its start (`None` if it never did).
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the result was applied.
+    pub finished_at: DateTime<Utc>,
 }
 
 /// An agent reports that it starts running a dispatch it holds.

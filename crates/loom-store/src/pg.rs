@@ -1,6 +1,7 @@
 //! The PostgreSQL store: sqlx with a connection pool, embedded migrations, `FOR UPDATE SKIP
 //! LOCKED` claims and optimistic concurrency on `version`.
 
+mod attempts;
 mod beads;
 mod dispatch;
 mod keys;
@@ -18,8 +19,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::{
-    BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, DispatchStart, Error, NewEvent,
-    OutboxMessage, PageRequest, Result, ResultOutcome, StartOutcome, Store,
+    Attempt, BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, DispatchStart, Error,
+    NewEvent, OutboxMessage, PageRequest, Result, ResultOutcome, StartOutcome, Store,
 };
 use rows::{agent_from_row, event_from_row, outbox_from_row, project_from_row};
 
@@ -261,6 +262,14 @@ impl Store for PgStore {
                     "project {id} has {running} beads in progress; close or wait for them first"
                 )));
             }
+            let edges: Vec<(String, String, String)> = sqlx::query_as(&crate::transitions::dependents_query('$'))
+                .bind(id.as_str())
+                .bind(crate::transitions::DEPENDENTS_SHOWN)
+                .fetch_all(&mut *tx)
+                .await?;
+            if let Some(refused) = crate::transitions::refuse_delete(id, &edges) {
+                return Err(refused);
+            }
             sqlx::query("DELETE FROM projects WHERE id = $1").bind(id.as_str()).execute(&mut *tx).await?;
             insert_events(&mut tx, &[NewEvent::for_project(&project, loom_domain::EventKind::ProjectDeleted)]).await?;
             Ok(())
@@ -341,6 +350,10 @@ impl Store for PgStore {
 
     async fn record_results(&self, results: &[DispatchResult]) -> Result<Vec<ResultOutcome>> {
         dispatch::record_results(&self.pool, results).await
+    }
+
+    async fn list_attempts(&self, bead: &BeadId) -> Result<Vec<Attempt>> {
+        attempts::list(&self.pool, bead).await
     }
 
     async fn release_expired_leases(&self, now: DateTime<Utc>, max_attempts: u32, limit: u32) -> Result<Vec<Bead>> {

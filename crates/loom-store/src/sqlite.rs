@@ -7,6 +7,7 @@
 //! same file waits up to the busy timeout. That lock is also what keeps concurrent claimers from
 //! getting the same bead.
 
+mod attempts;
 mod beads;
 mod deps;
 mod dispatch;
@@ -27,8 +28,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use crate::{
-    BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, DispatchStart, Error, NewEvent,
-    OutboxMessage, PageRequest, Result, ResultOutcome, StartOutcome, Store,
+    Attempt, BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, DispatchStart, Error,
+    NewEvent, OutboxMessage, PageRequest, Result, ResultOutcome, StartOutcome, Store,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -208,6 +209,10 @@ impl Store for SqliteStore {
 
     async fn record_results(&self, results: &[DispatchResult]) -> Result<Vec<ResultOutcome>> {
         dispatch::record_results(self, results).await
+    }
+
+    async fn list_attempts(&self, bead: &BeadId) -> Result<Vec<Attempt>> {
+        attempts::list(&self.reader, bead).await
     }
 
     async fn release_expired_leases(&self, now: DateTime<Utc>, max_attempts: u32, limit: u32) -> Result<Vec<Bead>> {

@@ -6,7 +6,10 @@ use chrono::{DateTime, Utc};
 use loom_domain::{Bead, BeadId, BeadType, DispatchId, EventKind, NewBead, Status, truncate_reason};
 use serde_json::json;
 
-use crate::{BeadPatch, ClaimRequest, DispatchResult, Error, NewEvent, OutboxKind, Outcome, Result, ResultOutcome};
+use crate::{
+    Attempt, BeadPatch, ClaimRequest, Discovered, DispatchResult, Error, NewEvent, OutboxKind, Outcome, Result,
+    ResultOutcome,
+};
 
 /// A cancellation the backend must put in the outbox: the running task of `dispatch_id` stops.
 #[derive(Debug)]
@@ -172,18 +175,30 @@ pub(crate) fn apply_patch(bead: &mut Bead, patch: BeadPatch, now: DateTime<Utc>)
     }
 }
 
+/// What applying a result does besides the bead row: its event, the attempt to keep and the
+/// beads it discovered (created by the backend, whose ids it then sets on the attempt).
+#[derive(Debug)]
+pub(crate) struct Applied {
+    pub outcome: ResultOutcome,
+    pub event: NewEvent,
+    pub attempt: Attempt,
+    pub discovered: Vec<NewBead>,
+}
+
 /// Applies an agent's result if its dispatch is the current one; `None` means ignored.
-pub(crate) fn record_result(bead: &mut Bead, r: &DispatchResult) -> Option<(ResultOutcome, NewEvent)> {
+pub(crate) fn record_result(bead: &mut Bead, r: &DispatchResult) -> Option<Applied> {
     if bead.status != Status::InProgress || bead.dispatch_id.as_ref() != Some(&r.dispatch_id) {
         return None;
     }
     let from = bead.status;
     let now = crate::micros(r.now);
+    let started_at = bead.started_at;
     end_dispatch(bead, None);
-    match &r.outcome {
-        Outcome::Success { .. } => {
+    let report = r.report.clone().bounded();
+    let (outcome, event, error) = match &r.outcome {
+        Outcome::Success => {
             let effects = close(bead, "completed", now).expect("in_progress -> closed is legal");
-            Some((ResultOutcome::Closed(bead.clone()), effects.event))
+            (ResultOutcome::Closed(bead.clone()), effects.event, None)
         }
         Outcome::Failure { error } => {
             let error = truncate_reason(error);
@@ -200,9 +215,44 @@ pub(crate) fn record_result(bead: &mut Bead, r: &DispatchResult) -> Option<(Resu
                 status_event(bead, from, json!({ "error": error, "attempt": bead.attempts, "agent": r.agent_id }));
             let outcome =
                 if spent { ResultOutcome::Blocked(bead.clone()) } else { ResultOutcome::Retrying(bead.clone()) };
-            Some((outcome, event))
+            (outcome, event, Some(error))
         }
-    }
+    };
+    // Only a success creates what it discovered: a failed attempt is retried, and its retry
+    // would ask for the same follow-ups again.
+    let discovered = if error.is_none() { discovered(bead, &report.discovered) } else { Vec::new() };
+    let attempt = Attempt {
+        bead_id: bead.id.clone(),
+        dispatch_id: r.dispatch_id.clone(),
+        attempt: bead.attempts,
+        agent_id: r.agent_id.clone(),
+        succeeded: error.is_none(),
+        error,
+        output: report.output,
+        commits: report.commits,
+        artifacts: report.artifacts,
+        created_beads: Vec::new(),
+        duration_ms: report.duration_ms,
+        started_at,
+        finished_at: now,
+    };
+    Some(Applied { outcome, event, attempt, discovered })
+}
+
+/// The beads `bead`'s agent discovered, as new beads of its project that say where they came
+/// from (`discovered_from` in their context). Ones that do not validate are left out.
+fn discovered(bead: &Bead, asked: &[Discovered]) -> Vec<NewBead> {
+    asked
+        .iter()
+        .filter_map(|d| {
+            let mut new = NewBead::new(bead.project_id.clone(), d.title.clone());
+            new.description = d.description.clone();
+            new.priority = d.priority;
+            new.bead_type = d.bead_type;
+            new.context.insert(crate::DISCOVERED_FROM.into(), bead.id.to_string());
+            new.validate().ok().map(|()| new)
+        })
+        .collect()
 }
 
 /// `open → in_progress` for a claimer who does the work itself: a new dispatch id and lease,
@@ -230,7 +280,8 @@ pub(crate) fn claim(
         )));
     }
     let now = crate::micros(now);
-    let dispatch_id = new_dispatch_id();
+    let dispatch_id = DispatchId::parse(&format!("{}{}", crate::HAND_CLAIM_PREFIX, uuid::Uuid::now_v7()))
+        .expect("a prefixed UUID is a valid dispatch id");
     bead.assignee = Some(claimer.to_owned());
     start_dispatch(bead, claimer, now, crate::micros(now + lease), dispatch_id.clone());
     // Whoever claims by hand works on it at once: it is running, not queued.
@@ -265,6 +316,9 @@ pub(crate) fn start(bead: &mut Bead, s: &crate::DispatchStart) -> Start {
         None => {
             bead.started_at = Some(now);
             bead.started_by = Some(s.agent_id.clone());
+            // From its start on, the bead is assigned to the agent running it (until then, to
+            // whoever claimed it: the control plane instance, or the assignee set by hand).
+            bead.assignee = Some(s.agent_id.clone());
             bead.lease_expires_at = Some(crate::micros(now + s.lease));
             touch(bead, now);
             let data = json!({ "dispatch_id": s.dispatch_id.as_str(), "attempt": bead.attempts, "agent": s.agent_id });
@@ -308,6 +362,38 @@ pub(crate) fn hand_back(bead: &mut Bead, agent: &str, reason: &str, now: DateTim
     touch(bead, crate::micros(now));
     let reason = truncate_reason(&format!("handed back by {agent}: {reason}"));
     Some(Effects { event: status_event(bead, from, json!({ "reason": reason, "agent": agent })), cancel: None })
+}
+
+/// Dependency edges from other projects' beads onto a project's beads, as a project's deletion
+/// reads them: (dependent bead, its project, blocker). Binds the project, then `DEPENDENTS_SHOWN`;
+/// `mark` is the backend's parameter sigil (`$` or `?`).
+pub(crate) fn dependents_query(mark: char) -> String {
+    format!(
+        "SELECT d.bead_id, b.project_id, d.blocker_id FROM beads x
+         JOIN bead_deps d ON d.blocker_id = x.id JOIN beads b ON b.id = d.bead_id
+         WHERE x.project_id = {mark}1 AND b.project_id <> {mark}1 ORDER BY b.project_id, b.seq LIMIT {mark}2"
+    )
+}
+
+/// At most this many of those edges are named.
+pub(crate) const DEPENDENTS_SHOWN: i64 = 20;
+
+/// Refuses to delete `project` while beads of other projects wait on its beads: deleting the
+/// blockers would silently unblock them. `None` when there are no such edges.
+pub(crate) fn refuse_delete(project: &loom_domain::ProjectId, edges: &[(String, String, String)]) -> Option<Error> {
+    if edges.is_empty() {
+        return None;
+    }
+    let projects: std::collections::BTreeSet<&str> = edges.iter().map(|(_, p, _)| p.as_str()).collect();
+    let listed: Vec<String> =
+        edges.iter().map(|(bead, p, blocker)| format!("{bead} (project {p}) waits on {blocker}")).collect();
+    Some(Error::Conflict(format!(
+        "project {project} cannot be deleted: beads of project{} {} depend on its beads: {}; remove those \
+         dependencies first (`loom bead dep rm BEAD BLOCKER`)",
+        if projects.len() == 1 { "" } else { "s" },
+        projects.into_iter().collect::<Vec<_>>().join(", "),
+        listed.join(", "),
+    )))
 }
 
 /// A new dispatch id: a UUID v7, unique and time-ordered.

@@ -1,7 +1,10 @@
-//! Project agents: `loom serve agent` runs one; `loom up` runs one per active project and starts
-//! one for each project added while it runs.
+//! Project agents: `loom serve agent` runs one; `loom up` runs one per project that is not
+//! archived, and follows the projects as they change (`supervisor`).
 
-use std::collections::HashMap;
+mod supervisor;
+
+pub use supervisor::supervise;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,10 +12,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use loom_agent::{AgentConfig, ApiFence, ExecutorKind, StartAnswer};
-use loom_bus::{Bus, Role};
-use loom_domain::{AgentId, BeadId, DispatchId, GitStrategy, Project, ProjectId, ProjectStatus};
+use loom_bus::Role;
+use loom_domain::{AgentId, BeadId, DispatchId, GitStrategy, Project, ProjectId};
 use loom_store::{DispatchStart, StartOutcome, Store};
-use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::paths;
@@ -28,15 +30,9 @@ pub struct AgentArgs {
     /// Tasks run at once.
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
-    /// The project's repository (default: asked from the control plane's API); a relative path
-    /// is taken from the current directory.
-    #[arg(long)]
-    repo: Option<String>,
-    #[arg(long)]
-    branch: Option<String>,
-    /// `direct` or `branch-pr` (default: the project's).
-    #[arg(long)]
-    git_strategy: Option<String>,
+    // Where the work lands; by default the project's, asked from the control plane.
+    #[command(flatten)]
+    git: crate::cli::GitArgs,
     /// Where workspaces live [default: {data_dir}/work].
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -112,7 +108,7 @@ pub async fn serve(args: AgentArgs, config: &Config) -> anyhow::Result<()> {
     let mut agent = AgentConfig::new(project.clone(), work_root, "");
     let client = loom_client::Client::new(&config.api_url(), config.api_key.clone());
     agent.fence = Some(Arc::new(ApiFence::new(client.clone(), project.clone())));
-    match &args.repo {
+    match &args.git.repo {
         Some(repo) => agent.git_repo = paths::repo(repo).context("--repo")?,
         None => {
             let p = client
@@ -124,10 +120,10 @@ pub async fn serve(args: AgentArgs, config: &Config) -> anyhow::Result<()> {
             agent.git_strategy = p.git_strategy.parse()?;
         }
     }
-    if let Some(b) = args.branch {
+    if let Some(b) = args.git.branch {
         agent.branch = b;
     }
-    if let Some(s) = args.git_strategy {
+    if let Some(s) = args.git.git_strategy {
         agent.git_strategy = s.parse::<GitStrategy>()?;
     }
     agent.role = args.role.as_deref().map(Role::parse).transpose()?;
@@ -175,40 +171,4 @@ fn agent_for(project: &Project, config: &Config, store: &Arc<dyn Store>) -> Agen
         max_attempts: config.dispatch.max_attempts,
     }));
     agent
-}
-
-/// Keeps one agent running per active project until `shutdown`; checks for new projects every
-/// two seconds.
-pub async fn supervise(config: Config, store: Arc<dyn Store>, bus: Bus, shutdown: CancellationToken) {
-    let mut running: HashMap<ProjectId, (CancellationToken, tokio::task::JoinHandle<()>)> = HashMap::new();
-    loop {
-        match store.list_projects().await {
-            Ok(projects) => {
-                for p in projects.iter().filter(|p| p.status != ProjectStatus::Archived) {
-                    let alive = running.get(&p.id).is_some_and(|(_, h)| !h.is_finished());
-                    if alive {
-                        continue;
-                    }
-                    let token = shutdown.child_token();
-                    let (agent, bus, t, id) = (agent_for(p, &config, &store), bus.clone(), token.clone(), p.id.clone());
-                    tracing::info!(project = %id, "starting an agent for the project");
-                    let handle = tokio::spawn(async move {
-                        if let Err(e) = loom_agent::run(agent, bus, t).await {
-                            tracing::error!(project = %id, error = %e, "agent stopped; it is restarted shortly");
-                        }
-                    });
-                    running.insert(p.id.clone(), (token, handle));
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "listing projects for the agents failed"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-        }
-    }
-    for (_, (token, handle)) in running {
-        token.cancel();
-        let _ = handle.await;
-    }
 }

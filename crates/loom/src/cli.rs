@@ -6,17 +6,33 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use futures::StreamExt;
-use loom_api::{BeadDto, CreateBead, ProjectDto, ProjectRequest, UpdateBead};
+use loom_api::{CreateBead, ProjectRequest, UpdateBead};
 use loom_client::Client;
-use serde::Serialize;
 
 use crate::config::Config;
+
+mod print;
+
+use print::{print_bead, print_beads, print_json, print_projects};
 
 #[derive(Debug, Args)]
 pub struct Output {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Where a project's work lands; what is not given stays the project's.
+#[derive(Debug, Args)]
+pub struct GitArgs {
+    /// The repository: a URL or a local path (a relative one is taken from the current directory).
+    #[arg(long)]
+    pub repo: Option<String>,
+    #[arg(long)]
+    pub branch: Option<String>,
+    /// `direct` or `branch-pr`.
+    #[arg(long)]
+    pub git_strategy: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -44,13 +60,31 @@ pub enum ProjectCmd {
         #[command(flatten)]
         out: Output,
     },
+    /// Change a project's settings; what is not given stays as it is. `loom up` restarts the
+    /// project's agent when its repository, branch or git strategy changes, and stops it when
+    /// the project is archived.
+    Update {
+        id: String,
+        #[command(flatten)]
+        git: GitArgs,
+        /// `active`, `paused` or `archived`.
+        #[arg(long)]
+        status: Option<String>,
+        /// Context entries `key=value` to set; repeatable.
+        #[arg(long = "context", value_parser = parse_kv)]
+        context: Vec<(String, String)>,
+        #[command(flatten)]
+        out: Output,
+    },
     List(Output),
-    /// One bead in full.
+    /// One project in full.
     Show {
         id: String,
         #[command(flatten)]
         out: Output,
     },
+    /// Delete a project and its beads (refused while its beads run, or while beads of other
+    /// projects wait on them).
     Rm {
         id: String,
     },
@@ -170,55 +204,6 @@ fn client(config: &Config) -> Client {
     Client::new(&config.api_url(), config.api_key.clone())
 }
 
-fn print_json(v: &impl Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
-}
-
-fn print_projects(projects: &[ProjectDto]) {
-    println!("{:<20} {:<8} {:<10} {:<8} REPO", "ID", "PREFIX", "STRATEGY", "STATUS");
-    for p in projects {
-        println!("{:<20} {:<8} {:<10} {:<8} {}", p.id, p.bead_prefix, p.git_strategy, p.status, p.git_repo);
-    }
-}
-
-fn print_beads(beads: &[BeadDto]) {
-    println!("{:<14} {:<3} {:<12} {:<8} TITLE", "ID", "PRI", "STATUS", "TYPE");
-    for b in beads {
-        println!("{:<14} P{:<2} {:<12} {:<8} {}", b.id, b.priority, b.status, b.bead_type, b.title);
-    }
-}
-
-fn print_bead(b: &BeadDto) {
-    println!("{} [{}] P{} {} — {}", b.id, b.status, b.priority, b.bead_type, b.title);
-    if let Some(a) = &b.assignee {
-        println!("  assignee: {a}");
-    }
-    let secs = |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    match (&b.dispatch_id, b.dispatch_state.as_deref(), &b.started_at, &b.lease_expires_at) {
-        (Some(d), Some("queued"), _, _) => println!("  dispatch {d}: queued, waiting for a free agent slot"),
-        (Some(d), _, Some(at), Some(until)) => {
-            let by = b.started_by.as_deref().unwrap_or("an agent");
-            println!("  dispatch {d}: running on {by} since {}, lease until {}", secs(at), secs(until));
-        }
-        (Some(d), _, _, Some(until)) => println!("  dispatch {d}, lease until {}", secs(until)),
-        _ => {}
-    }
-    if !b.blocked_by.is_empty() {
-        println!("  waits on: {}", b.blocked_by.join(", "));
-    }
-    if let Some(e) = &b.last_error {
-        println!("  last error: {e}");
-    }
-    if let Some(r) = &b.close_reason {
-        println!("  closed: {r}");
-    }
-    println!("  attempts {}, version {}", b.attempts, b.version);
-    if !b.description.is_empty() {
-        println!("\n{}", b.description);
-    }
-}
-
 pub async fn project(cmd: ProjectCmd, config: &Config) -> anyhow::Result<()> {
     let c = client(config);
     match cmd {
@@ -235,6 +220,26 @@ pub async fn project(cmd: ProjectCmd, config: &Config) -> anyhow::Result<()> {
             };
             let p = c.create_project(&req).await?;
             if out.json { print_json(&p)? } else { println!("project {} added (bead prefix {})", p.id, p.bead_prefix) }
+        }
+        ProjectCmd::Update { id, git: GitArgs { repo, branch, git_strategy }, status, context, out } => {
+            let p = c.project(&id).await?;
+            let mut merged = p.context;
+            merged.extend(context);
+            let req = ProjectRequest {
+                id: None,
+                name: Some(p.name),
+                git_repo: match repo {
+                    Some(r) => crate::paths::repo(&r).context("--repo")?,
+                    None => p.git_repo,
+                },
+                branch: Some(branch.unwrap_or(p.branch)),
+                bead_prefix: Some(p.bead_prefix),
+                context: merged,
+                git_strategy: Some(git_strategy.unwrap_or(p.git_strategy)),
+                status: Some(status.unwrap_or(p.status)),
+            };
+            let p = c.update_project(&id, &req).await?;
+            if out.json { print_json(&p)? } else { print_projects(&[p]) }
         }
         ProjectCmd::List(out) => {
             let ps = c.projects().await?;

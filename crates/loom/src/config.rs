@@ -7,7 +7,7 @@
 //! `LOOM_LLM_MODEL` are short for `LOOM_LLM__BASE_URL` and `LOOM_LLM__MODEL`. Not keys, so
 //! skipped: `LOOM_CONFIG` (the file, read by the command line), `LOOM_LLM_API_KEY` (the LLM key,
 //! read by `[llm]`, see `llm.rs`), and the variables tools and tasks get (`LOOM_PG_BINDIR`,
-//! `LOOM_NATS_SERVER`, `LOOM_PROJECT_ID`, …). Any other `LOOM_*` name is an unknown key: an error.
+//! `LOOM_NATS_SERVER`, `LOOM_PROJECT_ID`, `LOOM_BUILD`, …). Any other `LOOM_*` name is an unknown key: an error.
 
 mod llm;
 
@@ -34,6 +34,9 @@ const NOT_KEYS: &[&str] = &[
     "project_id",
     "bead_id",
     "dispatch_id",
+    "build",
+    "test",
+    "lint",
     "attempt",
 ];
 

@@ -31,10 +31,9 @@ pub async fn lost_dispatches(store: &dyn Store) -> anyhow::Result<usize> {
     Ok(requeued)
 }
 
-/// A claim by hand is started by its claimer, who is also its assignee; a dispatched task is
-/// queued, or started by an agent (the assignee is the claiming control plane or a person).
+/// A claim by hand has a dispatch id of its own kind; every other dispatch is a task for an agent.
 fn dispatched_to_an_agent(bead: &Bead) -> bool {
-    bead.started_by.is_none() || bead.started_by != bead.assignee
+    bead.dispatch_id.as_ref().is_some_and(|d| !loom_store::is_claim_by_hand(d))
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
-//! The shell executor: the bead's `command` (or the project's `build` then `test`) with `sh -c`
-//! in the worktree, sandboxed. Exit 0 is success. The command sees `LOOM_PROJECT_ID`,
-//! `LOOM_BEAD_ID`, `LOOM_DISPATCH_ID` and `LOOM_ATTEMPT` (to key an external side effect by
-//! dispatch, as the fault suite does).
+//! The shell executor: the bead's `command` (or the `build` then `test` command, the bead's or
+//! else the project's) with `sh -c` in the worktree, sandboxed. Exit 0 is success. The command
+//! sees `LOOM_PROJECT_ID`, `LOOM_BEAD_ID`, `LOOM_DISPATCH_ID` and `LOOM_ATTEMPT` (to key an
+//! external side effect by dispatch, as the fault suite does), and the project's commands as
+//! `LOOM_BUILD`, `LOOM_TEST` and `LOOM_LINT` (those set).
 
-use loom_bus::TaskMessage;
-use loom_domain::ContextMap;
+use loom_bus::{PROJECT_COMMANDS, TaskData, TaskMessage};
 
 use super::Outcome;
 use crate::sandbox::run_command_with;
@@ -12,28 +12,28 @@ use crate::workspace::Worktree;
 use crate::{AgentConfig, Error};
 
 /// The command a shell task runs: `command`, else `build` and `test` chained with `&&`.
-pub(crate) fn shell_command(context: &ContextMap) -> Option<String> {
-    if let Some(cmd) = context.get("command").filter(|c| !c.trim().is_empty()) {
+pub(crate) fn shell_command(task: &TaskData) -> Option<String> {
+    if let Some(cmd) = task.context.get("command").filter(|c| !c.trim().is_empty()) {
         return Some(cmd.clone());
     }
-    let steps: Vec<&str> =
-        ["build", "test"].iter().filter_map(|k| context.get(*k)).map(|s| s.trim()).filter(|s| !s.is_empty()).collect();
+    let steps: Vec<&str> = ["build", "test"].iter().filter_map(|k| task.project_command(k)).collect();
     (!steps.is_empty()).then(|| steps.join(" && "))
 }
 
 pub(crate) async fn run(config: &AgentConfig, task: &TaskMessage, wt: &Worktree) -> Result<Outcome, Error> {
-    let Some(command) = shell_command(&task.task_data.context) else {
+    let Some(command) = shell_command(&task.task_data) else {
         return Ok(Outcome::failure(
             "shell task has no command: set the bead's context key `command` (or `build`/`test`)",
         ));
     };
     let attempt = task.metadata.attempt.to_string();
-    let env = [
+    let mut env = vec![
         ("LOOM_PROJECT_ID", task.project_id.as_str()),
         ("LOOM_BEAD_ID", task.bead_id.as_str()),
         ("LOOM_DISPATCH_ID", task.metadata.dispatch_id.as_str()),
         ("LOOM_ATTEMPT", attempt.as_str()),
     ];
+    env.extend(PROJECT_COMMANDS.iter().filter_map(|(key, var)| Some((*var, task.task_data.project_command(key)?))));
     let out = run_command_with(&wt.path, &command, &config.command, &env).await?;
     let mut outcome = if out.success() {
         Outcome::success(out.output.clone())
@@ -53,12 +53,14 @@ mod tests {
 
     #[test]
     fn picks_command_then_build_and_test() {
-        let mut c = ContextMap::new();
-        assert_eq!(shell_command(&c), None);
-        c.insert("test".into(), "cargo test".into());
-        c.insert("build".into(), "cargo build".into());
-        assert_eq!(shell_command(&c).unwrap(), "cargo build && cargo test");
-        c.insert("command".into(), "make".into());
-        assert_eq!(shell_command(&c).unwrap(), "make");
+        let mut t = TaskData::default();
+        assert_eq!(shell_command(&t), None);
+        t.project_context.insert("test".into(), "cargo test".into());
+        t.project_context.insert("build".into(), "cargo build".into());
+        assert_eq!(shell_command(&t).unwrap(), "cargo build && cargo test", "the project's commands");
+        t.context.insert("build".into(), "make".into());
+        assert_eq!(shell_command(&t).unwrap(), "make && cargo test", "the bead's own win");
+        t.context.insert("command".into(), "make all".into());
+        assert_eq!(shell_command(&t).unwrap(), "make all");
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use loom_domain::ContextMap;
+use loom_bus::TaskData;
 use serde_json::{Value, json};
 
 use super::protocol::Action;
@@ -36,7 +36,8 @@ pub(crate) struct Env<'a> {
     pub(crate) workspace: &'a Workspace,
     pub(crate) worktree: &'a Worktree,
     pub(crate) limits: CommandLimits,
-    pub(crate) context: &'a ContextMap,
+    /// The bead and its project's commands.
+    pub(crate) task: &'a TaskData,
     /// Beads the model asked for, reported in the result.
     pub(crate) created_beads: Vec<Value>,
     pub(crate) commits: Vec<String>,
@@ -94,8 +95,8 @@ impl Env<'_> {
             Action::RunCommand { command } => self.command(command).await,
             Action::Build | Action::Test => {
                 let key = if matches!(action, Action::Build) { "build" } else { "test" };
-                match self.context.get(key).filter(|c| !c.trim().is_empty()) {
-                    Some(command) => self.command(&command.clone()).await,
+                match self.task.project_command(key) {
+                    Some(command) => self.command(command).await,
                     None => Ok(Step::Observe { ok: false, text: format!("the project has no `{key}` command") }),
                 }
             }

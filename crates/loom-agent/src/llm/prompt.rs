@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use loom_bus::TaskMessage;
+use loom_bus::{PROJECT_COMMANDS, TaskMessage};
 use loom_domain::Persona;
 
 use super::protocol::PROTOCOL;
@@ -48,15 +48,31 @@ pub(crate) fn task(task: &TaskMessage) -> String {
     if !d.description.trim().is_empty() {
         let _ = write!(out, "{}\n\n", d.description.trim());
     }
-    if !d.context.is_empty() {
-        out.push_str("Context:\n");
-        for (k, v) in &d.context {
-            let _ = writeln!(out, "- {k}: {v}");
-        }
-        out.push('\n');
-    }
+    list(&mut out, "Context", d.context.iter());
+    let commands: Vec<(&str, &str)> =
+        PROJECT_COMMANDS.iter().filter_map(|(key, _)| Some((*key, d.project_command(key)?))).collect();
+    list(&mut out, "Project commands", commands.into_iter());
+    let notes = d.project_context.iter().filter(|(k, _)| !PROJECT_COMMANDS.iter().any(|(c, _)| c == k));
+    list(&mut out, "Project notes", notes);
     out.push_str("Reply with your first action.");
     out
+}
+
+/// A titled list of `- key: value` lines, left out when empty.
+fn list<K: std::fmt::Display, V: std::fmt::Display>(
+    out: &mut String,
+    title: &str,
+    items: impl Iterator<Item = (K, V)>,
+) {
+    let mut items = items.peekable();
+    if items.peek().is_none() {
+        return;
+    }
+    let _ = writeln!(out, "{title}:");
+    for (k, v) in items {
+        let _ = writeln!(out, "- {k}: {v}");
+    }
+    out.push('\n');
 }
 
 fn or<'a>(s: &'a str, default: &'a str) -> &'a str {

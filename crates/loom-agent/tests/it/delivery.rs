@@ -170,6 +170,7 @@ async fn an_agent_killed_mid_task_is_superseded_and_its_late_result_ignored() {
         dispatch_id: DispatchId::parse(&first_dispatch).unwrap(),
         agent_id: "dies".into(),
         outcome: loom_store::Outcome::Failure { error: "late".into() },
+        report: loom_store::Report::default(),
         now: chrono::Utc::now(),
         max_attempts: 3,
         retry_backoff: Duration::ZERO,

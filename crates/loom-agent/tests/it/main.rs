@@ -6,6 +6,7 @@ mod bus;
 mod control_plane;
 mod delivery;
 mod llm;
+mod results;
 mod shell;
 mod support;
 mod system;

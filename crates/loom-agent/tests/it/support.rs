@@ -212,6 +212,7 @@ pub fn task(project: &str, bead: &str, executor: &str, context: &[(&str, &str)])
             bead_type: "task".into(),
             context,
             work_dir: String::new(),
+            project_context: ContextMap::new(),
         },
         correlation_id: dispatch.clone(),
         timestamp: Utc::now(),

@@ -56,6 +56,9 @@ pub struct ResultData {
     /// Commit hashes the agent pushed.
     #[serde(default)]
     pub commits: Vec<String>,
+    /// The branch the commits were pushed to (additive: older agents leave it out).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub branch: String,
     /// Paths or URLs of produced artifacts.
     #[serde(default)]
     pub artifacts: Vec<String>,

@@ -54,6 +54,25 @@ pub struct TaskData {
     /// The project's workspace directory on the agent's host.
     #[serde(default)]
     pub work_dir: String,
+    /// The project's context (its `build`, `test` and `lint` commands, notes), as it was when
+    /// the task was published (additive: older control planes leave it out).
+    #[serde(default, skip_serializing_if = "ContextMap::is_empty")]
+    pub project_context: ContextMap,
+}
+
+/// The project commands a task carries, by context key and the variable a shell bead sees.
+pub const PROJECT_COMMANDS: [(&str, &str); 3] = [("build", "LOOM_BUILD"), ("test", "LOOM_TEST"), ("lint", "LOOM_LINT")];
+
+impl TaskData {
+    /// A project command (`build`, `test`, `lint`): the bead's own context entry, else the
+    /// project's; `None` when neither sets a non-blank one.
+    pub fn project_command(&self, key: &str) -> Option<&str> {
+        [&self.context, &self.project_context]
+            .into_iter()
+            .filter_map(|c| c.get(key))
+            .map(|c| c.trim())
+            .find(|c| !c.is_empty())
+    }
 }
 
 /// Delivery bookkeeping: the fencing token and attempt number of this dispatch.

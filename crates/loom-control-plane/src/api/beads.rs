@@ -62,14 +62,10 @@ pub(crate) async fn create(
         context: new.context.clone(),
         assignee: new.assignee.clone(),
     };
-    crate::relay::check_publishable(&s.bus, &new.project_id, snapshot)?;
+    let project_context = s.contexts.get(&*s.store, &new.project_id).await?;
+    crate::relay::check_publishable(&s.bus, &new.project_id, snapshot, project_context)?;
     let bead = crate::dispatcher::create(&s, new).await?;
     Ok((StatusCode::CREATED, Json(BeadDto::from(&bead))))
-}
-
-pub(crate) async fn get(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Json<BeadDto>, Error> {
-    let id = parse_id(BeadId::parse, &id)?;
-    Ok(Json(BeadDto::from(&s.store.get_bead(&id).await?)))
 }
 
 pub(crate) async fn update(
@@ -100,7 +96,7 @@ pub(crate) async fn update(
         (version, _) => {
             let current = s.store.get_bead(&id).await?;
             if touches_task {
-                check_patched(&s, &current, &patch)?;
+                check_patched(&s, &current, &patch).await?;
             }
             version.unwrap_or(current.version)
         }
@@ -111,7 +107,7 @@ pub(crate) async fn update(
 }
 
 /// Refuses a change after which the bead's task could not be published.
-fn check_patched(s: &Shared, current: &loom_domain::Bead, patch: &BeadPatch) -> Result<(), Error> {
+async fn check_patched(s: &Shared, current: &loom_domain::Bead, patch: &BeadPatch) -> Result<(), Error> {
     let mut snapshot = TaskSnapshot::of(current);
     if let Some(t) = &patch.title {
         snapshot.title = t.clone();
@@ -128,7 +124,8 @@ fn check_patched(s: &Shared, current: &loom_domain::Bead, patch: &BeadPatch) -> 
     if let Some(t) = patch.bead_type {
         snapshot.bead_type = t.as_str().to_owned();
     }
-    crate::relay::check_publishable(&s.bus, &current.project_id, snapshot)
+    let project_context = s.contexts.get(&*s.store, &current.project_id).await?;
+    crate::relay::check_publishable(&s.bus, &current.project_id, snapshot, project_context)
 }
 
 /// Beads are never erased (their history matters): `DELETE` closes the bead.

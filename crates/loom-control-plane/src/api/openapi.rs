@@ -3,8 +3,8 @@
 //! the router; a test checks that every documented route answers and enforces its role.
 
 use loom_api::{
-    BeadDto, BeadPageDto, ClaimBead, CloseBead, CreateBead, CreateKey, Dependency, ErrorBody, EventDto, HandBack,
-    HandedBack, KeyDto, ProjectDto, ProjectRequest, RenewLease, StartDispatch, StartedDispatch, UpdateBead,
+    AttemptDto, BeadDto, BeadPageDto, ClaimBead, CloseBead, CreateBead, CreateKey, Dependency, ErrorBody, EventDto,
+    HandBack, HandedBack, KeyDto, ProjectDto, ProjectRequest, RenewLease, StartDispatch, StartedDispatch, UpdateBead,
 };
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::{JsonSchema, Schema};
@@ -75,7 +75,13 @@ pub(crate) const ROUTES: &[Route] = &[
     r("put", "/projects/{id}", "operator", "Replace a project's settings")
         .body(schema::<ProjectRequest>)
         .ok(schema::<ProjectDto>),
-    r("delete", "/projects/{id}", "operator", "Delete a project and its beads (refused while beads run)").no_content(),
+    r(
+        "delete",
+        "/projects/{id}",
+        "operator",
+        "Delete a project and its beads (refused while beads run or other projects' beads depend on them)",
+    )
+    .no_content(),
     r("post", "/projects/{id}/pause", "operator", "Stop dispatching the project's beads").ok(schema::<ProjectDto>),
     r("post", "/projects/{id}/resume", "operator", "Dispatch the project's beads again").ok(schema::<ProjectDto>),
     r(
@@ -86,7 +92,9 @@ pub(crate) const ROUTES: &[Route] = &[
     )
     .ok(schema::<BeadPageDto>),
     r("post", "/beads", "operator", "Create a bead").body(schema::<CreateBead>).created(schema::<BeadDto>),
-    r("get", "/beads/{id}", "viewer", "Show a bead").ok(schema::<BeadDto>),
+    r("get", "/beads/{id}", "viewer", "Show a bead with its latest result").ok(schema::<BeadDto>),
+    r("get", "/beads/{id}/attempts", "viewer", "What each finished dispatch of a bead reported, oldest first")
+        .ok(schema::<Vec<AttemptDto>>),
     r("patch", "/beads/{id}", "operator", "Change a bead (optionally at an expected version)")
         .body(schema::<UpdateBead>)
         .ok(schema::<BeadDto>),

@@ -22,6 +22,7 @@ pub(crate) async fn create(
     let id = req.id.as_deref().ok_or_else(|| Error::BadRequest("`id` is required".into()))?;
     let id = parse_id(ProjectId::parse, id)?;
     let project = s.store.create_project(req.into_domain(id)?).await?;
+    s.contexts.put(&project);
     s.project_changed();
     Ok((StatusCode::CREATED, Json(ProjectDto::from(&project))))
 }
@@ -46,6 +47,7 @@ pub(crate) async fn update(
         project.bead_prefix = current.bead_prefix;
     }
     let project = s.store.update_project(project).await?;
+    s.contexts.put(&project);
     s.project_changed();
     Ok(Json(ProjectDto::from(&project)))
 }

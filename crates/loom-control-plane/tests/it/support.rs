@@ -285,6 +285,7 @@ pub fn result_for(task: &TaskMessage, agent: &AgentId, success: bool) -> ResultM
             output: "ok".into(),
             error: if success { String::new() } else { format!("{} failed on purpose", task.task_data.title) },
             commits: Vec::new(),
+            branch: String::new(),
             artifacts: Vec::new(),
             duration: 1,
             context: Default::default(),

@@ -162,6 +162,10 @@ impl Store for GrpcStore {
         answer(rpc!(self.record_result(request), Always))
     }
 
+    async fn list_attempts(&self, bead: &BeadId) -> Result<Vec<loom_store::Attempt>> {
+        answer(rpc!(self.list_attempts(v1::ListAttemptsRequest { bead_id: bead.to_string() }), Always).attempts)
+    }
+
     async fn record_results(&self, results: &[DispatchResult]) -> Result<Vec<ResultOutcome>> {
         // All or none, each keyed by dispatch id: a repeat of an applied batch changes nothing.
         let request = v1::RecordResultsRequest { results: results.to_vec().into_proto() };

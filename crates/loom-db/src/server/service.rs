@@ -199,6 +199,11 @@ impl Database for DatabaseService {
         reply(self.store.record_result(&result).await.map_err(fail)?.into_proto())
     }
 
+    async fn list_attempts(&self, r: Request<v1::ListAttemptsRequest>) -> Reply<v1::ListAttemptsResponse> {
+        let id = valid(BeadId::parse(&r.into_inner().bead_id))?;
+        reply(v1::ListAttemptsResponse { attempts: self.store.list_attempts(&id).await.map_err(fail)?.into_proto() })
+    }
+
     async fn record_results(&self, r: Request<v1::RecordResultsRequest>) -> Reply<v1::RecordResultsResponse> {
         let results: Vec<DispatchResult> = decode(r.into_inner().results)?;
         if results.len() > MAX_RESULTS_BATCH {

@@ -16,6 +16,7 @@ pub(super) fn result(claim: &crate::Claim, outcome: Outcome) -> DispatchResult {
         dispatch_id: claim.dispatch_id.clone(),
         agent_id: "agent-1".into(),
         outcome,
+        report: crate::Report::default(),
         now: Utc::now(),
         max_attempts: 3,
         retry_backoff: Duration::ZERO,
@@ -23,7 +24,7 @@ pub(super) fn result(claim: &crate::Claim, outcome: Outcome) -> DispatchResult {
 }
 
 pub(super) fn ok() -> Outcome {
-    Outcome::Success { output: "done".into() }
+    Outcome::Success
 }
 
 pub async fn ready_order_and_rules(store: &dyn Store) {

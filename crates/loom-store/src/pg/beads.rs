@@ -23,7 +23,16 @@ pub(super) async fn create(pool: &PgPool, new: Vec<NewBead>) -> Result<Vec<Bead>
         return create_plain(pool, new).await;
     }
     let mut tx = pool.begin().await?;
-    let prefixes = project_prefixes(&mut tx, &new).await?;
+    let result = create_in(&mut tx, new).await;
+    super::finish(tx, result).await
+}
+
+/// Creates validated beads inside `tx` (blockers and parents must exist), with their events.
+pub(super) async fn create_in(tx: &mut Tx<'_>, new: Vec<NewBead>) -> Result<Vec<Bead>> {
+    if new.is_empty() {
+        return Ok(Vec::new());
+    }
+    let prefixes = project_prefixes(tx, &new).await?;
     let referenced: Vec<String> = new
         .iter()
         .flat_map(|b| b.parent.iter().chain(&b.blocked_by))
@@ -36,14 +45,14 @@ pub(super) async fn create(pool: &PgPool, new: Vec<NewBead>) -> Result<Vec<Bead>
     } else {
         sqlx::query_scalar("SELECT id FROM beads WHERE id = ANY($1)")
             .bind(&referenced)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?
             .into_iter()
             .collect()
     };
     let seqs: Vec<i64> = sqlx::query_scalar("SELECT nextval('bead_seq') FROM generate_series(1, $1)")
         .bind(new.len() as i64)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?;
     let now = crate::now();
     let mut beads = Vec::with_capacity(new.len());
@@ -59,10 +68,9 @@ pub(super) async fn create(pool: &PgPool, new: Vec<NewBead>) -> Result<Vec<Bead>
         }
         beads.push(transitions::fresh(id, b, blocked_by, now));
     }
-    insert_rows(&mut tx, &beads, &seqs).await?;
+    insert_rows(tx, &beads, &seqs).await?;
     let events: Vec<NewEvent> = beads.iter().map(transitions::created_event).collect();
-    insert_events(&mut tx, &events).await?;
-    tx.commit().await?;
+    insert_events(tx, &events).await?;
     Ok(beads)
 }
 

@@ -8,7 +8,7 @@ use loom_domain::{Bead, BeadId, DispatchId, NewBead, ProjectId};
 use serde_json::json;
 use sqlx::{PgPool, Row};
 
-use super::beads::{lock, persist, write, write_many};
+use super::beads::{create_in, lock, persist, write, write_many};
 use super::insert_events;
 use super::rows::{BEAD_COLS, bead_from_row};
 use crate::transitions;
@@ -213,14 +213,17 @@ pub(super) async fn record_results(pool: &PgPool, results: &[DispatchResult]) ->
         }
         let mut outcomes = Vec::with_capacity(results.len());
         let mut events = Vec::new();
+        let mut attempts = Vec::new();
+        let mut discovered = Vec::new();
         let mut changed = BTreeSet::new();
         for r in results {
-            let applied = beads.get_mut(r.bead_id.as_str()).and_then(|bead| transitions::record_result(bead, r));
-            match applied {
-                Some((outcome, event)) => {
+            match beads.get_mut(r.bead_id.as_str()).and_then(|bead| transitions::record_result(bead, r)) {
+                Some(applied) => {
                     changed.insert(r.bead_id.to_string());
-                    events.push(event);
-                    outcomes.push(outcome);
+                    events.push(applied.event);
+                    outcomes.push(applied.outcome);
+                    attempts.push(applied.attempt);
+                    discovered.push(applied.discovered);
                 }
                 None => outcomes.push(ResultOutcome::Ignored),
             }
@@ -229,6 +232,12 @@ pub(super) async fn record_results(pool: &PgPool, results: &[DispatchResult]) ->
             let written: Vec<Bead> = changed.iter().filter_map(|id| beads.remove(id)).collect();
             write_many(&mut tx, &written).await?;
             insert_events(&mut tx, &events).await?;
+            let counts: Vec<usize> = discovered.iter().map(Vec::len).collect();
+            let mut created = create_in(&mut tx, discovered.into_iter().flatten().collect()).await?.into_iter();
+            for (attempt, n) in attempts.iter_mut().zip(counts) {
+                attempt.created_beads = created.by_ref().take(n).map(|b| b.id).collect();
+            }
+            super::attempts::insert(&mut tx, &attempts).await?;
         }
         Ok(outcomes)
     }

@@ -105,8 +105,8 @@ async fn first_starts(pool: &PgPool, starts: &[DispatchStart]) -> Result<HashMap
              FOR UPDATE OF b
            ) x
          ), s AS (
-           UPDATE beads b SET started_at = l.at, started_by = l.agent, lease_expires_at = l.until,
-             updated_at = l.at, version = b.version + 1
+           UPDATE beads b SET started_at = l.at, started_by = l.agent, assignee = l.agent,
+             lease_expires_at = l.until, updated_at = l.at, version = b.version + 1
            FROM locked l WHERE b.id = ANY($1) AND b.id = l.id
            RETURNING b.*
          ), ev AS (

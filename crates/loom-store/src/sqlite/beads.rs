@@ -28,6 +28,9 @@ pub(super) async fn create(store: &SqliteStore, new: Vec<NewBead>) -> Result<Vec
 
 /// Creates (validated) beads in an open write transaction.
 pub(super) async fn create_in(tx: &mut Tx, new: Vec<NewBead>) -> Result<Vec<Bead>> {
+    if new.is_empty() {
+        return Ok(Vec::new());
+    }
     let prefixes = project_prefixes(tx, &new).await?;
     let referenced = new.iter().flat_map(|b| b.parent.iter().chain(&b.blocked_by)).map(BeadId::to_string);
     let existing: BTreeSet<String> = existing_ids(tx, referenced.collect()).await?;

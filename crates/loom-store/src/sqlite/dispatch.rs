@@ -178,13 +178,17 @@ pub(super) async fn record_results(store: &SqliteStore, results: &[DispatchResul
             }
             Err(e) => return Err(e),
         };
-        let Some((outcome, event)) = transitions::record_result(&mut bead, r) else {
+        let Some(applied) = transitions::record_result(&mut bead, r) else {
             outcomes.push(ResultOutcome::Ignored);
             continue;
         };
-        persist(&mut tx, &mut bead, Effects { event, cancel: None }).await?;
+        persist(&mut tx, &mut bead, Effects { event: applied.event, cancel: None }).await?;
+        let mut attempt = applied.attempt;
+        attempt.created_beads =
+            super::beads::create_in(&mut tx, applied.discovered).await?.into_iter().map(|b| b.id).collect();
+        super::attempts::insert(&mut tx, &attempt).await?;
         // The outcome carries the bead as written (times at stored precision).
-        outcomes.push(match outcome {
+        outcomes.push(match applied.outcome {
             ResultOutcome::Closed(_) => ResultOutcome::Closed(bead),
             ResultOutcome::Retrying(_) => ResultOutcome::Retrying(bead),
             ResultOutcome::Blocked(_) => ResultOutcome::Blocked(bead),

@@ -103,6 +103,14 @@ pub(super) async fn delete(store: &SqliteStore, id: &ProjectId) -> Result<()> {
             "project {id} has {running} beads in progress; close or wait for them first"
         )));
     }
+    let edges: Vec<(String, String, String)> = sqlx::query_as(&crate::transitions::dependents_query('?'))
+        .bind(id.as_str())
+        .bind(crate::transitions::DEPENDENTS_SHOWN)
+        .fetch_all(&mut *tx)
+        .await?;
+    if let Some(refused) = crate::transitions::refuse_delete(id, &edges) {
+        return Err(refused);
+    }
     // The foreign keys cascade to the project's beads and their dependency edges.
     sqlx::query("DELETE FROM projects WHERE id = ?1").bind(id.as_str()).execute(&mut *tx).await?;
     insert_events(&mut tx, &[NewEvent::for_project(&project, EventKind::ProjectDeleted)]).await?;

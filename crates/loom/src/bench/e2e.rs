@@ -351,6 +351,7 @@ fn success(task: &loom_bus::TaskMessage, agent: AgentId) -> ResultMessage {
             output: String::new(),
             error: String::new(),
             commits: Vec::new(),
+            branch: String::new(),
             artifacts: Vec::new(),
             duration: 0,
             context: Default::default(),

@@ -3,5 +3,6 @@
 
 mod cli;
 mod llm;
+mod projects;
 mod readme;
 mod support;

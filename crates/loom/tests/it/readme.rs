@@ -104,6 +104,9 @@ fn variables(dir: &Path) -> Vec<(&'static str, String, String)> {
         ("LOOM_BEAD_ID", "demo-1", "http_addr = \"127.0.0.1:8080\""),
         ("LOOM_DISPATCH_ID", "0190a0f0-0000-7000-8000-000000000001", "http_addr = \"127.0.0.1:8080\""),
         ("LOOM_ATTEMPT", "2", "http_addr = \"127.0.0.1:8080\""),
+        ("LOOM_BUILD", "make", "http_addr = \"127.0.0.1:8080\""),
+        ("LOOM_TEST", "make test", "http_addr = \"127.0.0.1:8080\""),
+        ("LOOM_LINT", "make lint", "http_addr = \"127.0.0.1:8080\""),
     ]
     .into_iter()
     .map(|(name, value, shown)| (name, value.to_owned(), shown.to_owned()))

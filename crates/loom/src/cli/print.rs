@@ -1,0 +1,87 @@
+//! How the API commands print for people (tables, a bead in full with its latest result) and
+//! for scripts (`--json`).
+
+use loom_api::{AttemptDto, BeadDto, ProjectDto};
+use serde::Serialize;
+
+pub(super) fn print_json(v: &impl Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub(super) fn print_projects(projects: &[ProjectDto]) {
+    println!("{:<20} {:<8} {:<10} {:<8} REPO", "ID", "PREFIX", "STRATEGY", "STATUS");
+    for p in projects {
+        println!("{:<20} {:<8} {:<10} {:<8} {}", p.id, p.bead_prefix, p.git_strategy, p.status, p.git_repo);
+    }
+}
+
+pub(super) fn print_beads(beads: &[BeadDto]) {
+    println!("{:<14} {:<3} {:<12} {:<8} TITLE", "ID", "PRI", "STATUS", "TYPE");
+    for b in beads {
+        println!("{:<14} P{:<2} {:<12} {:<8} {}", b.id, b.priority, b.status, b.bead_type, b.title);
+    }
+}
+
+pub(super) fn print_bead(b: &BeadDto) {
+    println!("{} [{}] P{} {} — {}", b.id, b.status, b.priority, b.bead_type, b.title);
+    if let Some(a) = &b.assignee {
+        println!("  assignee: {a}");
+    }
+    let secs = |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    match (&b.dispatch_id, b.dispatch_state.as_deref(), &b.started_at, &b.lease_expires_at) {
+        (Some(d), Some("queued"), _, _) => println!("  dispatch {d}: queued, waiting for a free agent slot"),
+        (Some(d), _, Some(at), Some(until)) => {
+            let by = b.started_by.as_deref().unwrap_or("an agent");
+            println!("  dispatch {d}: running on {by} since {}, lease until {}", secs(at), secs(until));
+        }
+        (Some(d), _, _, Some(until)) => println!("  dispatch {d}, lease until {}", secs(until)),
+        _ => {}
+    }
+    if !b.blocked_by.is_empty() {
+        println!("  waits on: {}", b.blocked_by.join(", "));
+    }
+    if let Some(e) = &b.last_error {
+        println!("  last error: {e}");
+    }
+    if let Some(r) = &b.close_reason {
+        println!("  closed: {r}");
+    }
+    if let Some(from) = b.context.get("discovered_from") {
+        println!("  discovered while working on {from}");
+    }
+    println!("  attempts {}, version {}", b.attempts, b.version);
+    if let Some(r) = &b.latest_result {
+        print_result(r);
+    }
+    if !b.description.is_empty() {
+        println!("\n{}", b.description);
+    }
+}
+
+/// Lines of a result's output `loom bead show` prints (its end; `--json` has all of it).
+const OUTPUT_LINES: usize = 20;
+
+fn print_result(r: &AttemptDto) {
+    let secs = r.duration_ms as f64 / 1000.0;
+    println!("  latest result: {} (attempt {}, agent {}, {secs:.1} s)", r.status, r.attempt, r.agent_id);
+    if let Some(e) = &r.error {
+        println!("    error: {e}");
+    }
+    for c in &r.commits {
+        println!("    commit {} on {}", c.sha, c.branch);
+    }
+    for a in &r.artifacts {
+        println!("    artifact {a}");
+    }
+    if !r.created_beads.is_empty() {
+        println!("    created beads: {}", r.created_beads.join(", "));
+    }
+    let lines: Vec<&str> = r.output.lines().collect();
+    if !lines.is_empty() {
+        println!("    output{}:", if lines.len() > OUTPUT_LINES { " (last lines)" } else { "" });
+        for line in &lines[lines.len().saturating_sub(OUTPUT_LINES)..] {
+            println!("    | {line}");
+        }
+    }
+}
