@@ -475,7 +475,7 @@ impl Store for PgStore {
     }
 
     async fn running_by_project(&self) -> Result<Vec<(ProjectId, u64)>> {
-        // Walks the partial index of running beads (`beads_leases`), not the table.
+        // Walks the running beads in `beads_status_seq`, not the table.
         let rows: Vec<(String, i64)> = sqlx::query_as(
             "SELECT project_id, count(*) FROM beads WHERE status = 'in_progress' GROUP BY project_id ORDER BY project_id",
         )
