@@ -1,7 +1,7 @@
 //! The fault suite's parts, used by `loom bench faults` and by tests: private `nats-server`
 //! ([`NatsServer`]) and PostgreSQL ([`PgCluster`]) instances, each on its own free port with its
-//! own temporary directory, stopped, killed and restarted at will; the history of a run
-//! ([`history`]) and the checker of its invariants ([`check`]).
+//! own temporary directory, stopped, killed and restarted at will; a TCP fault proxy ([`Proxy`]); the
+//! history of a run ([`history`]) and the checker of its invariants ([`check`]).
 //!
 //! Invariants:
 //! - It only ever signals or stops processes it started itself, by their pid (a child it has not
@@ -20,8 +20,10 @@ mod nats;
 mod pg;
 mod port;
 mod process;
+mod proxy;
 
 pub use error::{Error, Result};
 pub use nats::NatsServer;
 pub use pg::PgCluster;
 pub use port::free_port;
+pub use proxy::{Mode, Proxy};
