@@ -1,0 +1,296 @@
+//! The run's schedule, random from its seed: when each bead is created (and which always fail),
+//! which fault strikes when; and the two loops that carry it out, the producer and the injector,
+//! each bounded in count and time.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use loom_domain::ProjectId;
+use loom_faults::Mode;
+use loom_faults::history::Record;
+use loom_store::Store;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::cluster::{Cluster, PROJECT, wait_port};
+use super::{Recorder, Tier, counts};
+
+/// One fault of the schedule.
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    /// kill -9 of nats-server, started again after `down_ms`.
+    NatsKill { down_ms: u64 },
+    /// kill -9 of agent `agent` (modulo the number of agents), started again after a second.
+    AgentKill { agent: usize },
+    /// kill -9 of the control plane holding the dispatcher lease, started again after 2 s.
+    LeaderKill,
+    /// The proxy in front of the database service swallows everything for `ms`: calls time out
+    /// without knowing whether they committed.
+    DbTimeout { ms: u64 },
+    /// The proxy resets every connection to the database service for `ms`.
+    DbReset { ms: u64 },
+    /// A malformed message published raw on the project's task subject.
+    Poison { n: usize },
+}
+
+impl Fault {
+    fn kind(&self) -> &'static str {
+        match self {
+            Fault::NatsKill { .. } => "nats_kill",
+            Fault::AgentKill { .. } => "agent_kill",
+            Fault::LeaderKill => "leader_kill",
+            Fault::DbTimeout { .. } => "db_timeout",
+            Fault::DbReset { .. } => "db_reset",
+            Fault::Poison { .. } => "poison",
+        }
+    }
+}
+
+/// What a run does, drawn from its seed.
+#[derive(Debug)]
+pub struct Plan {
+    pub tier: Tier,
+    pub seed: u64,
+    pub beads: usize,
+    /// Creates are spread over this window; faults strike inside it.
+    pub window: Duration,
+    pub always_fail: BTreeSet<usize>,
+    pub faults: Vec<(Duration, Fault)>,
+}
+
+impl Plan {
+    pub fn new(tier: Tier, seed: u64, beads: Option<usize>) -> Plan {
+        let mut rng = StdRng::seed_from_u64(seed);
+        // (beads, window s, always failing, poison, NATS kills, agent kills, leader kills, DB timeouts, DB resets)
+        let (n, window, failing, poison, nats, agents, leaders, timeouts, resets) = match tier {
+            Tier::Ci => (1_000, 60, 10, 5, 3, 3, 1, 2, 0),
+            Tier::Full => (10_000, 300, 50, 20, 10, 8, 3, 6, 3),
+        };
+        let beads = beads.unwrap_or(n);
+        let window = Duration::from_secs(window);
+        let always_fail = (0..failing.min(beads)).map(|_| rng.random_range(0..beads)).collect();
+        let mut faults = Vec::new();
+        let mut add = |rng: &mut StdRng, count: usize, make: &dyn Fn(&mut StdRng, usize) -> Fault| {
+            for i in 0..count {
+                let at = Duration::from_millis(rng.random_range(5_000..window.as_millis() as u64 - 5_000));
+                faults.push((at, make(rng, i)));
+            }
+        };
+        add(&mut rng, nats, &|rng, _| Fault::NatsKill { down_ms: rng.random_range(500..3_000) });
+        add(&mut rng, agents, &|rng, _| Fault::AgentKill { agent: rng.random_range(0..1_000) });
+        add(&mut rng, leaders, &|_, _| Fault::LeaderKill);
+        add(&mut rng, timeouts, &|rng, _| Fault::DbTimeout { ms: rng.random_range(6_000..9_000) });
+        add(&mut rng, resets, &|rng, _| Fault::DbReset { ms: rng.random_range(1_000..4_000) });
+        add(&mut rng, poison, &|_, n| Fault::Poison { n });
+        faults.sort_by_key(|(at, _)| *at);
+        Plan { tier, seed, beads, window, always_fail, faults }
+    }
+}
+
+/// Which control planes are up, so the producer sends creates to a live one.
+#[derive(Clone, Debug)]
+pub struct Up(Arc<Vec<AtomicBool>>);
+
+impl Up {
+    pub fn new(n: usize) -> Up {
+        Up(Arc::new((0..n).map(|_| AtomicBool::new(true)).collect()))
+    }
+
+    fn set(&self, i: usize, up: bool) {
+        self.0[i].store(up, Ordering::SeqCst);
+    }
+
+    /// `preferred` if it is up, else the first that is.
+    fn pick(&self, preferred: usize) -> usize {
+        let n = self.0.len();
+        (0..n).map(|k| (preferred + k) % n).find(|&i| self.0[i].load(Ordering::SeqCst)).unwrap_or(preferred % n)
+    }
+}
+
+/// The shell step of a bead: log the start of its effect, work, log the commit. The always-failing
+/// ones log the start and fail.
+fn command(effects: &Path, fails: bool) -> String {
+    let log = effects.display();
+    let line = |what: &str| format!("echo \"$(date +%s%3N) {what} $LOOM_BEAD_ID $LOOM_DISPATCH_ID\" >> {log}");
+    if fails {
+        format!("{}; exit 1", line("start"))
+    } else {
+        format!("{}; sleep 0.2; {}", line("start"), line("commit"))
+    }
+}
+
+/// Creates the beads through the control planes' API, spread over the window, alternating
+/// between the live control planes. A create that fails is not retried (it may have committed:
+/// the bead then exists without an ack, which I2 allows and I1 does not require).
+pub async fn produce(plan: &Plan, cp_urls: &[String], up: &Up, effects: &Path, rec: &Recorder) -> anyhow::Result<()> {
+    let clients: Vec<loom_client::Client> = cp_urls.iter().map(|u| loom_client::Client::new(u, None)).collect();
+    let started = Instant::now();
+    let mut failed = 0;
+    for i in 0..plan.beads {
+        let due = plan.window.mul_f64(i as f64 / plan.beads as f64);
+        tokio::time::sleep_until((started + due).into()).await;
+        let key = format!("fk-{i}");
+        let fails = plan.always_fail.contains(&i);
+        let mut bead = loom_api::CreateBead {
+            project_id: PROJECT.into(),
+            title: key.clone(),
+            description: String::new(),
+            bead_type: None,
+            priority: None,
+            assignee: None,
+            tags: Vec::new(),
+            context: Default::default(),
+            parent: None,
+            blocked_by: Vec::new(),
+        };
+        bead.context.insert("command".into(), command(effects, fails));
+        if fails {
+            rec.push(Record::ExpectFailure { key: key.clone() });
+        }
+        rec.push(Record::EnqueueRequested { key: key.clone() });
+        match clients[up.pick(i)].create_bead(&bead).await {
+            Ok(b) => rec.push(Record::EnqueueAcked { key, bead: b.id }),
+            Err(err) => {
+                failed += 1;
+                tracing::warn!(%key, %err, "a create failed (not retried)");
+            }
+        }
+    }
+    eprintln!("loom bench faults: {} creates sent, {failed} failed", plan.beads);
+    Ok(())
+}
+
+/// Carries out the faults at their times, each healed and its recovery measured before the next;
+/// returns when the last one was injected.
+pub async fn inject(
+    plan: &Plan,
+    cluster: &mut Cluster,
+    up: &Up,
+    store: &dyn Store,
+    bus: &loom_bus::Bus,
+    rec: &Recorder,
+) -> anyhow::Result<Instant> {
+    let started = Instant::now();
+    let mut last = Instant::now();
+    let project = ProjectId::parse(PROJECT)?;
+    for (at, fault) in &plan.faults {
+        tokio::time::sleep_until((started + *at).into()).await;
+        last = Instant::now();
+        let target = strike(*fault, cluster, up, bus, rec).await?;
+        eprintln!("loom bench faults: {:>6.1} s {} {target}", started.elapsed().as_secs_f64(), fault.kind());
+        if matches!(fault, Fault::Poison { .. }) {
+            continue;
+        }
+        rec.push(Record::Fault { fault: fault.kind().into(), target });
+        let ms = recovery(store, &project, last).await?;
+        rec.push(Record::Recovered { fault: fault.kind().into(), ms });
+    }
+    Ok(last)
+}
+
+/// Injects one fault and heals it; returns what it hit.
+async fn strike(
+    fault: Fault,
+    cluster: &mut Cluster,
+    up: &Up,
+    bus: &loom_bus::Bus,
+    rec: &Recorder,
+) -> anyhow::Result<String> {
+    Ok(match fault {
+        Fault::NatsKill { down_ms } => {
+            cluster.nats.kill().await?;
+            tokio::time::sleep(Duration::from_millis(down_ms)).await;
+            cluster.nats.start_again().await?;
+            format!("nats-server down {down_ms} ms")
+        }
+        Fault::AgentKill { agent } => {
+            let i = agent % cluster.agents.len();
+            cluster.agents[i].kill();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            cluster.agents[i].spawn()?;
+            cluster.agents[i].name.clone()
+        }
+        Fault::LeaderKill => {
+            let i = cluster.leader().unwrap_or(0);
+            up.set(i, false);
+            cluster.control_planes[i].kill();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            cluster.control_planes[i].spawn()?;
+            let addr = cluster.cp_urls[i].trim_start_matches("http://").parse()?;
+            wait_port(addr, &mut cluster.control_planes[i]).await?;
+            up.set(i, true);
+            cluster.control_planes[i].name.clone()
+        }
+        Fault::DbTimeout { ms } | Fault::DbReset { ms } => {
+            let mode = if matches!(fault, Fault::DbTimeout { .. }) { Mode::BlackHole } else { Mode::Reset };
+            cluster.proxy.set(mode);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            cluster.proxy.set(Mode::Pass);
+            format!("database service link {mode:?} for {ms} ms")
+        }
+        Fault::Poison { n } => {
+            let msg_id = format!("poison-{n}");
+            poison(bus, &msg_id, n).await?;
+            rec.push(Record::PoisonInjected { msg_id: msg_id.clone() });
+            msg_id
+        }
+    })
+}
+
+/// Publishes malformed task `n` raw on the project's task subject, retrying while NATS is back.
+async fn poison(bus: &loom_bus::Bus, msg_id: &str, n: usize) -> anyhow::Result<()> {
+    let bodies: [&[u8]; 4] =
+        [b"{\"type\":\"task.assigned\",\"bead_id\":", b"not json at all", b"[1,2,3]", b"{\"type\":\"task.unknown\"}"];
+    let subject = bus.subjects().tasks(&ProjectId::parse(PROJECT)?, None);
+    let mut tries = 0;
+    loop {
+        let msg = loom_bus::Outgoing::raw(subject.clone(), msg_id, bodies[n % bodies.len()].to_vec());
+        match bus.publish(msg).await {
+            Ok(_) => return Ok(()),
+            Err(err) if tries < 20 => {
+                tracing::warn!(%err, "publishing poison failed; retrying");
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+/// Milliseconds from `injected` until a bead closes after the fault was healed (or nothing is
+/// left to close), at most two minutes.
+async fn recovery(store: &dyn Store, project: &ProjectId, injected: Instant) -> anyhow::Result<u64> {
+    let closed = |c: &std::collections::BTreeMap<String, u64>| c.get("closed").copied().unwrap_or(0);
+    let pending = |c: &std::collections::BTreeMap<String, u64>| {
+        c.get("open").copied().unwrap_or(0) + c.get("in_progress").copied().unwrap_or(0)
+    };
+    let before = counts(store, project).await.map(|c| closed(&c)).unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if let Ok(c) = counts(store, project).await
+            && (closed(&c) > before || pending(&c) == 0)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(injected.elapsed().as_millis() as u64)
+}
+
+/// Waits until no bead of the project is open or in progress, or `deadline`; returns when.
+pub async fn settle(store: &dyn Store, project: &ProjectId, deadline: Instant) -> anyhow::Result<Instant> {
+    loop {
+        let c = counts(store, project).await?;
+        let pending = c.get("open").copied().unwrap_or(0) + c.get("in_progress").copied().unwrap_or(0);
+        if pending == 0 || Instant::now() >= deadline {
+            if pending > 0 {
+                eprintln!("loom bench faults: {pending} beads still pending at the settle deadline: {c:?}");
+            }
+            return Ok(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
