@@ -87,6 +87,14 @@ impl Service {
         self.kill();
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) to the child this run started, if it runs.
+    pub async fn signal(&mut self, signal: &str) {
+        if let Some(child) = &self.child {
+            let pid = child.id().to_string();
+            let _ = tokio::process::Command::new("kill").args([format!("-{signal}"), pid]).status().await;
+        }
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
@@ -110,6 +118,7 @@ pub struct Cluster {
     /// Between the second control plane and the database service.
     pub proxy: Proxy,
     pub db: Service,
+    pub db_addr: SocketAddr,
     /// `[0]` on PostgreSQL directly, `[1]` through the database service (behind the proxy).
     pub control_planes: Vec<Service>,
     pub cp_urls: Vec<String>,
@@ -191,7 +200,7 @@ impl Cluster {
                 Service::new(&format!("agent{i}"), &exe, dir, &args, env)
             })
             .collect();
-        Ok(Cluster { nats, pg, proxy, db, control_planes, cp_urls, agents })
+        Ok(Cluster { nats, pg, proxy, db, db_addr, control_planes, cp_urls, agents })
     }
 
     /// Starts every agent and waits until the registry lists them all.

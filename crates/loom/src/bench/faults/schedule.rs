@@ -34,6 +34,15 @@ pub enum Fault {
     DbReset { ms: u64 },
     /// A malformed message published raw on the project's task subject.
     Poison { n: usize },
+    /// PostgreSQL stopped with `pg_ctl stop -m immediate` (crash recovery on start) for `down_ms`.
+    PgRestart { down_ms: u64 },
+    /// kill -9 of the database service (between a commit and its reply, for calls in flight).
+    DbKill,
+    /// SIGSTOP of agent `agent` past the ack wait and the lease, then SIGCONT: a zombie that
+    /// wakes up holding dispatches that were given to others meanwhile.
+    AgentStop { agent: usize },
+    /// Every agent, then every control plane, stopped gracefully (SIGTERM) and started again.
+    RollingRestart,
 }
 
 impl Fault {
@@ -45,6 +54,10 @@ impl Fault {
             Fault::DbTimeout { .. } => "db_timeout",
             Fault::DbReset { .. } => "db_reset",
             Fault::Poison { .. } => "poison",
+            Fault::PgRestart { .. } => "pg_restart",
+            Fault::DbKill => "db_kill",
+            Fault::AgentStop { .. } => "agent_stop",
+            Fault::RollingRestart => "rolling_restart",
         }
     }
 }
@@ -67,7 +80,12 @@ impl Plan {
         // (beads, window s, always failing, poison, NATS kills, agent kills, leader kills, DB timeouts, DB resets)
         let (n, window, failing, poison, nats, agents, leaders, timeouts, resets) = match tier {
             Tier::Ci => (1_000, 60, 10, 5, 3, 3, 1, 2, 0),
-            Tier::Full => (10_000, 300, 50, 20, 10, 8, 3, 6, 3),
+            Tier::Full => (10_000, 400, 50, 20, 10, 8, 3, 6, 3),
+        };
+        // (PostgreSQL restarts, database service kills, zombie agents, rolling restarts)
+        let (pg, db_kills, zombies, rolling) = match tier {
+            Tier::Ci => (0, 0, 0, 0),
+            Tier::Full => (3, 3, 2, 1),
         };
         let beads = beads.unwrap_or(n);
         let window = Duration::from_secs(window);
@@ -85,6 +103,10 @@ impl Plan {
         add(&mut rng, timeouts, &|rng, _| Fault::DbTimeout { ms: rng.random_range(6_000..9_000) });
         add(&mut rng, resets, &|rng, _| Fault::DbReset { ms: rng.random_range(1_000..4_000) });
         add(&mut rng, poison, &|_, n| Fault::Poison { n });
+        add(&mut rng, pg, &|rng, _| Fault::PgRestart { down_ms: rng.random_range(1_000..4_000) });
+        add(&mut rng, db_kills, &|_, _| Fault::DbKill);
+        add(&mut rng, zombies, &|rng, _| Fault::AgentStop { agent: rng.random_range(0..1_000) });
+        add(&mut rng, rolling, &|_, _| Fault::RollingRestart);
         faults.sort_by_key(|(at, _)| *at);
         Plan { tier, seed, beads, window, always_fail, faults }
     }
@@ -123,8 +145,8 @@ fn command(effects: &Path, fails: bool) -> String {
 }
 
 /// Creates the beads through the control planes' API, spread over the window, alternating
-/// between the live control planes. A create that fails is not retried (it may have committed:
-/// the bead then exists without an ack, which I2 allows and I1 does not require).
+/// between the live control planes. A create that fails may have committed (the bead then exists
+/// without an ack, which I2 allows and I1 does not require); it is sent once more under a new key.
 pub async fn produce(plan: &Plan, cp_urls: &[String], up: &Up, effects: &Path, rec: &Recorder) -> anyhow::Result<()> {
     let clients: Vec<loom_client::Client> = cp_urls.iter().map(|u| loom_client::Client::new(u, None)).collect();
     let started = Instant::now();
@@ -147,19 +169,27 @@ pub async fn produce(plan: &Plan, cp_urls: &[String], up: &Up, effects: &Path, r
             blocked_by: Vec::new(),
         };
         bead.context.insert("command".into(), command(effects, fails));
-        if fails {
-            rec.push(Record::ExpectFailure { key: key.clone() });
-        }
-        rec.push(Record::EnqueueRequested { key: key.clone() });
-        match clients[up.pick(i)].create_bead(&bead).await {
-            Ok(b) => rec.push(Record::EnqueueAcked { key, bead: b.id }),
-            Err(err) => {
-                failed += 1;
-                tracing::warn!(%key, %err, "a create failed (not retried)");
+        // A failed create may have committed, so it is sent again as a new request (a new key),
+        // once, to the other control plane.
+        for (attempt, key) in [key.clone(), format!("{key}-again")].into_iter().enumerate() {
+            bead.title = key.clone();
+            if fails {
+                rec.push(Record::ExpectFailure { key: key.clone() });
+            }
+            rec.push(Record::EnqueueRequested { key: key.clone() });
+            match clients[up.pick(i + attempt)].create_bead(&bead).await {
+                Ok(b) => {
+                    rec.push(Record::EnqueueAcked { key, bead: b.id });
+                    break;
+                }
+                Err(err) => {
+                    failed += 1;
+                    tracing::warn!(%key, %err, "a create failed");
+                }
             }
         }
     }
-    eprintln!("loom bench faults: {} creates sent, {failed} failed", plan.beads);
+    eprintln!("loom bench faults: {} beads asked for, {failed} creates failed", plan.beads);
     Ok(())
 }
 
@@ -230,6 +260,42 @@ async fn strike(
             tokio::time::sleep(Duration::from_millis(ms)).await;
             cluster.proxy.set(Mode::Pass);
             format!("database service link {mode:?} for {ms} ms")
+        }
+        Fault::PgRestart { down_ms } => {
+            cluster.pg.stop_immediate().await?;
+            tokio::time::sleep(Duration::from_millis(down_ms)).await;
+            cluster.pg.start_again().await?;
+            format!("PostgreSQL down {down_ms} ms")
+        }
+        Fault::DbKill => {
+            cluster.db.kill();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            cluster.db.spawn()?;
+            wait_port(cluster.db_addr, &mut cluster.db).await?;
+            "db".to_owned()
+        }
+        Fault::AgentStop { agent } => {
+            let i = agent % cluster.agents.len();
+            cluster.agents[i].signal("STOP").await;
+            // Past the ack wait (30 s) and the lease (30 s): its tasks go to others meanwhile.
+            tokio::time::sleep(Duration::from_secs(40)).await;
+            cluster.agents[i].signal("CONT").await;
+            format!("{} stopped 40 s", cluster.agents[i].name)
+        }
+        Fault::RollingRestart => {
+            for agent in &mut cluster.agents {
+                agent.stop().await;
+                agent.spawn()?;
+            }
+            for i in 0..cluster.control_planes.len() {
+                up.set(i, false);
+                cluster.control_planes[i].stop().await;
+                cluster.control_planes[i].spawn()?;
+                let addr = cluster.cp_urls[i].trim_start_matches("http://").parse()?;
+                wait_port(addr, &mut cluster.control_planes[i]).await?;
+                up.set(i, true);
+            }
+            "every agent and control plane".to_owned()
         }
         Fault::Poison { n } => {
             let msg_id = format!("poison-{n}");
