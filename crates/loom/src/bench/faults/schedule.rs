@@ -19,7 +19,7 @@ use super::cluster::{Cluster, PROJECT, wait_port};
 use super::{Recorder, Tier, counts};
 
 /// One fault of the schedule.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// kill -9 of nats-server, started again after `down_ms`.
     NatsKill { down_ms: u64 },
@@ -358,5 +358,63 @@ pub async fn settle(store: &dyn Store, project: &ProjectId, deadline: Instant) -
             return Ok(Instant::now());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(plan: &Plan) -> std::collections::BTreeMap<&'static str, usize> {
+        let mut kinds = std::collections::BTreeMap::new();
+        for (_, fault) in &plan.faults {
+            *kinds.entry(fault.kind()).or_default() += 1;
+        }
+        kinds
+    }
+
+    #[test]
+    fn a_seed_replays_its_schedule() {
+        let (a, b) = (Plan::new(Tier::Ci, 42, None), Plan::new(Tier::Ci, 42, None));
+        assert_eq!((&a.faults, &a.always_fail), (&b.faults, &b.always_fail));
+        assert_ne!(a.faults, Plan::new(Tier::Ci, 43, None).faults, "another seed, another schedule");
+    }
+
+    #[test]
+    fn the_ci_tier_has_the_faults_the_issue_names_inside_its_window() {
+        let plan = Plan::new(Tier::Ci, 7, None);
+        assert_eq!(plan.beads, 1_000);
+        let want = [("agent_kill", 3), ("db_timeout", 2), ("leader_kill", 1), ("nats_kill", 3), ("poison", 5)];
+        assert_eq!(kinds(&plan), want.into_iter().collect());
+        assert!(plan.faults.windows(2).all(|w| w[0].0 <= w[1].0), "sorted by time");
+        assert!(plan.faults.iter().all(|(at, _)| *at >= Duration::from_secs(5) && *at < plan.window));
+        assert!(!plan.always_fail.is_empty() && plan.always_fail.iter().all(|&i| i < plan.beads));
+    }
+
+    #[test]
+    fn the_full_tier_kills_nats_at_least_ten_times_and_has_every_fault() {
+        let plan = Plan::new(Tier::Full, 7, None);
+        let kinds = kinds(&plan);
+        assert!(kinds["nats_kill"] >= 10, "{kinds:?}");
+        for kind in [
+            "agent_kill",
+            "leader_kill",
+            "db_timeout",
+            "db_reset",
+            "pg_restart",
+            "db_kill",
+            "agent_stop",
+            "rolling_restart",
+        ] {
+            assert!(kinds.contains_key(kind), "{kind} missing from {kinds:?}");
+        }
+    }
+
+    #[test]
+    fn the_effect_command_logs_start_and_commit_or_fails() {
+        let ok = command(Path::new("/tmp/e.log"), false);
+        assert!(ok.contains("start $LOOM_BEAD_ID $LOOM_DISPATCH_ID\" >> /tmp/e.log") && ok.contains("commit"), "{ok}");
+        let bad = command(Path::new("/tmp/e.log"), true);
+        assert!(bad.ends_with("exit 1") && !bad.contains("commit"), "{bad}");
     }
 }
