@@ -1,6 +1,7 @@
-//! The fault suite's cluster launcher: private `nats-server` ([`NatsServer`]) and PostgreSQL
-//! ([`PgCluster`]) instances, each on its own free port with its own temporary directory, that
-//! integration tests (and later `loom bench faults`) stop, kill and restart at will.
+//! The fault suite's parts, used by `loom bench faults` and by tests: private `nats-server`
+//! ([`NatsServer`]) and PostgreSQL ([`PgCluster`]) instances, each on its own free port with its
+//! own temporary directory, stopped, killed and restarted at will; a TCP fault proxy ([`Proxy`]); the
+//! history of a run ([`history`]) and the checker of its invariants ([`check`]).
 //!
 //! Invariants:
 //! - It only ever signals or stops processes it started itself, by their pid (a child it has not
@@ -12,13 +13,17 @@
 //! - Restarting keeps the port and the state directory, so clients reconnect to the same URL and
 //!   find their data again.
 
+pub mod check;
 mod error;
+pub mod history;
 mod nats;
 mod pg;
 mod port;
 mod process;
+mod proxy;
 
 pub use error::{Error, Result};
 pub use nats::NatsServer;
 pub use pg::PgCluster;
 pub use port::free_port;
+pub use proxy::{Mode, Proxy};

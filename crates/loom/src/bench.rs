@@ -7,6 +7,7 @@ mod backlog;
 pub mod bus;
 mod db;
 mod e2e;
+mod faults;
 mod store;
 
 use std::time::Duration;
@@ -31,6 +32,9 @@ pub enum BenchCommand {
     E2e(e2e::E2eArgs),
     /// A backlog of slow tasks behind few agent slots with a short lease: all close, each once.
     Backlog(backlog::BacklogArgs),
+    /// The fault suite: a cluster of its own under kills, restarts, timeouts and poison; checks
+    /// that nothing is lost or done twice (invariants I1–I7 on the run's history).
+    Faults(faults::FaultsArgs),
 }
 
 /// Options every bench shares.
@@ -49,6 +53,7 @@ pub async fn run(cmd: BenchCommand, config: &Config) -> anyhow::Result<()> {
         BenchCommand::Db(args) => db::run(args, config).await,
         BenchCommand::E2e(args) => e2e::run(args, config).await,
         BenchCommand::Backlog(args) => backlog::run(args, config).await,
+        BenchCommand::Faults(args) => faults::run(args, config).await,
     }
 }
 

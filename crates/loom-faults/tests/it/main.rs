@@ -3,3 +3,4 @@
 
 mod nats;
 mod pg;
+mod proxy;
