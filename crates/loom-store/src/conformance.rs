@@ -4,11 +4,13 @@
 //! that cleans up when dropped.
 
 mod beads;
+mod deps;
 mod dispatch;
 mod misc;
 mod start;
 
 pub use beads::*;
+pub use deps::*;
 pub use dispatch::*;
 pub use misc::*;
 pub use start::*;
@@ -26,7 +28,7 @@ macro_rules! conformance_tests {
             project_crud, project_validation, project_delete_refuses_running_beads,
             bead_create_and_get, bead_create_is_all_or_nothing, bead_list_filters_and_pages,
             bead_update_with_version, bead_illegal_transitions_change_nothing, close_and_reopen,
-            dependencies_add_remove, dependency_cycle_rejected, dependency_missing_blocker_rejected,
+            dependencies_add_remove, dependency_cycle_rejected, dependency_missing_blocker_rejected, dependency_cycles_match_reference,
             ready_order_and_rules, ready_matches_domain_definition,
             claim_assigns_lease_outbox_and_event, create_claimed_only_when_nothing_else_is_ready, claim_by_hand, claim_skips_paused_projects, concurrent_claims_never_overlap,
             result_success_closes_and_unblocks, result_repeated_or_stale_is_ignored, result_failure_retries_then_blocks,

@@ -14,6 +14,7 @@
 //!
 //! This is the only crate that speaks SQL.
 
+mod cycles;
 mod error;
 mod model;
 mod pg;

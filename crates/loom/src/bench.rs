@@ -73,6 +73,14 @@ pub fn nats_url(config: &Config) -> String {
     config.nats_url.clone().unwrap_or_else(|| "nats://127.0.0.1:4222".into())
 }
 
+/// A fresh directory under the system's temporary directory; the caller removes it.
+pub fn temp_dir() -> anyhow::Result<std::path::PathBuf> {
+    let now = chrono::Utc::now().timestamp_micros();
+    let dir = std::env::temp_dir().join(format!("loom-bench-{}-{now}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
 /// A progress bar on stderr, drawn only when stderr is a terminal.
 pub fn progress(label: &str, total: u64) -> ProgressBar {
     let bar = ProgressBar::new(total);
