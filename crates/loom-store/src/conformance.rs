@@ -35,7 +35,7 @@ macro_rules! conformance_tests {
             results_batch_applies_in_order,
             expired_leases_are_redispatched_with_new_dispatch, extend_lease_only_for_current_dispatch,
             close_running_bead_cancels_task, block_dispatch_blocks_current_only,
-            events_by_cursor, outbox_take_and_mark_sent, agents_and_counts, api_keys_by_hash,
+            events_by_cursor, event_pages_filter_by_project, outbox_take_and_mark_sent, agents_and_counts, api_keys_by_hash,
             leases_elect_one_holder, redispatch_by_hand_cancels_and_requeues,
             queued_is_not_running, start_is_fenced_and_idempotent, a_dispatch_started_elsewhere_is_superseded,
             hand_back_gives_the_attempt_back, progress_marks_an_unreported_start, positions_only_advance,

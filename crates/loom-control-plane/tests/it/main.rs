@@ -3,4 +3,5 @@
 
 mod auth;
 mod flow;
+mod reads;
 mod support;
