@@ -17,6 +17,7 @@
 mod api;
 mod auth;
 mod capacity;
+mod counts;
 mod cursor;
 mod dispatcher;
 mod error;
@@ -114,6 +115,8 @@ pub(crate) struct Shared {
     pub projects_changed: std::sync::atomic::AtomicBool,
     /// In-progress counts against the concurrency limits.
     pub slots: std::sync::Mutex<dispatcher::Slots>,
+    /// Bead counts by status for `/status` and `/metrics`, a few seconds old at most.
+    pub counts: counts::CountsCache,
 }
 
 impl Shared {
@@ -174,6 +177,7 @@ pub async fn run(
         leader: std::sync::atomic::AtomicBool::new(false),
         projects_changed: std::sync::atomic::AtomicBool::new(false),
         slots: Default::default(),
+        counts: Default::default(),
     });
     let tasks = [
         tokio::spawn(dispatcher::run_leadership(shared.clone(), shutdown.clone())),

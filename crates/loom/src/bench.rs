@@ -7,6 +7,7 @@ mod backlog;
 pub mod bus;
 mod db;
 mod e2e;
+mod reads;
 mod store;
 
 use std::time::Duration;
@@ -31,6 +32,8 @@ pub enum BenchCommand {
     E2e(e2e::E2eArgs),
     /// A backlog of slow tasks behind few agent slots with a short lease: all close, each once.
     Backlog(backlog::BacklogArgs),
+    /// Control plane RSS with 100 k beads after calling every read route once (PostgreSQL).
+    Reads(reads::ReadsArgs),
 }
 
 /// Options every bench shares.
@@ -49,6 +52,7 @@ pub async fn run(cmd: BenchCommand, config: &Config) -> anyhow::Result<()> {
         BenchCommand::Db(args) => db::run(args, config).await,
         BenchCommand::E2e(args) => e2e::run(args, config).await,
         BenchCommand::Backlog(args) => backlog::run(args, config).await,
+        BenchCommand::Reads(args) => reads::run(args, config).await,
     }
 }
 

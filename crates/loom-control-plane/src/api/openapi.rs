@@ -138,7 +138,12 @@ pub(crate) const ROUTES: &[Route] = &[
         .ok(schema::<BeadDto>),
     r("get", "/ready", "viewer", "A project's ready beads in dispatch order (project_id, limit)")
         .ok(schema::<Vec<BeadDto>>),
-    r("get", "/work-graph", "viewer", "A project's beads and dependency edges (project_id)"),
+    r(
+        "get",
+        "/work-graph",
+        "viewer",
+        "A page of a project's beads and their edges: {nodes, edges, next_cursor} (project_id, cursor, limit ≤ 1000, default 500)",
+    ),
     r("get", "/agents", "viewer", "Live agents from the registry"),
     r(
         "get",

@@ -1,4 +1,5 @@
-//! Reads that stay bounded however much is stored: one project's events behind a busy project's.
+//! Reads that stay bounded however much is stored: one project's events behind a busy project's,
+//! the work graph in pages.
 
 use std::time::Duration;
 
@@ -81,5 +82,39 @@ async fn a_quiet_projects_events_are_reached_behind_a_busy_one() {
     assert!(text.contains(mine.as_str()), "the stream sent quiet's bead: {text}");
     assert!(!text.contains("\"busy\""), "and none of busy's events: {text}");
     drop(resp);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_work_graph_comes_in_bounded_pages() {
+    let c = Cluster::start(fast_config()).await;
+    c.project("graph").await;
+    load_beads(&c, "graph", 1200).await;
+    let first = c.bead("graph", "first of the chain", 1, &[]).await;
+    let second = c.bead("graph", "second", 1, &[&first]).await;
+    c.bead("graph", "third", 1, &[&second, &first]).await;
+
+    let (mut nodes, mut edges, mut pages, mut cursor) = (0, Vec::new(), 0, None::<String>);
+    loop {
+        let query = cursor.as_ref().map_or(String::new(), |c| format!("&cursor={c}"));
+        let page = c.get(&format!("/api/v1/work-graph?project_id=graph{query}")).await;
+        pages += 1;
+        let n = page["nodes"].as_array().unwrap().len();
+        assert!(n <= 500, "a page holds at most the default 500 beads, not {n}");
+        nodes += n;
+        edges.extend(page["edges"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!((nodes, pages), (1203, 3), "every bead once, in pages");
+    assert_eq!(edges.len(), 3, "every edge once: {edges:?}");
+    assert!(edges.iter().all(|e| e["bead"].is_string() && e["blocker"].is_string()));
+
+    let small = c.get("/api/v1/work-graph?project_id=graph&limit=10").await;
+    assert_eq!(small["nodes"].as_array().unwrap().len(), 10);
+    let (status, body) = c.call(Method::GET, "/api/v1/work-graph?project_id=graph&limit=5000", None).await;
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "the cap is 1000 per page: {body}");
     c.stop().await;
 }
