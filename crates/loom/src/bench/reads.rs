@@ -102,7 +102,8 @@ async fn load(store: &dyn Store, n: usize) -> anyhow::Result<BeadId> {
 }
 
 async fn measure(server: &Server, key: &str, bead: &BeadId, beads: usize) -> anyhow::Result<Report> {
-    let http = reqwest::Client::new();
+    // No route may hang the bench (the SSE stream is read for a few seconds only).
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
     let rss_idle_mib = server.memory_mib("VmRSS")?;
     let document: Value = http.get(format!("{}/api/v1/openapi.json", server.url)).send().await?.json().await?;
     let mut paths = vec!["/metrics".to_owned(), "/readyz".to_owned(), "/healthz".to_owned()];
@@ -115,7 +116,7 @@ async fn measure(server: &Server, key: &str, bead: &BeadId, beads: usize) -> any
     for path in paths {
         let started = Instant::now();
         let request = http.get(format!("{}{path}", server.url)).bearer_auth(key);
-        let (status, bytes) = if path.ends_with("/events/stream") {
+        let (status, bytes) = if path.contains("/events/stream") {
             // An SSE stream never ends: read it (from the first event) for a few seconds, then
             // hang up.
             let mut resp = request.send().await?;
