@@ -77,21 +77,6 @@ impl EventCursor {
     }
 }
 
-/// For a reader that keeps no state (`GET /events?after=`): the longest prefix of `events` (read
-/// after seq `after`, in seq order) that cannot skip an event still to commit, i.e. up to the
-/// first hole in the seqs whose next event is younger than [`WINDOW`]. The reader continues from
-/// the prefix's last seq and sees the late event when it commits.
-pub(crate) fn settled_prefix(after: i64, events: &[Event], now: DateTime<Utc>) -> &[Event] {
-    let mut last = after;
-    for (i, e) in events.iter().enumerate() {
-        if waits_for_hole(last, e.seq, e.created_at, now) {
-            return &events[..i];
-        }
-        last = e.seq;
-    }
-    events
-}
-
 /// Whether an event `seq` (created at `at`) that follows `prev` must wait: a seq between them
 /// is missing and may still commit, being younger than [`WINDOW`].
 fn waits_for_hole(prev: i64, seq: i64, at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
@@ -127,29 +112,6 @@ mod tests {
         assert_eq!(c.resume_token(), 3, "1 was rolled back long ago; 4 may still commit");
     }
 
-    #[test]
-    fn a_stateless_reader_stops_before_a_fresh_hole() {
-        let event = |seq: i64, secs_ago: i64| Event {
-            seq,
-            id: seq.to_string(),
-            kind: loom_domain::EventKind::ProjectCreated,
-            source: "test".into(),
-            project_id: None,
-            entity_id: "p".into(),
-            action: "created".into(),
-            description: String::new(),
-            data: serde_json::Value::Null,
-            correlation_id: None,
-            created_at: at(secs_ago),
-        };
-        let seqs = |events: &[Event]| events.iter().map(|e| e.seq).collect::<Vec<_>>();
-        let events = [event(11, 0), event(12, 0), event(14, 0), event(15, 0)];
-        assert_eq!(seqs(settled_prefix(10, &events, Utc::now())), [11, 12], "13 may still commit");
-        assert_eq!(seqs(settled_prefix(9, &events, Utc::now())), Vec::<i64>::new(), "10 may still commit");
-        let events = [event(2, 10), event(4, 10), event(5, 0)];
-        assert_eq!(seqs(settled_prefix(0, &events, Utc::now())), [2, 4, 5], "holes older than the window are gaps");
-    }
-
     /// Against PostgreSQL: an event whose transaction commits after a later event's is still
     /// yielded, once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,7 +129,7 @@ mod tests {
         let on_time = loom_store::NewEvent {
             kind: loom_domain::EventKind::ProjectCreated,
             source: "test".into(),
-            project_id: None,
+            project_id: Some(loom_domain::ProjectId::parse("q").unwrap()),
             entity_id: "q".into(),
             action: "created".into(),
             description: "on time".into(),
@@ -175,8 +137,20 @@ mod tests {
             correlation_id: None,
         };
         store.append_event(on_time).await.unwrap();
-        let listed = store.list_events(0, 100).await.unwrap();
-        assert!(settled_prefix(0, &listed, Utc::now()).is_empty(), "a stateless reader waits for seq 1");
+        let page = |project: Option<&str>| loom_store::EventQuery {
+            after: 0,
+            limit: 100,
+            project: project.map(|p| loom_domain::ProjectId::parse(p).unwrap()),
+            gaps_fill_until: Utc::now() - WINDOW,
+        };
+        for project in [None, Some("q")] {
+            let waiting = store.list_event_page(&page(project)).await.unwrap();
+            assert_eq!(
+                (waiting.events.len(), waiting.next),
+                (0, 0),
+                "a stateless reader waits for seq 1 ({project:?})"
+            );
+        }
         let mut cursor = EventCursor::after(0);
         let first = cursor.pending(&store, 100).await.unwrap();
         assert_eq!(first.iter().map(|e| e.description.as_str()).collect::<Vec<_>>(), ["on time"]);
@@ -185,8 +159,9 @@ mod tests {
         late.commit().await.unwrap();
         let second = cursor.pending(&store, 100).await.unwrap();
         assert_eq!(second.iter().map(|e| e.description.as_str()).collect::<Vec<_>>(), ["late"]);
-        let listed = store.list_events(0, 100).await.unwrap();
-        assert_eq!(settled_prefix(0, &listed, Utc::now()).len(), 2, "both, once the hole filled");
+        assert_eq!(store.list_event_page(&page(None)).await.unwrap().events.len(), 2, "both, once the hole filled");
+        let of_q = store.list_event_page(&page(Some("q"))).await.unwrap();
+        assert_eq!((of_q.events.len(), of_q.next), (1, 2), "q's event, and a cursor past the filled hole");
         cursor.handled(&second);
         assert_eq!(cursor.resume_token(), 2);
         assert!(cursor.pending(&store, 100).await.unwrap().is_empty(), "each event once");

@@ -18,6 +18,7 @@ mod api;
 mod auth;
 mod capacity;
 mod contexts;
+mod counts;
 mod cursor;
 mod dispatcher;
 mod error;
@@ -117,6 +118,8 @@ pub(crate) struct Shared {
     pub slots: std::sync::Mutex<dispatcher::Slots>,
     /// The projects' contexts, which their tasks carry.
     pub contexts: contexts::ProjectContexts,
+    /// Bead counts by status for `/status` and `/metrics`, a few seconds old at most.
+    pub counts: counts::CountsCache,
 }
 
 impl Shared {
@@ -178,6 +181,7 @@ pub async fn run(
         projects_changed: std::sync::atomic::AtomicBool::new(false),
         slots: Default::default(),
         contexts: Default::default(),
+        counts: Default::default(),
     });
     let tasks = [
         tokio::spawn(dispatcher::run_leadership(shared.clone(), shutdown.clone())),

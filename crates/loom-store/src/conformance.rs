@@ -4,12 +4,14 @@
 //! that cleans up when dropped.
 
 mod beads;
+mod deps;
 mod dispatch;
 mod misc;
 mod results;
 mod start;
 
 pub use beads::*;
+pub use deps::*;
 pub use dispatch::*;
 pub use misc::*;
 pub use results::*;
@@ -28,14 +30,14 @@ macro_rules! conformance_tests {
             project_crud, project_validation, project_delete_refuses_running_beads,
             bead_create_and_get, bead_create_is_all_or_nothing, bead_list_filters_and_pages,
             bead_update_with_version, bead_illegal_transitions_change_nothing, close_and_reopen,
-            dependencies_add_remove, dependency_cycle_rejected, dependency_missing_blocker_rejected,
+            dependencies_add_remove, dependency_cycle_rejected, dependency_missing_blocker_rejected, dependency_cycles_match_reference,
             ready_order_and_rules, ready_matches_domain_definition,
             claim_assigns_lease_outbox_and_event, create_claimed_only_when_nothing_else_is_ready, claim_by_hand, claim_skips_paused_projects, concurrent_claims_never_overlap,
             result_success_closes_and_unblocks, result_repeated_or_stale_is_ignored, result_failure_retries_then_blocks,
             results_batch_applies_in_order,
             expired_leases_are_redispatched_with_new_dispatch, extend_lease_only_for_current_dispatch,
             close_running_bead_cancels_task, block_dispatch_blocks_current_only,
-            events_by_cursor, outbox_take_and_mark_sent, agents_and_counts, api_keys_by_hash,
+            events_by_cursor, event_pages_filter_by_project, outbox_take_and_mark_sent, agents_and_counts, api_keys_by_hash,
             leases_elect_one_holder, redispatch_by_hand_cancels_and_requeues,
             queued_is_not_running, start_is_fenced_and_idempotent, a_dispatch_started_elsewhere_is_superseded,
             hand_back_gives_the_attempt_back, progress_marks_an_unreported_start, positions_only_advance,

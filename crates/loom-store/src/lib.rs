@@ -16,6 +16,7 @@
 //!
 //! This is the only crate that speaks SQL.
 
+mod cycles;
 mod error;
 mod model;
 mod pg;
@@ -129,6 +130,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn append_event(&self, event: NewEvent) -> Result<Event>;
     /// Events with `seq > after`, oldest first.
     async fn list_events(&self, after: i64, limit: u32) -> Result<Vec<Event>>;
+    /// A page of events for a reader that keeps no state: optionally one project's (through its
+    /// index), ending before a gap in the seqs that may still fill, with the cursor to continue
+    /// from. See [`EventQuery`].
+    async fn list_event_page(&self, query: &EventQuery) -> Result<EventPage>;
     /// The `seq` of the newest event (0 when there is none): where a live stream starts.
     async fn last_event_seq(&self) -> Result<i64>;
 

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use loom_domain::{
-    Bead, BeadId, BeadType, ContextMap, DispatchId, EventKind, Priority, ProjectId, Status, validate_context,
+    Bead, BeadId, BeadType, ContextMap, DispatchId, Event, EventKind, Priority, ProjectId, Status, validate_context,
     validate_description, validate_tags, validate_title,
 };
 use serde::{Deserialize, Serialize};
@@ -311,6 +311,45 @@ pub enum ResultOutcome {
     /// The dispatch is not the bead's current one (stale, repeated, or the bead is gone):
     /// nothing changed.
     Ignored,
+}
+
+/// What `Store::list_event_page` reads: a page of the event log a reader that keeps no state
+/// (`GET /events`) can continue from without skipping an event that commits late.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventQuery {
+    /// Events with `seq > after` (the previous page's `next`).
+    pub after: i64,
+    /// At most this many (1–1000).
+    pub limit: u32,
+    /// Only this project's events, read through the project's index: a quiet project behind a
+    /// busy one costs a read of its own events, not of the busy one's.
+    pub project: Option<ProjectId>,
+    /// On PostgreSQL an event's `seq` is drawn at insert, not at commit, so a gap in the seqs may
+    /// still fill. A gap whose next event was created after this instant is waited for: the page
+    /// (and its `next`) stops before it. Older gaps are rolled-back inserts.
+    pub gaps_fill_until: DateTime<Utc>,
+}
+
+/// A page of events and where to continue.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventPage {
+    /// Matching events, oldest first.
+    pub events: Vec<Event>,
+    /// The `after` of the next call: past every event read, and for a filtered read past the
+    /// other projects' events up to the settled horizon, so paging never reads them again.
+    pub next: i64,
+}
+
+impl EventPage {
+    /// The page of `events` (read with `seq > after AND seq <= horizon`, `limit` at most), where
+    /// every seq up to `horizon` is visible or never will be.
+    pub(crate) fn settled(query: &EventQuery, horizon: i64, events: Vec<Event>) -> Self {
+        let next = match events.last() {
+            Some(last) if events.len() as u64 >= u64::from(query.limit) => last.seq,
+            _ => horizon.max(query.after),
+        };
+        Self { events, next }
+    }
 }
 
 /// An event to append; the store assigns `id`, `seq` and the time.

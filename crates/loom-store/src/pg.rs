@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::{
     Attempt, BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, DispatchStart, Error,
-    NewEvent, OutboxMessage, PageRequest, Result, ResultOutcome, StartOutcome, Store,
+    EventPage, EventQuery, NewEvent, OutboxMessage, PageRequest, Result, ResultOutcome, StartOutcome, Store,
 };
 use rows::{agent_from_row, event_from_row, outbox_from_row, project_from_row};
 
@@ -414,6 +414,35 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(event_from_row).collect()
+    }
+
+    async fn list_event_page(&self, q: &EventQuery) -> Result<EventPage> {
+        let (_, limit) = PageRequest::first(q.limit).parse()?;
+        // One statement, one snapshot: the highest seq below the first gap that may still fill
+        // (its next event is younger than `gaps_fill_until`), else the newest seq.
+        let horizon: i64 = sqlx::query_scalar(
+            "SELECT CASE WHEN gap.next IS NULL THEN GREATEST($1, (SELECT COALESCE(max(seq), 0) FROM events))
+                    ELSE COALESCE((SELECT max(seq) FROM events WHERE seq > $1 AND seq < gap.next), $1) END
+             FROM (SELECT min(y.seq) AS next FROM events y
+                   WHERE y.seq > $1 + 1 AND y.created_at > $2
+                     AND NOT EXISTS (SELECT 1 FROM events e WHERE e.seq = y.seq - 1)) gap",
+        )
+        .bind(q.after)
+        .bind(q.gaps_fill_until)
+        .fetch_one(&self.pool)
+        .await?;
+        let sql = match q.project {
+            None => "SELECT * FROM events WHERE seq > $1 AND seq <= $2 AND $4::text IS NULL ORDER BY seq LIMIT $3",
+            Some(_) => "SELECT * FROM events WHERE project_id = $4 AND seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
+        };
+        let rows = sqlx::query(sql)
+            .bind(q.after)
+            .bind(horizon)
+            .bind(limit)
+            .bind(q.project.as_ref().map(ProjectId::as_str))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(EventPage::settled(q, horizon, rows.iter().map(event_from_row).collect::<Result<_>>()?))
     }
 
     async fn last_event_seq(&self) -> Result<i64> {

@@ -29,7 +29,7 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use crate::{
     Attempt, BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, DispatchStart, Error,
-    NewEvent, OutboxMessage, PageRequest, Result, ResultOutcome, StartOutcome, Store,
+    EventPage, EventQuery, NewEvent, OutboxMessage, PageRequest, Result, ResultOutcome, StartOutcome, Store,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -237,6 +237,10 @@ impl Store for SqliteStore {
 
     async fn list_events(&self, after: i64, limit: u32) -> Result<Vec<Event>> {
         records::list_events(&self.reader, after, limit).await
+    }
+
+    async fn list_event_page(&self, query: &EventQuery) -> Result<EventPage> {
+        records::list_event_page(&self.reader, query).await
     }
 
     async fn last_event_seq(&self) -> Result<i64> {

@@ -8,6 +8,7 @@ pub mod bus;
 mod db;
 mod e2e;
 mod faults;
+mod reads;
 mod store;
 
 use std::time::Duration;
@@ -35,6 +36,8 @@ pub enum BenchCommand {
     /// The fault suite: a cluster of its own under kills, restarts, timeouts and poison; checks
     /// that nothing is lost or done twice (invariants I1–I7 on the run's history).
     Faults(faults::FaultsArgs),
+    /// Control plane RSS with 100 k beads after calling every read route once (PostgreSQL).
+    Reads(reads::ReadsArgs),
 }
 
 /// Options every bench shares.
@@ -54,6 +57,7 @@ pub async fn run(cmd: BenchCommand, config: &Config) -> anyhow::Result<()> {
         BenchCommand::E2e(args) => e2e::run(args, config).await,
         BenchCommand::Backlog(args) => backlog::run(args, config).await,
         BenchCommand::Faults(args) => faults::run(args, config).await,
+        BenchCommand::Reads(args) => reads::run(args, config).await,
     }
 }
 
@@ -76,6 +80,14 @@ pub async fn scratch_bus(config: &Config, prefix: &str) -> anyhow::Result<loom_b
 /// The NATS server benches use: the configured one, else the local default.
 pub fn nats_url(config: &Config) -> String {
     config.nats_url.clone().unwrap_or_else(|| "nats://127.0.0.1:4222".into())
+}
+
+/// A fresh directory under the system's temporary directory; the caller removes it.
+pub fn temp_dir() -> anyhow::Result<std::path::PathBuf> {
+    let now = chrono::Utc::now().timestamp_micros();
+    let dir = std::env::temp_dir().join(format!("loom-bench-{}-{now}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 /// A progress bar on stderr, drawn only when stderr is a terminal.

@@ -323,26 +323,38 @@ pub(crate) async fn ready(
     Ok(Json(beads.iter().map(BeadDto::from).collect()))
 }
 
-/// Every bead of a project with its edges, for graph views. Pages through the store.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GraphQuery {
+    project_id: String,
+    /// The `next_cursor` of the previous page (as for `/beads`).
+    cursor: Option<String>,
+    /// Beads per page: 1–1000, [`GRAPH_PAGE`] by default.
+    limit: Option<u32>,
+}
+
+/// Beads per `/work-graph` page unless `limit` says otherwise (at most `PageRequest::MAX_LIMIT`).
+pub(crate) const GRAPH_PAGE: u32 = 500;
+
+/// A page of a project's beads with their edges, for graph views: `{nodes, edges, next_cursor}`,
+/// oldest bead first. A page holds at most `limit` beads (1000 at most), so a large project is
+/// read in pages (`cursor` = the previous `next_cursor`, `null` on the last page) and neither the
+/// response nor the control plane's memory grows with the project. Each edge is listed with the
+/// bead that waits (`bead`), so every edge comes exactly once across the pages.
 pub(crate) async fn work_graph(
     State(s): State<Arc<Shared>>,
-    ApiQuery(q): ApiQuery<ProjectQuery>,
+    ApiQuery(q): ApiQuery<GraphQuery>,
 ) -> Result<Json<Value>, Error> {
     let project = parse_id(ProjectId::parse, &q.project_id)?;
     s.store.get_project(&project).await?;
     let filter = BeadFilter { project: Some(project), ..BeadFilter::default() };
-    let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
-    let (mut nodes, mut edges) = (Vec::new(), Vec::new());
-    loop {
-        let got = s.store.list_beads(&filter, &page).await?;
-        for b in &got.beads {
-            edges.extend(b.blocked_by.iter().map(|x| json!({ "bead": b.id.as_str(), "blocker": x.as_str() })));
-            nodes.push(BeadDto::from(b));
-        }
-        match got.next_cursor {
-            Some(c) => page.after = Some(c),
-            None => break,
-        }
-    }
-    Ok(Json(json!({ "nodes": nodes, "edges": edges })))
+    let page = PageRequest { after: q.cursor, limit: q.limit.unwrap_or(GRAPH_PAGE) };
+    let got = s.store.list_beads(&filter, &page).await?;
+    let edges: Vec<Value> = got
+        .beads
+        .iter()
+        .flat_map(|b| b.blocked_by.iter().map(|x| json!({ "bead": b.id.as_str(), "blocker": x.as_str() })))
+        .collect();
+    let nodes: Vec<BeadDto> = got.beads.iter().map(BeadDto::from).collect();
+    Ok(Json(json!({ "nodes": nodes, "edges": edges, "next_cursor": got.next_cursor })))
 }

@@ -146,10 +146,21 @@ pub(crate) const ROUTES: &[Route] = &[
         .ok(schema::<BeadDto>),
     r("get", "/ready", "viewer", "A project's ready beads in dispatch order (project_id, limit)")
         .ok(schema::<Vec<BeadDto>>),
-    r("get", "/work-graph", "viewer", "A project's beads and dependency edges (project_id)"),
+    r(
+        "get",
+        "/work-graph",
+        "viewer",
+        "A page of a project's beads and their edges: {nodes, edges, next_cursor} (project_id, cursor, limit ≤ 1000, default 500)",
+    ),
     r("get", "/agents", "viewer", "Live agents from the registry"),
-    r("get", "/events", "viewer", "Events after a cursor (after, limit, project_id)").ok(schema::<Vec<EventDto>>),
-    r("get", "/events/stream", "viewer", "Server-sent events; resumes after Last-Event-ID"),
+    r(
+        "get",
+        "/events",
+        "viewer",
+        "Events after a cursor (after, limit, project_id); the X-Next-Cursor header is the next call's after",
+    )
+    .ok(schema::<Vec<EventDto>>),
+    r("get", "/events/stream", "viewer", "Server-sent events (project_id); resumes after Last-Event-ID"),
     r("get", "/keys", "admin", "List API keys (never their secrets)").ok(schema::<Vec<KeyDto>>),
     r("post", "/keys", "admin", "Create an API key; the secret is in this response only")
         .body(schema::<CreateKey>)

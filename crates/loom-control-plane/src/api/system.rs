@@ -28,7 +28,7 @@ pub(crate) async fn readiness(State(s): State<Arc<Shared>>) -> (StatusCode, Json
 
 pub(crate) async fn status(State(s): State<Arc<Shared>>) -> Result<Json<Value>, Error> {
     let projects = s.store.list_projects().await?;
-    let counts = s.store.bead_counts(None).await?;
+    let counts = s.counts.get(&*s.store).await?;
     let agents = s.bus.list_agents().await.map(|a| a.len()).unwrap_or(0);
     Ok(Json(json!({ "projects": projects.len(), "beads": status_counts(&counts), "agents": agents })))
 }
@@ -59,9 +59,9 @@ pub(crate) async fn revoke_key(State(s): State<Arc<Shared>>, Path(id): Path<Stri
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Prometheus text format; bead and agent gauges are read from the store at scrape time.
+/// Prometheus text format; bead gauges are at most `counts::TTL` old, agents are read live.
 pub(crate) async fn metrics(State(s): State<Arc<Shared>>) -> Result<String, Error> {
-    for (status, n) in s.store.bead_counts(None).await? {
+    for (status, n) in s.counts.get(&*s.store).await? {
         metrics::gauge!("loom_beads", "status" => status.as_str()).set(n as f64);
     }
     if let Ok(agents) = s.bus.list_agents().await {

@@ -4,4 +4,5 @@
 mod auth;
 mod flow;
 mod projects;
+mod reads;
 mod support;

@@ -8,8 +8,8 @@ use loom_domain::{
 };
 use loom_proto::{FromProto, IntoProto, v1};
 use loom_store::{
-    BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, DispatchStart, Error, NewEvent,
-    OutboxMessage, PageRequest, Result, ResultOutcome, StartOutcome, Store,
+    BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, DispatchStart, Error, EventPage,
+    EventQuery, NewEvent, OutboxMessage, PageRequest, Result, ResultOutcome, StartOutcome, Store,
 };
 
 use super::{GrpcStore, Retry};
@@ -196,6 +196,17 @@ impl Store for GrpcStore {
 
     async fn list_events(&self, after: i64, limit: u32) -> Result<Vec<Event>> {
         answer(rpc!(self.list_events(v1::ListEventsRequest { after, limit }), Always).events)
+    }
+
+    async fn list_event_page(&self, q: &EventQuery) -> Result<EventPage> {
+        let request = v1::ListEventPageRequest {
+            after: q.after,
+            limit: q.limit,
+            project_id: q.project.as_ref().map(ToString::to_string),
+            gaps_fill_until: Some(q.gaps_fill_until.into_proto()),
+        };
+        let page = rpc!(self.list_event_page(request), Always);
+        Ok(EventPage { events: answer(page.events)?, next: page.next })
     }
 
     async fn take_outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>> {

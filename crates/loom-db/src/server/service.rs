@@ -7,7 +7,7 @@ use std::sync::Arc;
 use loom_domain::{BeadId, DispatchId, ProjectId};
 use loom_proto::v1::database_server::Database;
 use loom_proto::{FromProto, IntoProto, required, v1};
-use loom_store::{DispatchResult, DispatchStart, Store};
+use loom_store::{DispatchResult, DispatchStart, EventQuery, Store};
 use tonic::{Request, Response, Status};
 
 use crate::status::to_status;
@@ -243,6 +243,18 @@ impl Database for DatabaseService {
         let r = r.into_inner();
         let events = self.store.list_events(r.after, r.limit).await.map_err(fail)?;
         reply(v1::ListEventsResponse { events: events.into_proto() })
+    }
+
+    async fn list_event_page(&self, r: Request<v1::ListEventPageRequest>) -> Reply<v1::ListEventPageResponse> {
+        let r = r.into_inner();
+        let query = EventQuery {
+            after: r.after,
+            limit: r.limit,
+            project: project_id(r.project_id.as_deref())?,
+            gaps_fill_until: decode_required(r.gaps_fill_until, "gaps_fill_until")?,
+        };
+        let page = self.store.list_event_page(&query).await.map_err(fail)?;
+        reply(v1::ListEventPageResponse { events: page.events.into_proto(), next: page.next })
     }
 
     async fn take_outbox(&self, r: Request<v1::TakeOutboxRequest>) -> Reply<v1::TakeOutboxResponse> {

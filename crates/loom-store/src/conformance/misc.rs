@@ -1,11 +1,11 @@
 //! Conformance cases: events, the outbox, agents and counts.
 
 use chrono::Utc;
-use loom_domain::{Agent, AgentId, AgentStatus, EventKind, Status};
+use loom_domain::{Agent, AgentId, AgentStatus, EventKind, ProjectId, Status};
 use serde_json::json;
 
 use super::{bead, claim_req, project};
-use crate::{NewEvent, Store};
+use crate::{EventQuery, NewEvent, Store};
 
 pub async fn events_by_cursor(store: &dyn Store) {
     let p = project(store, "ev").await;
@@ -39,6 +39,55 @@ pub async fn events_by_cursor(store: &dyn Store) {
     assert_eq!(store.list_events(all[1].seq, 1).await.unwrap().len(), 1);
     assert!(store.list_events(0, 0).await.is_err());
     assert_eq!(store.last_event_seq().await.unwrap(), appended.seq);
+}
+
+/// A page of one project's events comes from the store's filter, not from filtering a page of
+/// everyone's: a quiet project behind a busy one gets its events on the first call, and the
+/// cursor moves past the busy project's so the next call does not read them again.
+pub async fn event_pages_filter_by_project(store: &dyn Store) {
+    let busy = project(store, "busy").await;
+    let quiet = project(store, "quiet").await;
+    let beads = (0..1500).map(|i| loom_domain::NewBead::new(busy.clone(), format!("b{i}"))).collect();
+    store.create_beads(beads).await.unwrap();
+    let mine = bead(store, &quiet, "mine", 1, &[]).await;
+    let head = store.last_event_seq().await.unwrap();
+    let query = |after: i64, limit: u32, project: Option<&ProjectId>| EventQuery {
+        after,
+        limit,
+        project: project.cloned(),
+        gaps_fill_until: Utc::now() - chrono::Duration::seconds(5),
+    };
+
+    let page = store.list_event_page(&query(0, 100, Some(&quiet))).await.unwrap();
+    let kinds: Vec<EventKind> = page.events.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventKind::ProjectCreated, EventKind::BeadCreated], "quiet's events, on the first page");
+    assert!(page.events.iter().all(|e| e.project_id.as_ref() == Some(&quiet)));
+    assert_eq!(page.events[1].entity_id, mine.id.as_str());
+    assert_eq!(page.next, head, "a short page continues from the head, past busy's events");
+    let again = store.list_event_page(&query(page.next, 100, Some(&quiet))).await.unwrap();
+    assert_eq!((again.events.len(), again.next), (0, head), "nothing new; the cursor stays");
+
+    let first = store.list_event_page(&query(0, 1, Some(&quiet))).await.unwrap();
+    assert_eq!(first.events.len(), 1);
+    assert_eq!(first.next, first.events[0].seq, "a full page continues after its last event");
+    let second = store.list_event_page(&query(first.next, 1, Some(&quiet))).await.unwrap();
+    assert_eq!(second.events[0].entity_id, mine.id.as_str());
+
+    let (mut after, mut seen, mut calls) = (0, 0, 0);
+    loop {
+        let page = store.list_event_page(&query(after, 1000, None)).await.unwrap();
+        calls += 1;
+        if page.events.is_empty() {
+            break;
+        }
+        assert!(page.events.iter().all(|e| e.seq > after), "oldest first, after the cursor");
+        seen += page.events.len();
+        after = page.next;
+    }
+    assert_eq!((seen as i64, after, calls), (head, head, 3), "unfiltered pages cover the log once");
+    let sub = store.list_event_page(&query(0, 100, Some(&ProjectId::parse("nobody").unwrap()))).await.unwrap();
+    assert_eq!((sub.events.len(), sub.next), (0, head));
+    assert!(store.list_event_page(&query(0, 0, None)).await.is_err(), "limit 0 is refused");
 }
 
 pub async fn outbox_take_and_mark_sent(store: &dyn Store) {

@@ -1,6 +1,6 @@
 //! Dependency edges on SQLite: add (refusing cycles and missing blockers) and remove.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 
 use loom_domain::{Bead, BeadId, EventKind};
 use serde_json::json;
@@ -9,7 +9,7 @@ use super::beads::{existing_ids, load, write};
 use super::records::insert_events;
 use super::rows::now;
 use super::{SqliteStore, Tx};
-use crate::{Error, NewEvent, Result};
+use crate::{Error, NewEvent, Result, cycles};
 
 pub(super) async fn add(store: &SqliteStore, id: &BeadId, blocker: &BeadId) -> Result<Bead> {
     let mut tx = store.write().await?;
@@ -37,12 +37,11 @@ pub(super) async fn add(store: &SqliteStore, id: &BeadId, blocker: &BeadId) -> R
 
 /// The cycle `bead → blocker → … → bead` that the edge `bead → blocker` would close, if any.
 ///
-/// One query loads every edge reachable from `blocker` (linear in that subgraph, where a path
-/// enumeration in SQL could blow up on diamonds); a breadth-first search then finds the shortest
-/// path back to `bead`.
+/// One query loads every edge reachable from `blocker` (a walk over visited nodes, linear in
+/// that subgraph, where a path enumeration could blow up on diamonds); see [`crate::cycles`].
 async fn cycle_path(tx: &mut Tx, bead: &BeadId, blocker: &BeadId) -> Result<Option<String>> {
-    if bead == blocker {
-        return Ok(Some(format!("{bead} -> {bead}")));
+    if let Some(path) = cycles::self_loop(bead, blocker) {
+        return Ok(Some(path));
     }
     let edges: Vec<(String, String)> = sqlx::query_as(
         "WITH RECURSIVE reach(id) AS (
@@ -55,34 +54,7 @@ async fn cycle_path(tx: &mut Tx, bead: &BeadId, blocker: &BeadId) -> Result<Opti
     .bind(blocker.as_str())
     .fetch_all(&mut **tx)
     .await?;
-    Ok(shortest_path(&edges, blocker.as_str(), bead.as_str()).map(|p| format!("{bead} -> {}", p.join(" -> "))))
-}
-
-/// A shortest path `from → … → to` over `(bead, blocker)` edges.
-fn shortest_path<'a>(edges: &'a [(String, String)], from: &'a str, to: &str) -> Option<Vec<&'a str>> {
-    let mut next: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (a, b) in edges {
-        next.entry(a.as_str()).or_default().push(b.as_str());
-    }
-    let mut parent: BTreeMap<&str, &str> = BTreeMap::new();
-    let mut queue = VecDeque::from([from]);
-    while let Some(node) = queue.pop_front() {
-        if node == to {
-            let mut path = vec![node];
-            while let Some(p) = parent.get(path[path.len() - 1]) {
-                path.push(*p);
-            }
-            path.reverse();
-            return Some(path);
-        }
-        for &n in next.get(node).into_iter().flatten() {
-            if n != from && !parent.contains_key(n) {
-                parent.insert(n, node);
-                queue.push_back(n);
-            }
-        }
-    }
-    None
+    Ok(cycles::cycle_path(&edges, bead, blocker))
 }
 
 pub(super) async fn remove(store: &SqliteStore, id: &BeadId, blocker: &BeadId) -> Result<Bead> {
@@ -111,21 +83,4 @@ async fn edge_changed(tx: &mut Tx, bead: &mut Bead, blocker: &BeadId, kind: Even
     let description = format!("bead {} {verb} {blocker}", bead.id);
     let event = NewEvent::for_bead(bead, kind, description, json!({ "blocker": blocker.as_str() }));
     insert_events(tx, &[event]).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::shortest_path;
-
-    fn edges(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
-    }
-
-    #[test]
-    fn finds_the_shortest_path_through_diamonds() {
-        let e = edges(&[("c", "b"), ("b", "a"), ("c", "x"), ("x", "y"), ("y", "a"), ("c", "d")]);
-        assert_eq!(shortest_path(&e, "c", "a"), Some(vec!["c", "b", "a"]));
-        assert_eq!(shortest_path(&e, "c", "zz"), None);
-        assert_eq!(shortest_path(&e, "a", "c"), None, "edges are directed");
-    }
 }

@@ -6,7 +6,7 @@ use sqlx::types::Json;
 
 use super::rows::{agent_from_row, event_from_row, micros, now, outbox_from_row};
 use super::{SqliteStore, Tx, locked};
-use crate::{NewEvent, OutboxKind, OutboxMessage, PageRequest, Result};
+use crate::{EventPage, EventQuery, NewEvent, OutboxKind, OutboxMessage, PageRequest, Result};
 
 macro_rules! insert_event {
     () => {
@@ -92,6 +92,33 @@ pub(super) async fn list_events(pool: &SqlitePool, after: i64, limit: u32) -> Re
         .fetch_all(pool)
         .await?;
     rows.iter().map(event_from_row).collect()
+}
+
+/// See `Store::list_event_page`. SQLite has one writer, so its seqs have no gaps that fill late;
+/// the same rule is applied anyway, so both backends answer alike.
+pub(super) async fn list_event_page(pool: &SqlitePool, q: &EventQuery) -> Result<EventPage> {
+    let (_, limit) = PageRequest::first(q.limit).parse()?;
+    let horizon: i64 = sqlx::query_scalar(
+        "SELECT CASE WHEN gap.next IS NULL THEN max(?1, (SELECT COALESCE(max(seq), 0) FROM events))
+                ELSE COALESCE((SELECT max(seq) FROM events WHERE seq > ?1 AND seq < gap.next), ?1) END
+         FROM (SELECT min(y.seq) AS next FROM events y
+               WHERE y.seq > ?1 + 1 AND y.created_at > ?2
+                 AND NOT EXISTS (SELECT 1 FROM events e WHERE e.seq = y.seq - 1)) gap",
+    )
+    .bind(q.after)
+    .bind(micros(q.gaps_fill_until))
+    .fetch_one(pool)
+    .await?;
+    let rows = sqlx::query(
+        "SELECT * FROM events WHERE (?4 IS NULL OR project_id = ?4) AND seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
+    )
+    .bind(q.after)
+    .bind(horizon)
+    .bind(limit)
+    .bind(q.project.as_ref().map(ProjectId::as_str))
+    .fetch_all(pool)
+    .await?;
+    Ok(EventPage::settled(q, horizon, rows.iter().map(event_from_row).collect::<Result<_>>()?))
 }
 
 pub(super) async fn take_outbox(pool: &SqlitePool, limit: u32) -> Result<Vec<OutboxMessage>> {

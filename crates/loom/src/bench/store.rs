@@ -1,5 +1,6 @@
-//! `loom bench store`: per backend, concurrent single-bead creates, batched claims, and the ready
-//! query's latency with 100 k beads loaded (a quarter of them waiting on another bead).
+//! `loom bench store`: per backend, concurrent single-bead creates, batched claims, the ready
+//! query's latency with 100 k beads loaded (a quarter of them waiting on another bead), and the
+//! latency of a dependency add at the top of a deep diamond ladder (`dep_add_p99_ms_deep`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,6 +37,12 @@ pub struct StoreArgs {
     /// Ready queries timed.
     #[arg(long, default_value_t = 500)]
     ready_queries: usize,
+    /// Levels of the two-wide diamond ladder below the timed dependency adds (2^depth paths).
+    #[arg(long, default_value_t = 24)]
+    dep_depth: usize,
+    /// Dependency adds timed at the top of the ladder.
+    #[arg(long, default_value_t = 200)]
+    dep_adds: usize,
     #[command(flatten)]
     common: Common,
 }
@@ -54,10 +61,14 @@ struct Report {
     claim_per_s: f64,
     ready_query_p50_ms_100k: f64,
     ready_query_p99_ms_100k: f64,
+    /// An edge added at the top of a diamond ladder `dep_depth` levels deep.
+    dep_add_p50_ms_deep: f64,
+    dep_add_p99_ms_deep: f64,
     creates: usize,
     concurrency: usize,
     claim_batch: u32,
     ready_beads: usize,
+    dep_depth: usize,
 }
 
 pub async fn run(args: StoreArgs, config: &Config) -> anyhow::Result<()> {
@@ -73,7 +84,7 @@ pub async fn run(args: StoreArgs, config: &Config) -> anyhow::Result<()> {
         drop(scratch);
     }
     if matches!(args.backend, Backend::Sqlite | Backend::Both) {
-        let dir = tempfile_dir()?;
+        let dir = super::temp_dir()?;
         let store = SqliteStore::open(&dir.join("bench.sqlite")).await?;
         let report = measure("sqlite", Arc::new(store), &args).await;
         let _ = std::fs::remove_dir_all(&dir);
@@ -84,24 +95,21 @@ pub async fn run(args: StoreArgs, config: &Config) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(r)?);
         } else {
             println!(
-                "{:<9} create {:>8.0}/s   claim {:>8.0}/s (batch {})   ready query with {} beads: p50 {:.2} ms, p99 {:.2} ms",
+                "{:<9} create {:>8.0}/s   claim {:>8.0}/s (batch {})   ready query with {} beads: p50 {:.2} ms, p99 {:.2} ms   dependency add at depth {}: p50 {:.2} ms, p99 {:.2} ms",
                 r.backend,
                 r.create_per_s,
                 r.claim_per_s,
                 r.claim_batch,
                 r.ready_beads,
                 r.ready_query_p50_ms_100k,
-                r.ready_query_p99_ms_100k
+                r.ready_query_p99_ms_100k,
+                r.dep_depth,
+                r.dep_add_p50_ms_deep,
+                r.dep_add_p99_ms_deep
             );
         }
     }
     Ok(())
-}
-
-fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("loom-bench-{}-{}", std::process::id(), Utc::now().timestamp_micros()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 async fn measure(backend: &'static str, store: Arc<dyn Store>, args: &StoreArgs) -> anyhow::Result<Report> {
@@ -131,16 +139,20 @@ async fn measure(backend: &'static str, store: Arc<dyn Store>, args: &StoreArgs)
 
     let claim_per_s = claim_all(backend, &store, &project, args).await?;
     let (p50, p99) = ready_latency(backend, &store, args).await?;
+    let (dep_p50, dep_p99) = dep_add_latency(backend, &store, args).await?;
     Ok(Report {
         backend,
         create_per_s,
         claim_per_s,
         ready_query_p50_ms_100k: p50,
         ready_query_p99_ms_100k: p99,
+        dep_add_p50_ms_deep: dep_p50,
+        dep_add_p99_ms_deep: dep_p99,
         creates: args.creates,
         concurrency: args.concurrency,
         claim_batch: args.claim_batch,
         ready_beads: args.ready_beads,
+        dep_depth: args.dep_depth,
     })
 }
 
@@ -225,6 +237,46 @@ async fn ready_latency(backend: &str, store: &Arc<dyn Store>, args: &StoreArgs) 
         bar.inc(1);
     }
     bar.finish_and_clear();
+    samples.sort();
+    Ok((quantile_ms(&samples, 0.5), quantile_ms(&samples, 0.99)))
+}
+
+/// Builds a two-wide diamond ladder `dep_depth` levels deep (each bead of a level waits on both
+/// of the level below: 2^depth paths from the top to the bottom), then times adding an edge from a
+/// fresh bead to the top, which the cycle check walks down the whole ladder for. Also checks that
+/// the edge closing the ladder into a cycle is refused.
+async fn dep_add_latency(backend: &str, store: &Arc<dyn Store>, args: &StoreArgs) -> anyhow::Result<(f64, f64)> {
+    let project = ProjectId::parse("ladder")?;
+    store.create_project(NewProject::new(project.clone(), "/tmp/bench")).await?;
+    let rung = |level: usize, below: &[BeadId]| -> Vec<NewBead> {
+        (0..2)
+            .map(|side| {
+                let mut b = NewBead::new(project.clone(), format!("rung {level}.{side}"));
+                b.blocked_by = below.to_vec();
+                b
+            })
+            .collect()
+    };
+    let mut level: Vec<BeadId> = store.create_beads(rung(0, &[])).await?.into_iter().map(|b| b.id).collect();
+    let bottom = level[0].clone();
+    for depth in 1..=args.dep_depth {
+        level = store.create_beads(rung(depth, &level)).await?.into_iter().map(|b| b.id).collect();
+    }
+    let fresh: Vec<NewBead> = (0..args.dep_adds).map(|i| NewBead::new(project.clone(), format!("top {i}"))).collect();
+    let fresh = store.create_beads(fresh).await?;
+    let bar = progress(&format!("{backend}: dependency add at depth {}", args.dep_depth), args.dep_adds as u64);
+    let mut samples = Vec::with_capacity(args.dep_adds);
+    for (i, b) in fresh.iter().enumerate() {
+        let t = Instant::now();
+        store.add_dependency(&b.id, &level[i % 2]).await?;
+        samples.push(t.elapsed());
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    anyhow::ensure!(
+        store.add_dependency(&bottom, &level[0]).await.is_err(),
+        "the edge from the bottom of the ladder to its top closes a cycle and must be refused"
+    );
     samples.sort();
     Ok((quantile_ms(&samples, 0.5), quantile_ms(&samples, 0.99)))
 }
