@@ -16,6 +16,11 @@ mod up;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc rather than the system allocator: every service here allocates per message (JSON,
+/// headers, rows), and glibc's malloc was a quarter of the process's CPU under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Overrides};
