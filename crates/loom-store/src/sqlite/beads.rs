@@ -77,10 +77,12 @@ pub(super) async fn existing_ids(tx: &mut Tx, ids: BTreeSet<String>) -> Result<B
     if ids.is_empty() {
         return Ok(BTreeSet::new());
     }
-    let found: Vec<String> = sqlx::query_scalar("SELECT id FROM beads WHERE id IN (SELECT value FROM json_each(?1))")
-        .bind(Json(&ids))
-        .fetch_all(&mut **tx)
-        .await?;
+    // `CROSS JOIN` keeps the list outside: one key lookup per id, never a scan of every bead.
+    let found: Vec<String> =
+        sqlx::query_scalar("SELECT b.id FROM json_each(?1) j CROSS JOIN beads b ON b.id = j.value")
+            .bind(Json(&ids))
+            .fetch_all(&mut **tx)
+            .await?;
     Ok(found.into_iter().collect())
 }
 

@@ -47,9 +47,9 @@ async fn cycle_path(tx: &mut Tx, bead: &BeadId, blocker: &BeadId) -> Result<Opti
         "WITH RECURSIVE reach(id) AS (
              SELECT ?1
            UNION
-             SELECT d.blocker_id FROM bead_deps d JOIN reach r ON d.bead_id = r.id
+             SELECT d.blocker_id FROM reach r CROSS JOIN bead_deps d ON d.bead_id = r.id
          )
-         SELECT d.bead_id, d.blocker_id FROM bead_deps d JOIN reach r ON d.bead_id = r.id",
+         SELECT d.bead_id, d.blocker_id FROM reach r CROSS JOIN bead_deps d ON d.bead_id = r.id",
     )
     .bind(blocker.as_str())
     .fetch_all(&mut **tx)
