@@ -413,3 +413,56 @@ async fn a_dead_letter_nobody_announced_still_blocks_its_bead() {
     assert!(v["last_error"].as_str().unwrap().contains("poison for the test"), "{v}");
     c.stop().await;
 }
+
+/// An agent that comes and goes is mirrored to the store (`GET /agents` reads it there) and
+/// leaves an `agent.online` and then an `agent.offline` event, in the store and on the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_coming_and_going_are_recorded_with_events() {
+    let c = Cluster::start(fast_config()).await;
+    c.project("fleet").await;
+    let id = loom_domain::AgentId::parse("fleet-agent-1").unwrap();
+    let record = loom_bus::AgentRecord {
+        agent_id: id.clone(),
+        project_id: loom_domain::ProjectId::parse("fleet").unwrap(),
+        role: String::new(),
+        instance: "test".into(),
+        status: loom_domain::AgentStatus::Idle,
+        current_bead: None,
+        capacity: 3,
+        last_heartbeat: chrono::Utc::now(),
+    };
+    c.bus.register_agent(&record).await.unwrap();
+    let kinds = |events: &[loom_domain::Event]| -> Vec<&'static str> {
+        events.iter().filter(|e| e.entity_id == id.as_str()).map(|e| e.kind.as_str()).collect()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let agents = c.store.list_agents(None).await.unwrap();
+        let mirrored =
+            agents.iter().any(|a| a.id == id && a.status == loom_domain::AgentStatus::Idle && a.capacity == 3);
+        let events = c.store.list_events(0, 1000).await.unwrap();
+        if mirrored && kinds(&events) == ["agent.online"] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "agent not mirrored online: {agents:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let listed = c.get("/api/v1/agents").await;
+    assert!(listed.to_string().contains("fleet-agent-1"), "{listed}");
+
+    c.bus.deregister_agent(&id).await.unwrap();
+    loop {
+        let agents = c.store.list_agents(None).await.unwrap();
+        let offline = agents.iter().any(|a| a.id == id && a.status == loom_domain::AgentStatus::Offline);
+        let events = c.store.list_events(0, 1000).await.unwrap();
+        if offline && kinds(&events) == ["agent.online", "agent.offline"] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "agent not recorded offline: {:?}", kinds(&events));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let events = c.get("/api/v1/events?project_id=fleet").await;
+    let text = events.to_string();
+    assert!(text.contains("agent.online") && text.contains("agent.offline"), "{text}");
+    c.stop().await;
+}
