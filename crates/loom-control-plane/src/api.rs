@@ -51,6 +51,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(system::readiness))
+        // The earlier implementation's probe paths, which its manifests and monitors use.
+        .route("/health", get(system::readiness))
+        .route("/health/live", get(|| async { "ok" }))
+        .route("/health/ready", get(system::readiness))
         .route("/metrics", get(system::metrics))
         .route("/api/v1/openapi.json", get(|| async { axum::Json(openapi::document()) }))
         .nest("/api/v1", api)

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use loom_domain::Role;
 use sha2::{Digest, Sha256};
 
+use crate::audit::{Caller, Write};
 use crate::{Error, Shared};
 
 /// A new secret key: `loom_` and 64 hex digits.
@@ -38,32 +39,60 @@ fn required_role(method: &Method, path: &str) -> Role {
     }
 }
 
-/// Middleware: authenticates the bearer key and checks its role, then stores the `Caller`.
-pub async fn authorize(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Result<Response, Error> {
-    let role = if shared.config.insecure_no_auth {
-        Role::Admin
-    } else {
-        let header = request.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let secret = header
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .ok_or_else(|| Error::Unauthorized("missing API key: send `Authorization: Bearer <key>`".into()))?;
-        let key = shared
-            .store
-            .find_api_key(&hash_key(secret.trim()))
-            .await?
-            .ok_or_else(|| Error::Unauthorized("unknown or revoked API key".into()))?;
-        key.role
-    };
+/// Middleware: authenticates the bearer key and checks its role, stores the [`Caller`] in the
+/// request, and writes every write request to the audit log (refused ones included).
+pub async fn authorize(State(shared): State<Arc<Shared>>, mut request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     // Inside `nest("/api/v1")` the URI is stripped of the prefix; judge by the original path.
     let path = match request.extensions().get::<axum::extract::OriginalUri>() {
         Some(original) => original.path().to_owned(),
         None => request.uri().path().to_owned(),
     };
-    let needed = required_role(request.method(), &path);
-    if !role.allows(needed) {
-        return Err(Error::Forbidden(format!("this needs the {needed} role; the key has {role}")));
+    let method = request.method().clone();
+    let route = request.extensions().get::<axum::extract::MatchedPath>().map(|m| m.as_str().to_owned());
+    let header =
+        request.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (caller, response) = match authenticate(&shared, header.as_deref()).await {
+        Err(e) => (None, e.into_response()),
+        Ok(caller) => {
+            let needed = required_role(&method, &path);
+            let response = if caller.role.allows(needed) {
+                request.extensions_mut().insert(caller.clone());
+                next.run(request).await
+            } else {
+                Error::Forbidden(format!("this needs the {needed} role; the key has {}", caller.role)).into_response()
+            };
+            (Some(caller), response)
+        }
+    };
+    if method != Method::GET && method != Method::HEAD {
+        let route = route.unwrap_or_else(|| path.clone());
+        let write = Write {
+            method: method.as_str(),
+            route: &route,
+            path: &path,
+            status: response.status().as_u16(),
+            elapsed: started.elapsed(),
+        };
+        shared.audit.record(caller.as_ref(), &write).await;
     }
-    Ok(next.run(request).await)
+    response
+}
+
+/// The caller the request's `Authorization` header names.
+async fn authenticate(shared: &Shared, header: Option<&str>) -> Result<Caller, Error> {
+    if shared.config.insecure_no_auth {
+        return Ok(Caller::anonymous());
+    }
+    let secret = header
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .ok_or_else(|| Error::Unauthorized("missing API key: send `Authorization: Bearer <key>`".into()))?;
+    let key = shared
+        .store
+        .find_api_key(&hash_key(secret.trim()))
+        .await?
+        .ok_or_else(|| Error::Unauthorized("unknown or revoked API key".into()))?;
+    Ok(Caller { key_id: key.id, key_name: key.name, role: key.role })
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 //! - Only the holder of the `dispatcher` lease claims beads and relays; any instance serves the API.
 
 mod api;
+mod audit;
 mod auth;
 mod capacity;
 mod contexts;
@@ -120,6 +121,8 @@ pub(crate) struct Shared {
     pub contexts: contexts::ProjectContexts,
     /// Bead counts by status for `/status` and `/metrics`, a few seconds old at most.
     pub counts: counts::CountsCache,
+    /// The audit log of API writes.
+    pub audit: audit::Audit,
 }
 
 impl Shared {
@@ -168,6 +171,9 @@ pub async fn run(
     // Install the metrics recorder before anything records.
     let _ = loom_telemetry::prometheus();
     let (claimed, claims) = tokio::sync::mpsc::channel(64);
+    let events_wake = tokio::sync::watch::channel(()).0;
+    let audit_stop = CancellationToken::new();
+    let (audit, audit_writer) = audit::Audit::new(store.clone(), events_wake.clone(), audit_stop.clone());
     let shared = Arc::new(Shared {
         store,
         bus,
@@ -175,13 +181,14 @@ pub async fn run(
         dispatch_wake: Notify::new(),
         relay_wake: Notify::new(),
         claimed,
-        events_wake: tokio::sync::watch::channel(()).0,
+        events_wake,
         shutdown: shutdown.clone(),
         leader: std::sync::atomic::AtomicBool::new(false),
         projects_changed: std::sync::atomic::AtomicBool::new(false),
         slots: Default::default(),
         contexts: Default::default(),
         counts: Default::default(),
+        audit,
     });
     let tasks = [
         tokio::spawn(dispatcher::run_leadership(shared.clone(), shutdown.clone())),
@@ -192,11 +199,14 @@ pub async fn run(
         tokio::spawn(results::run(shared.clone(), shutdown.clone())),
         tokio::spawn(results::run_dead_letters(shared.clone(), shutdown.clone())),
         tokio::spawn(capacity::run(shared.clone(), shutdown.clone())),
+        tokio::spawn(audit_writer),
     ];
     tracing::info!(%addr, "control plane listening");
     let app = api::router(shared.clone());
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
     shutdown.cancel();
+    // The API has answered its last request: the audit writer drains what they queued.
+    audit_stop.cancel();
     for t in tasks {
         let _ = t.await;
     }

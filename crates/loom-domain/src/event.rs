@@ -22,6 +22,7 @@ string_enum!(
         AgentOnline => "agent.online",
         AgentOffline => "agent.offline",
         ConnectorHealthChanged => "connector.health_changed",
+        ApiWrite => "audit.api_write",
     }
 );
 

@@ -128,6 +128,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Appends an event outside a bead change (agents, connectors).
     async fn append_event(&self, event: NewEvent) -> Result<Event>;
+    /// Appends `events` in order: in one transaction where the backend has them (the audit log
+    /// writes in bursts), one at a time otherwise.
+    async fn append_events(&self, events: Vec<NewEvent>) -> Result<()> {
+        for event in events {
+            self.append_event(event).await?;
+        }
+        Ok(())
+    }
     /// Events with `seq > after`, oldest first.
     async fn list_events(&self, after: i64, limit: u32) -> Result<Vec<Event>>;
     /// A page of events for a reader that keeps no state: optionally one project's (through its

@@ -406,6 +406,13 @@ impl Store for PgStore {
         event_from_row(&row)
     }
 
+    async fn append_events(&self, events: Vec<NewEvent>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_events(&mut tx, &events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn list_events(&self, after: i64, limit: u32) -> Result<Vec<Event>> {
         let (_, limit) = PageRequest::first(limit).parse()?;
         let rows = sqlx::query("SELECT * FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")

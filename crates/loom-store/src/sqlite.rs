@@ -227,6 +227,12 @@ impl Store for SqliteStore {
         records::append_event(self, event).await
     }
 
+    async fn append_events(&self, events: Vec<NewEvent>) -> Result<()> {
+        let mut tx = self.write().await?;
+        records::insert_events(&mut tx, &events).await?;
+        tx.commit().await.map_err(locked)
+    }
+
     async fn position(&self, name: &str) -> Result<i64> {
         records::position(&self.reader, name).await
     }

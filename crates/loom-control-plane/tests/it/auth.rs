@@ -72,3 +72,91 @@ async fn every_route_checks_the_key_and_its_role() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     c.stop().await;
 }
+
+/// The `audit.api_write` events recorded so far (all pages).
+async fn audit_events(c: &Cluster) -> Vec<serde_json::Value> {
+    let (mut after, mut found) = (0i64, Vec::new());
+    loop {
+        let resp = c
+            .http
+            .get(format!("{}/api/v1/events?after={after}&limit=1000", c.cp.url))
+            .bearer_auth(&c.key)
+            .send()
+            .await
+            .unwrap();
+        let next: i64 = resp.headers()["x-next-cursor"].to_str().unwrap().parse().unwrap();
+        let page: Vec<serde_json::Value> = resp.json().await.unwrap();
+        found.extend(page.iter().filter(|e| e["type"] == "audit.api_write").cloned());
+        if page.is_empty() || next == after {
+            return found;
+        }
+        after = next;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_is_audited_with_who_what_and_the_outcome() {
+    let c = Cluster::start(fast_config()).await;
+    c.project("audit").await;
+    let mint = |name: &str, role: &str| json!({ "name": name, "role": role });
+    let viewer = c.post("/api/v1/keys", mint("watcher", "viewer")).await["secret"].as_str().unwrap().to_owned();
+    let operator = c.post("/api/v1/keys", mint("deployer", "operator")).await["secret"].as_str().unwrap().to_owned();
+    let bead = json!({ "project_id": "audit", "title": "audited" });
+    let (status, created) = c.call_as(Some(&operator), Method::POST, "/api/v1/beads", Some(bead.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let close = format!("/api/v1/beads/{id}/close");
+    let (status, _) = c.call_as(Some(&operator), Method::POST, &close, Some(json!({ "reason": "done" }))).await;
+    assert_eq!(status, StatusCode::OK);
+    // A viewer's write is refused, and recorded as an attempt by that key.
+    let (status, _) = c.call_as(Some(&viewer), Method::POST, "/api/v1/beads", Some(bead.clone())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Reads are not writes; an unauthenticated write is logged but never becomes an event.
+    c.get(&format!("/api/v1/beads/{id}")).await;
+    let (status, _) = c.call_as(None, Method::POST, "/api/v1/beads", Some(bead.clone())).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // The writer appends behind the responses: wait for the six authenticated writes (the
+    // admin's project and two keys, the operator's create and close, the viewer's refused create).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let events = loop {
+        let events = audit_events(&c).await;
+        if events.len() >= 6 || std::time::Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let seen: Vec<(String, String, String, u64)> = events
+        .iter()
+        .map(|e| {
+            let d = &e["data"];
+            (
+                d["key_name"].as_str().unwrap().to_owned(),
+                d["method"].as_str().unwrap().to_owned(),
+                d["route"].as_str().unwrap().to_owned(),
+                d["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let row = |k: &str, m: &str, r: &str, s: u64| (k.to_owned(), m.to_owned(), r.to_owned(), s);
+    assert_eq!(
+        seen,
+        vec![
+            row("initial admin", "POST", "/api/v1/projects", 201),
+            row("initial admin", "POST", "/api/v1/keys", 201),
+            row("initial admin", "POST", "/api/v1/keys", 201),
+            row("deployer", "POST", "/api/v1/beads", 201),
+            row("deployer", "POST", "/api/v1/beads/{id}/close", 200),
+            row("watcher", "POST", "/api/v1/beads", 403),
+        ],
+        "exactly the authenticated writes, in order, with their caller and outcome"
+    );
+    let close_event = &events[4];
+    assert_eq!(close_event["data"]["path"], close.as_str());
+    assert_eq!(close_event["data"]["role"], "operator");
+    assert!(close_event["data"]["key_id"].as_str().is_some_and(|k| !k.is_empty()));
+    // No audit record carries a secret.
+    let all = serde_json::to_string(&events).unwrap();
+    assert!(!all.contains(&operator) && !all.contains(&viewer) && !all.contains(&c.key), "no key in the audit log");
+    c.stop().await;
+}

@@ -39,6 +39,23 @@ pub async fn events_by_cursor(store: &dyn Store) {
     assert_eq!(store.list_events(all[1].seq, 1).await.unwrap().len(), 1);
     assert!(store.list_events(0, 0).await.is_err());
     assert_eq!(store.last_event_seq().await.unwrap(), appended.seq);
+    // A batch is appended in its order, after everything before it.
+    let audit = |path: &str| NewEvent {
+        kind: EventKind::ApiWrite,
+        source: "api".into(),
+        project_id: None,
+        entity_id: path.into(),
+        action: "api_write".into(),
+        description: format!("POST {path}"),
+        data: json!({ "path": path }),
+        correlation_id: None,
+    };
+    store.append_events(vec![audit("/a"), audit("/b"), audit("/c")]).await.unwrap();
+    store.append_events(Vec::new()).await.unwrap();
+    let batch = store.list_events(appended.seq, 100).await.unwrap();
+    let paths: Vec<&str> = batch.iter().map(|e| e.entity_id.as_str()).collect();
+    assert_eq!(paths, ["/a", "/b", "/c"]);
+    assert!(batch.iter().all(|e| e.kind == EventKind::ApiWrite && e.project_id.is_none()));
 }
 
 /// A page of one project's events comes from the store's filter, not from filtering a page of
