@@ -161,4 +161,36 @@ mod tests {
         dev(dir.path(), true).unwrap();
         assert_ne!(loom_bus::VerifyKey::from_file(&dir.path().join("task-verify.pem")).unwrap(), verify, "replaced");
     }
+
+    /// The written set is what `README.txt` says: the database service on 0.0.0.0 with the
+    /// server certificate, the client CA and the token serves a client with the client
+    /// certificate and the token at `https://localhost`, and refuses one without the certificate.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_database_service_runs_on_the_dev_certificates() {
+        use loom_db::{ClientConfig, ClientTls, GrpcStore, ServerConfig, ServerTls, Token};
+        use loom_store::Store as _;
+        let dir = tempfile::tempdir().unwrap();
+        dev(dir.path(), false).unwrap();
+        let f = |name: &str| dir.path().join(name);
+        let tls = ServerTls::from_files(&f("server.pem"), &f("server-key.pem"), Some(&f("ca.pem"))).unwrap();
+        let token = Token::from_file(&f("db.token")).unwrap();
+        let config = ServerConfig { tls: Some(tls), token: Some(token.clone()), ..ServerConfig::default() };
+        let store = std::sync::Arc::new(loom_store::SqliteStore::in_memory().await.unwrap());
+        let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let served = tokio::spawn(loom_db::serve(config, listener, store, shutdown.clone()));
+        let client = |identity: bool| {
+            let pair = (f("client.pem"), f("client-key.pem"));
+            let tls = ClientTls::from_files(&f("ca.pem"), identity.then_some((pair.0.as_path(), pair.1.as_path())));
+            let mut config = ClientConfig::new(format!("https://localhost:{port}"));
+            (config.tls, config.token) = (Some(tls.unwrap()), Some(token.clone()));
+            config.retry.max_attempts = 1;
+            GrpcStore::connect(config).unwrap()
+        };
+        client(true).list_projects().await.expect("served over mutual TLS with the token");
+        assert!(client(false).list_projects().await.is_err(), "a client without the certificate is refused");
+        shutdown.cancel();
+        served.await.unwrap().unwrap();
+    }
 }

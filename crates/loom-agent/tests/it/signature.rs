@@ -109,7 +109,7 @@ async fn forged_tasks_are_refused(bus: &Bus) {
     }
     assert_eq!(
         *fence.started.lock().unwrap(),
-        [good.metadata.dispatch_id.clone()],
+        std::slice::from_ref(&good.metadata.dispatch_id),
         "no refused task reached the fence"
     );
     let pwned = walk(&repo.work_root()).into_iter().filter(|p| p.ends_with("pwned.txt")).collect::<Vec<_>>();

@@ -35,8 +35,9 @@ pub struct BusSection {
     pub tls_key: Option<PathBuf>,
     /// Refuse a plaintext connection to NATS.
     pub require_tls: bool,
-    /// Prefix of this service's reply subjects (default `_INBOX`); the users of `deploy/nats/`
-    /// may subscribe to their own prefix only.
+    /// Prefix of this service's reply subjects (default `_INBOX`; for `loom serve agent`,
+    /// `_INBOX.agent-<project>`): the agent users of `deploy/nats/` may subscribe to their own
+    /// prefix only.
     pub inbox_prefix: Option<String>,
     /// The control plane's Ed25519 task-signing key (PKCS#8 PEM). `loom up` makes one in
     /// `data_dir` when unset.
