@@ -157,7 +157,8 @@ impl Bus {
     }
 
     /// A task ready to publish, on `loom.tasks.{project}` or, when `metadata.role` is set,
-    /// `loom.tasks.{project}.{role}`; its dedupe key is the dispatch id.
+    /// `loom.tasks.{project}.{role}`; its dedupe key is the dispatch id. It is signed with
+    /// `task_signing_key` (refused without one).
     pub fn task(&self, msg: &TaskMessage, trace: &TraceContext) -> Result<Outgoing, Error> {
         let role = msg.metadata.role.as_deref().filter(|r| !r.is_empty()).map(Role::parse).transpose()?;
         let subject = self.inner.subjects.tasks(&msg.project_id, role.as_ref());
@@ -178,7 +179,12 @@ impl Bus {
                 ),
             ));
         }
-        Ok(Outgoing::new(subject, msg_id, &msg.correlation_id, trace, body))
+        let key = self.inner.config.task_signing_key.as_ref().ok_or_else(|| {
+            Error::invalid("task_signing_key", "no task signing key is configured: this bus cannot publish tasks")
+        })?;
+        let mut out = Outgoing::new(subject, msg_id, &msg.correlation_id, trace, body);
+        key.sign(&mut out);
+        Ok(out)
     }
 
     /// A result ready to publish on `loom.results.{project}`; dedupe key `{dispatch_id}:result`.
@@ -218,13 +224,21 @@ impl Bus {
     }
 
     /// Binds to `agents-{project}` (or `agents-{project}-{role}`), creating the durable consumer
-    /// if needed. Every instance binding to it competes: each task goes to exactly one.
+    /// if needed. Every instance binding to it competes: each task goes to exactly one. Only
+    /// tasks signed by `task_verify_key` are handed over (refused without one); any other is
+    /// dead-lettered with the reason.
     pub async fn consume_tasks(
         &self,
         project: &ProjectId,
         role: Option<&Role>,
         options: ConsumeOptions,
     ) -> Result<Subscription<TaskMessage>, Error> {
+        let verify = self.inner.config.task_verify_key.clone().ok_or_else(|| {
+            Error::invalid(
+                "task_verify_key",
+                "no task verify key is configured: refusing to consume tasks whose origin cannot be checked",
+            )
+        })?;
         let spec = ConsumerSpec {
             kind: StreamKind::Tasks,
             durable: agents_consumer(project, role),
@@ -232,7 +246,7 @@ impl Bus {
             max_in_flight: options.max_in_flight.max(1),
             prefetch: options.prefetch,
         };
-        Subscription::start(self.clone(), spec).await
+        Subscription::start(self.clone(), spec, Some(verify)).await
     }
 
     /// Binds to `control-plane-results` on every project's results.
@@ -244,7 +258,7 @@ impl Bus {
             max_in_flight: options.max_in_flight.max(1),
             prefetch: options.prefetch,
         };
-        Subscription::start(self.clone(), spec).await
+        Subscription::start(self.clone(), spec, None).await
     }
 
     /// Starts moving messages that exhausted their deliveries to the DLQ (JetStream: by

@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use crate::Error;
+use crate::connection::{Credentials, Tls};
+use crate::signing::{SigningKey, VerifyKey};
 
 /// How the bus connects and how its consumers behave. `Default` gives DESIGN.md §3 exactly.
 #[derive(Clone, Debug)]
@@ -33,6 +35,21 @@ pub struct BusConfig {
     pub agent_ttl: Duration,
     /// Connection name reported to the server; the instance id is appended.
     pub client_name: String,
+    /// How this service authenticates to NATS (JetStream backend only; redacted in `Debug`).
+    pub credentials: Credentials,
+    /// TLS to the NATS server (JetStream backend only).
+    pub tls: Tls,
+    /// The prefix of this connection's reply subjects (`_INBOX` by default). NATS permissions
+    /// can then give each service its own replies only (`_INBOX.agent-p.>`), instead of every
+    /// reply on the server — pulled tasks included.
+    pub inbox_prefix: String,
+    /// Signs every task this bus builds ([`crate::Bus::task`]); without one, building a task is
+    /// refused. Default: this process's own key ([`SigningKey::process`]).
+    pub task_signing_key: Option<SigningKey>,
+    /// The key task subscribers accept signatures from: a task without a valid signature by it is
+    /// dead-lettered, never handed to the subscriber. Without one, consuming tasks is refused.
+    /// Default: the public half of this process's own key.
+    pub task_verify_key: Option<VerifyKey>,
 }
 
 impl Default for BusConfig {
@@ -49,6 +66,11 @@ impl Default for BusConfig {
             duplicate_window: Duration::from_secs(120),
             agent_ttl: Duration::from_secs(30),
             client_name: "loom".to_owned(),
+            credentials: Credentials::None,
+            tls: Tls::default(),
+            inbox_prefix: "_INBOX".to_owned(),
+            task_signing_key: Some(SigningKey::process()),
+            task_verify_key: Some(SigningKey::process().verify_key()),
         }
     }
 }
@@ -72,6 +94,10 @@ impl BusConfig {
         }
         if self.pull_batch == 0 {
             return Err(Error::invalid("pull_batch", "must be at least 1"));
+        }
+        let p = &self.inbox_prefix;
+        if p.is_empty() || p.starts_with('.') || p.ends_with('.') || p.contains(['*', '>', ' ', '\t']) {
+            return Err(Error::invalid("inbox_prefix", format!("{p:?} must be a subject without wildcards")));
         }
         Names::new(self.namespace.as_deref())
     }

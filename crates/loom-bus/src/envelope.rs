@@ -15,6 +15,10 @@ pub mod header {
     pub const CORRELATION_ID: &str = "Loom-Correlation-Id";
     /// The body schema version; always `1` for now.
     pub const SCHEMA: &str = "Loom-Schema";
+    /// The id of the key that signed a task (see [`crate::SigningKey`]).
+    pub const TASK_KEY: &str = "Loom-Task-Key";
+    /// The task's Ed25519 signature, base64url without padding.
+    pub const TASK_SIGNATURE: &str = "Loom-Task-Signature";
     /// Why a message was dead-lettered.
     pub const DLQ_REASON: &str = "Loom-Dlq-Reason";
     /// The subject the dead-lettered message was published on.
@@ -96,6 +100,12 @@ impl Outgoing {
     pub fn raw(subject: impl Into<String>, msg_id: impl Into<String>, payload: impl Into<Bytes>) -> Outgoing {
         let msg_id = msg_id.into();
         Outgoing::new(subject.into(), msg_id, "", &TraceContext::default(), payload.into())
+    }
+
+    /// The same message with one more header (tools and tests: a foreign publisher's headers).
+    pub fn with_header(mut self, name: &str, value: &str) -> Outgoing {
+        self.headers.insert(name, value);
+        self
     }
 
     /// The subject it will be published on.

@@ -51,13 +51,16 @@ pub(crate) struct JetStream {
 impl JetStream {
     pub(crate) async fn connect(config: &BusConfig, names: Names) -> Result<Self, Error> {
         let name = format!("{}-{}", config.client_name, crate::instance_id());
-        let client = ConnectOptions::new()
+        let options = ConnectOptions::new()
             .name(name)
             .subscription_capacity(64 * 1024)
             .client_capacity(8 * 1024)
             .ping_interval(Duration::from_secs(10))
             .connection_timeout(Duration::from_secs(5))
             .request_timeout(Some(Duration::from_secs(10)))
+            .custom_inbox_prefix(&config.inbox_prefix);
+        let options = config.tls.apply(config.credentials.apply(options).await?)?;
+        let client = options
             .connect(config.url.as_str())
             .await
             .map_err(|e| Error::Connect { url: config.url.clone(), reason: e.to_string() })?;

@@ -17,12 +17,16 @@
 //! - A subscriber holds at most `max_in_flight` deliveries, so competing instances share work.
 //! - At most `publish_window` (≤ 4,096) publish acks are awaited at once per batch, and at most
 //!   4,096 per process, below the point where async-nats stalls.
+//! - Every task [`Bus::task`] builds is signed with the configured [`SigningKey`], and a task
+//!   subscriber hands over only tasks whose signature its [`VerifyKey`] accepts (both backends):
+//!   an unsigned, forged or altered task is dead-lettered with a `task signature …` reason.
 //! - The embedded bus keeps everything in memory: it does not survive a process restart.
 
 mod backend;
 pub mod bench;
 mod bus;
 mod config;
+mod connection;
 mod dead_letter;
 mod delivery;
 mod embedded;
@@ -32,11 +36,13 @@ mod health;
 mod jetstream;
 mod message;
 mod registry;
+mod signing;
 mod subject;
 mod subscription;
 
 pub use bus::{Bus, ConsumeOptions, MAX_TASK_BYTES, ServerSummary};
 pub use config::{BusConfig, Names, StreamKind};
+pub use connection::{Credentials, Tls};
 pub use dead_letter::DeadLetter;
 pub use delivery::{Delivery, Received};
 pub use envelope::{Headers, Outgoing, Receipt, SCHEMA_VERSION, TraceContext, header};
@@ -47,6 +53,7 @@ pub use message::{
     ResultStatus, TaskData, TaskKind, TaskMessage, TaskMetadata,
 };
 pub use registry::{AgentChange, AgentRecord, AgentWatch, OfflineReason};
+pub use signing::{SigningKey, VerifyKey};
 pub use subject::{RESULTS_CONSUMER, Role, Subjects, agents_consumer};
 pub use subscription::{DeadLetters, Subscription};
 

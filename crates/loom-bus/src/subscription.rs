@@ -1,7 +1,7 @@
 //! Typed subscriptions on a durable consumer, and the stream of dead-letter notices. Decoding
 //! happens here, once for both backends: a body that is not valid JSON of the expected shape, or
-//! has an unknown `type`, is moved to the DLQ and settled on its stream; the subscriber never
-//! sees it and never crashes on it.
+//! has an unknown `type`, or a task whose signature does not verify, is moved to the DLQ and
+//! settled on its stream; the subscriber never sees it and never crashes on it.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use crate::config::StreamKind;
 use crate::dead_letter::{self, DeadLetter, Origin};
 use crate::delivery::{Acked, Delivery, Received};
 use crate::message::{Body, decode};
+use crate::signing::VerifyKey;
 use crate::{Bus, Error};
 
 /// A subscriber bound to a durable consumer; yields decoded messages with their delivery.
@@ -26,12 +27,18 @@ pub struct Subscription<T> {
     kind: StreamKind,
     consumer: String,
     acked: Arc<Acked>,
+    /// Tasks only: the key whose signature a message needs to reach the subscriber.
+    verify: Option<VerifyKey>,
     _stop: DropGuard,
     _body: PhantomData<fn() -> T>,
 }
 
 impl<T: Body> Subscription<T> {
-    pub(crate) async fn start(bus: Bus, spec: ConsumerSpec) -> Result<Subscription<T>, Error> {
+    pub(crate) async fn start(
+        bus: Bus,
+        spec: ConsumerSpec,
+        verify: Option<VerifyKey>,
+    ) -> Result<Subscription<T>, Error> {
         let permits = Arc::new(Semaphore::new(spec.max_in_flight));
         let cancel = bus.inner.shutdown.child_token();
         let source = match &bus.inner.backend {
@@ -46,6 +53,7 @@ impl<T: Body> Subscription<T> {
             kind: spec.kind,
             consumer: spec.durable,
             acked: Arc::new(Acked::default()),
+            verify,
             _stop: cancel.drop_guard(),
             _body: PhantomData,
         })
@@ -68,12 +76,16 @@ impl<T: Body> Subscription<T> {
                 }
                 continue;
             }
-            match decode::<T>(&raw.payload) {
+            let checked = decode::<T>(&raw.payload).map_err(|e| e.reason()).and_then(|message| match &self.verify {
+                Some(key) => key.verify(&raw.subject, &raw.payload, &raw.headers).map(|()| message),
+                None => Ok(message),
+            });
+            match checked {
                 Ok(message) => {
                     let delivery = Delivery::new(raw, self.bus.clone(), self.kind, self.acked.clone());
                     return Some(Received { message, delivery });
                 }
-                Err(err) => dead_letter_raw(&self.bus, self.kind, raw, &err.reason()).await,
+                Err(reason) => dead_letter_raw(&self.bus, self.kind, raw, &reason).await,
             }
         }
     }

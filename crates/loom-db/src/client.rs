@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use loom_proto::v1::database_client::DatabaseClient;
 use rand::Rng;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Response, Status};
 
@@ -30,6 +31,7 @@ use breaker::Breaker;
 pub use breaker::BreakerConfig;
 
 use crate::Error;
+use crate::auth::{SendToken, Token};
 use crate::status::{from_status, is_transient, never_sent, store_unavailable};
 
 /// How a [`GrpcStore`] reaches the service.
@@ -46,6 +48,8 @@ pub struct ClientConfig {
     pub retry: RetryPolicy,
     pub breaker: BreakerConfig,
     pub tls: Option<ClientTls>,
+    /// The bearer token the service asks for, sent with every call.
+    pub token: Option<Token>,
     /// Largest request or response message, in bytes.
     pub max_message_bytes: usize,
 }
@@ -62,6 +66,7 @@ impl ClientConfig {
             retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
             tls: None,
+            token: None,
             max_message_bytes: 64 * 1024 * 1024,
         }
     }
@@ -135,6 +140,9 @@ impl ClientTls {
     }
 }
 
+/// A generated client that sends the bearer token.
+type Client = DatabaseClient<InterceptedService<Channel, SendToken>>;
+
 /// Whether a call may be sent again after a transient failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Retry {
@@ -154,7 +162,7 @@ pub struct GrpcStore {
 #[derive(Debug)]
 struct Inner {
     endpoint: String,
-    clients: Vec<DatabaseClient<Channel>>,
+    clients: Vec<Client>,
     next: AtomicUsize,
     deadline: Duration,
     retry: RetryPolicy,
@@ -185,7 +193,7 @@ impl GrpcStore {
         }
         let clients = (0..config.channels)
             .map(|_| {
-                DatabaseClient::new(endpoint.connect_lazy())
+                DatabaseClient::with_interceptor(endpoint.connect_lazy(), SendToken(config.token.clone()))
                     .max_decoding_message_size(config.max_message_bytes)
                     .max_encoding_message_size(config.max_message_bytes)
             })
@@ -213,7 +221,7 @@ impl GrpcStore {
         self.inner.breaker.is_open()
     }
 
-    fn client(&self) -> DatabaseClient<Channel> {
+    fn client(&self) -> Client {
         let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.clients.len();
         self.inner.clients[i].clone()
     }
@@ -222,7 +230,7 @@ impl GrpcStore {
     /// one attempt with a client and the time left.
     async fn call<T, F, Fut>(&self, method: &'static str, retry: Retry, mut send: F) -> loom_store::Result<T>
     where
-        F: FnMut(DatabaseClient<Channel>, Duration) -> Fut,
+        F: FnMut(Client, Duration) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let inner = &self.inner;

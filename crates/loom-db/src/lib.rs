@@ -15,6 +15,9 @@
 //! - Store errors map to gRPC statuses in one place ([`status`]), losslessly: the client returns
 //!   the same `loom_store::Error` variant, fields and text that the store returned.
 //! - A call that is not safe to repeat is retried only when its first try provably had no effect.
+//! - [`serve`] refuses a listener outside loopback without TLS (unless explicitly waived for a
+//!   service mesh) or without client authentication; with a [`Token`] every `loom.db.v1` call
+//!   without it is `UNAUTHENTICATED` (health and reflection stay open).
 //!
 //! **PgBouncer.** Several service replicas may share PostgreSQL through PgBouncer in transaction
 //! pooling mode: open the store with `loom_store::PgOptions { statement_cache: false, .. }`
@@ -22,12 +25,14 @@
 //! transaction. The service keeps no session state of its own (no advisory locks, `LISTEN` or
 //! temporary tables), so any backend connection may serve any call.
 
+mod auth;
 pub mod bench;
 mod client;
 mod error;
 mod server;
 pub mod status;
 
+pub use auth::Token;
 pub use client::{BreakerConfig, ClientConfig, ClientTls, GrpcStore, RetryPolicy};
 pub use error::Error;
 pub use server::{DatabaseService, ServerConfig, ServerTls, serve};

@@ -1,6 +1,7 @@
 //! The database service: `loom.db.v1.Database` over any [`Store`], with `grpc.health.v1` and
-//! reflection, optional TLS / mTLS, served on a listener the caller bound until a shutdown token
-//! fires (in-flight calls finish first).
+//! reflection, optional TLS / mTLS and bearer tokens, served on a listener the caller bound until a
+//! shutdown token fires (in-flight calls finish first). A listener that is not on loopback must
+//! have TLS (unless waived for a service mesh) and client authentication (mTLS or a token).
 
 mod service;
 
@@ -12,12 +13,14 @@ use loom_proto::v1::database_server::DatabaseServer;
 use loom_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::Error;
+use crate::auth::{CheckToken, Token};
 pub use service::DatabaseService;
 
 /// How the service runs.
@@ -29,11 +32,22 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// How often the store is probed for the health service (`NOT_SERVING` while it is down).
     pub health_interval: Duration,
+    /// Set: every `loom.db.v1` call needs `authorization: Bearer <token>`.
+    pub token: Option<Token>,
+    /// Serve plaintext on a non-loopback address (a service mesh such as Linkerd encrypts the
+    /// traffic). Client authentication is still required there.
+    pub insecure_no_tls: bool,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { tls: None, max_message_bytes: 64 * 1024 * 1024, health_interval: Duration::from_secs(5) }
+        Self {
+            tls: None,
+            max_message_bytes: 64 * 1024 * 1024,
+            health_interval: Duration::from_secs(5),
+            token: None,
+            insecure_no_tls: false,
+        }
     }
 }
 
@@ -94,6 +108,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let addr = listener.local_addr().map_err(|e| Error::Config(format!("listener has no address: {e}")))?;
+    check_exposure(addr, &config)?;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<DatabaseServer<DatabaseService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -104,6 +119,7 @@ pub async fn serve(
     let database = DatabaseServer::new(DatabaseService::new(store.clone()))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
+    let database = InterceptedService::new(database, CheckToken(config.token.clone()));
 
     let mut builder = Server::builder()
         .tcp_nodelay(true)
@@ -119,7 +135,13 @@ pub async fn serve(
         Some(t) if t.client_ca_pem.is_some() => "mutual",
         Some(_) => "server",
     };
-    tracing::info!(%addr, tls, "database service listening");
+    let auth = match (&config.token, tls) {
+        (Some(_), "mutual") => "token and client certificate",
+        (Some(_), _) => "token",
+        (None, "mutual") => "client certificate",
+        (None, _) => "none",
+    };
+    tracing::info!(%addr, tls, auth, "database service listening");
     let stopping = shutdown.clone();
     let served = builder
         .add_service(health)
@@ -135,6 +157,31 @@ pub async fn serve(
     let _ = probe.await;
     served?;
     tracing::info!(%addr, "database service stopped");
+    Ok(())
+}
+
+/// Refuses what would expose the store: a non-loopback listener without TLS (unless waived) or
+/// without client authentication.
+fn check_exposure(addr: std::net::SocketAddr, config: &ServerConfig) -> Result<(), Error> {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if config.tls.is_none() && !config.insecure_no_tls {
+        return Err(Error::Config(format!(
+            "refusing to serve on {addr} without TLS: a listener outside loopback needs --tls-cert and --tls-key \
+             (`loom certs dev` makes development ones), or --insecure-no-tls when a service mesh encrypts the traffic"
+        )));
+    }
+    let mutual = config.tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some());
+    if !mutual && config.token.is_none() {
+        return Err(Error::Config(format!(
+            "refusing to serve on {addr} without client authentication: set --tls-client-ca (mutual TLS) or a \
+             bearer token ([database] service_token_file or LOOM_DATABASE__SERVICE_TOKEN)"
+        )));
+    }
+    if config.tls.is_none() {
+        tracing::warn!(%addr, "INSECURE: serving the database service in plaintext outside loopback (--insecure-no-tls)");
+    }
     Ok(())
 }
 

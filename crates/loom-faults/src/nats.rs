@@ -32,6 +32,8 @@ pub struct NatsServer {
     port: u16,
     dir: TempDir,
     child: Option<Child>,
+    /// A configuration file (`-c`) and the environment it reads (`$VAR` references).
+    config: Option<(PathBuf, Vec<(OsString, OsString)>)>,
 }
 
 impl NatsServer {
@@ -46,7 +48,24 @@ impl NatsServer {
             .prefix("loom-nats-")
             .tempdir()
             .map_err(|err| Error::io("create a temporary directory for nats-server", err))?;
-        let mut server = NatsServer { binary, version, port: free_port(), dir, child: None };
+        let mut server = NatsServer { binary, version, port: free_port(), dir, child: None, config: None };
+        server.start_again().await?;
+        Ok(server)
+    }
+
+    /// Like [`NatsServer::start`], with a configuration file (users, accounts, permissions) and
+    /// the variables it reads. The port, address and store directory are still this server's
+    /// own (flags override the file).
+    pub async fn start_with_config(config: &Path, env: &[(&str, &str)]) -> Result<NatsServer> {
+        let binary = binary(std::env::var_os("LOOM_NATS_SERVER"))?;
+        let version = version_of(&binary).await?;
+        let dir = tempfile::Builder::new()
+            .prefix("loom-nats-")
+            .tempdir()
+            .map_err(|err| Error::io("create a temporary directory for nats-server", err))?;
+        let env = env.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))).collect();
+        let config = Some((config.to_path_buf(), env));
+        let mut server = NatsServer { binary, version, port: free_port(), dir, child: None, config };
         server.start_again().await?;
         Ok(server)
     }
@@ -116,7 +135,11 @@ impl NatsServer {
     fn spawn(&self) -> Result<Child> {
         let log = self.open_log()?;
         let log_err = log.try_clone().map_err(|err| Error::io("duplicate the nats-server log handle", err))?;
-        Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some((config, env)) = &self.config {
+            command.arg("-c").arg(config).envs(env.iter().map(|(k, v)| (k, v)));
+        }
+        command
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
             .arg(self.store_dir())
             .stdin(Stdio::null())

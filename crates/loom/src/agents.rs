@@ -140,7 +140,10 @@ pub async fn serve(args: AgentArgs, config: &Config) -> anyhow::Result<()> {
     // The flags are checked like the configuration they override.
     llm.validate().context("--llm-url / --llm-model")?;
     agent.llm = llm.agent(config.llm_key.as_ref());
-    let (bus, what) = crate::compose::bus(config).await?;
+    // Replies on a prefix of the project's own, which the agent users of `deploy/nats/` may read.
+    let mut config = config.clone();
+    config.bus.inbox_prefix.get_or_insert_with(|| format!("_INBOX.agent-{project}"));
+    let (bus, what) = crate::compose::bus(&config, crate::config::Service::Agent).await?;
     println!("loom: agent for project {project} on {what}");
     loom_agent::run(agent, bus, crate::compose::shutdown_on_signals()).await?;
     Ok(())

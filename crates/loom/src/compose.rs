@@ -6,27 +6,35 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use loom_bus::{Bus, BusConfig};
+use loom_bus::Bus;
 use loom_store::Store;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, Service};
 
-/// Connects the configured bus (NATS, or the embedded one) and provisions it; returns it with a
-/// description for the operator.
-pub async fn bus(config: &Config) -> anyhow::Result<(Bus, String)> {
+/// Connects the configured bus (NATS, or the embedded one) for `service`, with its `[bus]`
+/// credentials, TLS and task keys, and provisions it; returns it with a description for the
+/// operator.
+pub async fn bus(config: &Config, service: Service) -> anyhow::Result<(Bus, String)> {
+    let bus_config = config.bus.bus_config(config.nats_url.as_deref(), service, &config.data_dir)?;
+    let keys = match (&bus_config.task_signing_key, &bus_config.task_verify_key) {
+        (Some(s), _) => format!("tasks signed with key {}", s.id()),
+        (None, Some(v)) => format!("tasks verified with key {}", v.id()),
+        (None, None) => "unsigned tasks".into(),
+    };
     match &config.nats_url {
         Some(url) => {
-            let bus = Bus::connect(BusConfig { url: url.clone(), ..BusConfig::default() })
+            let who = bus_config.credentials.describe();
+            let bus = Bus::connect(bus_config)
                 .await
-                .with_context(|| format!("cannot connect to NATS at {}", loom_store::redact_url(url)))?;
+                .with_context(|| format!("cannot connect to NATS at {} as {who}", loom_store::redact_url(url)))?;
             bus.provision().await.context("provisioning JetStream streams")?;
-            Ok((bus, format!("NATS JetStream at {}", loom_store::redact_url(url))))
+            Ok((bus, format!("NATS JetStream at {} as {who}; {keys}", loom_store::redact_url(url))))
         }
         None => {
-            let bus = Bus::embedded(BusConfig::default())?;
+            let bus = Bus::embedded(bus_config)?;
             bus.provision().await?;
-            Ok((bus, "embedded in-process bus (its queues do not survive a restart)".into()))
+            Ok((bus, format!("embedded in-process bus (its queues do not survive a restart); {keys}")))
         }
     }
 }

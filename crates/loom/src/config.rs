@@ -9,6 +9,7 @@
 //! read by `[llm]`, see `llm.rs`), and the variables tools and tasks get (`LOOM_PG_BINDIR`,
 //! `LOOM_NATS_SERVER`, `LOOM_PROJECT_ID`, `LOOM_BUILD`, …). Any other `LOOM_*` name is an unknown key: an error.
 
+mod bus;
 mod llm;
 
 use std::fmt;
@@ -20,6 +21,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use bus::{BusSection, Service};
 pub use llm::{LlmConfig, LoadedKey};
 
 use crate::paths;
@@ -70,6 +72,7 @@ pub struct Config {
     /// Default log filter when `RUST_LOG` is unset.
     pub log_level: String,
     pub database: DatabaseConfig,
+    pub bus: BusSection,
     pub dispatch: DispatchConfig,
     pub llm: LlmConfig,
     /// The LLM key `[llm]` names, read when the configuration loads (never serialised).
@@ -93,6 +96,10 @@ pub struct DatabaseConfig {
     /// Client certificate and key (PEM) for a database service that requires mutual TLS.
     pub service_cert: Option<PathBuf>,
     pub service_key: Option<PathBuf>,
+    /// The bearer token of the database service (secret: `LOOM_DATABASE__SERVICE_TOKEN`, or
+    /// `service_token_file`): `loom serve db` requires it of every client, and clients send it.
+    pub service_token: Option<String>,
+    pub service_token_file: Option<PathBuf>,
 }
 
 /// Dispatch policy.
@@ -127,6 +134,7 @@ impl Default for Config {
             log_format: "text".into(),
             log_level: "info".into(),
             database: DatabaseConfig::default(),
+            bus: BusSection::default(),
             dispatch: DispatchConfig::default(),
             llm: LlmConfig::default(),
             llm_key: None,
@@ -144,6 +152,20 @@ impl Default for DatabaseConfig {
             service_ca: None,
             service_cert: None,
             service_key: None,
+            service_token: None,
+            service_token_file: None,
+        }
+    }
+}
+
+impl DatabaseConfig {
+    /// The database service's bearer token, from `service_token` or `service_token_file`.
+    pub fn token(&self) -> anyhow::Result<Option<loom_db::Token>> {
+        match (self.service_token.as_deref().filter(|t| !t.is_empty()), &self.service_token_file) {
+            (Some(_), Some(_)) => anyhow::bail!("set database.service_token or database.service_token_file, not both"),
+            (Some(t), None) => Ok(Some(loom_db::Token::new(t).context("database.service_token")?)),
+            (None, Some(file)) => Ok(Some(loom_db::Token::from_file(file)?)),
+            (None, None) => Ok(None),
         }
     }
 }
@@ -201,12 +223,15 @@ impl Config {
         self.data_dir = paths::absolute(&self.data_dir).context("data_dir")?;
         self.personas_dir = paths::absolute(&self.personas_dir).context("personas_dir")?;
         let db = &mut self.database;
-        for (name, path) in [
+        let mut paths = vec![
             ("database.service_ca", &mut db.service_ca),
             ("database.service_cert", &mut db.service_cert),
             ("database.service_key", &mut db.service_key),
+            ("database.service_token_file", &mut db.service_token_file),
             ("llm.api_key_file", &mut self.llm.api_key_file),
-        ] {
+        ];
+        paths.extend(self.bus.paths());
+        for (name, path) in paths {
             // An empty value (`LOOM_LLM__API_KEY_FILE=`) unsets the file.
             *path = match path.take().filter(|p| !p.as_os_str().is_empty()) {
                 Some(p) => Some(paths::absolute(&p).context(name)?),
@@ -252,6 +277,8 @@ impl Config {
         c.database_url = c.database_url.as_deref().map(loom_store::redact_url);
         c.nats_url = c.nats_url.as_deref().map(loom_store::redact_url);
         c.api_key = c.api_key.as_ref().map(|_| "****".to_owned());
+        c.database.service_token = c.database.service_token.as_ref().map(|_| "****".to_owned());
+        c.bus = c.bus.redacted();
         c.llm_key = None;
         c
     }
@@ -276,6 +303,7 @@ impl fmt::Debug for Config {
             .field("data_dir", &c.data_dir)
             .field("http_addr", &c.http_addr)
             .field("database", &c.database)
+            .field("bus", &c.bus)
             .field("dispatch", &c.dispatch)
             .field("llm", &c.llm)
             .field("llm_key", &self.llm_key.as_ref().map(|k| format!("**** (from {})", k.source)))
@@ -387,6 +415,77 @@ mod tests {
             let c = Config::load(None, &Overrides::default()).unwrap();
             assert_eq!(c.agent_llm().api_key, None, "$OPENAI_API_KEY is unset");
             assert!(c.to_redacted_toml().contains("# API key: none ($OPENAI_API_KEY is unset"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bus_secrets_are_read_from_env_or_files_and_never_shown() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("LOOM_BUS__USER", "agent-web");
+            jail.set_env("LOOM_BUS__PASSWORD", "nats-secret-42");
+            jail.set_env("LOOM_DATABASE__SERVICE_TOKEN", "db-token-0123456789abcdef");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            let creds = c.bus.credentials().unwrap();
+            assert_eq!(
+                creds,
+                loom_bus::Credentials::UserPassword { user: "agent-web".into(), password: "nats-secret-42".into() }
+            );
+            assert!(c.database.token().unwrap().is_some());
+            let (shown, debug) = (c.to_redacted_toml(), format!("{c:?}"));
+            for text in [&shown, &debug] {
+                assert!(!text.contains("nats-secret-42") && !text.contains("db-token-0123"), "{text}");
+                assert!(text.contains("agent-web"), "{text}");
+            }
+            jail.create_file("nats.pw", "file-secret\n")?;
+            jail.set_env("LOOM_BUS__PASSWORD", "");
+            jail.set_env("LOOM_BUS__PASSWORD_FILE", "nats.pw");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(
+                c.bus.credentials().unwrap(),
+                loom_bus::Credentials::UserPassword { user: "agent-web".into(), password: "file-secret".into() }
+            );
+            jail.set_env("LOOM_BUS__TOKEN", "tok");
+            let err = Config::load(None, &Overrides::default()).unwrap().bus.credentials().unwrap_err().to_string();
+            assert!(err.contains("one kind of NATS credential"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn task_keys_each_service_needs() {
+        figment::Jail::expect_with(|jail| {
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            let nats = Some("nats://127.0.0.1:4222");
+            let err = format!("{:#}", c.bus.bus_config(nats, Service::ControlPlane, &c.data_dir).unwrap_err());
+            assert!(err.contains("set [bus] task_signing_key"), "{err}");
+            let err = format!("{:#}", c.bus.bus_config(nats, Service::Agent, &c.data_dir).unwrap_err());
+            assert!(err.contains("set [bus] task_verify_key"), "{err}");
+            // On the embedded bus (one process) the process's own key does.
+            assert!(c.bus.bus_config(None, Service::ControlPlane, &c.data_dir).unwrap().task_signing_key.is_some());
+
+            // `loom up` makes its key once, keeps it (0600) and uses it again on the next start.
+            let first = c.bus.bus_config(None, Service::Up, &c.data_dir).unwrap();
+            let path = c.data_dir.join(bus::UP_SIGNING_KEY);
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            let again = c.bus.bus_config(None, Service::Up, &c.data_dir).unwrap();
+            let id = |b: &loom_bus::BusConfig| b.task_signing_key.as_ref().unwrap().id().to_owned();
+            assert_eq!(id(&first), id(&again));
+            assert_eq!(first.task_verify_key, Some(first.task_signing_key.as_ref().unwrap().verify_key()));
+
+            // An agent given the public key verifies with it and holds no signing key.
+            let public = first.task_verify_key.as_ref().unwrap().to_pem();
+            jail.create_file("verify.pem", &public)?;
+            jail.set_env("LOOM_BUS__TASK_VERIFY_KEY", "verify.pem");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            let agent = c.bus.bus_config(None, Service::Agent, &c.data_dir).unwrap();
+            assert!(agent.task_signing_key.is_none());
+            assert_eq!(agent.task_verify_key, first.task_verify_key);
+            jail.set_env("LOOM_BUS__TASK_SIGNING_KEY", "verify.pem");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            let err = format!("{:#}", c.bus.bus_config(nats, Service::ControlPlane, &c.data_dir).unwrap_err());
+            assert!(err.contains("task_signing_key") && err.contains("PRIVATE KEY"), "{err}");
             Ok(())
         });
     }

@@ -3,6 +3,7 @@
 
 mod agents;
 mod bench;
+mod certs;
 mod cli;
 mod compose;
 mod config;
@@ -67,6 +68,9 @@ enum Command {
     /// Configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Certificates and keys (`loom certs dev`: a local CA and everything TLS and task signing need).
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
     /// Personas (`personas/<name>/SKILL.md`).
     #[command(subcommand)]
     Persona(PersonaCommand),
@@ -166,6 +170,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             print!("{}", config.to_redacted_toml());
             Ok(())
         }
+        Command::Certs(cmd) => certs::run(cmd),
         Command::Persona(PersonaCommand::List(args)) => {
             personas::list(args.dir.as_ref().unwrap_or(&config.personas_dir))
         }

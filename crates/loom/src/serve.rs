@@ -1,5 +1,6 @@
 //! `loom serve …`: run one service of a distributed deployment: `db` (the gRPC database service
-//! in front of PostgreSQL, the only process that speaks SQL), `control-plane` (API, dispatcher,
+//! in front of PostgreSQL, the only process that speaks SQL; outside loopback it needs TLS and
+//! client authentication), `control-plane` (API, dispatcher,
 //! result consumer) and `agent` (a project agent; run several for more throughput).
 
 use std::net::SocketAddr;
@@ -50,6 +51,10 @@ pub struct DbArgs {
     /// CA (PEM) that client certificates must chain to: mutual TLS. Needs --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
+    /// Serve plaintext on a non-loopback address: only where a service mesh (Linkerd) encrypts
+    /// the traffic. Clients must still authenticate (a token, `[database] service_token_file`).
+    #[arg(long)]
+    insecure_no_tls: bool,
 }
 
 pub async fn run(cmd: ServeCommand, config: &Config) -> anyhow::Result<()> {
@@ -66,7 +71,7 @@ async fn control_plane(args: ControlPlaneArgs, config: &Config) -> anyhow::Resul
     config.insecure_no_auth |= args.insecure_no_auth;
     let (store, what) = crate::storage::open(&config).await?;
     println!("loom: storage: {what}");
-    let (bus, what) = crate::compose::bus(&config).await?;
+    let (bus, what) = crate::compose::bus(&config, crate::config::Service::ControlPlane).await?;
     println!("loom: bus: {what}");
     crate::compose::control_plane(&config, store, bus, shutdown_on_signals()).await
 }
@@ -89,6 +94,8 @@ async fn db(args: DbArgs, config: &Config) -> anyhow::Result<()> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("loom: database service at {scheme}://{} over PostgreSQL at {}", listener.local_addr()?, redact_url(url));
     let shutdown = shutdown_on_signals();
-    loom_db::serve(ServerConfig { tls, ..ServerConfig::default() }, listener, Arc::new(store), shutdown).await?;
+    let token = config.database.token()?;
+    let server = ServerConfig { tls, token, insecure_no_tls: args.insecure_no_tls, ..ServerConfig::default() };
+    loom_db::serve(server, listener, Arc::new(store), shutdown).await?;
     Ok(())
 }

@@ -62,7 +62,8 @@ async fn open_service(config: &Config, url: &str) -> anyhow::Result<(Arc<dyn Sto
         tls.is_none() || url.starts_with("https://"),
         "database.service_ca is set but database.service_url {url} is not https://"
     );
-    let store = GrpcStore::connect(ClientConfig { tls, ..ClientConfig::new(url) })
+    let token = db.token()?;
+    let store = GrpcStore::connect(ClientConfig { tls, token, ..ClientConfig::new(url) })
         .with_context(|| format!("bad database service URL {url}"))?;
     store.last_event_seq().await.with_context(|| format!("cannot reach the database service at {url}"))?;
     Ok((Arc::new(store), format!("database service at {url}")))

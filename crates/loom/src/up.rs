@@ -14,7 +14,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     let counts = store.bead_counts(None).await?;
     println!("loom: storage ready: {what}");
     println!("loom: {} project(s); beads {}", projects.len(), summary(&counts));
-    let (bus, what) = compose::bus(config).await?;
+    let (bus, what) = compose::bus(config, crate::config::Service::Up).await?;
     println!("loom: bus ready: {what}");
     if bus.is_embedded() {
         let requeued = crate::requeue::lost_dispatches(&*store).await?;

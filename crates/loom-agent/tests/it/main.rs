@@ -8,5 +8,6 @@ mod delivery;
 mod llm;
 mod results;
 mod shell;
+mod signature;
 mod support;
 mod system;

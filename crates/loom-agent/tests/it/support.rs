@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use chrono::Utc;
 use loom_agent::{AgentConfig, Error};
 use loom_bus::{
-    Bus, BusConfig, ConsumeOptions, Outgoing, ResultKind, ResultMessage, Subscription, TaskData, TaskKind, TaskMessage,
+    Bus, BusConfig, ConsumeOptions, ResultKind, ResultMessage, Subscription, TaskData, TaskKind, TaskMessage,
     TaskMetadata, TraceContext,
 };
 use loom_domain::{BeadId, ContextMap, DispatchId, ProjectId};
@@ -230,14 +230,7 @@ pub fn cancel_of(task: &TaskMessage) -> TaskMessage {
 }
 
 pub async fn publish(bus: &Bus, task: &TaskMessage) {
-    let mut out = bus.task(task, &TraceContext::default()).unwrap();
-    if task.kind == TaskKind::Cancelled {
-        // `Bus::task` keys a cancel by its dispatch id, the same key as the assignment, so
-        // JetStream drops it as a duplicate within the dedupe window (a loom-bus bug, reported).
-        // Publish it as a fixed bus would: same subject and body, key `{dispatch}:cancel`.
-        let key = format!("{}:cancel", task.metadata.dispatch_id);
-        out = Outgoing::raw(out.subject().to_owned(), key, out.payload().clone());
-    }
+    let out = bus.task(task, &TraceContext::default()).unwrap();
     let receipt = bus.publish(out).await.unwrap();
     assert!(!receipt.duplicate, "{:?} was dropped as a duplicate", task.kind);
 }

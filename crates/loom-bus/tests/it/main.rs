@@ -4,6 +4,7 @@
 mod conformance;
 mod golden;
 mod jetstream_only;
+mod permissions;
 mod registry;
 mod restart;
 mod support;

@@ -467,3 +467,24 @@ async fn agents_coming_and_going_are_recorded_with_events() {
     assert!(text.contains("agent.online") && text.contains("agent.offline"), "{text}");
     c.stop().await;
 }
+
+/// An agent that does not trust the control plane's key (a misconfigured agent, or a forged task)
+/// never runs the task: it is dead-lettered with the signature's reason, and the bead is blocked
+/// with it, so the operator sees why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_the_agent_cannot_verify_blocks_its_bead_with_the_reason() {
+    let c = Cluster::start(fast_config()).await;
+    c.project("keys").await;
+    let mut other = c.bus.config().clone();
+    other.task_verify_key = Some(loom_bus::SigningKey::generate().verify_key());
+    let agent_bus = loom_bus::Bus::connect(other).await.unwrap();
+    let agent = TestAgent::start(&agent_bus, "keys", succeed).await;
+    let id = c.bead("keys", "needs a trusted task", 1, &[]).await;
+    let v = c.wait_bead(&id, WAIT, |v| v["status"] == "blocked").await;
+    assert_eq!(v["status"], "blocked", "{v}");
+    let error = v["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("task signature by unknown key"), "{v}");
+    assert!(agent.ran().is_empty(), "the agent ran {:?}", agent.ran());
+    agent.stop().await;
+    c.stop().await;
+}

@@ -83,6 +83,8 @@ fn variables(dir: &Path) -> Vec<(&'static str, String, String)> {
     let file = dir.join("custom.toml");
     std::fs::write(&file, "log_level = \"trace\"\n").unwrap();
     let data = format!("data_dir = \"{}\"", dir.join("state").display());
+    let signing = format!("task_signing_key = \"{}\"", dir.join("keys/signing.pem").display());
+    let verify = format!("task_verify_key = \"{}\"", dir.join("keys/verify.pem").display());
     [
         ("LOOM_API_KEY", "loom_sekret", "api_key = \"****\""),
         ("LOOM_API_URL", "http://10.1.2.3:9999", "api_url = \"http://10.1.2.3:9999\""),
@@ -90,7 +92,12 @@ fn variables(dir: &Path) -> Vec<(&'static str, String, String)> {
         ("LOOM_DATA_DIR", "state", &data),
         ("LOOM_DATABASE_URL", "postgres://u:sekret@db:5432/loom", "database_url = \"postgres://u:****@db:5432/loom\""),
         ("LOOM_DATABASE__SERVICE_URL", "http://db-host:50051", "service_url = \"http://db-host:50051\""),
+        ("LOOM_DATABASE__SERVICE_TOKEN", "db-token-0123456789abcdef", "service_token = \"****\""),
         ("LOOM_DISPATCH__MAX_ATTEMPTS", "5", "max_attempts = 5"),
+        ("LOOM_BUS__PASSWORD", "nats-sekret", "password = \"****\""),
+        ("LOOM_BUS__TOKEN", "nats-token-sekret", "token = \"****\""),
+        ("LOOM_BUS__TASK_SIGNING_KEY", "keys/signing.pem", &signing),
+        ("LOOM_BUS__TASK_VERIFY_KEY", "keys/verify.pem", &verify),
         ("LOOM_HTTP_ADDR", "127.0.0.1:9090", "http_addr = \"127.0.0.1:9090\""),
         ("LOOM_LLM_API_KEY", "sk-sekret", "# API key: **** (from $LOOM_LLM_API_KEY)"),
         ("LOOM_LLM_MODEL", "qwen-coder", "model = \"qwen-coder\""),

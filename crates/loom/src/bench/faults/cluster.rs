@@ -135,9 +135,15 @@ impl Cluster {
         let nats = NatsServer::start().await?;
         let pg = PgCluster::start().await?;
         let db_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        // The control planes sign tasks with this key; the agents get its public half only.
+        let (signing_pem, signing) = loom_bus::SigningKey::generate_pem();
+        let (signing_key, verify_key) = (dir.join("task-signing.pem"), dir.join("task-verify.pem"));
+        crate::certs::write_private(&signing_key, signing_pem.as_bytes())?;
+        std::fs::write(&verify_key, signing.verify_key().to_pem())?;
         let common = |extra: &[(&str, String)]| -> Vec<(String, String)> {
             let mut env: Vec<(String, String)> = DISPATCH.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
             env.push(("LOOM_NATS_URL".into(), nats.url()));
+            env.push(("LOOM_BUS__TASK_VERIFY_KEY".into(), verify_key.display().to_string()));
             env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
             env
         };
@@ -158,7 +164,11 @@ impl Cluster {
         for (i, store) in [("LOOM_DATABASE_URL", pg.url()), ("LOOM_DATABASE__SERVICE_URL", via)].into_iter().enumerate()
         {
             let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-            let env = common(&[store, ("LOOM_DATA_DIR", dir.join(format!("cp{i}")).display().to_string())]);
+            let env = common(&[
+                store,
+                ("LOOM_DATA_DIR", dir.join(format!("cp{i}")).display().to_string()),
+                ("LOOM_BUS__TASK_SIGNING_KEY", signing_key.display().to_string()),
+            ]);
             let listen = addr.to_string();
             let mut cp =
                 Service::new(&format!("cp{i}"), &exe, dir, &["serve", "control-plane", "--listen", &listen], env);
