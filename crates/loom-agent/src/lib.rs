@@ -38,6 +38,9 @@ pub mod sandbox;
 mod workspace;
 
 pub use agent::run;
-pub use config::{AgentConfig, ApiKey, CommandLimits, ExecutorKind, LlmConfig, is_relative_local_path};
+pub use config::{
+    AgentConfig, ApiKey, CommandLimits, ExecutorKind, LlmConfig, PushChecks, ResourceLimits, SandboxConfig,
+    SandboxMode, is_relative_local_path,
+};
 pub use error::Error;
 pub use fence::{ApiFence, Fence, StartAnswer};
