@@ -293,3 +293,23 @@ async fn an_agent_without_bwrap_refuses_to_start_and_says_how_to_fix_it() {
     let err = err.to_string();
     assert!(err.contains("apt-get install bubblewrap") && err.contains("sandbox = \"none\""), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_reach_the_network_only_when_the_project_allows_it() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let repo = Repo::new();
+    let bus = embedded();
+    let mut sub = results(&bus).await;
+    let agent = Agent::start(repo.config("demo"), &bus);
+    let probe = format!("bash -c 'echo > /dev/tcp/127.0.0.1/{port}' 2>/dev/null && echo open || echo closed");
+    publish(&bus, &task("demo", "demo-1", "shell", &[("command", &probe)])).await;
+    let r = final_result(&mut sub).await;
+    assert_eq!(r.result.output.trim(), "closed", "{r:?}");
+    let mut allowed = task("demo", "demo-2", "shell", &[("command", &probe)]);
+    allowed.task_data.project_context.insert("sandbox_network".into(), "allow".into());
+    publish(&bus, &allowed).await;
+    let r = final_result(&mut sub).await;
+    assert_eq!(r.result.output.trim(), "open", "{r:?}");
+    agent.stop().await;
+}
