@@ -54,7 +54,8 @@ async fn a_sandboxed_command_cannot_plant_a_hook_or_a_git_directory_of_its_own()
     // never uses, since it names the worktree's real git directory itself.
     let elsewhere = repo.dir.path().join("elsewhere.git");
     let command = format!(
-        "common=$(git rev-parse --git-common-dir) && ({plant}) 2>/dev/null && echo PLANTED || echo clone-read-only; \
+        "git log --format=%s -1 && git status --porcelain && echo git-works; \
+         common=$(git rev-parse --git-common-dir) && ({plant}) 2>/dev/null && echo PLANTED || echo clone-read-only; \
          rm .git && git init -q . && ({fake}) && git config core.hooksPath .git/hooks && \
          git config core.fsmonitor .git/hooks/pre-commit && git remote add origin {elsewhere} && \
          echo fake-git-ready; echo work > work.txt",
@@ -65,6 +66,7 @@ async fn a_sandboxed_command_cannot_plant_a_hook_or_a_git_directory_of_its_own()
     publish(&bus, &task("demo", "demo-1", "shell", &[("command", &command)])).await;
     let r = final_result(&mut sub).await;
     assert_eq!(r.kind, ResultKind::Completed, "{r:?}");
+    assert!(r.result.output.starts_with("seed\ngit-works"), "git works read-only inside: {r:?}");
     assert!(r.result.output.contains("clone-read-only") && r.result.output.contains("fake-git-ready"), "{r:?}");
     assert_eq!(repo.show("main", "work.txt").as_deref(), Some("work\n"), "the work landed in the real remote");
     assert!(!elsewhere.exists(), "nothing was pushed where the fake repository pointed");
