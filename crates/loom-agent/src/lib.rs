@@ -23,7 +23,7 @@
 //! - `task.completed` means the work is in the remote: the executor's changes are committed and
 //!   pushed (`direct`: to the branch, rebasing on rejection; `branch-pr`: to `bead/<id>`) first.
 //! - File actions never leave the bead's worktree nor touch `.git`, and open only regular files
-//!   (`sandbox`); commands run in a bubblewrap sandbox (`sandbox::command`: no Loom secret in
+//!   (`sandbox`); commands run in a bubblewrap sandbox (`sandbox::isolation`: no Loom secret in
 //!   their environment, `/proc` or file system, no network unless the project allows it, the
 //!   worktree the only writable place besides a private `/tmp`) with a scrubbed environment,
 //!   resource limits, a timeout that kills everything they started, and an output cap; the agent

@@ -8,10 +8,12 @@
 //! symlinked directory cannot smuggle a write out either.
 
 pub(crate) mod command;
+mod isolation;
 
 use std::path::{Component, Path, PathBuf};
 
-pub use command::{CommandOutput, Isolation, probe, run_command};
+pub use command::{CommandOutput, run_command};
+pub use isolation::{Isolation, probe};
 
 use crate::Error;
 
