@@ -2,7 +2,8 @@
 # Runs Loom's whole test suite against real PostgreSQL and NATS (JetStream).
 #
 # It makes sure both services are installed and running first: a stopped one is started, a
-# missing one is installed with apt-get (Debian) and started. With CI=true a service that still
+# missing one is installed with apt-get (Debian) and started; git and bubblewrap (the agents'
+# command sandbox) are installed when missing. With CI=true a service that still
 # cannot be reached fails the run; nothing is ever skipped silently.
 #
 # Environment: LOOM_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres),
@@ -73,6 +74,7 @@ ensure_nats() {
 
 command -v cargo >/dev/null || die "cargo is missing: install the Rust toolchain named in rust-toolchain.toml"
 command -v git >/dev/null || apt_install git   # the agent's tests work on real repositories
+command -v bwrap >/dev/null || apt_install bubblewrap   # bead commands run in its sandbox
 ensure_postgres
 ensure_nats
 say "PostgreSQL and NATS (JetStream) are up; running the tests"

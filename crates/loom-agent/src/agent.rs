@@ -70,6 +70,10 @@ pub(crate) async fn run_with(
     stats: Option<Arc<Stats>>,
 ) -> Result<(), Error> {
     config.validate()?;
+    if !config.git_repo.is_empty() {
+        // Without a repository no command can run (only `noop` tasks), so no sandbox is needed.
+        crate::sandbox::probe(&config.sandbox).await?;
+    }
     if let Some(fence) = &config.fence {
         fence.check().await.map_err(|e| {
             Error::Config(format!("the fence (which says whether a task may run) cannot be asked: {e}"))

@@ -1,6 +1,8 @@
 //! `loom bench agent`: N no-op tasks through one agent at concurrency 1 and 8, on a scratch bus
 //! namespace that is deleted afterwards. Overhead is the time a task spends in the agent
 //! outside the executor (slot acquired → result published and acked, minus the executor).
+//! The sandbox's cost is the p50 of a trivial command (`true`) in the bubblewrap sandbox minus
+//! the p50 of the same command unsandboxed, measured in the same run, interleaved.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +16,9 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{Stats, lock, run_with};
-use crate::{AgentConfig, Error, ExecutorKind};
+use crate::config::CommandLimits;
+use crate::sandbox::{Isolation, run_command};
+use crate::{AgentConfig, Error, ExecutorKind, SandboxConfig};
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -40,7 +44,12 @@ pub struct BenchReport {
     pub tasks_per_s_c8: f64,
     /// p99 over both rounds.
     pub overhead_p99_ms: f64,
+    /// p50 of `true` sandboxed − p50 of `true` unsandboxed; `None` when bubblewrap cannot run.
+    pub sandbox_overhead_p50_ms: Option<f64>,
 }
+
+/// Trivial commands run each way for the sandbox figure.
+const SANDBOX_SAMPLES: usize = 60;
 
 /// Runs both rounds.
 pub async fn run(opts: BenchOptions) -> Result<BenchReport, Error> {
@@ -54,7 +63,35 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, Error> {
         tasks_per_s_c1: c1,
         tasks_per_s_c8: c8,
         overhead_p99_ms: p99.unwrap_or_default().as_secs_f64() * 1000.0,
+        sandbox_overhead_p50_ms: sandbox_overhead().await?,
     })
+}
+
+async fn sandbox_overhead() -> Result<Option<f64>, Error> {
+    let config = SandboxConfig::default();
+    if let Err(err) = crate::sandbox::probe(&config).await {
+        tracing::warn!(%err, "no sandbox figure");
+        return Ok(None);
+    }
+    let dir = std::env::temp_dir();
+    let limits = CommandLimits { timeout: Duration::from_secs(30), output_cap: 4096 };
+    let (sandboxed, plain) = (Isolation::new(&config), Isolation::none());
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..SANDBOX_SAMPLES {
+        for (isolation, times) in [(&sandboxed, &mut with), (&plain, &mut without)] {
+            let started = Instant::now();
+            let out = run_command(isolation, &dir, "true", &limits, &[]).await?;
+            if !out.success() {
+                return Err(Error::Config(format!("`true` failed in the bench: {}", out.output)));
+            }
+            times.push(started.elapsed());
+        }
+    }
+    let p50 = |times: &mut Vec<Duration>| {
+        times.sort();
+        times[times.len() / 2].as_secs_f64() * 1000.0
+    };
+    Ok(Some(p50(&mut with) - p50(&mut without)))
 }
 
 async fn round(opts: &BenchOptions, concurrency: usize, stats: Arc<Stats>) -> Result<f64, Error> {

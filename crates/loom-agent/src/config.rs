@@ -42,6 +42,10 @@ pub struct AgentConfig {
     pub task_timeout: Duration,
     /// Limits of every command an executor runs.
     pub command: CommandLimits,
+    /// How commands are isolated from the agent (bubblewrap unless opted out).
+    pub sandbox: SandboxConfig,
+    /// What a bead's work may change before it is pushed.
+    pub push_checks: PushChecks,
     /// `personas/` directory; `None` = a built-in engineer prompt.
     pub personas_dir: Option<PathBuf>,
     pub llm: LlmConfig,
@@ -69,6 +73,8 @@ impl AgentConfig {
             shutdown_grace: Duration::from_secs(30),
             task_timeout: Duration::from_secs(3600),
             command: CommandLimits::default(),
+            sandbox: SandboxConfig::default(),
+            push_checks: PushChecks::default(),
             personas_dir: None,
             llm: LlmConfig::default(),
             fence: None,
@@ -100,6 +106,16 @@ impl AgentConfig {
         }
         if self.command.output_cap < 1024 {
             return bad("command output cap must be at least 1 KiB");
+        }
+        if self.command.timeout.is_zero() {
+            return bad("command timeout must be positive");
+        }
+        let sandbox_paths = self.sandbox.hidden.iter().chain(&self.sandbox.writable);
+        if let Some(relative) = sandbox_paths.into_iter().find(|p| !p.is_absolute()) {
+            return Err(Error::Config(format!("sandbox path {} must be absolute", relative.display())));
+        }
+        if let Some(bad_glob) = self.push_checks.protected_paths.iter().find(|g| g.trim().is_empty()) {
+            return Err(Error::Config(format!("protected path {bad_glob:?} is empty")));
         }
         Ok(())
     }
@@ -161,6 +177,114 @@ pub struct CommandLimits {
 impl Default for CommandLimits {
     fn default() -> Self {
         CommandLimits { timeout: Duration::from_secs(600), output_cap: 64 * 1024 }
+    }
+}
+
+/// Whether commands run in a bubblewrap sandbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SandboxMode {
+    /// `bwrap`: read-only root, the worktree writable, private `/tmp`, own pid/ipc/uts (and,
+    /// unless the project allows it, network) namespaces, Loom's state hidden, resource limits.
+    Bubblewrap,
+    /// No sandbox (machines without user namespaces): commands run as the agent's user with a
+    /// scrubbed environment, a process-group kill at the timeout and an output cap only. The
+    /// agent warns about it when it starts.
+    None,
+}
+
+impl SandboxMode {
+    /// Parses `bubblewrap` (or `bwrap`) and `none`.
+    pub fn parse(s: &str) -> Result<SandboxMode, Error> {
+        match s {
+            "bubblewrap" | "bwrap" => Ok(SandboxMode::Bubblewrap),
+            "none" => Ok(SandboxMode::None),
+            other => Err(Error::Config(format!("unknown sandbox {other:?} (want bubblewrap or none)"))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxMode::Bubblewrap => "bubblewrap",
+            SandboxMode::None => "none",
+        }
+    }
+}
+
+/// The sandbox commands run in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SandboxConfig {
+    pub mode: SandboxMode,
+    /// The `bwrap` program; a bare name is looked up in `PATH`.
+    pub bwrap: PathBuf,
+    /// Absolute paths hidden from commands besides the agent's `work_root` (which is always
+    /// hidden but for the bead's worktree): the binary adds its data directory (the SQLite file),
+    /// its configuration file and key files. A directory shows empty, a file empty.
+    pub hidden: Vec<PathBuf>,
+    /// Absolute paths bound read-write besides the worktree (a shared build cache, say); a
+    /// missing one is left out. Whatever is there, every bead's command can change.
+    pub writable: Vec<PathBuf>,
+    /// Per-process limits inside the sandbox (`prlimit`); 0 = no limit.
+    pub limits: ResourceLimits,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            mode: SandboxMode::Bubblewrap,
+            bwrap: PathBuf::from("bwrap"),
+            hidden: Vec::new(),
+            writable: Vec::new(),
+            limits: ResourceLimits::default(),
+        }
+    }
+}
+
+/// Resource limits of each process a sandboxed command starts (`setrlimit` through
+/// `prlimit`, soft = hard, so the command cannot raise them). 0 = unlimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResourceLimits {
+    /// CPU seconds per process (`RLIMIT_CPU`; SIGXCPU/SIGKILL beyond).
+    pub cpu_secs: u64,
+    /// Address space per process in bytes (`RLIMIT_AS`).
+    pub memory_bytes: u64,
+    /// Processes of the sandbox's user (`RLIMIT_NPROC`). The kernel does not apply it to
+    /// root, so it holds only for an agent that does not run as root.
+    pub processes: u64,
+    /// Largest file a process may write, in bytes (`RLIMIT_FSIZE`).
+    pub file_size_bytes: u64,
+}
+
+impl Default for ResourceLimits {
+    fn default() -> Self {
+        ResourceLimits { cpu_secs: 3600, memory_bytes: 16 << 30, processes: 4096, file_size_bytes: 1 << 30 }
+    }
+}
+
+/// Checks of a bead's commits before they are pushed; a violation fails the task with the
+/// reason and pushes nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushChecks {
+    /// Globs (`*` within a path segment, `**` across segments, `?`) of paths a bead may not
+    /// change. The default protects what runs with the repository's CI secrets or changes
+    /// where code comes from: CI workflow definitions and `.gitmodules`.
+    pub protected_paths: Vec<String>,
+    /// Largest diff (`git diff --binary` from the bead's start to its last commit) in bytes;
+    /// 0 = no limit.
+    pub max_diff_bytes: u64,
+}
+
+impl PushChecks {
+    /// The default protected paths.
+    pub const DEFAULT_PROTECTED: &'static [&'static str] =
+        &[".github/workflows/**", ".gitlab-ci.yml", ".circleci/**", ".gitmodules"];
+}
+
+impl Default for PushChecks {
+    fn default() -> Self {
+        PushChecks {
+            protected_paths: Self::DEFAULT_PROTECTED.iter().map(|s| (*s).to_owned()).collect(),
+            max_diff_bytes: 10 << 20,
+        }
     }
 }
 

@@ -14,6 +14,9 @@ pub enum Error {
     /// A git command failed; `detail` is its (capped) output.
     #[error("git {command} failed: {detail}")]
     Git { command: String, detail: String },
+    /// The bead's work breaks a push check (a protected path, the diff size); nothing was pushed.
+    #[error("push refused, nothing was pushed: {0}")]
+    PushRefused(String),
     /// A file action named a path outside the worktree, inside `.git`, or otherwise unsafe.
     #[error("path {path:?} refused: {reason}")]
     PathRefused { path: String, reason: String },

@@ -3,12 +3,14 @@
 //! worktree is committed and landed with the project's git strategy before the task counts as
 //! done, so `task.completed` always means "the work is in the remote".
 
+pub(crate) mod runner;
 mod shell;
 
 use std::time::{Duration, Instant};
 
 use loom_bus::{TaskMessage, TaskMetadata};
-use loom_domain::{ContextMap, limits};
+use loom_domain::{AgentId, ContextMap, limits};
+use runner::{CommandLog, Runner};
 
 use crate::config::ExecutorKind;
 use crate::llm;
@@ -69,16 +71,19 @@ impl Executors {
         Ok(Executors { config: config.clone(), workspace: Workspace::new(config), llm: llm::Client::new(&config.llm)? })
     }
 
-    /// Runs `task` to an outcome; never fails (a failure is an outcome), never panics on
-    /// bad input. Bounded by the task's wall-clock limit.
-    pub(crate) async fn execute(&self, task: &TaskMessage) -> Outcome {
+    /// Runs `task` (for `agent`) to an outcome; never fails (a failure is an outcome), never
+    /// panics on bad input. Bounded by the task's wall-clock limit. The commands it ran are
+    /// listed in the outcome's context whatever the outcome.
+    pub(crate) async fn execute(&self, task: &TaskMessage, agent: &AgentId) -> Outcome {
         let started = Instant::now();
         let limit = self.config.task_timeout;
-        let mut outcome = match tokio::time::timeout(limit, self.dispatch(task)).await {
+        let log = CommandLog::new(agent, task);
+        let mut outcome = match tokio::time::timeout(limit, self.dispatch(task, &log)).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(err)) => Outcome::failure(err.to_string()),
             Err(_) => Outcome::failure(format!("the task exceeded its wall-clock limit of {limit:?}")),
         };
+        log.report(&mut outcome.context);
         outcome.executor_time = started.elapsed();
         outcome.capped()
     }
@@ -90,7 +95,7 @@ impl Executors {
         }
     }
 
-    async fn dispatch(&self, task: &TaskMessage) -> Result<Outcome, Error> {
+    async fn dispatch(&self, task: &TaskMessage, log: &CommandLog) -> Result<Outcome, Error> {
         let kind = self.kind(&task.metadata)?;
         if kind == ExecutorKind::Noop {
             // Simulated work for benchmarks and the fault suite: `noop_ms` (at most an hour).
@@ -105,9 +110,10 @@ impl Executors {
             )));
         };
         let wt = ws.checkout(&task.bead_id).await?;
+        let runner = Runner::new(&self.config, ws, &wt, task, log).await?;
         let mut outcome = match kind {
-            ExecutorKind::Shell => shell::run(&self.config, task, &wt).await?,
-            ExecutorKind::Llm => llm::run(&self.config, &self.llm, task, ws, &wt).await?,
+            ExecutorKind::Shell => shell::run(&runner, task).await?,
+            ExecutorKind::Llm => llm::run(&self.config, &self.llm, task, ws, &wt, &runner).await?,
             ExecutorKind::Noop => unreachable!("handled above"),
         };
         outcome.context.insert("executor".into(), kind.as_str().into());

@@ -22,9 +22,17 @@
 //!   result; the instance deregisters.
 //! - `task.completed` means the work is in the remote: the executor's changes are committed and
 //!   pushed (`direct`: to the branch, rebasing on rejection; `branch-pr`: to `bead/<id>`) first.
-//! - File actions never leave the bead's worktree nor touch `.git` (`sandbox`); commands run
-//!   with a scrubbed environment, a timeout that kills their process group, and an output cap.
-//!   The LLM API key is sent only in the `Authorization` header.
+//! - File actions never leave the bead's worktree nor touch `.git`, and open only regular files
+//!   (`sandbox`); commands run in a bubblewrap sandbox (`sandbox::isolation`: no Loom secret in
+//!   their environment, `/proc` or file system, no network unless the project allows it, the
+//!   worktree the only writable place besides a private `/tmp`) with a scrubbed environment,
+//!   resource limits, a timeout that kills everything they started, and an output cap; the agent
+//!   refuses to start without the sandbox unless `sandbox = none`, which it logs as a warning.
+//!   Every command is audited (`executor::runner`).
+//! - No git hook or fsmonitor program runs under the agent, whatever a command or a repository
+//!   planted (`workspace`); nothing is pushed that changes a protected path or is over the diff
+//!   limit.
+//! - The LLM API key is sent only in the `Authorization` header.
 
 mod agent;
 pub mod bench;
@@ -38,6 +46,9 @@ pub mod sandbox;
 mod workspace;
 
 pub use agent::run;
-pub use config::{AgentConfig, ApiKey, CommandLimits, ExecutorKind, LlmConfig, is_relative_local_path};
+pub use config::{
+    AgentConfig, ApiKey, CommandLimits, ExecutorKind, LlmConfig, PushChecks, ResourceLimits, SandboxConfig,
+    SandboxMode, is_relative_local_path,
+};
 pub use error::Error;
 pub use fence::{ApiFence, Fence, StartAnswer};

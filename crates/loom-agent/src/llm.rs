@@ -20,6 +20,7 @@ use client::{ChatError, Message, Usage};
 use protocol::{Action, parse_action};
 
 use crate::executor::Outcome;
+use crate::executor::runner::Runner;
 use crate::sandbox::Sandbox;
 use crate::workspace::{Workspace, Worktree};
 use crate::{AgentConfig, Error};
@@ -34,6 +35,7 @@ pub(crate) async fn run(
     task: &TaskMessage,
     workspace: &Workspace,
     worktree: &Worktree,
+    runner: &Runner<'_>,
 ) -> Result<Outcome, Error> {
     let sandbox = Sandbox::new(&worktree.path)?;
     let system = prompt::system(&prompt::persona(config)?, &sandbox);
@@ -43,6 +45,7 @@ pub(crate) async fn run(
         workspace,
         worktree,
         limits: config.command,
+        runner,
         task: &task.task_data,
         created_beads: Vec::new(),
         commits: Vec::new(),

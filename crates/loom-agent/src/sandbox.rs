@@ -1,5 +1,6 @@
 //! The actions sandbox: every path a file action names is confined to the worktree, and every
-//! command runs with a scrubbed environment, a timeout and an output cap (`command`).
+//! command runs in a bubblewrap sandbox with a scrubbed environment, a timeout that kills all it
+//! started, resource limits and an output cap (`command`).
 //!
 //! A path is refused when it is empty, absolute, contains `..` or a NUL, names anything under a
 //! `.git` directory or file, or resolves (through symlinks, canonicalised) outside the worktree
@@ -7,10 +8,12 @@
 //! symlinked directory cannot smuggle a write out either.
 
 pub(crate) mod command;
+mod isolation;
 
 use std::path::{Component, Path, PathBuf};
 
-pub use command::{CommandOutput, run_command, run_command_with};
+pub use command::{CommandOutput, run_command};
+pub use isolation::{Isolation, probe};
 
 use crate::Error;
 

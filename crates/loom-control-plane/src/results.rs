@@ -244,6 +244,7 @@ async fn settle(
                     tracing::debug!(bead = %msg.bead_id, dispatch = %msg.metadata.dispatch_id, "stale or repeated result ignored");
                 } else {
                     shared.changed();
+                    record_commands(shared, &msg).await;
                 }
             }
             if let Err(e) = delivery.ack().await {
@@ -258,6 +259,52 @@ async fn settle(
         Err(e) => {
             tracing::error!(error = %e, bead = %msg.bead_id, "result refused by the store; dead-lettering it");
             let _ = delivery.term_to_dlq(&format!("result refused by the store: {e}")).await;
+        }
+    }
+}
+
+/// The result context entry where the agent lists the commands it ran for the task: a JSON
+/// array of `{"kind", "command", "exit_code", "timed_out", "duration_ms", "started_at",
+/// "sandbox"}` (see `loom-agent`'s `executor/runner.rs`).
+const COMMANDS: &str = "commands";
+
+/// Records an `agent.command` event per command an applied result lists: the audit of what
+/// agents ran, visible through `GET /events`. Only for a result that applied (a repeated or
+/// stale one adds none); best effort, like the agents' online/offline events — the agent's
+/// `audit` log line is the other record.
+async fn record_commands(shared: &Shared, msg: &ResultMessage) {
+    let Some(list) = msg.result.context.get(COMMANDS) else { return };
+    let commands: Vec<serde_json::Value> = serde_json::from_str(list).unwrap_or_default();
+    for c in commands.into_iter().filter(serde_json::Value::is_object) {
+        let exit = match (c["timed_out"].as_bool(), c["exit_code"].as_i64()) {
+            (Some(true), _) => "killed at its timeout".to_owned(),
+            (_, Some(code)) => format!("exit {code}"),
+            _ => "killed by a signal".to_owned(),
+        };
+        let description = format!(
+            "agent {} ran a {} command for bead {} ({exit}, {} ms)",
+            msg.agent_id,
+            c["kind"].as_str().unwrap_or("shell"),
+            msg.bead_id,
+            c["duration_ms"].as_u64().unwrap_or(0)
+        );
+        let mut data = c;
+        data["agent"] = msg.agent_id.as_str().into();
+        data["bead"] = msg.bead_id.as_str().into();
+        data["dispatch"] = msg.metadata.dispatch_id.as_str().into();
+        data["attempt"] = msg.metadata.attempt.into();
+        let event = loom_store::NewEvent {
+            kind: loom_domain::EventKind::AgentCommand,
+            source: "agent".into(),
+            project_id: Some(msg.project_id.clone()),
+            entity_id: msg.bead_id.to_string(),
+            action: "command".into(),
+            description,
+            data,
+            correlation_id: Some(msg.correlation_id.clone()).filter(|c| !c.is_empty()),
+        };
+        if let Err(e) = shared.store.append_event(event).await {
+            tracing::warn!(bead = %msg.bead_id, error = %e, "cannot record an agent.command event");
         }
     }
 }

@@ -21,6 +21,7 @@ string_enum!(
         BeadDependencyRemoved => "bead.dependency_removed",
         AgentOnline => "agent.online",
         AgentOffline => "agent.offline",
+        AgentCommand => "agent.command",
         ConnectorHealthChanged => "connector.health_changed",
         ApiWrite => "audit.api_write",
     }

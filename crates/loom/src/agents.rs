@@ -49,6 +49,11 @@ pub struct AgentArgs {
     /// Personas directory [default: `personas_dir` of the configuration, `personas`].
     #[arg(long)]
     personas: Option<PathBuf>,
+    /// How bead commands run: `bubblewrap` (a sandbox; needs `bwrap`) or `none` (unsandboxed,
+    /// for machines without user namespaces; logged as a warning) [default: `agent.sandbox` of
+    /// the configuration, `bubblewrap`].
+    #[arg(long)]
+    sandbox: Option<String>,
 }
 
 /// Fencing through the store (`loom up`: the agent runs beside it).
@@ -140,6 +145,11 @@ pub async fn serve(args: AgentArgs, config: &Config) -> anyhow::Result<()> {
     // The flags are checked like the configuration they override.
     llm.validate().context("--llm-url / --llm-model")?;
     agent.llm = llm.agent(config.llm_key.as_ref());
+    agent.sandbox = config.agent_sandbox();
+    if let Some(mode) = &args.sandbox {
+        agent.sandbox.mode = loom_agent::SandboxMode::parse(mode).context("--sandbox")?;
+    }
+    agent.push_checks = config.agent_push_checks();
     // Replies on a prefix of the project's own, which the agent users of `deploy/nats/` may read.
     let mut config = config.clone();
     config.bus.inbox_prefix.get_or_insert_with(|| format!("_INBOX.agent-{project}"));
@@ -168,6 +178,8 @@ fn agent_for(project: &Project, config: &Config, store: &Arc<dyn Store>) -> Agen
     let personas = config.personas_dir.clone();
     agent.personas_dir = personas.is_dir().then_some(personas);
     agent.llm = config.agent_llm();
+    agent.sandbox = config.agent_sandbox();
+    agent.push_checks = config.agent_push_checks();
     agent.fence = Some(Arc::new(StoreFence {
         store: store.clone(),
         lease: Duration::from_secs(config.dispatch.lease_secs),

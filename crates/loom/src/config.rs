@@ -75,9 +75,56 @@ pub struct Config {
     pub bus: BusSection,
     pub dispatch: DispatchConfig,
     pub llm: LlmConfig,
+    pub agent: AgentSection,
     /// The LLM key `[llm]` names, read when the configuration loads (never serialised).
     #[serde(skip)]
     pub llm_key: Option<LoadedKey>,
+    /// The configuration file that was read, if any (hidden from the agents' commands).
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
+}
+
+/// `[agent]`: how the project agents (`loom up`'s and `loom serve agent`) run bead commands and
+/// what they refuse to push.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentSection {
+    /// `bubblewrap` (the default; needs the `bwrap` program and user namespaces) or `none`:
+    /// commands run unsandboxed, which the agent logs as a warning when it starts.
+    pub sandbox: String,
+    /// More paths bead commands may not see; `data_dir` (the SQLite file, the agents' work
+    /// root), the configuration file and the key files are always hidden.
+    pub sandbox_hidden: Vec<PathBuf>,
+    /// Paths bead commands may write besides their worktree (a shared build cache).
+    pub sandbox_writable: Vec<PathBuf>,
+    /// Per-process limits inside the sandbox; 0 = none.
+    pub limit_cpu_secs: u64,
+    pub limit_memory_bytes: u64,
+    /// Not applied by the kernel when the agent runs as root.
+    pub limit_processes: u64,
+    pub limit_file_size_bytes: u64,
+    /// Globs of paths a bead may not change (`**` spans directories); its push is refused.
+    pub protected_paths: Vec<String>,
+    /// Largest diff a bead may push, in bytes; 0 = no limit.
+    pub max_diff_bytes: u64,
+}
+
+impl Default for AgentSection {
+    fn default() -> Self {
+        let limits = loom_agent::ResourceLimits::default();
+        let checks = loom_agent::PushChecks::default();
+        Self {
+            sandbox: loom_agent::SandboxMode::Bubblewrap.as_str().to_owned(),
+            sandbox_hidden: Vec::new(),
+            sandbox_writable: Vec::new(),
+            limit_cpu_secs: limits.cpu_secs,
+            limit_memory_bytes: limits.memory_bytes,
+            limit_processes: limits.processes,
+            limit_file_size_bytes: limits.file_size_bytes,
+            protected_paths: checks.protected_paths,
+            max_diff_bytes: checks.max_diff_bytes,
+        }
+    }
 }
 
 /// PostgreSQL pool settings, or the database service to use instead.
@@ -137,7 +184,9 @@ impl Default for Config {
             bus: BusSection::default(),
             dispatch: DispatchConfig::default(),
             llm: LlmConfig::default(),
+            agent: AgentSection::default(),
             llm_key: None,
+            config_file: None,
         }
     }
 }
@@ -203,16 +252,21 @@ impl Config {
     /// Loads the layers. `file` is `--config`; otherwise `./loom.toml` is read when it exists.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Self> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        match file {
+        let read = match file {
             Some(path) => {
                 anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
                 figment = figment.merge(Toml::file(path));
+                Some(path)
             }
-            None if Path::new("loom.toml").exists() => figment = figment.merge(Toml::file("loom.toml")),
-            None => {}
-        }
+            None if Path::new("loom.toml").exists() => {
+                figment = figment.merge(Toml::file("loom.toml"));
+                Some(Path::new("loom.toml"))
+            }
+            None => None,
+        };
         let mut config: Config =
             figment.merge(env()).merge(Serialized::defaults(overrides)).extract().context("invalid configuration")?;
+        config.config_file = read.map(paths::absolute).transpose().context("the configuration file")?;
         config.resolve_paths().context("invalid configuration")?;
         config.validate()?;
         config.llm_key = config.llm.load_key()?;
@@ -238,7 +292,61 @@ impl Config {
                 None => None,
             };
         }
+        let agent = &mut self.agent;
+        for (name, list) in [
+            ("agent.sandbox_hidden", &mut agent.sandbox_hidden),
+            ("agent.sandbox_writable", &mut agent.sandbox_writable),
+        ] {
+            for p in list.iter_mut() {
+                *p = paths::absolute(p).context(name)?;
+            }
+        }
         Ok(())
+    }
+
+    /// The agents' sandbox: `[agent]`, with Loom's own secrets hidden (the data directory with
+    /// the SQLite file and the work root, the configuration file, the LLM key file, the database
+    /// service's client key and certificate).
+    pub fn agent_sandbox(&self) -> loom_agent::SandboxConfig {
+        let a = &self.agent;
+        let mut hidden = vec![self.data_dir.clone()];
+        hidden.extend(self.config_file.iter().cloned());
+        let db = &self.database;
+        let bus = &self.bus;
+        let secrets = [
+            &self.llm.api_key_file,
+            &db.service_key,
+            &db.service_cert,
+            &db.service_token_file,
+            &bus.password_file,
+            &bus.token_file,
+            &bus.nkey_seed_file,
+            &bus.credentials_file,
+            &bus.tls_key,
+            &bus.task_signing_key,
+        ];
+        hidden.extend(secrets.into_iter().flatten().cloned());
+        hidden.extend(a.sandbox_hidden.iter().cloned());
+        loom_agent::SandboxConfig {
+            mode: loom_agent::SandboxMode::parse(&a.sandbox).unwrap_or(loom_agent::SandboxMode::Bubblewrap),
+            hidden,
+            writable: a.sandbox_writable.clone(),
+            limits: loom_agent::ResourceLimits {
+                cpu_secs: a.limit_cpu_secs,
+                memory_bytes: a.limit_memory_bytes,
+                processes: a.limit_processes,
+                file_size_bytes: a.limit_file_size_bytes,
+            },
+            ..loom_agent::SandboxConfig::default()
+        }
+    }
+
+    /// The agents' push checks of `[agent]`.
+    pub fn agent_push_checks(&self) -> loom_agent::PushChecks {
+        loom_agent::PushChecks {
+            protected_paths: self.agent.protected_paths.clone(),
+            max_diff_bytes: self.agent.max_diff_bytes,
+        }
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -247,6 +355,16 @@ impl Config {
             d.project_concurrency > 0 && d.global_concurrency > 0 && d.max_attempts > 0 && d.lease_secs > 0,
             "invalid configuration: dispatch.project_concurrency, global_concurrency, max_attempts and lease_secs \
              must be at least 1"
+        );
+        loom_agent::SandboxMode::parse(&self.agent.sandbox).map_err(|_| {
+            anyhow::anyhow!(
+                "invalid configuration: agent.sandbox must be \"bubblewrap\" or \"none\", not {:?}",
+                self.agent.sandbox
+            )
+        })?;
+        anyhow::ensure!(
+            self.agent.protected_paths.iter().all(|g| !g.trim().is_empty()),
+            "invalid configuration: agent.protected_paths must not hold an empty glob"
         );
         anyhow::ensure!(
             matches!(self.log_format.as_str(), "text" | "json"),
@@ -306,6 +424,7 @@ impl fmt::Debug for Config {
             .field("bus", &c.bus)
             .field("dispatch", &c.dispatch)
             .field("llm", &c.llm)
+            .field("agent", &c.agent)
             .field("llm_key", &self.llm_key.as_ref().map(|k| format!("**** (from {})", k.source)))
             .finish_non_exhaustive()
     }
@@ -486,6 +605,40 @@ mod tests {
             let c = Config::load(None, &Overrides::default()).unwrap();
             let err = format!("{:#}", c.bus.bus_config(nats, Service::ControlPlane, &c.data_dir).unwrap_err());
             assert!(err.contains("task_signing_key") && err.contains("PRIVATE KEY"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_agent_section_sets_the_sandbox_and_hides_loom_secrets() {
+        figment::Jail::expect_with(|jail| {
+            let here = std::env::current_dir().unwrap();
+            jail.create_file("llm.key", "sk-1\n")?;
+            jail.create_file("nats.pw", "pw\n")?;
+            jail.create_file("db.token", "0123456789abcdef0123\n")?;
+            jail.create_file(
+                "loom.toml",
+                "[llm]\napi_key_file = \"llm.key\"\n[bus]\nuser = \"u\"\npassword_file = \"nats.pw\"\n\
+                 [database]\nservice_token_file = \"db.token\"\n[agent]\nsandbox_writable = [\"cache\"]\nmax_diff_bytes = 7\n\
+                 protected_paths = [\"deploy/**\"]\n",
+            )?;
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            let sandbox = c.agent_sandbox();
+            assert_eq!(sandbox.mode, loom_agent::SandboxMode::Bubblewrap, "on by default");
+            let secrets = ["loom.toml", "llm.key", "nats.pw", "db.token"].map(|f| here.join(f));
+            for hidden in std::iter::once(here.join(".loom")).chain(secrets) {
+                assert!(sandbox.hidden.contains(&hidden), "{hidden:?} in {:?}", sandbox.hidden);
+            }
+            assert_eq!(sandbox.writable, [here.join("cache")]);
+            assert_eq!(sandbox.limits, loom_agent::ResourceLimits::default());
+            let checks = c.agent_push_checks();
+            assert_eq!((checks.protected_paths, checks.max_diff_bytes), (vec!["deploy/**".to_owned()], 7));
+            jail.set_env("LOOM_AGENT__SANDBOX", "none");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(c.agent_sandbox().mode, loom_agent::SandboxMode::None, "the opt-out");
+            jail.set_env("LOOM_AGENT__SANDBOX", "docker");
+            let err = format!("{:#}", Config::load(None, &Overrides::default()).unwrap_err());
+            assert!(err.contains("agent.sandbox must be \"bubblewrap\" or \"none\""), "{err}");
             Ok(())
         });
     }

@@ -9,6 +9,9 @@ use crate::config::Config;
 use crate::{compose, storage};
 
 pub async fn run(config: &Config) -> anyhow::Result<()> {
+    // Before anything starts: the agents cannot run a bead's command without their sandbox.
+    let sandbox = config.agent_sandbox();
+    loom_agent::sandbox::probe(&sandbox).await?;
     let (store, what) = storage::open(config).await?;
     let projects = store.list_projects().await?;
     let counts = store.bead_counts(None).await?;
@@ -16,6 +19,12 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     println!("loom: {} project(s); beads {}", projects.len(), summary(&counts));
     let (bus, what) = compose::bus(config, crate::config::Service::Up).await?;
     println!("loom: bus ready: {what}");
+    match sandbox.mode {
+        loom_agent::SandboxMode::Bubblewrap => println!("loom: bead commands run in a bubblewrap sandbox"),
+        loom_agent::SandboxMode::None => {
+            println!("loom: WARNING: bead commands run unsandboxed (agent.sandbox = \"none\")")
+        }
+    }
     if bus.is_embedded() {
         let requeued = crate::requeue::lost_dispatches(&*store).await?;
         if requeued > 0 {

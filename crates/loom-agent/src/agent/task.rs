@@ -131,7 +131,7 @@ async fn run(shared: &Shared, task: &TaskMessage, delivery: &Delivery) -> Ending
     tracing::info!(bead = %task.bead_id, %dispatch, attempt = task.metadata.attempt, "task started");
     let work = async {
         tokio::select! {
-            outcome = shared.executors.execute(task) => outcome,
+            outcome = shared.executors.execute(task, &shared.agent_id) => outcome,
             never = progress(shared, task, &cancel) => match never {},
         }
     };

@@ -1,15 +1,15 @@
 //! The shell executor: the bead's `command` (or the `build` then `test` command, the bead's or
-//! else the project's) with `sh -c` in the worktree, sandboxed. Exit 0 is success. The command
+//! else the project's) with `sh -c` in the worktree, sandboxed and audited (`runner`). Exit 0
+//! is success. The command
 //! sees `LOOM_PROJECT_ID`, `LOOM_BEAD_ID`, `LOOM_DISPATCH_ID` and `LOOM_ATTEMPT` (to key an
 //! external side effect by dispatch, as the fault suite does), and the project's commands as
 //! `LOOM_BUILD`, `LOOM_TEST` and `LOOM_LINT` (those set).
 
-use loom_bus::{PROJECT_COMMANDS, TaskData, TaskMessage};
+use loom_bus::{TaskData, TaskMessage};
 
 use super::Outcome;
-use crate::sandbox::run_command_with;
-use crate::workspace::Worktree;
-use crate::{AgentConfig, Error};
+use super::runner::Runner;
+use crate::Error;
 
 /// The command a shell task runs: `command`, else `build` and `test` chained with `&&`.
 pub(crate) fn shell_command(task: &TaskData) -> Option<String> {
@@ -20,21 +20,13 @@ pub(crate) fn shell_command(task: &TaskData) -> Option<String> {
     (!steps.is_empty()).then(|| steps.join(" && "))
 }
 
-pub(crate) async fn run(config: &AgentConfig, task: &TaskMessage, wt: &Worktree) -> Result<Outcome, Error> {
+pub(crate) async fn run(runner: &Runner<'_>, task: &TaskMessage) -> Result<Outcome, Error> {
     let Some(command) = shell_command(&task.task_data) else {
         return Ok(Outcome::failure(
             "shell task has no command: set the bead's context key `command` (or `build`/`test`)",
         ));
     };
-    let attempt = task.metadata.attempt.to_string();
-    let mut env = vec![
-        ("LOOM_PROJECT_ID", task.project_id.as_str()),
-        ("LOOM_BEAD_ID", task.bead_id.as_str()),
-        ("LOOM_DISPATCH_ID", task.metadata.dispatch_id.as_str()),
-        ("LOOM_ATTEMPT", attempt.as_str()),
-    ];
-    env.extend(PROJECT_COMMANDS.iter().filter_map(|(key, var)| Some((*var, task.task_data.project_command(key)?))));
-    let out = run_command_with(&wt.path, &command, &config.command, &env).await?;
+    let out = runner.run("shell", &command).await?;
     let mut outcome = if out.success() {
         Outcome::success(out.output.clone())
     } else {

@@ -1,5 +1,8 @@
 //! Performing the model's actions in the bead's worktree, through the sandbox. Every failure
 //! becomes an observation for the model (it can correct itself); none escapes the worktree.
+//! Files are read and written only when they are regular files (opened non-blocking and without
+//! following a last symlink, then checked, so a FIFO, socket or device is refused rather than
+//! hanging the agent), and a file over [`READ_MAX`] is not read into memory.
 
 use std::path::Path;
 
@@ -9,13 +12,16 @@ use serde_json::{Value, json};
 use super::protocol::Action;
 use crate::Error;
 use crate::config::CommandLimits;
+use crate::executor::runner::Runner;
+use crate::sandbox::Sandbox;
 use crate::sandbox::command::cap_text;
-use crate::sandbox::{Sandbox, run_command};
 use crate::workspace::{Workspace, Worktree};
 
 const LIST_MAX: usize = 1000;
 const SEARCH_MAX: usize = 200;
 const SEARCH_FILE_MAX: u64 = 1024 * 1024;
+/// Largest file `read_file` and `edit_file` read.
+pub(crate) const READ_MAX: u64 = 4 * 1024 * 1024;
 
 /// What the loop does after an action.
 #[derive(Debug)]
@@ -36,6 +42,8 @@ pub(crate) struct Env<'a> {
     pub(crate) workspace: &'a Workspace,
     pub(crate) worktree: &'a Worktree,
     pub(crate) limits: CommandLimits,
+    /// Runs the `run_command`, `build` and `test` actions (sandboxed, audited).
+    pub(crate) runner: &'a Runner<'a>,
     /// The bead and its project's commands.
     pub(crate) task: &'a TaskData,
     /// Beads the model asked for, reported in the result.
@@ -57,8 +65,7 @@ impl Env<'_> {
         match action {
             Action::ReadFile { path } => {
                 let abs = self.sandbox.resolve(path)?;
-                let text =
-                    tokio::fs::read_to_string(&abs).await.map_err(|e| Error::io(format!("reading {path}"), e))?;
+                let text = read(&abs, path).await?;
                 ok(cap_text(&text, cap))
             }
             Action::WriteFile { path, content } => {
@@ -68,8 +75,7 @@ impl Env<'_> {
             }
             Action::EditFile { path, old, new } => {
                 let abs = self.sandbox.resolve(path)?;
-                let text =
-                    tokio::fs::read_to_string(&abs).await.map_err(|e| Error::io(format!("reading {path}"), e))?;
+                let text = read(&abs, path).await?;
                 match text.matches(old.as_str()).count() {
                     1 => {
                         write(&abs, path, &text.replacen(old.as_str(), new, 1)).await?;
@@ -92,11 +98,11 @@ impl Env<'_> {
                 let abs = self.sandbox.resolve(path.as_deref().unwrap_or("."))?;
                 ok(cap_text(&self.search(&abs, query).join("\n"), cap))
             }
-            Action::RunCommand { command } => self.command(command).await,
+            Action::RunCommand { command } => self.command("run_command", command).await,
             Action::Build | Action::Test => {
                 let key = if matches!(action, Action::Build) { "build" } else { "test" };
                 match self.task.project_command(key) {
-                    Some(command) => self.command(command).await,
+                    Some(command) => self.command(key, command).await,
                     None => Ok(Step::Observe { ok: false, text: format!("the project has no `{key}` command") }),
                 }
             }
@@ -121,8 +127,8 @@ impl Env<'_> {
         }
     }
 
-    async fn command(&self, command: &str) -> Result<Step, Error> {
-        let out = run_command(self.sandbox.root(), command, &self.limits).await?;
+    async fn command(&self, kind: &str, command: &str) -> Result<Step, Error> {
+        let out = self.runner.run(kind, command).await?;
         Ok(Step::Observe { ok: out.success(), text: format!("{}\n{}", out.status_line(), out.output) })
     }
 
@@ -182,11 +188,67 @@ impl Env<'_> {
     }
 }
 
+/// Opens `abs` if it is a regular file (see the module documentation).
+fn open_regular(abs: &Path, rel: &str, write: bool) -> Result<std::fs::File, Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let not_regular = || Error::refused(rel, "it is not a regular file (a FIFO, socket or device)");
+    if let Ok(meta) = std::fs::symlink_metadata(abs)
+        && !meta.is_file()
+    {
+        return Err(not_regular());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    if write {
+        options.write(true).create(true);
+    } else {
+        options.read(true);
+    }
+    let what = if write { "writing" } else { "reading" };
+    let file = options
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(abs)
+        .map_err(|e| Error::io(format!("{what} {rel}"), e))?;
+    let meta = file.metadata().map_err(|e| Error::io(format!("{what} {rel}"), e))?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    if !write && meta.len() > READ_MAX {
+        return Err(Error::refused(
+            rel,
+            format!(
+                "it is {} bytes, over the {READ_MAX} bytes a file action reads; use search_text or a command",
+                meta.len()
+            ),
+        ));
+    }
+    Ok(file)
+}
+
+async fn read(abs: &Path, rel: &str) -> Result<String, Error> {
+    let (abs, rel) = (abs.to_path_buf(), rel.to_owned());
+    let join = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let file = open_regular(&abs, &rel, false)?;
+        let mut bytes = Vec::new();
+        file.take(READ_MAX).read_to_end(&mut bytes).map_err(|e| Error::io(format!("reading {rel}"), e))?;
+        String::from_utf8(bytes).map_err(|_| Error::refused(&rel, "it is not UTF-8 text"))
+    });
+    join.await.map_err(|e| Error::io("reading a file", std::io::Error::other(e)))?
+}
+
 async fn write(abs: &Path, rel: &str, content: &str) -> Result<(), Error> {
     if let Some(parent) = abs.parent() {
         tokio::fs::create_dir_all(parent)
             .await
             .map_err(|e| Error::io(format!("creating the directory of {rel}"), e))?;
     }
-    tokio::fs::write(abs, content).await.map_err(|e| Error::io(format!("writing {rel}"), e))
+    let (abs, rel, content) = (abs.to_path_buf(), rel.to_owned(), content.to_owned());
+    let join = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut file = open_regular(&abs, &rel, true)?;
+        file.set_len(0)
+            .and_then(|()| file.write_all(content.as_bytes()))
+            .map_err(|e| Error::io(format!("writing {rel}"), e))
+    });
+    join.await.map_err(|e| Error::io("writing a file", std::io::Error::other(e)))?
 }

@@ -132,7 +132,7 @@ async fn shutdown_hands_back_a_running_task_to_another_agent() {
     let repo = Repo::new();
     let bus = nats().await;
     let mut sub = results(&bus).await;
-    let flag = repo.dir.path().join("flag");
+    let flag = repo.shared().join("flag");
     let mut first = repo.config("demo");
     first.agent_id = Some(AgentId::parse("agent-first").unwrap());
     first.shutdown_grace = Duration::from_millis(200);
@@ -224,7 +224,7 @@ async fn a_stale_dispatch_is_skipped_and_acked_without_running() {
     let repo = Repo::new();
     let bus = nats().await;
     let mut sub = results(&bus).await;
-    let marker = repo.dir.path().join("ran");
+    let marker = repo.shared().join("ran");
     let stale = task("demo", "demo-4", "shell", &[("command", &format!("touch {}", marker.display()))]);
     let current = task("demo", "demo-5", "", &[]);
     let mut config = repo.config("demo");

@@ -1,5 +1,6 @@
 //! End to end with the real control plane (PostgreSQL + NATS): a chain of shell beads on a
-//! local git repository runs in order through the agent and each bead closes exactly once.
+//! local git repository runs in order through the agent, each bead closes exactly once, and
+//! each command it ran is an `agent.command` event.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,6 +94,17 @@ async fn a_shell_bead_chain_runs_to_completion_and_each_bead_closes_once() {
         let landed = log.iter().filter(|s| s.starts_with(&format!("{bead}:"))).count();
         assert_eq!(landed, 1, "{bead} landed once: {log:?}");
     }
+    // Every command the agent ran is an `agent.command` event: who, what, when, exit code,
+    // bead, dispatch.
+    let events = api.get("/api/v1/events?project_id=chain&after=0&limit=1000").await;
+    let commands: Vec<&Value> = events.as_array().unwrap().iter().filter(|e| e["type"] == "agent.command").collect();
+    assert_eq!(commands.len(), 2, "{events}");
+    let second_run = commands.iter().find(|e| e["entity_id"] == second.as_str()).expect("the second bead's command");
+    let data = &second_run["data"];
+    assert_eq!((data["command"].as_str(), data["exit_code"].as_i64()), (Some(second_cmd), Some(0)), "{data}");
+    assert_eq!((data["kind"].as_str(), data["sandbox"].as_str()), (Some("shell"), Some("bubblewrap")), "{data}");
+    assert!(data["agent"].as_str().is_some_and(|a| a.starts_with("chain-")), "{data}");
+    assert!(data["dispatch"].as_str().is_some_and(|d| !d.is_empty()) && data["started_at"].is_string(), "{data}");
     agent.stop().await;
     cp_stop.cancel();
     cp.await.unwrap().unwrap();

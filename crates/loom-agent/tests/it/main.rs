@@ -5,6 +5,7 @@ mod bench;
 mod bus;
 mod control_plane;
 mod delivery;
+mod hardening;
 mod llm;
 mod results;
 mod shell;

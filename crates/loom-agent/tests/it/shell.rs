@@ -36,12 +36,19 @@ async fn a_rejected_push_is_rebased_and_retried() {
     let mut sub = results(&bus).await;
     let agent = Agent::start(repo.config("demo"), &bus);
     // While the bead runs, someone else lands a commit on main, so the agent's push is rejected.
+    // The command cannot reach the other clone (it is sandboxed), so it waits for the test to.
+    let wt = repo.work_root().join("demo/worktrees/demo-2");
+    let command = "echo mine > mine.txt && touch started && while [ ! -f go ]; do sleep 0.05; done; rm -f go started";
+    publish(&bus, &task("demo", "demo-2", "shell", &[("command", command)])).await;
+    let deadline = Instant::now() + crate::support::WAIT;
+    while !wt.join("started").exists() {
+        assert!(Instant::now() < deadline, "the command did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let seed = repo.seed();
-    let other = format!(
-        "echo mine > mine.txt && git -C {s} -c user.name=o -c user.email=o@x commit -q --allow-empty -m other && git -C {s} push -q origin HEAD:main",
-        s = seed.display()
-    );
-    publish(&bus, &task("demo", "demo-2", "shell", &[("command", &other)])).await;
+    git(&seed, &["commit", "-q", "--allow-empty", "-m", "other"]);
+    git(&seed, &["push", "-q", "origin", "HEAD:main"]);
+    std::fs::write(wt.join("go"), "").unwrap();
     let r = final_result(&mut sub).await;
     assert_eq!(r.kind, ResultKind::Completed, "{r:?}");
     assert_eq!(repo.log("main")[..2], ["demo-2: implement demo-2".to_owned(), "other".to_owned()]);

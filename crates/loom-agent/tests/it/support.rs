@@ -59,7 +59,15 @@ impl Repo {
         git(&seed, &["add", "-A"]);
         git(&seed, &["commit", "-q", "-m", "seed"]);
         git(&seed, &["push", "-q", "origin", "main"]);
+        std::fs::create_dir(dir.path().join("shared")).unwrap();
         Repo { dir, remote }
+    }
+
+    /// A directory bead commands may write besides their worktree (`sandbox.writable`): where
+    /// tests' commands leave side-effect logs and wait for flags. Nothing else outside the
+    /// worktree is writable, or even visible under /tmp, in the sandbox.
+    pub fn shared(&self) -> PathBuf {
+        self.dir.path().join("shared")
     }
 
     /// A second clone, as another contributor would have.
@@ -92,6 +100,7 @@ impl Repo {
         c.progress_interval = Duration::from_millis(300);
         c.heartbeat_interval = Duration::from_millis(500);
         c.shutdown_grace = Duration::from_secs(5);
+        c.sandbox.writable = vec![self.shared()];
         c
     }
 }

@@ -73,7 +73,7 @@ impl System {
         let cp_addr = listener.local_addr().unwrap();
         let url = format!("http://{cp_addr}");
         let repo = Repo::new();
-        let log = repo.dir.path().join("side-effects.log");
+        let log = repo.shared().join("side-effects.log");
         let mut system = System {
             api: loom_client::Client::new(&url, Some(key.clone())),
             repo,

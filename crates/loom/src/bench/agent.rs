@@ -1,5 +1,6 @@
 //! `loom bench agent`: N no-op tasks through one agent with concurrency 1 and 8 on a scratch bus
-//! namespace; overhead is the time the agent spends outside the executor.
+//! namespace; overhead is the time the agent spends outside the executor; the sandbox's cost is
+//! that of a trivial command in bubblewrap over the same command unsandboxed.
 
 use clap::Args;
 use loom_agent::bench::{BenchOptions, run as run_bench};
@@ -28,8 +29,12 @@ pub async fn run(args: AgentBenchArgs, config: &Config) -> anyhow::Result<()> {
     if args.common.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
+        let sandbox = report
+            .sandbox_overhead_p50_ms
+            .map_or_else(|| "n/a (bubblewrap cannot run here)".to_owned(), |ms| format!("{ms:.2} ms"));
         println!(
-            "agent: {:.0} tasks/s at concurrency 1, {:.0} tasks/s at 8; overhead p99 {:.2} ms",
+            "agent: {:.0} tasks/s at concurrency 1, {:.0} tasks/s at 8; overhead p99 {:.2} ms; sandbox overhead p50 \
+             {sandbox} (a trivial command)",
             report.tasks_per_s_c1, report.tasks_per_s_c8, report.overhead_p99_ms
         );
     }

@@ -196,7 +196,7 @@ fn print(output: &Output, report: &Report, json: bool) -> anyhow::Result<()> {
 
 async fn drive(args: &FaultsArgs, plan: &Plan, dir: &Path) -> anyhow::Result<(Output, Report)> {
     let effects = dir.join("effects.log");
-    let mut cluster = Cluster::start(dir, args.agents, args.slots).await?;
+    let mut cluster = Cluster::start(dir, &effects, args.agents, args.slots).await?;
     let epoch = chrono::Utc::now();
     let recorder = Recorder::new();
     let store = loom_store::PgStore::connect(&cluster.pg.url(), &loom_store::PgOptions::default()).await?;

@@ -5,4 +5,5 @@ mod cli;
 mod llm;
 mod projects;
 mod readme;
+mod sandbox;
 mod support;

@@ -88,6 +88,7 @@ fn variables(dir: &Path) -> Vec<(&'static str, String, String)> {
     [
         ("LOOM_API_KEY", "loom_sekret", "api_key = \"****\""),
         ("LOOM_API_URL", "http://10.1.2.3:9999", "api_url = \"http://10.1.2.3:9999\""),
+        ("LOOM_AGENT__SANDBOX", "none", "sandbox = \"none\""),
         ("LOOM_CONFIG", file.to_str().unwrap(), "log_level = \"trace\""),
         ("LOOM_DATA_DIR", "state", &data),
         ("LOOM_DATABASE_URL", "postgres://u:sekret@db:5432/loom", "database_url = \"postgres://u:****@db:5432/loom\""),

@@ -130,7 +130,11 @@ pub const PROJECT: &str = "faults";
 impl Cluster {
     /// Starts NATS, PostgreSQL, the database service, the proxy and both control planes, and
     /// registers the project; the agents are made but not started (see [`Cluster::start_agents`]).
-    pub async fn start(dir: &Path, agents: usize, slots: usize) -> anyhow::Result<Cluster> {
+    /// `effects` is the side-effect log the beads' commands append to: created here, and the
+    /// one path outside their worktrees the agents' sandbox lets them write.
+    pub async fn start(dir: &Path, effects: &Path, agents: usize, slots: usize) -> anyhow::Result<Cluster> {
+        std::fs::OpenOptions::new().create(true).append(true).open(effects).context("creating the effect log")?;
+        let writable = format!("[{:?}]", effects.display().to_string());
         let exe = std::env::current_exe().context("the path of this loom binary")?;
         let nats = NatsServer::start().await?;
         let pg = PgCluster::start().await?;
@@ -194,7 +198,10 @@ impl Cluster {
         let agents = (0..agents)
             .map(|i| {
                 let work = dir.join(format!("agent{i}"));
-                let env = common(&[("LOOM_API_URL", cp_urls[i % cp_urls.len()].clone())]);
+                let env = common(&[
+                    ("LOOM_API_URL", cp_urls[i % cp_urls.len()].clone()),
+                    ("LOOM_AGENT__SANDBOX_WRITABLE", writable.clone()),
+                ]);
                 let args = [
                     "serve",
                     "agent",
