@@ -17,6 +17,8 @@ mod client;
 mod prompt;
 mod protocol;
 
+use std::time::{Duration, Instant};
+
 use loom_bus::TaskMessage;
 use serde_json::{Value, json};
 
@@ -74,8 +76,13 @@ struct Run {
     turns: u32,
     retries: u32,
     model: String,
-    /// Per turn: tokens, model, finish reason, retries.
+    /// Per turn: tokens, model, finish reason, retries, time in the model call (`model_ms`) and
+    /// the agent's time until the next one (`agent_ms`: parsing, actions, the next request).
     turn_log: Vec<Value>,
+    /// When the last reply arrived.
+    replied: Option<Instant>,
+    model_time: Duration,
+    agent_time: Duration,
     log: Vec<Value>,
     /// Consecutive unusable replies (unparseable or cut off).
     failures: u32,
@@ -240,8 +247,20 @@ impl Run {
                 to_text(history);
             }
             let tools = self.tools.then(protocol::tools);
-            match client.chat(history, tools.as_ref()).await {
+            let asked = Instant::now();
+            if let Some(replied) = self.replied.take()
+                && let Some(turn) = self.turn_log.last_mut()
+            {
+                let agent = asked - replied;
+                self.agent_time += agent;
+                turn["agent_ms"] = ms(agent).into();
+            }
+            let result = client.chat(history, tools.as_ref()).await;
+            let model = asked.elapsed();
+            self.model_time += model;
+            match result {
                 Ok(reply) => {
+                    self.replied = Some(Instant::now());
                     self.usage.prompt_tokens += reply.usage.prompt_tokens;
                     self.usage.completion_tokens += reply.usage.completion_tokens;
                     self.usage.total_tokens += reply.usage.total_tokens;
@@ -254,6 +273,7 @@ impl Run {
                         "model": reply.model,
                         "finish_reason": reply.finish_reason,
                         "retries": reply.retries,
+                        "model_ms": ms(model),
                     }));
                     return Ok(reply);
                 }
@@ -287,6 +307,8 @@ impl Run {
         ctx.insert("llm_prompt_tokens".into(), self.usage.prompt_tokens.to_string());
         ctx.insert("llm_completion_tokens".into(), self.usage.completion_tokens.to_string());
         ctx.insert("llm_total_tokens".into(), self.usage.total_tokens.to_string());
+        ctx.insert("llm_model_ms".into(), ms(self.model_time).to_string());
+        ctx.insert("llm_agent_ms".into(), ms(self.agent_time).to_string());
         ctx.insert("llm_usage".into(), Value::Array(self.turn_log.clone()).to_string());
         ctx.insert("actions".into(), Value::Array(self.log.clone()).to_string());
         if !env.created_beads.is_empty() {
@@ -297,6 +319,11 @@ impl Run {
         }
         outcome
     }
+}
+
+/// Milliseconds, to the microsecond.
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 /// Rewrites native calls and their answers as the text protocol's messages (after `auto` fell
@@ -322,7 +349,9 @@ fn to_text(history: &mut [Message]) {
 /// Drops the older half of the exchanges after the pinned messages (at least one exchange,
 /// always keeping the latest one). False when nothing is left to drop.
 fn trim_history(history: &mut Vec<Message>) -> bool {
-    let droppable = history.len().saturating_sub(PINNED + 2);
+    // The latest exchange: the last assistant message and what answers it.
+    let latest = history.iter().rposition(|m| m.role == "assistant").unwrap_or(0);
+    let droppable = latest.saturating_sub(PINNED);
     if droppable == 0 {
         return false;
     }
@@ -369,5 +398,38 @@ mod tests {
         while trim_history(&mut h) {}
         assert_eq!(h.len(), PINNED + 2);
         assert_eq!(h[2].content, "a5");
+    }
+
+    fn call(name: &str, arguments: &str) -> client::ToolCall {
+        let function = client::FunctionCall { name: name.into(), arguments: arguments.into() };
+        client::ToolCall { id: format!("id-{name}"), kind: "function".into(), function }
+    }
+
+    #[test]
+    fn trimming_never_leaves_a_tool_answer_without_its_call() {
+        let mut h: Vec<Message> = ["system", "user"].iter().map(|r| Message::new(r, "")).collect();
+        for i in 0..4 {
+            let calls = vec![call("a", "{}"), call("b", "{}"), call("c", "{}")];
+            h.push(Message { tool_calls: calls, ..Message::new("assistant", format!("a{i}")) });
+            for id in ["id-a", "id-b", "id-c"] {
+                h.push(Message::tool(id, format!("r{i}")));
+            }
+        }
+        while trim_history(&mut h) {
+            assert_eq!(h[PINNED].role, "assistant", "{h:?}");
+        }
+        assert_eq!(h[PINNED].content, "a3");
+    }
+
+    #[test]
+    fn native_calls_become_text_actions_when_auto_falls_back() {
+        let mut h = vec![
+            Message { tool_calls: vec![call("read_file", r#"{"path":"a"}"#)], ..Message::new("assistant", "") },
+            Message::tool("id-read_file", "Result of read_file:\nx"),
+        ];
+        to_text(&mut h);
+        assert!(h[0].tool_calls.is_empty());
+        assert_eq!(parse_action(&h[0].content).unwrap(), Action::ReadFile { path: "a".into() });
+        assert_eq!((h[1].role.as_str(), h[1].tool_call_id.as_deref()), ("user", None));
     }
 }

@@ -213,6 +213,10 @@ async fn edit_build_test_commit(mode: ToolMode, script: Vec<Reply>) -> (ResultMe
     let usage: Value = serde_json::from_str(&ctx["llm_usage"]).unwrap();
     assert_eq!(usage.as_array().unwrap().len(), 6, "one usage record per turn: {usage}");
     assert_eq!(usage[0]["prompt_tokens"], 100);
+    assert!(usage[0]["model_ms"].as_f64().is_some() && usage[0]["agent_ms"].as_f64().is_some(), "{usage}");
+    assert!(usage[5].get("agent_ms").is_none(), "no model call follows the last turn: {usage}");
+    let agent_ms: f64 = ctx["llm_agent_ms"].parse().unwrap();
+    assert!(agent_ms > 0.0, "build and test ran between model calls: {ctx:?}");
     let requests = server.requests();
     assert_eq!(requests.len(), 6);
     assert_eq!(requests[0].body["max_tokens"], 4096, "max_tokens is always requested");
