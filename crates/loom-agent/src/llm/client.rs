@@ -21,15 +21,36 @@ use crate::config::{ApiKey, LlmConfig, ToolMode};
 
 /// One chat message: `content`, and for an assistant's native calls `tool_calls`, for the
 /// answer to one of them `tool_call_id`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub(crate) struct Message {
     pub(crate) role: String,
     #[serde(default, deserialize_with = "null_as_empty")]
     pub(crate) content: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub(crate) tool_calls: Vec<ToolCall>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub(crate) tool_call_id: Option<String>,
+}
+
+/// As the API has it: an assistant message that only calls tools has `content: null`.
+impl Serialize for Message {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("role", &self.role)?;
+        if self.content.is_empty() && !self.tool_calls.is_empty() {
+            map.serialize_entry("content", &())?;
+        } else {
+            map.serialize_entry("content", &self.content)?;
+        }
+        if !self.tool_calls.is_empty() {
+            map.serialize_entry("tool_calls", &self.tool_calls)?;
+        }
+        if let Some(id) = &self.tool_call_id {
+            map.serialize_entry("tool_call_id", id)?;
+        }
+        map.end()
+    }
 }
 
 impl Message {
@@ -395,6 +416,7 @@ mod tests {
         assert_eq!(m.content, "");
         assert_eq!(m.tool_calls[1].function.arguments, "{}", "an object is kept as its JSON text");
         let back = serde_json::to_value(&m).unwrap();
+        assert_eq!(back["content"], Value::Null, "a message that only calls tools has no content");
         assert_eq!(back["tool_calls"][0]["function"]["arguments"], "{\"path\":\"a\"}");
         assert_eq!(back["tool_calls"][0]["type"], "function");
         assert!(back.get("tool_call_id").is_none());
