@@ -307,6 +307,46 @@ pub struct LlmConfig {
     pub connect_timeout: Duration,
     /// `max_tokens` of each request (tokens of one reply); `None` = the endpoint's default.
     pub max_tokens: Option<u32>,
+    /// How the actions reach the model: native `tools`, the JSON-in-text protocol, or `auto`.
+    pub tool_mode: ToolMode,
+    /// Retries of one request on 429, 5xx, timeouts and connection failures.
+    pub max_retries: u32,
+    /// The first backoff (doubled on each retry) when the server sends no `Retry-After`.
+    pub retry_base: Duration,
+    /// The longest wait before a retry; a `Retry-After` asking for more fails the request.
+    pub retry_max_wait: Duration,
+}
+
+/// How the action loop offers its actions to the model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ToolMode {
+    /// Native tools until the endpoint rejects a request carrying them, then text (remembered).
+    #[default]
+    Auto,
+    /// OpenAI `tools` / `tool_calls` only; an endpoint refusing them fails the task.
+    Tools,
+    /// One JSON action inside the text of each reply.
+    Text,
+}
+
+impl ToolMode {
+    /// Parses `auto`, `tools` or `text`.
+    pub fn parse(s: &str) -> Result<ToolMode, Error> {
+        match s {
+            "auto" => Ok(ToolMode::Auto),
+            "tools" => Ok(ToolMode::Tools),
+            "text" => Ok(ToolMode::Text),
+            other => Err(Error::Config(format!("unknown tool mode {other:?} (want auto, tools or text)"))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ToolMode::Auto => "auto",
+            ToolMode::Tools => "tools",
+            ToolMode::Text => "text",
+        }
+    }
 }
 
 impl Default for LlmConfig {
@@ -320,7 +360,11 @@ impl Default for LlmConfig {
             max_repeats: 3,
             request_timeout: Duration::from_secs(300),
             connect_timeout: Duration::from_secs(10),
-            max_tokens: None,
+            max_tokens: Some(4096),
+            tool_mode: ToolMode::Auto,
+            max_retries: 3,
+            retry_base: Duration::from_millis(500),
+            retry_max_wait: Duration::from_secs(60),
         }
     }
 }

@@ -48,7 +48,7 @@ mod workspace;
 pub use agent::run;
 pub use config::{
     AgentConfig, ApiKey, CommandLimits, ExecutorKind, LlmConfig, PushChecks, ResourceLimits, SandboxConfig,
-    SandboxMode, is_relative_local_path,
+    SandboxMode, ToolMode, is_relative_local_path,
 };
 pub use error::Error;
 pub use fence::{ApiFence, Fence, StartAnswer};

@@ -1,24 +1,32 @@
 //! The LLM executor: an action loop against an OpenAI-compatible chat completions endpoint.
-//! Each model reply carries one JSON action (`protocol`), performed in the bead's worktree
-//! through the sandbox (`actions`), whose result is the next user message.
+//! The actions are offered as native `tools` (each `tool_calls` entry performed in order and
+//! answered with a `tool` message) or, as the fallback, as a JSON-in-text protocol (one action
+//! per reply, `protocol`); `llm.tool_mode` chooses, `auto` probing once per provider (`client`).
+//! Actions are performed in the bead's worktree through the sandbox (`actions`).
 //!
-//! Limits: iterations per task, consecutive unparseable replies, the same action repeated (no
-//! progress), per-command timeout and output caps (sandbox), and the task's wall clock (the
-//! executor). A context-length error drops the oldest exchanges and retries. Token usage and
-//! every action are reported in the result's context.
+//! Limits: iterations (model turns) per task, consecutive unusable replies (unparseable, or cut
+//! off at `max_tokens`: `finish_reason: "length"` performs nothing and asks for a shorter
+//! reply), the same action repeated (no progress), bounded retries of 429/5xx/timeouts (the
+//! client), per-command timeout and output caps (sandbox), and the task's wall clock (the
+//! executor). A context-length error drops the oldest exchanges and retries. Token usage (per
+//! turn and in total, with the model), the tool mode and every action are reported in the
+//! result's context, so they are stored with the attempt.
 
 mod actions;
 mod client;
 mod prompt;
 mod protocol;
 
+use std::time::{Duration, Instant};
+
 use loom_bus::TaskMessage;
 use serde_json::{Value, json};
 
 pub(crate) use client::Client;
-use client::{ChatError, Message, Usage};
-use protocol::{Action, parse_action};
+use client::{ChatError, Completion, Message, Usage};
+use protocol::{Action, parse_action, parse_call};
 
+use crate::config::LlmConfig;
 use crate::executor::Outcome;
 use crate::executor::runner::Runner;
 use crate::sandbox::Sandbox;
@@ -38,7 +46,9 @@ pub(crate) async fn run(
     runner: &Runner<'_>,
 ) -> Result<Outcome, Error> {
     let sandbox = Sandbox::new(&worktree.path)?;
-    let system = prompt::system(&prompt::persona(config)?, &sandbox);
+    let persona = prompt::persona(config)?;
+    let tools = client.uses_tools();
+    let system = prompt::system(&persona, &sandbox, tools);
     let mut history = vec![Message::new("system", system), Message::new("user", prompt::task(task))];
     let mut env = actions::Env {
         sandbox,
@@ -50,7 +60,7 @@ pub(crate) async fn run(
         created_beads: Vec::new(),
         commits: Vec::new(),
     };
-    let mut run = Run::default();
+    let mut run = Run { persona, tools, model: client.model.clone(), ..Run::default() };
     let outcome = run.drive(config, client, &mut history, &mut env).await;
     Ok(run.report(outcome, &env))
 }
@@ -58,9 +68,32 @@ pub(crate) async fn run(
 /// Bookkeeping of one loop.
 #[derive(Default)]
 struct Run {
+    persona: String,
+    /// Whether the history speaks native tools (else the text protocol).
+    tools: bool,
     usage: Usage,
-    iterations: u32,
+    /// Model turns (replies).
+    turns: u32,
+    retries: u32,
+    model: String,
+    /// Per turn: tokens, model, finish reason, retries, time in the model call (`model_ms`) and
+    /// the agent's time until the next one (`agent_ms`: parsing, actions, the next request).
+    turn_log: Vec<Value>,
+    /// When the last reply arrived.
+    replied: Option<Instant>,
+    model_time: Duration,
+    agent_time: Duration,
     log: Vec<Value>,
+    /// Consecutive unusable replies (unparseable or cut off).
+    failures: u32,
+    repeats: u32,
+    last: Option<Action>,
+}
+
+/// After one action: tell the model this, or end the task.
+enum Next {
+    Observe(String),
+    Stop(Outcome),
 }
 
 impl Run {
@@ -72,73 +105,176 @@ impl Run {
         env: &mut actions::Env<'_>,
     ) -> Outcome {
         let limits = &config.llm;
-        let (mut parse_failures, mut repeats, mut last): (u32, u32, Option<Action>) = (0, 0, None);
-        while self.iterations < limits.max_iterations {
-            self.iterations += 1;
-            let reply = match self.complete(client, history).await {
+        while self.turns < limits.max_iterations {
+            self.turns += 1;
+            let Completion { mut message, finish_reason, .. } = match self.complete(client, history, env).await {
                 Ok(reply) => reply,
                 Err(err) => return Outcome::failure(err.to_string()),
             };
-            history.push(Message::new("assistant", reply.clone()));
-            let action = match parse_action(&reply) {
-                Ok(action) => action,
-                Err(why) => {
-                    parse_failures += 1;
-                    self.log.push(json!({ "action": "(unparseable)", "ok": false, "detail": why }));
-                    if parse_failures >= limits.max_parse_failures {
-                        return Outcome::failure(format!(
-                            "the model's reply could not be parsed as an action {parse_failures} times in a row; last error: {why}"
-                        ));
-                    }
-                    history.push(Message::new(
-                        "user",
-                        format!("Your reply is not a valid action: {why}. Reply with exactly one JSON object."),
-                    ));
-                    continue;
+            if finish_reason == "length" {
+                // Cut off at max_tokens: its last action or call may be incomplete; none is done.
+                let max = client.max_tokens.map_or_else(|| "the endpoint's default".to_owned(), |m| m.to_string());
+                let why = format!("the reply was cut off at max_tokens ({max}), finish_reason \"length\"");
+                if let Some(stop) = self.unusable(limits, "(cut off)", &why) {
+                    return stop;
                 }
-            };
-            parse_failures = 0;
-            repeats = if last.as_ref() == Some(&action) { repeats + 1 } else { 1 };
-            if repeats >= limits.max_repeats {
-                return Outcome::failure(format!(
-                    "no progress: the model repeated the same {} action {repeats} times in a row",
-                    action.name()
+                history.push(Message::new("assistant", message.content));
+                history.push(Message::new(
+                    "user",
+                    format!(
+                        "Your reply was cut off (finish_reason \"length\", max_tokens {max}) and nothing in it was \
+                         done. Continue with a shorter reply: one small step at a time (split a large write_file \
+                         into several edit_file steps)."
+                    ),
                 ));
+                continue;
             }
-            let step = env.perform(&action).await;
-            match step {
-                actions::Step::Observe { ok, text } => {
-                    self.log.push(json!({ "action": action.name(), "ok": ok, "detail": summary(&action) }));
-                    history.push(Message::new("user", format!("Result of {}:\n{text}", action.name())));
+            if message.tool_calls.is_empty() {
+                history.push(Message::new("assistant", message.content.clone()));
+                let action = match parse_action(&message.content) {
+                    Ok(action) => action,
+                    Err(why) => {
+                        if let Some(stop) = self.unusable(limits, "(unparseable)", &why) {
+                            return stop;
+                        }
+                        let ask = if self.tools {
+                            "Call one of the tools (or reply with exactly one JSON action object)."
+                        } else {
+                            "Reply with exactly one JSON object."
+                        };
+                        history.push(Message::new("user", format!("Your reply is not a valid action: {why}. {ask}")));
+                        continue;
+                    }
+                };
+                match self.act(action, limits, env).await {
+                    Next::Observe(text) => history.push(Message::new("user", text)),
+                    Next::Stop(outcome) => return outcome,
                 }
-                actions::Step::Done(summary) => {
-                    self.log.push(json!({ "action": "done", "ok": true }));
-                    return Outcome::success(summary);
-                }
-                actions::Step::Fail(reason) => {
-                    self.log.push(json!({ "action": "fail", "ok": true }));
-                    return Outcome::failure(format!("the agent gave up: {reason}"));
-                }
-                actions::Step::Escalate(reason) => {
-                    self.log.push(json!({ "action": "escalate", "ok": true }));
-                    let mut o = Outcome::failure(format!("escalated: {reason}"));
-                    o.context.insert("escalated".into(), "true".into());
-                    return o;
+                continue;
+            }
+            for (i, call) in message.tool_calls.iter_mut().enumerate() {
+                if call.id.is_empty() {
+                    call.id = format!("call_{}_{i}", self.turns);
                 }
             }
-            last = Some(action);
+            let calls = message.tool_calls.clone();
+            history.push(message);
+            for call in calls {
+                let answer = match parse_call(&call.function.name, &call.function.arguments) {
+                    Ok(action) => match self.act(action, limits, env).await {
+                        Next::Observe(text) => text,
+                        Next::Stop(outcome) => return outcome,
+                    },
+                    Err(why) => {
+                        if let Some(stop) = self.unusable(limits, "(unparseable)", &why) {
+                            return stop;
+                        }
+                        format!("error: not a valid call of {}: {why}", call.function.name)
+                    }
+                };
+                history.push(Message::tool(&call.id, answer));
+            }
         }
         Outcome::failure(format!("the model did not finish within {} iterations", limits.max_iterations))
     }
 
-    /// One completion; on a context-length error, drops the oldest exchanges and retries.
-    async fn complete(&mut self, client: &Client, history: &mut Vec<Message>) -> Result<String, Error> {
+    /// Counts an unusable reply or call; the outcome when there were too many in a row.
+    fn unusable(&mut self, limits: &LlmConfig, what: &str, why: &str) -> Option<Outcome> {
+        self.failures += 1;
+        self.log.push(json!({ "action": what, "ok": false, "detail": why }));
+        (self.failures >= limits.max_parse_failures).then(|| {
+            let n = self.failures;
+            if what == "(cut off)" {
+                Outcome::failure(format!(
+                    "{why} {n} times in a row; raise llm.max_tokens or ask the model for smaller steps"
+                ))
+            } else {
+                Outcome::failure(format!(
+                    "the model's reply could not be parsed as an action {n} times in a row; last error: {why}"
+                ))
+            }
+        })
+    }
+
+    /// Performs one valid action.
+    async fn act(&mut self, action: Action, limits: &LlmConfig, env: &mut actions::Env<'_>) -> Next {
+        self.failures = 0;
+        self.repeats = if self.last.as_ref() == Some(&action) { self.repeats + 1 } else { 1 };
+        if self.repeats >= limits.max_repeats {
+            return Next::Stop(Outcome::failure(format!(
+                "no progress: the model repeated the same {} action {} times in a row",
+                action.name(),
+                self.repeats
+            )));
+        }
+        let step = env.perform(&action).await;
+        let next = match step {
+            actions::Step::Observe { ok, text } => {
+                self.log.push(json!({ "action": action.name(), "ok": ok, "detail": summary(&action) }));
+                Next::Observe(format!("Result of {}:\n{text}", action.name()))
+            }
+            actions::Step::Done(summary) => {
+                self.log.push(json!({ "action": "done", "ok": true }));
+                Next::Stop(Outcome::success(summary))
+            }
+            actions::Step::Fail(reason) => {
+                self.log.push(json!({ "action": "fail", "ok": true }));
+                Next::Stop(Outcome::failure(format!("the agent gave up: {reason}")))
+            }
+            actions::Step::Escalate(reason) => {
+                self.log.push(json!({ "action": "escalate", "ok": true }));
+                let mut o = Outcome::failure(format!("escalated: {reason}"));
+                o.context.insert("escalated".into(), "true".into());
+                Next::Stop(o)
+            }
+        };
+        self.last = Some(action);
+        next
+    }
+
+    /// One completion; on a context-length error, drops the oldest exchanges and retries; when
+    /// `auto` learns the endpoint refuses `tools`, goes on in the text protocol.
+    async fn complete(
+        &mut self,
+        client: &Client,
+        history: &mut Vec<Message>,
+        env: &actions::Env<'_>,
+    ) -> Result<Completion, Error> {
         loop {
-            match client.chat(&client.model, history).await {
-                Ok((reply, usage)) => {
-                    self.usage.prompt_tokens += usage.prompt_tokens;
-                    self.usage.completion_tokens += usage.completion_tokens;
-                    self.usage.total_tokens += usage.total_tokens;
+            if self.tools && !client.uses_tools() {
+                self.tools = false;
+                history[0].content = prompt::system(&self.persona, &env.sandbox, false);
+                to_text(history);
+            }
+            let tools = self.tools.then(protocol::tools);
+            let asked = Instant::now();
+            if let Some(replied) = self.replied.take()
+                && let Some(turn) = self.turn_log.last_mut()
+            {
+                let agent = asked - replied;
+                self.agent_time += agent;
+                turn["agent_ms"] = ms(agent).into();
+            }
+            let result = client.chat(history, tools.as_ref()).await;
+            let model = asked.elapsed();
+            self.model_time += model;
+            match result {
+                Ok(reply) => {
+                    self.replied = Some(Instant::now());
+                    self.usage.prompt_tokens += reply.usage.prompt_tokens;
+                    self.usage.completion_tokens += reply.usage.completion_tokens;
+                    self.usage.total_tokens += reply.usage.total_tokens;
+                    self.retries += reply.retries;
+                    self.model.clone_from(&reply.model);
+                    self.turn_log.push(json!({
+                        "turn": self.turns,
+                        "prompt_tokens": reply.usage.prompt_tokens,
+                        "completion_tokens": reply.usage.completion_tokens,
+                        "model": reply.model,
+                        "finish_reason": reply.finish_reason,
+                        "retries": reply.retries,
+                        "model_ms": ms(model),
+                    }));
                     return Ok(reply);
                 }
                 Err(ChatError::ContextLength(body)) => {
@@ -147,6 +283,15 @@ impl Run {
                     }
                     tracing::info!(kept = history.len(), "context length exceeded; dropped the oldest exchanges");
                 }
+                Err(ChatError::ToolsRejected(why)) => {
+                    if !client.fall_back_to_text() {
+                        return Err(Error::Llm(format!(
+                            "the endpoint refused native tool calls (llm.tool_mode = \"tools\"; \"auto\" or \"text\" \
+                             would fall back to JSON in the text): {why}"
+                        )));
+                    }
+                    tracing::warn!(error = %why, "the endpoint refused native tool calls; using the JSON-in-text protocol");
+                }
                 Err(ChatError::Other(err)) => return Err(err),
             }
         }
@@ -154,10 +299,17 @@ impl Run {
 
     fn report(&self, mut outcome: Outcome, env: &actions::Env<'_>) -> Outcome {
         let ctx = &mut outcome.context;
-        ctx.insert("llm_iterations".into(), self.iterations.to_string());
+        ctx.insert("llm_iterations".into(), self.turns.to_string());
+        ctx.insert("llm_turns".into(), self.turns.to_string());
+        ctx.insert("llm_model".into(), self.model.clone());
+        ctx.insert("llm_tool_mode".into(), if self.tools { "tools" } else { "text" }.into());
+        ctx.insert("llm_retries".into(), self.retries.to_string());
         ctx.insert("llm_prompt_tokens".into(), self.usage.prompt_tokens.to_string());
         ctx.insert("llm_completion_tokens".into(), self.usage.completion_tokens.to_string());
         ctx.insert("llm_total_tokens".into(), self.usage.total_tokens.to_string());
+        ctx.insert("llm_model_ms".into(), ms(self.model_time).to_string());
+        ctx.insert("llm_agent_ms".into(), ms(self.agent_time).to_string());
+        ctx.insert("llm_usage".into(), Value::Array(self.turn_log.clone()).to_string());
         ctx.insert("actions".into(), Value::Array(self.log.clone()).to_string());
         if !env.created_beads.is_empty() {
             ctx.insert("created_beads".into(), Value::Array(env.created_beads.clone()).to_string());
@@ -169,17 +321,48 @@ impl Run {
     }
 }
 
+/// Milliseconds, to the microsecond.
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Rewrites native calls and their answers as the text protocol's messages (after `auto` fell
+/// back mid-task): a call becomes its JSON action, an answer a user message.
+fn to_text(history: &mut [Message]) {
+    for m in history.iter_mut() {
+        for call in std::mem::take(&mut m.tool_calls) {
+            let mut action = serde_json::from_str::<Value>(&call.function.arguments).unwrap_or_else(|_| json!({}));
+            if let Value::Object(o) = &mut action {
+                o.insert("action".into(), call.function.name.into());
+            }
+            if !m.content.is_empty() {
+                m.content.push('\n');
+            }
+            m.content.push_str(&action.to_string());
+        }
+        if m.tool_call_id.take().is_some() {
+            m.role = "user".into();
+        }
+    }
+}
+
 /// Drops the older half of the exchanges after the pinned messages (at least one exchange,
 /// always keeping the latest one). False when nothing is left to drop.
 fn trim_history(history: &mut Vec<Message>) -> bool {
-    let droppable = history.len().saturating_sub(PINNED + 2);
+    // The latest exchange: the last assistant message and what answers it.
+    let latest = history.iter().rposition(|m| m.role == "assistant").unwrap_or(0);
+    let droppable = latest.saturating_sub(PINNED);
     if droppable == 0 {
         return false;
     }
     let drop = (droppable / 2).max(1);
     // Whole exchanges (assistant + user) keep the alternation the API expects.
     let drop = drop + drop % 2;
-    let drop = drop.min(droppable);
+    let mut drop = drop.min(droppable);
+    // Nor an answer to a call whose assistant message went.
+    while drop < droppable && history[PINNED + drop].role != "assistant" {
+        drop += 1;
+    }
     history.drain(PINNED..PINNED + drop);
     true
 }
@@ -215,5 +398,38 @@ mod tests {
         while trim_history(&mut h) {}
         assert_eq!(h.len(), PINNED + 2);
         assert_eq!(h[2].content, "a5");
+    }
+
+    fn call(name: &str, arguments: &str) -> client::ToolCall {
+        let function = client::FunctionCall { name: name.into(), arguments: arguments.into() };
+        client::ToolCall { id: format!("id-{name}"), kind: "function".into(), function }
+    }
+
+    #[test]
+    fn trimming_never_leaves_a_tool_answer_without_its_call() {
+        let mut h: Vec<Message> = ["system", "user"].iter().map(|r| Message::new(r, "")).collect();
+        for i in 0..4 {
+            let calls = vec![call("a", "{}"), call("b", "{}"), call("c", "{}")];
+            h.push(Message { tool_calls: calls, ..Message::new("assistant", format!("a{i}")) });
+            for id in ["id-a", "id-b", "id-c"] {
+                h.push(Message::tool(id, format!("r{i}")));
+            }
+        }
+        while trim_history(&mut h) {
+            assert_eq!(h[PINNED].role, "assistant", "{h:?}");
+        }
+        assert_eq!(h[PINNED].content, "a3");
+    }
+
+    #[test]
+    fn native_calls_become_text_actions_when_auto_falls_back() {
+        let mut h = vec![
+            Message { tool_calls: vec![call("read_file", r#"{"path":"a"}"#)], ..Message::new("assistant", "") },
+            Message::tool("id-read_file", "Result of read_file:\nx"),
+        ];
+        to_text(&mut h);
+        assert!(h[0].tool_calls.is_empty());
+        assert_eq!(parse_action(&h[0].content).unwrap(), Action::ReadFile { path: "a".into() });
+        assert_eq!((h[1].role.as_str(), h[1].tool_call_id.as_deref()), ("user", None));
     }
 }

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use loom_bus::{PROJECT_COMMANDS, TaskMessage};
 use loom_domain::Persona;
 
-use super::protocol::PROTOCOL;
+use super::protocol::{PROTOCOL, TOOLS_PROTOCOL};
 use crate::sandbox::Sandbox;
 use crate::sandbox::command::cap_text;
 use crate::{AgentConfig, Error};
@@ -30,7 +30,8 @@ pub(crate) fn persona(config: &AgentConfig) -> Result<String, Error> {
     Ok(persona.instructions)
 }
 
-pub(crate) fn system(persona: &str, sandbox: &Sandbox) -> String {
+/// The system prompt; `tools`: the actions are native tools rather than JSON in the text.
+pub(crate) fn system(persona: &str, sandbox: &Sandbox, tools: bool) -> String {
     let mut out = format!("{persona}\n\n");
     // AGENTS.md is read through the sandbox: a symlink out of the worktree is not followed.
     if let Ok(path) = sandbox.resolve("AGENTS.md")
@@ -38,7 +39,7 @@ pub(crate) fn system(persona: &str, sandbox: &Sandbox) -> String {
     {
         let _ = write!(out, "# Project instructions (AGENTS.md)\n\n{}\n\n", cap_text(&text, AGENTS_MD_MAX));
     }
-    out.push_str(PROTOCOL);
+    out.push_str(if tools { TOOLS_PROTOCOL } else { PROTOCOL });
     out
 }
 
@@ -54,7 +55,7 @@ pub(crate) fn task(task: &TaskMessage) -> String {
     list(&mut out, "Project commands", commands.into_iter());
     let notes = d.project_context.iter().filter(|(k, _)| !PROJECT_COMMANDS.iter().any(|(c, _)| c == k));
     list(&mut out, "Project notes", notes);
-    out.push_str("Reply with your first action.");
+    out.push_str("Begin with your first action.");
     out
 }
 

@@ -1,8 +1,10 @@
-//! The action protocol: one JSON object per model reply, found leniently (code fences and
-//! leading prose are skipped; the first object that parses is taken), then validated.
+//! The action protocols. Text: one JSON object per model reply, found leniently (code fences
+//! and leading prose are skipped; the first object that parses is taken). Native: the same
+//! actions as OpenAI `tools` (a JSON Schema per action), a `tool_calls` entry decoded from its
+//! name and `arguments`. Both are validated alike.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 /// Largest `write_file` content or `edit_file` text accepted.
 const CONTENT_MAX: usize = 1024 * 1024;
@@ -120,6 +122,91 @@ pub(crate) fn parse_action(reply: &str) -> Result<Action, String> {
     Ok(action)
 }
 
+/// Decodes and validates one native call: the function's name and its `arguments` text.
+pub(crate) fn parse_call(name: &str, arguments: &str) -> Result<Action, String> {
+    let arguments = if arguments.trim().is_empty() { "{}" } else { arguments };
+    let args: Value =
+        serde_json::from_str(arguments).map_err(|e| format!("the arguments of {name} are not JSON: {e}"))?;
+    let Value::Object(mut object) = args else {
+        return Err(format!("the arguments of {name} are not a JSON object"));
+    };
+    object.insert("action".into(), Value::String(name.to_owned()));
+    let action: Action = serde_json::from_value(normalise(object)?).map_err(|e| format!("invalid action: {e}"))?;
+    action.validate()?;
+    Ok(action)
+}
+
+/// The actions as OpenAI `tools`: one function each, its parameters a JSON Schema.
+pub(crate) fn tools() -> Value {
+    let string = |d: &str| json!({ "type": "string", "description": d });
+    let path = string("path relative to the repository root");
+    let none = json!({});
+    let defs: [(&str, &str, Value, &[&str]); 15] = [
+        ("read_file", "Read a text file.", json!({ "path": path }), &["path"]),
+        (
+            "write_file",
+            "Create or overwrite a file with this content.",
+            json!({ "path": path, "content": string("the whole new content") }),
+            &["path", "content"],
+        ),
+        (
+            "edit_file",
+            "Replace text that occurs exactly once in a file.",
+            json!({ "path": path, "old": string("exact text to replace (must occur once)"),
+                    "new": string("replacement") }),
+            &["path", "old", "new"],
+        ),
+        ("list_files", "List the files under a directory (default: the root).", json!({ "path": path }), &[]),
+        (
+            "search_text",
+            "Find lines containing a text.",
+            json!({ "query": string("text to find"), "path": string("directory or file to search (default: the root)") }),
+            &["query"],
+        ),
+        (
+            "run_command",
+            "Run a shell command in the repository (sandboxed).",
+            json!({ "command": string("the shell command") }),
+            &["command"],
+        ),
+        ("build", "Run the project's build command.", none.clone(), &[]),
+        ("test", "Run the project's test command.", none.clone(), &[]),
+        ("git_status", "Show `git status`.", none.clone(), &[]),
+        ("git_diff", "Show the uncommitted changes.", none.clone(), &[]),
+        ("git_commit", "Commit all changes.", json!({ "message": string("what and why") }), &["message"]),
+        (
+            "create_bead",
+            "Record a follow-up task for later.",
+            json!({ "title": string("title"), "description": string("what to do"),
+                    "priority": { "type": "integer", "minimum": 0, "maximum": 3 },
+                    "type": string("task, bug, feature, …") }),
+            &["title"],
+        ),
+        (
+            "done",
+            "Finish: the work is complete; lands the commits.",
+            json!({ "summary": string("what was done") }),
+            &["summary"],
+        ),
+        ("fail", "Give up: the work cannot be done.", json!({ "reason": string("why") }), &["reason"]),
+        (
+            "escalate",
+            "Stop and ask a human to decide.",
+            json!({ "reason": string("what must be decided") }),
+            &["reason"],
+        ),
+    ];
+    let tools: Vec<Value> = defs
+        .into_iter()
+        .map(|(name, description, properties, required)| {
+            json!({ "type": "function", "function": { "name": name, "description": description,
+                "parameters": { "type": "object", "properties": properties, "required": required,
+                                "additionalProperties": false } } })
+        })
+        .collect();
+    Value::Array(tools)
+}
+
 fn first_object(text: &str) -> Option<Map<String, Value>> {
     text.match_indices('{').find_map(|(at, _)| {
         let mut values = serde_json::Deserializer::from_str(&text[at..]).into_iter::<Value>();
@@ -173,6 +260,14 @@ answers with its result. Paths are relative to the repository root; `..`, absolu
 
 Work in small steps. Commit when the change is complete; `done` lands your commits."#;
 
+/// The instructions when the actions are native tools.
+pub(crate) const TOOLS_PROTOCOL: &str = r#"# Tools
+
+Do the work by calling the tools; one reply may call several, performed in order, each
+answered with its result. Paths are relative to the repository root; `..`, absolute paths and
+`.git` are refused. Work in small steps. Commit (`git_commit`) when the change is complete;
+`done` lands your commits, `fail` gives up, `escalate` asks a human."#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +297,28 @@ mod tests {
         assert!(parse_action(r#"{"action":"read_file"}"#).unwrap_err().contains("path"));
         assert!(parse_action(r#"{"action":"run_command","command":"  "}"#).unwrap_err().contains("empty"));
         assert!(parse_action(r#"{"action":"create_bead","title":"t","priority":9}"#).unwrap_err().contains("0-3"));
+    }
+
+    #[test]
+    fn native_calls_decode_and_every_action_has_a_tool() {
+        assert_eq!(parse_call("read_file", r#"{"path":"a.rs"}"#).unwrap(), Action::ReadFile { path: "a.rs".into() });
+        assert_eq!(parse_call("build", "").unwrap(), Action::Build);
+        assert!(parse_call("read_file", "{\"path\":").unwrap_err().contains("not JSON"));
+        assert!(parse_call("read_file", "[]").unwrap_err().contains("not a JSON object"));
+        assert!(parse_call("explode", "{}").unwrap_err().contains("unknown variant"));
+        assert!(parse_call("run_command", r#"{"command":" "}"#).unwrap_err().contains("empty"));
+        let tools = tools();
+        for tool in tools.as_array().unwrap() {
+            let f = &tool["function"];
+            let name = f["name"].as_str().unwrap();
+            let mut args = serde_json::Map::new();
+            for field in f["parameters"]["required"].as_array().unwrap() {
+                args.insert(field.as_str().unwrap().into(), "x".into());
+            }
+            let action = parse_call(name, &Value::Object(args).to_string()).unwrap();
+            assert_eq!(action.name(), name, "the schema's required fields make a valid {name}");
+        }
+        assert_eq!(tools.as_array().unwrap().len(), 15);
     }
 
     #[test]

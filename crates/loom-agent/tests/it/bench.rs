@@ -10,8 +10,13 @@ async fn bench_reports_throughput_and_overhead_under_their_names() {
     assert!(report.overhead_p99_ms > 0.0 && report.overhead_p99_ms < 1000.0, "{report:?}");
     let sandbox = report.sandbox_overhead_p50_ms.expect("bwrap runs here (scripts/test.sh installs it)");
     assert!(sandbox > 0.0 && sandbox < 1000.0, "{report:?}");
+    let llm = report.llm_overhead_p50_ms;
+    assert!(llm > 0.0 && llm < 50.0, "the loop's time per model turn outside the model call: {report:?}");
     let json = serde_json::to_value(&report).unwrap();
     let mut keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort();
-    assert_eq!(keys, ["overhead_p99_ms", "sandbox_overhead_p50_ms", "tasks_per_s_c1", "tasks_per_s_c8"]);
+    assert_eq!(
+        keys,
+        ["llm_overhead_p50_ms", "overhead_p99_ms", "sandbox_overhead_p50_ms", "tasks_per_s_c1", "tasks_per_s_c8"]
+    );
 }

@@ -1,19 +1,35 @@
 //! The LLM executor against a real, scripted chat completions server and a real repository.
 
-use loom_agent::ApiKey;
-use loom_bus::ResultKind;
-use serde_json::json;
+use std::time::Duration;
 
-use crate::support::{Agent, ChatServer, Reply, Repo, embedded, final_result, publish, results, say, task};
+use loom_agent::{ApiKey, ToolMode};
+use loom_bus::{ResultKind, ResultMessage};
+use serde_json::{Value, json};
+
+use crate::support::{
+    Agent, ChatServer, Recorded, Reply, Repo, SERVED_MODEL, calls, embedded, final_result, publish, results, say, task,
+};
 
 const KEY: &str = "sk-test-secret-4242";
 
-fn config(repo: &Repo, server: &ChatServer) -> loom_agent::AgentConfig {
+fn config(repo: &Repo, server: &ChatServer, mode: ToolMode) -> loom_agent::AgentConfig {
     let mut c = repo.config("demo");
     c.llm.base_url = server.url.clone();
     c.llm.api_key = Some(ApiKey::new(KEY));
     c.llm.model = "test-model".into();
+    c.llm.tool_mode = mode;
+    c.llm.retry_base = Duration::from_millis(20);
     c
+}
+
+/// The last message of a request, as text.
+fn last(req: &Recorded) -> String {
+    req.messages().last().unwrap()["content"].as_str().unwrap_or_default().to_owned()
+}
+
+fn action_names(r: &ResultMessage) -> Vec<String> {
+    let actions: Value = serde_json::from_str(&r.result.context["actions"]).unwrap();
+    actions.as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap().to_owned()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,7 +50,7 @@ async fn a_scripted_bead_is_implemented_committed_and_pushed() {
     .await;
     let bus = embedded();
     let mut sub = results(&bus).await;
-    let agent = Agent::start(config(&repo, &server), &bus);
+    let agent = Agent::start(config(&repo, &server, ToolMode::Text), &bus);
     publish(&bus, &task("demo", "demo-1", "llm", &[])).await;
     let r = final_result(&mut sub).await;
     assert_eq!(r.kind, ResultKind::Completed, "{r:?}");
@@ -78,7 +94,7 @@ async fn malformed_output_is_retried_then_failed_clearly() {
     .await;
     let bus = embedded();
     let mut sub = results(&bus).await;
-    let agent = Agent::start(config(&repo, &server), &bus);
+    let agent = Agent::start(config(&repo, &server, ToolMode::Text), &bus);
     publish(&bus, &task("demo", "demo-2", "llm", &[])).await;
     let r = final_result(&mut sub).await;
     assert_eq!(r.kind, ResultKind::Failed);
@@ -114,7 +130,7 @@ async fn path_traversal_absolute_paths_and_symlink_escapes_are_refused() {
     .await;
     let bus = embedded();
     let mut sub = results(&bus).await;
-    let agent = Agent::start(config(&repo, &server), &bus);
+    let agent = Agent::start(config(&repo, &server, ToolMode::Text), &bus);
     publish(&bus, &task("demo", "demo-3", "llm", &[])).await;
     let r = final_result(&mut sub).await;
     assert_eq!(r.kind, ResultKind::Failed);
@@ -148,7 +164,7 @@ async fn context_length_errors_trim_history_and_repeats_stop_the_loop() {
     .await;
     let bus = embedded();
     let mut sub = results(&bus).await;
-    let agent = Agent::start(config(&repo, &server), &bus);
+    let agent = Agent::start(config(&repo, &server, ToolMode::Text), &bus);
     publish(&bus, &task("demo", "demo-4", "llm", &[])).await;
     let r = final_result(&mut sub).await;
     assert_eq!(r.kind, ResultKind::Failed);
@@ -157,4 +173,281 @@ async fn context_length_errors_trim_history_and_repeats_stop_the_loop() {
     let sizes: Vec<usize> = requests.iter().map(|q| q.body["messages"].as_array().unwrap().len()).collect();
     assert_eq!(sizes[..4], [2, 4, 6, 4], "the retry after the 400 dropped the oldest exchange: {sizes:?}");
     agent.stop().await;
+}
+
+/// The bead `edit → build → test → commit` takes: its project commands check the edit.
+fn build_test_task(bead: &str) -> loom_bus::TaskMessage {
+    task("demo", bead, "llm", &[("build", "test -f src/lib.txt"), ("test", "grep -q 'hello world' src/lib.txt")])
+}
+
+const EDIT_BUILD_TEST_COMMIT: [(&str, &str); 6] = [
+    ("write_file", r#"{"path":"src/lib.txt","content":"hello\n"}"#),
+    ("edit_file", r#"{"path":"src/lib.txt","old":"hello","new":"hello world"}"#),
+    ("build", "{}"),
+    ("test", "{}"),
+    ("git_commit", r#"{"message":"add lib.txt"}"#),
+    ("done", r#"{"summary":"lib.txt says hello world"}"#),
+];
+
+async fn edit_build_test_commit(mode: ToolMode, script: Vec<Reply>) -> (ResultMessage, Vec<Recorded>, Repo) {
+    let repo = Repo::new();
+    let server = ChatServer::start(script).await;
+    let bus = embedded();
+    let mut sub = results(&bus).await;
+    let agent = Agent::start(config(&repo, &server, mode), &bus);
+    publish(&bus, &build_test_task("demo-5")).await;
+    let r = final_result(&mut sub).await;
+    agent.stop().await;
+    assert_eq!(r.kind, ResultKind::Completed, "{r:?}");
+    assert_eq!(r.result.output, "lib.txt says hello world");
+    assert_eq!(repo.show("main", "src/lib.txt").as_deref(), Some("hello world\n"), "the edit landed");
+    assert_eq!(repo.log("main")[0], "add lib.txt");
+    assert_eq!(action_names(&r), ["write_file", "edit_file", "build", "test", "git_commit", "done"]);
+    let actions: Value = serde_json::from_str(&r.result.context["actions"]).unwrap();
+    assert!(actions.as_array().unwrap().iter().all(|a| a["ok"] == true), "build and test passed: {actions}");
+    let ctx = &r.result.context;
+    assert_eq!(ctx["llm_turns"], "6");
+    assert_eq!(ctx["llm_prompt_tokens"], "600", "6 replies × 100 prompt tokens");
+    assert_eq!(ctx["llm_completion_tokens"], "60");
+    assert_eq!(ctx["llm_model"], SERVED_MODEL, "the model the server says answered");
+    let usage: Value = serde_json::from_str(&ctx["llm_usage"]).unwrap();
+    assert_eq!(usage.as_array().unwrap().len(), 6, "one usage record per turn: {usage}");
+    assert_eq!(usage[0]["prompt_tokens"], 100);
+    assert!(usage[0]["model_ms"].as_f64().is_some() && usage[0]["agent_ms"].as_f64().is_some(), "{usage}");
+    assert!(usage[5].get("agent_ms").is_none(), "no model call follows the last turn: {usage}");
+    let agent_ms: f64 = ctx["llm_agent_ms"].parse().unwrap();
+    assert!(agent_ms > 0.0, "build and test ran between model calls: {ctx:?}");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 6);
+    assert_eq!(requests[0].body["max_tokens"], 4096, "max_tokens is always requested");
+    (r, requests, repo)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_calls_edit_build_test_and_commit_a_bead() {
+    let script = EDIT_BUILD_TEST_COMMIT
+        .iter()
+        .map(|(name, args)| calls(&[(name, serde_json::from_str(args).unwrap())]))
+        .collect();
+    let (r, requests, _repo) = edit_build_test_commit(ToolMode::Auto, script).await;
+    assert_eq!(r.result.context["llm_tool_mode"], "tools");
+    for req in &requests {
+        let tools = req.tools();
+        assert_eq!(tools.len(), 15, "every action is offered as a tool: {tools:?}");
+        assert!(tools.contains(&"edit_file") && tools.contains(&"git_commit"));
+    }
+    let f = &requests[0].body["tools"][2]["function"];
+    assert_eq!(f["name"], "edit_file");
+    assert_eq!(f["parameters"]["required"], json!(["path", "old", "new"]), "a JSON Schema per action: {f}");
+    let system = requests[0].messages()[0]["content"].as_str().unwrap();
+    assert!(system.contains("# Tools") && !system.contains("Action protocol"), "{system}");
+    // After `build`: the assistant's call, answered by a `tool` message carrying its id.
+    let m = requests[3].messages();
+    let (call, answer) = (&m[m.len() - 2], &m[m.len() - 1]);
+    assert_eq!(call["role"], "assistant");
+    assert_eq!(call["tool_calls"][0]["type"], "function");
+    assert_eq!(call["tool_calls"][0]["function"]["name"], "build");
+    assert_eq!(answer["role"], "tool");
+    assert_eq!(answer["tool_call_id"], call["tool_calls"][0]["id"]);
+    assert!(answer["content"].as_str().unwrap().contains("exit 0"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_mode_edits_builds_tests_and_commits_a_bead() {
+    let script = EDIT_BUILD_TEST_COMMIT
+        .iter()
+        .map(|(name, args)| {
+            let mut v: Value = serde_json::from_str(args).unwrap();
+            v["action"] = (*name).into();
+            say(v)
+        })
+        .collect();
+    let (r, requests, _repo) = edit_build_test_commit(ToolMode::Text, script).await;
+    assert_eq!(r.result.context["llm_tool_mode"], "text");
+    for req in &requests {
+        assert!(req.body.get("tools").is_none(), "text mode sends no tools");
+        assert!(req.messages().iter().all(|m| m["role"] != "tool"));
+    }
+    assert!(last(&requests[3]).contains("Result of build:\nexit 0"), "{}", last(&requests[3]));
+    assert!(requests[0].messages()[0]["content"].as_str().unwrap().contains("Action protocol"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_tool_calls_in_one_reply_run_in_order() {
+    let repo = Repo::new();
+    let server = ChatServer::start(vec![
+        calls(&[
+            ("write_file", json!({"path": "a.txt", "content": "one\n"})),
+            ("edit_file", json!({"path": "a.txt", "old": "one", "new": "two"})),
+            ("read_file", json!({"path": "a.txt"})),
+            ("read_file", json!({"path": "../escape"})),
+        ]),
+        calls(&[("git_commit", json!({"message": "two"})), ("done", json!({"summary": "ok"}))]),
+    ])
+    .await;
+    let bus = embedded();
+    let mut sub = results(&bus).await;
+    let agent = Agent::start(config(&repo, &server, ToolMode::Tools), &bus);
+    publish(&bus, &task("demo", "demo-6", "llm", &[])).await;
+    let r = final_result(&mut sub).await;
+    agent.stop().await;
+    assert_eq!(r.kind, ResultKind::Completed, "{r:?}");
+    assert_eq!(repo.show("main", "a.txt").as_deref(), Some("two\n"));
+    assert_eq!(r.result.context["llm_turns"], "2", "two replies did six actions");
+    assert_eq!(action_names(&r), ["write_file", "edit_file", "read_file", "read_file", "git_commit", "done"]);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    let m = requests[1].messages();
+    let tail = &m[m.len() - 5..];
+    let ids: Vec<&Value> = tail[0]["tool_calls"].as_array().unwrap().iter().map(|c| &c["id"]).collect();
+    assert_eq!(ids.len(), 4);
+    for (i, answer) in tail[1..].iter().enumerate() {
+        assert_eq!(answer["role"], "tool");
+        assert_eq!(&answer["tool_call_id"], ids[i], "each call is answered, in order");
+    }
+    let text = |i: usize| tail[i]["content"].as_str().unwrap().to_owned();
+    assert!(text(1).contains("wrote 4 bytes to a.txt"), "{}", text(1));
+    assert!(text(2).contains("edited a.txt"), "{}", text(2));
+    assert!(text(3).contains("two") && !text(3).contains("one"), "the read sees the edit before it: {}", text(3));
+    assert!(text(4).contains("refused"), "a failing call is answered, not fatal: {}", text(4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_is_retried_after_its_retry_after_then_succeeds() {
+    let repo = Repo::new();
+    let server = ChatServer::start(vec![
+        Reply::RateLimited("1".into()),
+        say(json!({"action": "done", "summary": "after the wait"})),
+        // The next task: 5xx until the retries run out, then a wait longer than allowed.
+        Reply::Status(503, "overloaded".into()),
+        Reply::Status(502, "bad gateway".into()),
+        Reply::Status(503, "overloaded".into()),
+        Reply::RateLimited("3600".into()),
+    ])
+    .await;
+    let bus = embedded();
+    let mut sub = results(&bus).await;
+    let mut c = config(&repo, &server, ToolMode::Text);
+    c.llm.max_retries = 2;
+    let agent = Agent::start(c, &bus);
+    publish(&bus, &task("demo", "demo-7", "llm", &[])).await;
+    let r = final_result(&mut sub).await;
+    assert_eq!(r.kind, ResultKind::Completed, "{r:?}");
+    assert_eq!(r.result.context["llm_retries"], "1");
+    assert_eq!(r.result.context["llm_turns"], "1", "a retry is not a turn");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    let waited = requests[1].at - requests[0].at;
+    assert!(waited >= Duration::from_millis(950), "Retry-After: 1 was honoured, not the 20 ms backoff: {waited:?}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+
+    publish(&bus, &task("demo", "demo-8", "llm", &[])).await;
+    let r = final_result(&mut sub).await;
+    assert_eq!(r.kind, ResultKind::Failed);
+    assert!(
+        r.result.error.contains("HTTP 503") && r.result.error.contains("gave up after 2 retries"),
+        "{}",
+        r.result.error
+    );
+    assert_eq!(server.requests().len(), 5, "bounded: one request and two retries");
+
+    publish(&bus, &task("demo", "demo-9", "llm", &[])).await;
+    let r = final_result(&mut sub).await;
+    assert_eq!(r.kind, ResultKind::Failed);
+    assert!(r.result.error.contains("retry after 3600s, longer than llm.retry_max_wait_secs"), "{}", r.result.error);
+    assert_eq!(server.requests().len(), 6, "a wait over the bound is not attempted");
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_length_finish_asks_for_a_shorter_reply_then_fails_clearly() {
+    let repo = Repo::new();
+    let cut = || Reply::Cut(r#"{"action":"write_file","path":"big.txt","content":"aaaaaaaa"#.into());
+    let server = ChatServer::start(vec![
+        cut(),
+        say(json!({"action": "done", "summary": "shorter now"})),
+        // The next task is cut off every time.
+        cut(),
+        Reply::CutCalls(vec![("write_file".into(), json!({"path": "big.txt", "content": "never"}))]),
+        cut(),
+    ])
+    .await;
+    let bus = embedded();
+    let mut sub = results(&bus).await;
+    let mut c = config(&repo, &server, ToolMode::Auto);
+    c.llm.max_tokens = Some(64);
+    let agent = Agent::start(c, &bus);
+    publish(&bus, &task("demo", "demo-10", "llm", &[])).await;
+    let r = final_result(&mut sub).await;
+    assert_eq!(r.kind, ResultKind::Completed, "{r:?}");
+    assert_eq!(action_names(&r), ["(cut off)", "done"]);
+    let requests = server.requests();
+    assert_eq!(requests[0].body["max_tokens"], 64);
+    let ask = last(&requests[1]);
+    assert!(
+        ask.contains("cut off") && ask.contains("max_tokens 64") && ask.contains("nothing in it was done"),
+        "{ask}"
+    );
+
+    publish(&bus, &task("demo", "demo-11", "llm", &[])).await;
+    let r = final_result(&mut sub).await;
+    assert_eq!(r.kind, ResultKind::Failed);
+    let e = &r.result.error;
+    assert!(
+        e.contains("cut off at max_tokens (64)") && e.contains("3 times in a row") && e.contains("llm.max_tokens"),
+        "{e}"
+    );
+    assert!(repo.show("main", "big.txt").is_none() && !r.result.error.contains("never"));
+    // A cut-off reply's calls are not kept: no call goes unanswered in the next request.
+    let requests = server.requests();
+    assert!(requests[4].messages().iter().all(|m| m.get("tool_calls").is_none()), "{:?}", requests[4].body);
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_falls_back_to_text_when_tools_are_rejected_and_remembers() {
+    let repo = Repo::new();
+    let rejected =
+        || Reply::Status(400, r#"{"error":{"code":400,"message":"tools param requires --jinja flag"}}"#.into());
+    let server = ChatServer::start(vec![
+        rejected(),
+        say(json!({"action": "git_status"})),
+        say(json!({"action": "done", "summary": "in text"})),
+        say(json!({"action": "done", "summary": "second task"})),
+    ])
+    .await;
+    let bus = embedded();
+    let mut sub = results(&bus).await;
+    let agent = Agent::start(config(&repo, &server, ToolMode::Auto), &bus);
+    publish(&bus, &task("demo", "demo-12", "llm", &[])).await;
+    let r = final_result(&mut sub).await;
+    assert_eq!(r.kind, ResultKind::Completed, "{r:?}");
+    assert_eq!(r.result.context["llm_tool_mode"], "text");
+    publish(&bus, &task("demo", "demo-13", "llm", &[])).await;
+    let r = final_result(&mut sub).await;
+    assert_eq!(r.kind, ResultKind::Completed, "{r:?}");
+    assert_eq!(r.result.output, "second task");
+    agent.stop().await;
+    let requests = server.requests();
+    assert_eq!(requests.len(), 4);
+    assert_eq!(requests[0].tools().len(), 15, "auto probes with tools");
+    for (i, req) in requests.iter().enumerate().skip(1) {
+        assert!(req.body.get("tools").is_none(), "request {i} has no tools: the rejection is remembered");
+        let system = req.messages()[0]["content"].as_str().unwrap();
+        assert!(system.contains("Action protocol"), "request {i} states the text protocol");
+    }
+
+    // `tools` insists: the same rejection fails the task clearly, and text is never tried.
+    let server = ChatServer::start(vec![rejected(), say(json!({"action": "done"}))]).await;
+    let agent = Agent::start(config(&repo, &server, ToolMode::Tools), &bus);
+    publish(&bus, &task("demo", "demo-14", "llm", &[])).await;
+    let r = final_result(&mut sub).await;
+    agent.stop().await;
+    assert_eq!(r.kind, ResultKind::Failed);
+    assert!(
+        r.result.error.contains("refused native tool calls") && r.result.error.contains("--jinja"),
+        "{}",
+        r.result.error
+    );
+    assert_eq!(server.requests().len(), 1);
 }

@@ -110,6 +110,14 @@ impl Repo {
 pub enum Reply {
     /// An assistant message with this content (and some token usage).
     Say(String),
+    /// An assistant message with these native calls: `(name, arguments)`.
+    Calls(Vec<(String, Value)>),
+    /// A reply cut off at `max_tokens` (`finish_reason: "length"`) with this partial content.
+    Cut(String),
+    /// Native calls cut off at `max_tokens`.
+    CutCalls(Vec<(String, Value)>),
+    /// HTTP 429 with this `Retry-After`.
+    RateLimited(String),
     /// An error status with this body.
     Status(u16, String),
 }
@@ -118,17 +126,36 @@ pub fn say(v: Value) -> Reply {
     Reply::Say(v.to_string())
 }
 
-/// A recorded request: its `Authorization` header and JSON body.
+/// One reply calling these tools in order.
+pub fn calls(list: &[(&str, Value)]) -> Reply {
+    Reply::Calls(list.iter().map(|(n, a)| ((*n).to_owned(), a.clone())).collect())
+}
+
+/// A recorded request: its `Authorization` header, JSON body, and when it arrived.
 #[derive(Clone, Debug)]
 pub struct Recorded {
     pub authorization: Option<String>,
     pub body: Value,
+    pub at: std::time::Instant,
+}
+
+impl Recorded {
+    pub fn messages(&self) -> &[Value] {
+        self.body["messages"].as_array().unwrap()
+    }
+
+    /// The names of the `tools` offered (empty when none).
+    pub fn tools(&self) -> Vec<&str> {
+        let tools = self.body.get("tools").and_then(Value::as_array);
+        tools.into_iter().flatten().map(|t| t["function"]["name"].as_str().unwrap()).collect()
+    }
 }
 
 #[derive(Default)]
 struct Script {
     replies: Mutex<VecDeque<Reply>>,
     requests: Mutex<Vec<Recorded>>,
+    calls: AtomicU32,
 }
 
 /// A real HTTP server speaking `POST /v1/chat/completions`, answering from a script in order.
@@ -138,9 +165,12 @@ pub struct ChatServer {
     _server: JoinHandle<()>,
 }
 
+/// The model the scripted server says answered.
+pub const SERVED_MODEL: &str = "scripted-model-1";
+
 impl ChatServer {
     pub async fn start(replies: Vec<Reply>) -> ChatServer {
-        let script = Arc::new(Script { replies: Mutex::new(replies.into()), requests: Mutex::default() });
+        let script = Arc::new(Script { replies: Mutex::new(replies.into()), ..Script::default() });
         let app = Router::new().route("/v1/chat/completions", post(complete)).with_state(script.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -157,15 +187,40 @@ impl ChatServer {
 
 async fn complete(State(script): State<Arc<Script>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
     let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    script.requests.lock().unwrap().push(Recorded { authorization, body });
-    match script.replies.lock().unwrap().pop_front() {
-        Some(Reply::Say(content)) => Json(json!({
+    script.requests.lock().unwrap().push(Recorded { authorization, body, at: std::time::Instant::now() });
+    let answer = |message: Value, finish: &str| {
+        Json(json!({
             "id": "chatcmpl-1",
             "object": "chat.completion",
-            "choices": [{ "index": 0, "message": { "role": "assistant", "content": content }, "finish_reason": "stop" }],
+            "model": SERVED_MODEL,
+            "choices": [{ "index": 0, "message": message, "finish_reason": finish }],
             "usage": { "prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110 },
         }))
-        .into_response(),
+        .into_response()
+    };
+    let next = script.replies.lock().unwrap().pop_front();
+    match next {
+        Some(Reply::Say(content)) => answer(json!({ "role": "assistant", "content": content }), "stop"),
+        Some(Reply::Cut(content)) => answer(json!({ "role": "assistant", "content": content }), "length"),
+        Some(reply @ (Reply::Calls(_) | Reply::CutCalls(_))) => {
+            let (list, finish) = match reply {
+                Reply::Calls(list) => (list, "tool_calls"),
+                Reply::CutCalls(list) => (list, "length"),
+                _ => unreachable!(),
+            };
+            let calls: Vec<Value> = list
+                .into_iter()
+                .map(|(name, args)| {
+                    let id = format!("call_{}", script.calls.fetch_add(1, Ordering::Relaxed));
+                    json!({ "id": id, "type": "function", "function": { "name": name, "arguments": args.to_string() } })
+                })
+                .collect();
+            answer(json!({ "role": "assistant", "content": null, "tool_calls": calls }), finish)
+        }
+        Some(Reply::RateLimited(after)) => {
+            (StatusCode::TOO_MANY_REQUESTS, [("retry-after", after)], r#"{"error":{"message":"rate limited"}}"#)
+                .into_response()
+        }
         Some(Reply::Status(code, body)) => (StatusCode::from_u16(code).unwrap(), body).into_response(),
         None => (StatusCode::INTERNAL_SERVER_ERROR, "script exhausted").into_response(),
     }

@@ -1,6 +1,7 @@
 //! `loom bench agent`: N no-op tasks through one agent with concurrency 1 and 8 on a scratch bus
 //! namespace; overhead is the time the agent spends outside the executor; the sandbox's cost is
-//! that of a trivial command in bubblewrap over the same command unsandboxed.
+//! that of a trivial command in bubblewrap over the same command unsandboxed; the LLM loop's is
+//! its time per model turn outside the model call, against a scripted server.
 
 use clap::Args;
 use loom_agent::bench::{BenchOptions, run as run_bench};
@@ -34,8 +35,8 @@ pub async fn run(args: AgentBenchArgs, config: &Config) -> anyhow::Result<()> {
             .map_or_else(|| "n/a (bubblewrap cannot run here)".to_owned(), |ms| format!("{ms:.2} ms"));
         println!(
             "agent: {:.0} tasks/s at concurrency 1, {:.0} tasks/s at 8; overhead p99 {:.2} ms; sandbox overhead p50 \
-             {sandbox} (a trivial command)",
-            report.tasks_per_s_c1, report.tasks_per_s_c8, report.overhead_p99_ms
+             {sandbox} (a trivial command); LLM loop overhead p50 {:.2} ms per model turn",
+            report.tasks_per_s_c1, report.tasks_per_s_c8, report.overhead_p99_ms, report.llm_overhead_p50_ms
         );
     }
     Ok(())

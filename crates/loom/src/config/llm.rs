@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use loom_agent::ApiKey;
+use loom_agent::{ApiKey, ToolMode};
 use serde::{Deserialize, Serialize};
 
 /// The variable the key is read from unless `api_key_env` names another.
@@ -29,10 +29,17 @@ pub struct LlmConfig {
     pub request_timeout_secs: u64,
     /// Establishing the connection.
     pub connect_timeout_secs: u64,
-    /// Tokens of one reply (`max_tokens` of each request); unset: the endpoint's default.
+    /// Tokens of one reply, sent as `max_tokens` with each request.
     pub max_tokens: Option<u32>,
     /// Model replies per task.
     pub max_iterations: u32,
+    /// `auto` (native tool calls, falling back to JSON in the text once the endpoint rejects
+    /// them), `tools` (native only) or `text` (JSON in the text only).
+    pub tool_mode: String,
+    /// Retries of one request on 429, 5xx, timeouts and connection failures.
+    pub max_retries: u32,
+    /// The longest wait before a retry; a `Retry-After` asking for more fails the request.
+    pub retry_max_wait_secs: u64,
 }
 
 impl Default for LlmConfig {
@@ -47,6 +54,9 @@ impl Default for LlmConfig {
             connect_timeout_secs: agent.connect_timeout.as_secs(),
             max_tokens: agent.max_tokens,
             max_iterations: agent.max_iterations,
+            tool_mode: agent.tool_mode.as_str().to_owned(),
+            max_retries: agent.max_retries,
+            retry_max_wait_secs: agent.retry_max_wait.as_secs(),
         }
     }
 }
@@ -111,7 +121,21 @@ impl LlmConfig {
              least 1"
         );
         anyhow::ensure!(self.max_tokens != Some(0), "invalid configuration: llm.max_tokens must be at least 1");
+        self.tool_mode()?;
+        anyhow::ensure!(
+            self.retry_max_wait_secs > 0,
+            "invalid configuration: llm.retry_max_wait_secs must be at least 1"
+        );
         Ok(())
+    }
+
+    fn tool_mode(&self) -> anyhow::Result<ToolMode> {
+        ToolMode::parse(&self.tool_mode).map_err(|_| {
+            anyhow::anyhow!(
+                "invalid configuration: llm.tool_mode must be \"auto\", \"tools\" or \"text\", not {:?}",
+                self.tool_mode
+            )
+        })
     }
 
     /// The agent's LLM settings with `key`.
@@ -124,7 +148,40 @@ impl LlmConfig {
             request_timeout: Duration::from_secs(self.request_timeout_secs),
             connect_timeout: Duration::from_secs(self.connect_timeout_secs),
             max_tokens: self.max_tokens,
+            // Checked when the configuration loaded.
+            tool_mode: self.tool_mode().unwrap_or_default(),
+            max_retries: self.max_retries,
+            retry_max_wait: Duration::from_secs(self.retry_max_wait_secs),
             ..loom_agent::LlmConfig::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> LlmConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn tool_mode_max_tokens_and_retries_reach_the_agent() {
+        let agent = LlmConfig::default().agent(None);
+        assert_eq!((agent.tool_mode, agent.max_tokens, agent.max_retries), (ToolMode::Auto, Some(4096), 3));
+        let c = parse("tool_mode = \"text\"\nmax_tokens = 256\nmax_retries = 0\nretry_max_wait_secs = 5\n");
+        c.validate().unwrap();
+        let agent = c.agent(None);
+        assert_eq!((agent.tool_mode, agent.max_tokens, agent.max_retries), (ToolMode::Text, Some(256), 0));
+        assert_eq!(agent.retry_max_wait, Duration::from_secs(5));
+        assert_eq!(parse("tool_mode = \"tools\"").agent(None).tool_mode, ToolMode::Tools);
+    }
+
+    #[test]
+    fn bad_tool_modes_and_retry_bounds_are_clear_errors() {
+        let err = parse("tool_mode = \"native\"").validate().unwrap_err().to_string();
+        assert!(err.contains("llm.tool_mode must be \"auto\", \"tools\" or \"text\", not \"native\""), "{err}");
+        let err = parse("retry_max_wait_secs = 0").validate().unwrap_err().to_string();
+        assert!(err.contains("llm.retry_max_wait_secs must be at least 1"), "{err}");
     }
 }
