@@ -16,6 +16,7 @@
 
 mod api;
 mod auth;
+pub mod bd;
 mod capacity;
 mod contexts;
 mod counts;
