@@ -347,10 +347,10 @@ pub fn export_line(bead: &Bead, bd_ids: &BTreeMap<BeadId, String>) -> Option<Str
         set_or_remove(&mut obj, "parent", bead.parent.as_ref().map(|p| json!(bd_id(p))));
     }
     let deps = dependencies(bead, &obj, &id, &bd_id);
-    set_or_remove(&mut obj, "dependencies", (!deps.is_empty()).then(|| Value::Array(deps)));
+    set_or_remove(&mut obj, "dependencies", (!deps.is_empty()).then_some(Value::Array(deps)));
     let own: Map<String, Value> =
         bead.context.iter().filter(|(k, _)| !k.starts_with("bd.")).map(|(k, v)| (k.clone(), json!(v))).collect();
-    set_or_remove(&mut obj, LOOM_CONTEXT, (!own.is_empty()).then(|| Value::Object(own)));
+    set_or_remove(&mut obj, LOOM_CONTEXT, (!own.is_empty()).then_some(Value::Object(own)));
     Some(Value::Object(obj).to_string())
 }
 

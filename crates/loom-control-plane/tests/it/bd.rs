@@ -80,10 +80,10 @@ fn tracker(epics: usize, children: usize) -> Vec<Value> {
                 "priority": n % 5, "issue_type": kind, "created_at": created.to_rfc3339(),
                 "updated_at": (created + Duration::minutes(5)).to_rfc3339(),
                 "dependencies": [dep(&id, &epic_id, "parent-child", n)] });
-            if n % 3 != 0 {
+            if !n.is_multiple_of(3) {
                 issue["description"] = json!(format!("Do part {c} of epic {e}.\n\nIn markdown."));
             }
-            if n % 4 == 0 {
+            if n.is_multiple_of(4) {
                 issue["notes"] = json!("remember the edge case");
                 issue["design"] = json!("## Design\nsplit it");
                 issue["acceptance_criteria"] = json!("- it works");
@@ -93,7 +93,7 @@ fn tracker(epics: usize, children: usize) -> Vec<Value> {
                 issue["owner"] = json!("carol");
                 issue["labels"] = json!(["backend", format!("epic-{e}")]);
             }
-            if n % 7 == 0 {
+            if n.is_multiple_of(7) {
                 issue["estimated_minutes"] = json!(90);
                 issue["external_ref"] = json!("gh-42");
                 issue["x_custom"] = json!({ "nested": [1, 2, 3] });
@@ -131,10 +131,10 @@ fn tracker(epics: usize, children: usize) -> Vec<Value> {
                 deps.push(dep(&ids[i], &ids[j], kind, i * 10 + 5));
             }
         }
-        if i % 37 == 0 {
+        if i.is_multiple_of(37) {
             deps.push(dep(&ids[i], &format!("ext-{}", i % 3), "blocks", i * 10 + 6));
         }
-        if i % 53 == 0 {
+        if i.is_multiple_of(53) {
             deps.push(dep(&ids[i], "other-proj.7", "related", i * 10 + 7));
         }
         issues[i]["dependencies"] = Value::Array(deps);

@@ -359,73 +359,6 @@ impl FromProto<v1::StartDispatchResponse> for StartOutcome {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use loom_domain::{BeadType, Priority};
-
-    #[test]
-    fn patches_say_leave_clear_or_set() {
-        let patches = [
-            BeadPatch::default(),
-            BeadPatch { assignee: Some(None), parent: Some(None), tags: Some(vec![]), ..BeadPatch::default() },
-            BeadPatch {
-                title: Some("t".into()),
-                bead_type: Some(BeadType::Bug),
-                priority: Some(Priority::P0),
-                status: Some(Status::Closed),
-                assignee: Some(Some("ana".into())),
-                parent: Some(Some(BeadId::parse("p-1").unwrap())),
-                context: Some([("k".to_owned(), "v".to_owned())].into()),
-                ..BeadPatch::default()
-            },
-        ];
-        for patch in patches {
-            assert_eq!(BeadPatch::from_proto(patch.clone().into_proto()).unwrap(), patch);
-        }
-    }
-
-    #[test]
-    fn bad_values_name_their_field() {
-        let wire = v1::BeadPatch { priority: Some(4), ..v1::BeadPatch::default() };
-        assert!(BeadPatch::from_proto(wire).unwrap_err().to_string().starts_with("invalid priority"));
-        let wire = v1::BeadPatch { status: Some(42), ..v1::BeadPatch::default() };
-        let err = BeadPatch::from_proto(wire).unwrap_err().to_string();
-        assert_eq!(err, "invalid status: 42 is not one of open, in_progress, blocked, closed");
-        let wire =
-            v1::BeadPatch { assignee_change: Some(AssigneeChange::ClearAssignee(false)), ..v1::BeadPatch::default() };
-        assert!(BeadPatch::from_proto(wire).unwrap_err().to_string().starts_with("invalid clear_assignee"));
-    }
-
-    #[test]
-    fn results_round_trip() {
-        let result = DispatchResult {
-            bead_id: BeadId::parse("p-1").unwrap(),
-            dispatch_id: DispatchId::parse("d-1").unwrap(),
-            agent_id: "a".into(),
-            outcome: Outcome::Failure { error: "boom".into() },
-            report: loom_store::Report {
-                output: "out".into(),
-                commits: vec![loom_store::Commit { sha: "abc".into(), branch: "bead/p-1".into() }],
-                artifacts: vec!["x".into()],
-                duration_ms: 7,
-                discovered: vec![loom_store::Discovered {
-                    title: "t".into(),
-                    description: "d".into(),
-                    priority: loom_domain::Priority::try_from(1).unwrap(),
-                    bead_type: loom_domain::BeadType::Bug,
-                }],
-            },
-            now: chrono::DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
-            max_attempts: 3,
-            retry_backoff: std::time::Duration::from_millis(1500),
-        };
-        assert_eq!(DispatchResult::from_proto(result.clone().into_proto()).unwrap(), result);
-        let ignored = ResultOutcome::from_proto(ResultOutcome::Ignored.into_proto()).unwrap();
-        assert_eq!(ignored, ResultOutcome::Ignored);
-    }
-}
-
 impl IntoProto<v1::ImportBead> for ImportBead {
     fn into_proto(self) -> v1::ImportBead {
         v1::ImportBead {
@@ -507,5 +440,72 @@ impl IntoProto<v1::BeadProject> for (BeadId, ProjectId) {
 impl FromProto<v1::BeadProject> for (BeadId, ProjectId) {
     fn from_proto(b: v1::BeadProject) -> Result<Self, Error> {
         Ok((BeadId::parse(&b.id)?, ProjectId::parse(&b.project_id)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loom_domain::{BeadType, Priority};
+
+    #[test]
+    fn patches_say_leave_clear_or_set() {
+        let patches = [
+            BeadPatch::default(),
+            BeadPatch { assignee: Some(None), parent: Some(None), tags: Some(vec![]), ..BeadPatch::default() },
+            BeadPatch {
+                title: Some("t".into()),
+                bead_type: Some(BeadType::Bug),
+                priority: Some(Priority::P0),
+                status: Some(Status::Closed),
+                assignee: Some(Some("ana".into())),
+                parent: Some(Some(BeadId::parse("p-1").unwrap())),
+                context: Some([("k".to_owned(), "v".to_owned())].into()),
+                ..BeadPatch::default()
+            },
+        ];
+        for patch in patches {
+            assert_eq!(BeadPatch::from_proto(patch.clone().into_proto()).unwrap(), patch);
+        }
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let wire = v1::BeadPatch { priority: Some(4), ..v1::BeadPatch::default() };
+        assert!(BeadPatch::from_proto(wire).unwrap_err().to_string().starts_with("invalid priority"));
+        let wire = v1::BeadPatch { status: Some(42), ..v1::BeadPatch::default() };
+        let err = BeadPatch::from_proto(wire).unwrap_err().to_string();
+        assert_eq!(err, "invalid status: 42 is not one of open, in_progress, blocked, closed");
+        let wire =
+            v1::BeadPatch { assignee_change: Some(AssigneeChange::ClearAssignee(false)), ..v1::BeadPatch::default() };
+        assert!(BeadPatch::from_proto(wire).unwrap_err().to_string().starts_with("invalid clear_assignee"));
+    }
+
+    #[test]
+    fn results_round_trip() {
+        let result = DispatchResult {
+            bead_id: BeadId::parse("p-1").unwrap(),
+            dispatch_id: DispatchId::parse("d-1").unwrap(),
+            agent_id: "a".into(),
+            outcome: Outcome::Failure { error: "boom".into() },
+            report: loom_store::Report {
+                output: "out".into(),
+                commits: vec![loom_store::Commit { sha: "abc".into(), branch: "bead/p-1".into() }],
+                artifacts: vec!["x".into()],
+                duration_ms: 7,
+                discovered: vec![loom_store::Discovered {
+                    title: "t".into(),
+                    description: "d".into(),
+                    priority: loom_domain::Priority::try_from(1).unwrap(),
+                    bead_type: loom_domain::BeadType::Bug,
+                }],
+            },
+            now: chrono::DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+            max_attempts: 3,
+            retry_backoff: std::time::Duration::from_millis(1500),
+        };
+        assert_eq!(DispatchResult::from_proto(result.clone().into_proto()).unwrap(), result);
+        let ignored = ResultOutcome::from_proto(ResultOutcome::Ignored.into_proto()).unwrap();
+        assert_eq!(ignored, ResultOutcome::Ignored);
     }
 }

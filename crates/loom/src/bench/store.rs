@@ -304,19 +304,19 @@ fn bd_tracker(n: usize) -> Vec<u8> {
         let id = format!("bd-{}", loom_domain::base36(46_656 + i as u64));
         let epic = format!("bd-{}", loom_domain::base36(46_656 + (i - i % 50) as u64));
         let mut deps = Vec::new();
-        if i % 50 != 0 {
+        if !i.is_multiple_of(50) {
             deps.push(serde_json::json!({ "issue_id": id, "depends_on_id": epic, "type": "parent-child",
                 "created_at": "2025-01-01T00:00:00Z", "created_by": "bench" }));
         }
-        for back in [1, 7].into_iter().filter(|b| i >= *b && i % (*b + 1) == 0) {
+        for back in [1, 7].into_iter().filter(|b| i >= *b && i.is_multiple_of(*b + 1)) {
             let on = format!("bd-{}", loom_domain::base36(46_656 + (i - back) as u64));
             deps.push(serde_json::json!({ "issue_id": id, "depends_on_id": on, "type": "blocks",
                 "created_at": "2025-01-01T00:00:00Z", "created_by": "bench" }));
         }
-        let closed = i % 5 == 0;
+        let closed = i.is_multiple_of(5);
         let mut issue = serde_json::json!({ "id": id, "title": format!("bench issue {i}"),
             "description": "Something to do, with a paragraph of markdown.", "status": if closed { "closed" } else { "open" },
-            "priority": i % 5, "issue_type": if i % 50 == 0 { "epic" } else { "task" }, "labels": ["bench"],
+            "priority": i % 5, "issue_type": if i.is_multiple_of(50) { "epic" } else { "task" }, "labels": ["bench"],
             "created_at": "2025-01-01T00:00:00.123456789Z", "updated_at": "2025-01-02T00:00:00Z",
             "dependencies": deps });
         if closed {
