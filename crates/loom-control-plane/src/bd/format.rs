@@ -320,21 +320,27 @@ pub fn export_line(bead: &Bead, bd_ids: &BTreeMap<BeadId, String>) -> Option<Str
             obj.insert(field.into(), json!(text));
         }
     }
+    // A field the bd line left out (its default) stays out while Loom holds the default. (A bead
+    // made in Loom always gets them: bd reads a missing priority as P0.)
+    let from_bd = bead.context.contains_key(ISSUE_KEY);
     let status = match obj.get("status").and_then(Value::as_str) {
-        Some(s) if loom_status(s) == bead.status && !s.is_empty() => s.to_owned(),
-        _ => bead.status.as_str().to_owned(),
+        Some(s) if loom_status(s) == bead.status && !s.is_empty() => Some(s.to_owned()),
+        None if from_bd && bead.status == Status::Open => None,
+        _ => Some(bead.status.as_str().to_owned()),
     };
-    obj.insert("status".into(), json!(status));
+    set_or_remove(&mut obj, "status", status.map(Value::from));
     let priority = match obj.get("priority").and_then(Value::as_i64) {
-        Some(p) if loom_priority(p).ok() == Some(bead.priority) => p,
-        _ => i64::from(bead.priority.get()),
+        Some(p) if loom_priority(p).ok() == Some(bead.priority) => Some(p),
+        None if from_bd && !obj.contains_key("priority") && bead.priority == Priority::DEFAULT => None,
+        _ => Some(i64::from(bead.priority.get())),
     };
-    obj.insert("priority".into(), json!(priority));
+    set_or_remove(&mut obj, "priority", priority.map(Value::from));
     let kind = match obj.get("issue_type").and_then(Value::as_str) {
-        Some(t) if loom_type(t) == bead.bead_type => t.to_owned(),
-        _ => bead.bead_type.as_str().to_owned(),
+        Some(t) if loom_type(t) == bead.bead_type => Some(t.to_owned()),
+        None if from_bd && !obj.contains_key("issue_type") && bead.bead_type == BeadType::Task => None,
+        _ => Some(bead.bead_type.as_str().to_owned()),
     };
-    obj.insert("issue_type".into(), json!(kind));
+    set_or_remove(&mut obj, "issue_type", kind.map(Value::from));
     set_or_remove(&mut obj, "assignee", bead.assignee.as_ref().map(|a| json!(a)));
     set_or_remove(&mut obj, "labels", (!bead.tags.is_empty()).then(|| json!(bead.tags)));
     obj.insert("created_at".into(), same_time(obj.get("created_at"), bead.created_at));
@@ -419,5 +425,52 @@ mod tests {
         assert!(head(b"{not json").unwrap_err().starts_with("not a JSON issue object"));
         assert_eq!(head(br#"{"title":"x"}"#).unwrap_err(), "the issue has no `id`");
         assert!(head(br#"{"id":7}"#).unwrap_err().contains("must be a string"));
+    }
+
+    fn bead(context: ContextMap) -> Bead {
+        let t = chrono::TimeZone::timestamp_opt(&Utc, 1_700_000_000, 0).unwrap();
+        Bead {
+            id: BeadId::parse("lm-1").unwrap(),
+            project_id: loom_domain::ProjectId::parse("p").unwrap(),
+            title: "made in Loom".into(),
+            description: String::new(),
+            bead_type: BeadType::Task,
+            priority: Priority::DEFAULT,
+            status: Status::InProgress,
+            assignee: None,
+            tags: Vec::new(),
+            context,
+            parent: None,
+            blocked_by: vec![BeadId::parse("lm-0").unwrap()],
+            attempts: 1,
+            last_error: None,
+            close_reason: None,
+            dispatch_id: None,
+            lease_expires_at: None,
+            started_at: None,
+            started_by: None,
+            not_before: None,
+            created_at: t,
+            updated_at: t,
+            closed_at: None,
+            version: 3,
+        }
+    }
+
+    #[test]
+    fn a_bead_made_in_loom_exports_every_field_bd_needs() {
+        let mut context = ContextMap::new();
+        context.insert("role".into(), "qa".into());
+        let ids = BTreeMap::from([(BeadId::parse("lm-0").unwrap(), "bd-77".to_owned())]);
+        let line: Value = serde_json::from_str(&export_line(&bead(context), &ids).unwrap()).unwrap();
+        assert_eq!(line["id"], "lm-1");
+        assert_eq!((line["status"].as_str(), line["priority"].as_i64()), (Some("in_progress"), Some(2)));
+        assert_eq!(line["issue_type"], "task");
+        assert_eq!(line["dependencies"][0]["depends_on_id"], "bd-77", "an edge names the blocker's bd id");
+        assert_eq!(line["dependencies"][0]["type"], BLOCKS);
+        assert_eq!(line["loom_context"]["role"], "qa");
+        let mut external = ContextMap::new();
+        external.insert(EXTERNAL_KEY.into(), "ext-1".into());
+        assert_eq!(export_line(&bead(external), &ids), None, "an external reference is not an issue");
     }
 }
