@@ -48,8 +48,8 @@ pub(super) async fn import(
     Ok(plan.actions)
 }
 
-/// New rows with their parent left out, then parents and edges: a parent later in the batch is
-/// fine whatever the order.
+/// New rows, each with its parent unless that comes later in the batch (set afterwards), then
+/// every edge in one statement.
 async fn insert(tx: &mut Tx, plan: &Plan) -> Result<()> {
     if plan.inserts.is_empty() {
         return Ok(());
@@ -61,11 +61,17 @@ async fn insert(tx: &mut Tx, plan: &Plan) -> Result<()> {
         .bind(floor)
         .fetch_one(&mut **tx)
         .await?;
-    for (b, seq) in plan.inserts.iter().zip(last - n + 1..) {
+    let position: BTreeMap<&str, usize> = plan.inserts.iter().enumerate().map(|(i, b)| (b.id.as_str(), i)).collect();
+    let mut later = Vec::new();
+    for (i, (b, seq)) in plan.inserts.iter().zip(last - n + 1..).enumerate() {
+        let parent = b.parent.as_ref().filter(|p| position.get(p.as_str()).is_none_or(|&at| at < i));
+        if parent.is_none() && b.parent.is_some() {
+            later.push(b);
+        }
         sqlx::query(
             "INSERT INTO beads (id, seq, project_id, title, description, bead_type, priority, status, assignee, tags,
-               context, close_reason, created_at, updated_at, closed_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+               context, parent, close_reason, created_at, updated_at, closed_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         )
         .bind(b.id.as_str())
         .bind(seq)
@@ -78,6 +84,7 @@ async fn insert(tx: &mut Tx, plan: &Plan) -> Result<()> {
         .bind(&b.assignee)
         .bind(Json(&b.tags))
         .bind(Json(&b.context))
+        .bind(parent.map(BeadId::as_str))
         .bind(&b.close_reason)
         .bind(micros(b.created_at))
         .bind(micros(b.updated_at))
@@ -85,17 +92,23 @@ async fn insert(tx: &mut Tx, plan: &Plan) -> Result<()> {
         .execute(&mut **tx)
         .await?;
     }
-    for b in &plan.inserts {
-        if let Some(parent) = &b.parent {
-            sqlx::query("UPDATE beads SET parent = ?2 WHERE id = ?1")
-                .bind(b.id.as_str())
-                .bind(parent.as_str())
-                .execute(&mut **tx)
-                .await?;
-        }
-        for x in &b.blocked_by {
-            insert_edge(tx, &b.id, x).await?;
-        }
+    for b in later {
+        sqlx::query("UPDATE beads SET parent = ?2 WHERE id = ?1")
+            .bind(b.id.as_str())
+            .bind(b.parent.as_ref().map(BeadId::as_str))
+            .execute(&mut **tx)
+            .await?;
+    }
+    let edges: Vec<(&str, &str)> =
+        plan.inserts.iter().flat_map(|b| b.blocked_by.iter().map(move |x| (b.id.as_str(), x.as_str()))).collect();
+    if !edges.is_empty() {
+        sqlx::query(
+            "INSERT INTO bead_deps (bead_id, blocker_id)
+             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?1)",
+        )
+        .bind(Json(&edges))
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(())
 }
