@@ -2,7 +2,8 @@
 //! transaction per batch; idempotent) and looking up which project holds an id.
 
 use chrono::{DateTime, TimeZone, Utc};
-use loom_domain::{BeadId, BeadType, ContextMap, Priority, Status};
+use loom_domain::{BeadId, BeadType, ContextMap, EventKind, Priority, Status};
+use serde_json::{Value, json};
 
 use super::{claim_req, ids, project};
 use crate::{Error, ImportAction, ImportBead, Store};
@@ -71,7 +72,16 @@ pub async fn import_keeps_ids_statuses_times_and_is_idempotent(store: &dyn Store
     // bd-c1 waits on the blocked bd-open; the epic is the only ready bead.
     assert_eq!(ids(&store.list_ready(&p, 10, Utc::now()).await.unwrap()), ["bd-e1"]);
 
-    let events = store.list_events(0, 1000).await.unwrap().len();
+    let events = store.list_events(0, 1000).await.unwrap();
+    let created: Vec<(&str, Value)> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::BeadCreated && e.project_id.as_ref() == Some(&p))
+        .map(|e| (e.entity_id.as_str(), e.data["title"].clone()))
+        .collect();
+    let titles: Vec<(&str, Value)> =
+        ["bd-c1", "bd-e1", "bd-done", "bd-open"].into_iter().map(|id| (id, json!(format!("issue {id}")))).collect();
+    assert_eq!(created, titles, "one bead.created event per new bead, in batch order");
+    let events = events.len();
     let again = store.import_beads(&p, batch.clone()).await.unwrap();
     assert_eq!(again, vec![ImportAction::Unchanged; 4], "the same batch twice changes nothing");
     assert_eq!(store.list_events(0, 1000).await.unwrap().len(), events, "and records nothing");

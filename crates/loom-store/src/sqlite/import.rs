@@ -7,7 +7,7 @@ use sqlx::SqlitePool;
 use sqlx::types::Json;
 
 use super::beads::{existing_ids, write};
-use super::records::insert_events;
+use super::records::insert_events_at_once;
 use super::rows::{BEAD_COLS, bead_from_row, corrupt, micros};
 use super::{SqliteStore, Tx, deps};
 use crate::import::{self, Plan};
@@ -43,7 +43,7 @@ pub(super) async fn import(
     let plan = import::plan(project, batch, &existing, &known)?;
     insert(&mut tx, &plan).await?;
     write_updates(&mut tx, plan.updates).await?;
-    insert_events(&mut tx, &plan.events).await?;
+    insert_events_at_once(&mut tx, &plan.events).await?;
     tx.commit().await?;
     Ok(plan.actions)
 }
