@@ -24,6 +24,8 @@ use crate::Error;
 pub const MAX_LINE: usize = 1 << 20;
 /// Issues imported per store transaction.
 pub const BATCH: usize = 500;
+/// Most bytes of lines per batch (the database service takes messages of up to 64 MiB).
+const BATCH_BYTES: usize = 16 << 20;
 /// Largest input (4 GiB of spool).
 const MAX_INPUT: u64 = 4 << 30;
 /// Ids looked up per store call.
@@ -216,7 +218,8 @@ impl Run<'_> {
         batch: usize,
     ) -> Result<(), Error> {
         let spool = Arc::new(spool.try_clone().map_err(|e| Error::Io(format!("import spool: {e}")))?);
-        for chunk in sequence.chunks(batch) {
+        for chunk in self.batches(sequence, batch) {
+            let chunk = &chunk[..];
             let spans: Vec<(u64, usize)> =
                 chunk.iter().map(|&i| (self.entries[i].offset, self.entries[i].len)).collect();
             let file = spool.clone();
@@ -251,6 +254,25 @@ impl Run<'_> {
             self.apply(beads, owners).await;
         }
         Ok(())
+    }
+
+    /// `sequence` cut into batches of at most `batch` issues and [`BATCH_BYTES`] of lines, so a
+    /// batch of long issues still fits one database-service message.
+    fn batches(&self, sequence: &[usize], batch: usize) -> Vec<Vec<usize>> {
+        let mut out: Vec<Vec<usize>> = Vec::new();
+        let mut bytes = 0;
+        for &i in sequence {
+            let len = self.entries[i].len;
+            match out.last_mut() {
+                Some(last) if last.len() < batch && bytes + len <= BATCH_BYTES => last.push(i),
+                _ => {
+                    out.push(vec![i]);
+                    bytes = 0;
+                }
+            }
+            bytes += len;
+        }
+        out
     }
 
     /// What the edge `issue → target` of type `kind` becomes; a new external reference it needs
