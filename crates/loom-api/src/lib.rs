@@ -490,3 +490,98 @@ mod tests {
         assert_eq!(u.assignee, Some(Some("ana".into())));
     }
 }
+
+/// How `POST /projects/{id}/import` treats an edge to an issue that is neither in the file nor
+/// a bead of the project (`?dangling=`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Dangling {
+    /// Keep it: a `blocks` or `parent-child` target becomes an open `decision` bead (an external
+    /// reference, never ready, never dispatched) that its dependants wait on until someone closes
+    /// it; other edge types are kept with the issue. An export gives every such edge back.
+    #[default]
+    Keep,
+    /// Leave the edge out (it is reported, and an export will not have it).
+    Skip,
+}
+
+/// The query of `POST /projects/{id}/import`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportQuery {
+    /// `bd` (the only format, the default).
+    #[serde(default)]
+    pub format: Option<String>,
+    #[serde(default)]
+    pub dangling: Dangling,
+}
+
+/// The query of `GET /projects/{id}/export`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    /// `bd` (the only format, the default).
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+/// What `POST /projects/{id}/import` did. Line numbers start at 1.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ImportSummary {
+    /// Lines read (blank lines included).
+    pub lines: u64,
+    /// Issues that became new beads.
+    pub created: u64,
+    /// Issues whose bead existed and differed: it now holds the file's fields and edges.
+    pub updated: u64,
+    /// Issues whose bead existed exactly so (an import of the same file twice skips them all).
+    pub skipped: u64,
+    /// External-reference beads created for dangling `blocks` / `parent-child` edges kept.
+    pub external: u64,
+    /// Lines not imported (or only in part), with why.
+    pub errors: Vec<LineError>,
+    /// Edges to issues neither in the file nor in the project, one per edge.
+    pub dangling: Vec<DanglingEdge>,
+    /// Dependency cycles in the file (`blocks` and `parent-child` edges): their issues are not
+    /// imported, and edges to them are treated as dangling.
+    pub cycles: Vec<CycleReport>,
+    /// Issues whose id is not a valid bead id here (`{prefix}-{base36}`), or names a bead of
+    /// another project, and the bead id they got. Exports give the original id back.
+    pub mapped: Vec<MappedId>,
+}
+
+/// A line of an import that went wrong.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LineError {
+    pub line: u64,
+    pub error: String,
+}
+
+/// An edge of line `line` to an issue that is neither in the file nor in the project.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DanglingEdge {
+    pub line: u64,
+    pub issue: String,
+    pub depends_on: String,
+    /// The bd dependency type (`blocks`, `parent-child`, `related`, …).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `kept` or `skipped`.
+    pub action: String,
+}
+
+/// A dependency cycle of the file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CycleReport {
+    /// The issues on the cycle, and their lines, in file order.
+    pub issues: Vec<String>,
+    pub lines: Vec<u64>,
+}
+
+/// An issue id the import had to change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MappedId {
+    pub line: u64,
+    pub from: String,
+    pub to: String,
+}

@@ -6,8 +6,9 @@
 
 use futures::{Stream, StreamExt};
 use loom_api::{
-    AttemptDto, BeadDto, BeadPageDto, ClaimBead, CloseBead, CreateBead, Dependency, ErrorBody, EventDto, HandBack,
-    HandedBack, ProjectDto, ProjectRequest, RenewLease, StartDispatch, StartedDispatch, UpdateBead,
+    AttemptDto, BeadDto, BeadPageDto, ClaimBead, CloseBead, CreateBead, Dangling, Dependency, ErrorBody, EventDto,
+    HandBack, HandedBack, ImportSummary, ProjectDto, ProjectRequest, RenewLease, StartDispatch, StartedDispatch,
+    UpdateBead,
 };
 use reqwest::Method;
 use serde::Serialize;
@@ -66,20 +67,52 @@ impl Client {
         }
         let resp =
             req.send().await.map_err(|e| Error::Unreachable { url: self.base.clone(), reason: e.to_string() })?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| Error::Decode(e.to_string()))?;
-        if !status.is_success() {
-            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(b) => Error::Api { status: status.as_u16(), code: b.error.code, message: b.error.message },
-                Err(_) => Error::Api {
-                    status: status.as_u16(),
-                    code: "http".into(),
-                    message: String::from_utf8_lossy(&bytes).into_owned(),
-                },
-            });
+        decode(resp).await
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, format!("{}/api/v1{path}", self.base));
+        match &self.key {
+            Some(k) => req.bearer_auth(k),
+            None => req,
         }
-        let bytes = if bytes.is_empty() { "null".into() } else { bytes };
-        serde_json::from_slice(&bytes).map_err(|e| Error::Decode(format!("{e} in {}", String::from_utf8_lossy(&bytes))))
+    }
+
+    /// Imports a bd tracker's JSONL into a project (`POST /projects/{id}/import`). `body` is sent
+    /// as it is read, never whole in memory, and the call has no overall timeout (a large tracker
+    /// takes a while); the summary comes once the server has imported every line.
+    pub async fn import_beads<S>(&self, project: &str, dangling: Dangling, body: S) -> Result<ImportSummary, Error>
+    where
+        S: Stream<Item = std::io::Result<bytes::Bytes>> + Send + Sync + 'static,
+    {
+        let dangling = match dangling {
+            Dangling::Keep => "keep",
+            Dangling::Skip => "skip",
+        };
+        let resp = self
+            .request(Method::POST, &format!("/projects/{project}/import?format=bd&dangling={dangling}"))
+            .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+            .body(reqwest::Body::wrap_stream(body))
+            .send()
+            .await
+            .map_err(|e| Error::Unreachable { url: self.base.clone(), reason: e.to_string() })?;
+        decode(resp).await
+    }
+
+    /// A project's beads as bd JSONL (`GET /projects/{id}/export`), streamed as the server writes it.
+    pub async fn export_beads(&self, project: &str) -> Result<impl Stream<Item = Result<bytes::Bytes, Error>>, Error> {
+        let resp = self
+            .request(Method::GET, &format!("/projects/{project}/export?format=bd"))
+            .send()
+            .await
+            .map_err(|e| Error::Unreachable { url: self.base.clone(), reason: e.to_string() })?;
+        if !resp.status().is_success() {
+            return Err(decode::<Value>(resp)
+                .await
+                .err()
+                .unwrap_or_else(|| Error::Decode("an error without a body".into())));
+        }
+        Ok(resp.bytes_stream().map(|chunk| chunk.map_err(|e| Error::Decode(format!("the export broke off: {e}")))))
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
@@ -239,4 +272,22 @@ fn sse_data(
             }
         }
     })
+}
+
+/// The body of a response as `T`, or the error it carries.
+async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, Error> {
+    let status = resp.status();
+    let bytes = resp.bytes().await.map_err(|e| Error::Decode(e.to_string()))?;
+    if !status.is_success() {
+        return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(b) => Error::Api { status: status.as_u16(), code: b.error.code, message: b.error.message },
+            Err(_) => Error::Api {
+                status: status.as_u16(),
+                code: "http".into(),
+                message: String::from_utf8_lossy(&bytes).into_owned(),
+            },
+        });
+    }
+    let bytes = if bytes.is_empty() { "null".into() } else { bytes };
+    serde_json::from_slice(&bytes).map_err(|e| Error::Decode(format!("{e} in {}", String::from_utf8_lossy(&bytes))))
 }

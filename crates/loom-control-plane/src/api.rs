@@ -6,6 +6,7 @@ mod events;
 pub(crate) mod openapi;
 mod projects;
 mod system;
+mod transfer;
 
 use std::sync::Arc;
 
@@ -29,6 +30,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/projects/{id}", get(projects::get).put(projects::update).delete(projects::delete))
         .route("/projects/{id}/pause", post(projects::pause))
         .route("/projects/{id}/resume", post(projects::resume))
+        // A bd tracker is streamed in line by line, whatever its size (lines are bounded).
+        .route("/projects/{id}/import", post(transfer::import).layer(DefaultBodyLimit::disable()))
+        .route("/projects/{id}/export", get(transfer::export))
         .route("/beads", get(beads::list).post(beads::create))
         .route("/beads/{id}", get(attempts::bead).patch(beads::update).delete(beads::delete))
         .route("/beads/{id}/attempts", get(attempts::list))

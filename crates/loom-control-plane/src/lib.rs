@@ -17,6 +17,7 @@
 mod api;
 mod audit;
 mod auth;
+pub mod bd;
 mod capacity;
 mod contexts;
 mod counts;

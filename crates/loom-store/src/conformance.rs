@@ -6,6 +6,7 @@
 mod beads;
 mod deps;
 mod dispatch;
+mod import;
 mod misc;
 mod results;
 mod start;
@@ -13,6 +14,7 @@ mod start;
 pub use beads::*;
 pub use deps::*;
 pub use dispatch::*;
+pub use import::*;
 pub use misc::*;
 pub use results::*;
 pub use start::*;
@@ -43,7 +45,8 @@ macro_rules! conformance_tests {
             hand_back_gives_the_attempt_back, progress_marks_an_unreported_start, positions_only_advance,
             concurrent_starts_each_get_their_answer, results_are_kept_as_attempts,
             a_started_bead_is_assigned_to_its_agent, discovered_beads_are_created_once,
-            project_delete_refuses_other_projects_dependents);
+            project_delete_refuses_other_projects_dependents,
+            import_keeps_ids_statuses_times_and_is_idempotent, import_batches_are_all_or_nothing);
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
         $(

@@ -18,6 +18,7 @@
 
 mod cycles;
 mod error;
+mod import;
 mod model;
 mod pg;
 pub mod scratch;
@@ -71,6 +72,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn add_dependency(&self, bead: &BeadId, blocker: &BeadId) -> Result<Bead>;
     /// Removes the edge; `NotFound` if there was none.
     async fn remove_dependency(&self, bead: &BeadId, blocker: &BeadId) -> Result<Bead>;
+    /// Imports beads from another tracker into `project`, keeping their ids, statuses and times,
+    /// in one transaction (all or none): a bead that does not exist is created, one of the
+    /// project that differs is overwritten (fields and `blocked_by` edges), an identical one is
+    /// left alone, so importing the same batch twice changes nothing. A bead running under a Loom
+    /// dispatch is refused (left as it is). Errors: `Conflict` for an id of another project,
+    /// `MissingBlocker` / `NotFound` for a blocker or parent neither stored nor in the batch, a
+    /// cycle. The outcomes are in the order of `beads`. The id counter is moved past every
+    /// imported `{prefix}-{base36}` id, so no later bead is given one of them.
+    async fn import_beads(&self, project: &ProjectId, beads: Vec<ImportBead>) -> Result<Vec<ImportAction>>;
+    /// The project of each of `ids` that names a stored bead (the others are left out), in no
+    /// particular order.
+    async fn bead_projects(&self, ids: &[BeadId]) -> Result<Vec<(BeadId, ProjectId)>>;
     /// Ready beads of a project (open, not a decision, every blocker closed, not backing off),
     /// by priority then age.
     async fn list_ready(&self, project: &ProjectId, limit: u32, now: DateTime<Utc>) -> Result<Vec<Bead>>;

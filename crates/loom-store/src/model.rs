@@ -463,3 +463,65 @@ impl NewEvent {
         }
     }
 }
+
+/// A bead as an import brings it in from another tracker: its id, status and times are the
+/// source's, not drawn by the store. Blockers and the parent must exist in the store or come
+/// earlier in the same batch (any order within the batch is fine).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImportBead {
+    pub id: BeadId,
+    pub title: String,
+    pub description: String,
+    pub bead_type: BeadType,
+    pub priority: Priority,
+    /// Anything but `in_progress`, which only a Loom dispatch (with a lease) may set.
+    pub status: Status,
+    pub assignee: Option<String>,
+    pub tags: Vec<String>,
+    pub context: ContextMap,
+    pub parent: Option<BeadId>,
+    pub blocked_by: Vec<BeadId>,
+    pub close_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Kept only on a closed bead (set to `updated_at` when a closed bead has none).
+    pub closed_at: Option<DateTime<Utc>>,
+}
+
+impl ImportBead {
+    /// Checks the free-form fields against the domain limits, and the status.
+    pub fn validate(&self) -> crate::Result<()> {
+        validate_title(&self.title)?;
+        validate_description(&self.description)?;
+        validate_tags(&self.tags)?;
+        validate_context(&self.context)?;
+        if self.status == Status::InProgress {
+            return Err(loom_domain::Error::Invalid {
+                field: "status",
+                reason: format!("bead {}: in_progress is set by a Loom dispatch, never by an import", self.id),
+            }
+            .into());
+        }
+        if self.parent.as_ref() == Some(&self.id) {
+            return Err(loom_domain::Error::Invalid {
+                field: "parent",
+                reason: format!("bead {} cannot be its own parent", self.id),
+            }
+            .into());
+        }
+        Ok(())
+    }
+}
+
+/// What `Store::import_beads` did with one bead, in the order they were given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImportAction {
+    /// There was no bead with this id: it was created.
+    Created,
+    /// The bead existed in the project and differed: it now holds the imported fields and edges.
+    Updated,
+    /// The bead existed with exactly these fields and edges: nothing changed.
+    Unchanged,
+    /// The bead was left as it is, for the reason given (it is running under a Loom dispatch).
+    Refused(String),
+}

@@ -4,6 +4,7 @@
 mod attempts;
 mod beads;
 mod dispatch;
+mod import;
 mod keys;
 mod rows;
 mod starts;
@@ -20,7 +21,8 @@ use std::time::Duration;
 
 use crate::{
     Attempt, BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, DispatchStart, Error,
-    EventPage, EventQuery, NewEvent, OutboxMessage, PageRequest, Result, ResultOutcome, StartOutcome, Store,
+    EventPage, EventQuery, ImportAction, ImportBead, NewEvent, OutboxMessage, PageRequest, Result, ResultOutcome,
+    StartOutcome, Store,
 };
 use rows::{agent_from_row, event_from_row, outbox_from_row, project_from_row};
 
@@ -312,6 +314,14 @@ impl Store for PgStore {
 
     async fn remove_dependency(&self, bead: &BeadId, blocker: &BeadId) -> Result<Bead> {
         beads::remove_dependency(&self.pool, bead, blocker).await
+    }
+
+    async fn import_beads(&self, project: &ProjectId, beads: Vec<ImportBead>) -> Result<Vec<ImportAction>> {
+        import::import(&self.pool, project, beads).await
+    }
+
+    async fn bead_projects(&self, ids: &[BeadId]) -> Result<Vec<(BeadId, ProjectId)>> {
+        import::bead_projects(&self.pool, ids).await
     }
 
     async fn list_ready(&self, project: &ProjectId, limit: u32, now: DateTime<Utc>) -> Result<Vec<Bead>> {

@@ -11,6 +11,7 @@ mod attempts;
 mod beads;
 mod deps;
 mod dispatch;
+mod import;
 mod keys;
 mod projects;
 mod records;
@@ -29,7 +30,8 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use crate::{
     Attempt, BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, DispatchStart, Error,
-    EventPage, EventQuery, NewEvent, OutboxMessage, PageRequest, Result, ResultOutcome, StartOutcome, Store,
+    EventPage, EventQuery, ImportAction, ImportBead, NewEvent, OutboxMessage, PageRequest, Result, ResultOutcome,
+    StartOutcome, Store,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -181,6 +183,14 @@ impl Store for SqliteStore {
 
     async fn remove_dependency(&self, bead: &BeadId, blocker: &BeadId) -> Result<Bead> {
         deps::remove(self, bead, blocker).await
+    }
+
+    async fn import_beads(&self, project: &ProjectId, beads: Vec<ImportBead>) -> Result<Vec<ImportAction>> {
+        import::import(self, project, beads).await
+    }
+
+    async fn bead_projects(&self, ids: &[BeadId]) -> Result<Vec<(BeadId, ProjectId)>> {
+        import::bead_projects(&self.reader, ids).await
     }
 
     async fn list_ready(&self, project: &ProjectId, limit: u32, now: DateTime<Utc>) -> Result<Vec<Bead>> {

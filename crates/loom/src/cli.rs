@@ -186,6 +186,46 @@ pub enum BeadCmd {
         #[command(flatten)]
         out: Output,
     },
+    /// Import a bd (beads) tracker's `.beads/issues.jsonl` into a project, streamed through the
+    /// API. Ids, statuses, types, edges and every other field are kept (an export gives them
+    /// back); importing the same file twice changes nothing. Prints what was created, updated
+    /// and skipped, and every line with an error by number; exits 1 if any line had one.
+    Import {
+        #[arg(long)]
+        project: String,
+        /// The JSONL file (`-` for standard input).
+        file: std::path::PathBuf,
+        /// An edge to an issue neither in the file nor in the project: `keep` it as an external
+        /// reference (an open decision bead its dependants wait on until closed), or `skip` it.
+        #[arg(long, value_enum, default_value_t = DanglingArg::Keep)]
+        dangling: DanglingArg,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Export a project's beads as bd JSONL (to standard output, or `--output FILE`), streamed.
+    Export {
+        #[arg(long)]
+        project: String,
+        #[arg(long, value_enum, default_value_t = Format::Bd)]
+        format: Format,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
+    },
+}
+
+/// `--dangling`: what an import does with an edge to an issue it cannot find.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum DanglingArg {
+    Keep,
+    Skip,
+}
+
+/// `--format` of `loom bead export`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Format {
+    /// bd's `issues.jsonl`: one issue per line.
+    Bd,
 }
 
 #[derive(Debug, Subcommand)]
@@ -312,7 +352,90 @@ pub async fn bead(cmd: BeadCmd, config: &Config) -> anyhow::Result<()> {
             let beads = c.ready(&project).await?;
             if out.json { print_json(&beads)? } else { print_beads(&beads) }
         }
+        BeadCmd::Import { project, file, dangling, out } => import(&c, &project, &file, dangling, out).await?,
+        BeadCmd::Export { project, format: Format::Bd, output } => export(&c, &project, output.as_deref()).await?,
     }
+    Ok(())
+}
+
+/// Streams `file` to the import route, with a progress bar of the bytes sent on a terminal.
+async fn import(
+    c: &Client,
+    project: &str,
+    file: &std::path::Path,
+    dangling: DanglingArg,
+    out: Output,
+) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let (reader, size): (Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>, Option<u64>) =
+        if file == std::path::Path::new("-") {
+            (Box::new(tokio::io::stdin()), None)
+        } else {
+            let f = tokio::fs::File::open(file).await.with_context(|| format!("opening {}", file.display()))?;
+            let size = f.metadata().await.ok().map(|m| m.len());
+            (Box::new(f), size)
+        };
+    let bar = if std::io::stderr().is_terminal() && !out.json {
+        let bar = match size {
+            Some(n) => indicatif::ProgressBar::new(n).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
+                )
+                .expect("a valid template"),
+            ),
+            None => indicatif::ProgressBar::new_spinner(),
+        };
+        bar.set_message("sending");
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let (sent, waiting) = (bar.clone(), bar.clone());
+    let body = tokio_util::io::ReaderStream::with_capacity(reader, 64 * 1024)
+        .inspect(move |chunk| {
+            if let Ok(c) = chunk {
+                sent.inc(c.len() as u64);
+            }
+        })
+        .chain(futures::stream::once(async move {
+            waiting.set_message("importing");
+            Ok(bytes::Bytes::new())
+        }));
+    let dangling = match dangling {
+        DanglingArg::Keep => loom_api::Dangling::Keep,
+        DanglingArg::Skip => loom_api::Dangling::Skip,
+    };
+    let summary = c.import_beads(project, dangling, body).await;
+    bar.finish_and_clear();
+    let summary = summary?;
+    if out.json {
+        print_json(&summary)?;
+    } else {
+        print::print_import(&summary);
+    }
+    if !summary.errors.is_empty() {
+        anyhow::bail!(
+            "{} of {} lines had errors (listed above); the rest was imported",
+            summary.errors.len(),
+            summary.lines
+        );
+    }
+    Ok(())
+}
+
+async fn export(c: &Client, project: &str, output: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut sink: Box<dyn tokio::io::AsyncWrite + Unpin> = match output {
+        Some(path) => {
+            Box::new(tokio::fs::File::create(path).await.with_context(|| format!("creating {}", path.display()))?)
+        }
+        None => Box::new(tokio::io::stdout()),
+    };
+    let mut chunks = std::pin::pin!(c.export_beads(project).await?);
+    while let Some(chunk) = chunks.next().await {
+        sink.write_all(&chunk?).await?;
+    }
+    sink.flush().await?;
     Ok(())
 }
 

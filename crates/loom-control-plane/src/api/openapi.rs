@@ -4,7 +4,8 @@
 
 use loom_api::{
     AttemptDto, BeadDto, BeadPageDto, ClaimBead, CloseBead, CreateBead, CreateKey, Dependency, ErrorBody, EventDto,
-    HandBack, HandedBack, KeyDto, ProjectDto, ProjectRequest, RenewLease, StartDispatch, StartedDispatch, UpdateBead,
+    HandBack, HandedBack, ImportSummary, KeyDto, ProjectDto, ProjectRequest, RenewLease, StartDispatch,
+    StartedDispatch, UpdateBead,
 };
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::{JsonSchema, Schema};
@@ -84,6 +85,20 @@ pub(crate) const ROUTES: &[Route] = &[
     .no_content(),
     r("post", "/projects/{id}/pause", "operator", "Stop dispatching the project's beads").ok(schema::<ProjectDto>),
     r("post", "/projects/{id}/resume", "operator", "Dispatch the project's beads again").ok(schema::<ProjectDto>),
+    r(
+        "post",
+        "/projects/{id}/import",
+        "operator",
+        "Import a bd (beads) tracker: the body is its issues.jsonl (application/x-ndjson), streamed; query \
+         format=bd, dangling=keep|skip (default keep). Idempotent; one transaction per batch of 500 issues",
+    )
+    .ok(schema::<ImportSummary>),
+    r(
+        "get",
+        "/projects/{id}/export",
+        "viewer",
+        "Export the project's beads as a bd issues.jsonl (application/x-ndjson), streamed page by page; query format=bd",
+    ),
     r(
         "get",
         "/beads",

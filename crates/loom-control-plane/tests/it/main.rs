@@ -2,6 +2,7 @@
 //! agent on the bus, dispatch, results, retries, leases, failover and authorisation.
 
 mod auth;
+mod bd;
 mod flow;
 mod projects;
 mod reads;

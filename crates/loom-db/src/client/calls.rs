@@ -9,7 +9,8 @@ use loom_domain::{
 use loom_proto::{FromProto, IntoProto, v1};
 use loom_store::{
     BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, DispatchStart, Error, EventPage,
-    EventQuery, NewEvent, OutboxMessage, PageRequest, Result, ResultOutcome, StartOutcome, Store,
+    EventQuery, ImportAction, ImportBead, NewEvent, OutboxMessage, PageRequest, Result, ResultOutcome, StartOutcome,
+    Store,
 };
 
 use super::{GrpcStore, Retry};
@@ -106,6 +107,17 @@ impl Store for GrpcStore {
     async fn remove_dependency(&self, bead: &BeadId, blocker: &BeadId) -> Result<Bead> {
         let request = v1::DependencyRequest { bead: bead.to_string(), blocker: blocker.to_string() };
         answer(rpc!(self.remove_dependency(request), IfNoEffect))
+    }
+
+    async fn import_beads(&self, project: &ProjectId, beads: Vec<ImportBead>) -> Result<Vec<ImportAction>> {
+        // Idempotent: a repeat of a batch that was applied finds every bead unchanged.
+        let request = v1::ImportBeadsRequest { project_id: project.to_string(), beads: beads.into_proto() };
+        answer(rpc!(self.import_beads(request), Always).outcomes)
+    }
+
+    async fn bead_projects(&self, ids: &[BeadId]) -> Result<Vec<(BeadId, ProjectId)>> {
+        let request = v1::BeadProjectsRequest { ids: ids.iter().map(BeadId::to_string).collect() };
+        answer(rpc!(self.bead_projects(request), Always).beads)
     }
 
     async fn list_ready(&self, project: &ProjectId, limit: u32, now: DateTime<Utc>) -> Result<Vec<Bead>> {

@@ -144,6 +144,20 @@ impl Database for DatabaseService {
         reply(self.store.remove_dependency(&bead, &blocker).await.map_err(fail)?.into_proto())
     }
 
+    async fn import_beads(&self, r: Request<v1::ImportBeadsRequest>) -> Reply<v1::ImportBeadsResponse> {
+        let r = r.into_inner();
+        let project = valid(ProjectId::parse(&r.project_id))?;
+        let beads = decode(r.beads)?;
+        let outcomes = self.store.import_beads(&project, beads).await.map_err(fail)?;
+        reply(v1::ImportBeadsResponse { outcomes: outcomes.into_proto() })
+    }
+
+    async fn bead_projects(&self, r: Request<v1::BeadProjectsRequest>) -> Reply<v1::BeadProjectsResponse> {
+        let ids = r.into_inner().ids.iter().map(|id| BeadId::parse(id)).collect::<Result<Vec<_>, _>>();
+        let ids = valid(ids)?;
+        reply(v1::BeadProjectsResponse { beads: self.store.bead_projects(&ids).await.map_err(fail)?.into_proto() })
+    }
+
     async fn list_ready(&self, r: Request<v1::ListReadyRequest>) -> Reply<v1::ListReadyResponse> {
         let r = r.into_inner();
         let project = valid(ProjectId::parse(&r.project_id))?;

@@ -3,8 +3,8 @@
 
 use loom_domain::{BeadId, DispatchId, Error, ProjectId, Status};
 use loom_store::{
-    BeadFilter, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, DispatchStart, NewEvent, OutboxMessage,
-    Outcome, PageRequest, ResultOutcome, StartOutcome,
+    BeadFilter, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, DispatchStart, ImportAction, ImportBead,
+    NewEvent, OutboxMessage, Outcome, PageRequest, ResultOutcome, StartOutcome,
 };
 
 use super::domain::{project_id, time};
@@ -356,6 +356,90 @@ impl FromProto<v1::StartDispatchResponse> for StartOutcome {
             WireStart::Stale(_) => StartOutcome::Stale,
             WireStart::Superseded(b) => StartOutcome::Superseded(FromProto::from_proto(b)?),
         })
+    }
+}
+
+impl IntoProto<v1::ImportBead> for ImportBead {
+    fn into_proto(self) -> v1::ImportBead {
+        v1::ImportBead {
+            id: self.id.into(),
+            title: self.title,
+            description: self.description,
+            r#type: self.bead_type.into_proto(),
+            priority: u32::from(self.priority.get()),
+            status: self.status.into_proto(),
+            assignee: self.assignee,
+            tags: self.tags,
+            context: self.context,
+            parent: self.parent.map(String::from),
+            blocked_by: self.blocked_by.into_iter().map(String::from).collect(),
+            close_reason: self.close_reason,
+            created_at: Some(self.created_at.into_proto()),
+            updated_at: Some(self.updated_at.into_proto()),
+            closed_at: self.closed_at.into_proto(),
+        }
+    }
+}
+
+impl FromProto<v1::ImportBead> for ImportBead {
+    fn from_proto(b: v1::ImportBead) -> Result<Self, Error> {
+        Ok(ImportBead {
+            id: BeadId::parse(&b.id)?,
+            title: b.title,
+            description: b.description,
+            bead_type: FromProto::from_proto(b.r#type)?,
+            priority: priority(b.priority)?,
+            status: FromProto::from_proto(b.status)?,
+            assignee: b.assignee,
+            tags: b.tags,
+            context: b.context,
+            parent: b.parent.as_deref().map(BeadId::parse).transpose()?,
+            blocked_by: b.blocked_by.iter().map(|s| BeadId::parse(s)).collect::<Result<_, _>>()?,
+            close_reason: b.close_reason,
+            created_at: time(b.created_at, "created_at")?,
+            updated_at: time(b.updated_at, "updated_at")?,
+            closed_at: FromProto::from_proto(b.closed_at)?,
+        })
+    }
+}
+
+impl IntoProto<v1::ImportOutcome> for ImportAction {
+    fn into_proto(self) -> v1::ImportOutcome {
+        use v1::import_outcome::Action;
+        let (action, reason) = match self {
+            ImportAction::Created => (Action::Created, String::new()),
+            ImportAction::Updated => (Action::Updated, String::new()),
+            ImportAction::Unchanged => (Action::Unchanged, String::new()),
+            ImportAction::Refused(reason) => (Action::Refused, reason),
+        };
+        v1::ImportOutcome { action: action.into(), reason }
+    }
+}
+
+impl FromProto<v1::ImportOutcome> for ImportAction {
+    fn from_proto(o: v1::ImportOutcome) -> Result<Self, Error> {
+        use v1::import_outcome::Action;
+        match Action::try_from(o.action) {
+            Ok(Action::Created) => Ok(ImportAction::Created),
+            Ok(Action::Updated) => Ok(ImportAction::Updated),
+            Ok(Action::Unchanged) => Ok(ImportAction::Unchanged),
+            Ok(Action::Refused) => Ok(ImportAction::Refused(o.reason)),
+            _ => {
+                Err(Error::Invalid { field: "import outcome", reason: format!("{} is not an import action", o.action) })
+            }
+        }
+    }
+}
+
+impl IntoProto<v1::BeadProject> for (BeadId, ProjectId) {
+    fn into_proto(self) -> v1::BeadProject {
+        v1::BeadProject { id: self.0.into(), project_id: self.1.into() }
+    }
+}
+
+impl FromProto<v1::BeadProject> for (BeadId, ProjectId) {
+    fn from_proto(b: v1::BeadProject) -> Result<Self, Error> {
+        Ok((BeadId::parse(&b.id)?, ProjectId::parse(&b.project_id)?))
     }
 }
 

@@ -444,7 +444,7 @@ const DEPENDENCY_CHECK_TIMEOUT: &str = "2s";
 /// in the reachable subgraph, where enumerating paths is exponential on diamonds), which stops as
 /// soon as it meets `bead`; only for a cycle are the reachable edges loaded to name the shortest
 /// path. See [`crate::cycles`].
-async fn cycle_path(tx: &mut Tx<'_>, bead: &BeadId, blocker: &BeadId) -> Result<Option<String>> {
+pub(super) async fn cycle_path(tx: &mut Tx<'_>, bead: &BeadId, blocker: &BeadId) -> Result<Option<String>> {
     if let Some(path) = cycles::self_loop(bead, blocker) {
         return Ok(Some(path));
     }

@@ -39,7 +39,7 @@ pub(super) async fn add(store: &SqliteStore, id: &BeadId, blocker: &BeadId) -> R
 ///
 /// One query loads every edge reachable from `blocker` (a walk over visited nodes, linear in
 /// that subgraph, where a path enumeration could blow up on diamonds); see [`crate::cycles`].
-async fn cycle_path(tx: &mut Tx, bead: &BeadId, blocker: &BeadId) -> Result<Option<String>> {
+pub(super) async fn cycle_path(tx: &mut Tx, bead: &BeadId, blocker: &BeadId) -> Result<Option<String>> {
     if let Some(path) = cycles::self_loop(bead, blocker) {
         return Ok(Some(path));
     }

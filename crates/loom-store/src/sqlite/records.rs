@@ -43,6 +43,42 @@ pub(super) async fn insert_events(tx: &mut Tx, events: &[NewEvent]) -> Result<()
     Ok(())
 }
 
+/// Appends many events inside `tx`, in order, in one statement (an import's thousands).
+pub(super) async fn insert_events_at_once(tx: &mut Tx, events: &[NewEvent]) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let created_at = micros(now());
+    let rows: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| {
+            serde_json::json!([
+                uuid::Uuid::now_v7().to_string(),
+                e.kind.as_str(),
+                e.source,
+                e.project_id.as_ref().map(ProjectId::as_str),
+                e.entity_id,
+                e.action,
+                e.description,
+                e.data.to_string(),
+                e.correlation_id
+            ])
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO events
+         (id, kind, source, project_id, entity_id, action, description, data, correlation_id, created_at)
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6,
+                value ->> 7, value ->> 8, ?2
+         FROM json_each(?1) ORDER BY key",
+    )
+    .bind(Json(&rows))
+    .bind(created_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// One outbox row to write in the same transaction as the change it announces.
 #[derive(Debug)]
 pub(super) struct OutboxRow<'a> {

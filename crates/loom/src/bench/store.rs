@@ -1,6 +1,8 @@
 //! `loom bench store`: per backend, concurrent single-bead creates, batched claims, the ready
 //! query's latency with 100 k beads loaded (a quarter of them waiting on another bead), and the
-//! latency of a dependency add at the top of a deep diamond ladder (`dep_add_p99_ms_deep`).
+//! latency of a dependency add at the top of a deep diamond ladder (`dep_add_p99_ms_deep`), and
+//! the import of a bd tracker of 10 k issues with edges (`import_beads_per_s`: batched, so it
+//! should reach at least twice `create_per_s`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,6 +45,9 @@ pub struct StoreArgs {
     /// Dependency adds timed at the top of the ladder.
     #[arg(long, default_value_t = 200)]
     dep_adds: usize,
+    /// Issues of the bd tracker imported (epics of 50, each issue waiting on up to two earlier ones).
+    #[arg(long, default_value_t = 10_000)]
+    import_issues: usize,
     #[command(flatten)]
     common: Common,
 }
@@ -64,11 +69,15 @@ struct Report {
     /// An edge added at the top of a diamond ladder `dep_depth` levels deep.
     dep_add_p50_ms_deep: f64,
     dep_add_p99_ms_deep: f64,
+    /// Issues per second of a bd JSONL import (`import_issues` issues with edges), end to end:
+    /// parsing, ordering, batched store transactions.
+    import_beads_per_s: f64,
     creates: usize,
     concurrency: usize,
     claim_batch: u32,
     ready_beads: usize,
     dep_depth: usize,
+    import_issues: usize,
 }
 
 pub async fn run(args: StoreArgs, config: &Config) -> anyhow::Result<()> {
@@ -95,7 +104,7 @@ pub async fn run(args: StoreArgs, config: &Config) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(r)?);
         } else {
             println!(
-                "{:<9} create {:>8.0}/s   claim {:>8.0}/s (batch {})   ready query with {} beads: p50 {:.2} ms, p99 {:.2} ms   dependency add at depth {}: p50 {:.2} ms, p99 {:.2} ms",
+                "{:<9} create {:>8.0}/s   claim {:>8.0}/s (batch {})   ready query with {} beads: p50 {:.2} ms, p99 {:.2} ms   dependency add at depth {}: p50 {:.2} ms, p99 {:.2} ms   bd import of {} issues {:>8.0}/s",
                 r.backend,
                 r.create_per_s,
                 r.claim_per_s,
@@ -105,7 +114,9 @@ pub async fn run(args: StoreArgs, config: &Config) -> anyhow::Result<()> {
                 r.ready_query_p99_ms_100k,
                 r.dep_depth,
                 r.dep_add_p50_ms_deep,
-                r.dep_add_p99_ms_deep
+                r.dep_add_p99_ms_deep,
+                r.import_issues,
+                r.import_beads_per_s
             );
         }
     }
@@ -140,6 +151,7 @@ async fn measure(backend: &'static str, store: Arc<dyn Store>, args: &StoreArgs)
     let claim_per_s = claim_all(backend, &store, &project, args).await?;
     let (p50, p99) = ready_latency(backend, &store, args).await?;
     let (dep_p50, dep_p99) = dep_add_latency(backend, &store, args).await?;
+    let import_beads_per_s = import_rate(backend, &store, args).await?;
     Ok(Report {
         backend,
         create_per_s,
@@ -148,11 +160,13 @@ async fn measure(backend: &'static str, store: Arc<dyn Store>, args: &StoreArgs)
         ready_query_p99_ms_100k: p99,
         dep_add_p50_ms_deep: dep_p50,
         dep_add_p99_ms_deep: dep_p99,
+        import_beads_per_s,
         creates: args.creates,
         concurrency: args.concurrency,
         claim_batch: args.claim_batch,
         ready_beads: args.ready_beads,
         dep_depth: args.dep_depth,
+        import_issues: args.import_issues,
     })
 }
 
@@ -279,4 +293,64 @@ async fn dep_add_latency(backend: &str, store: &Arc<dyn Store>, args: &StoreArgs
     );
     samples.sort();
     Ok((quantile_ms(&samples, 0.5), quantile_ms(&samples, 0.99)))
+}
+
+/// A bd tracker of `n` issues as bd writes it: an epic every 50 issues with the others its
+/// children, each issue after the first waiting (`blocks`) on one or two earlier ones, a fifth of
+/// them closed.
+fn bd_tracker(n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n * 400);
+    for i in 0..n {
+        let id = format!("bd-{}", loom_domain::base36(46_656 + i as u64));
+        let epic = format!("bd-{}", loom_domain::base36(46_656 + (i - i % 50) as u64));
+        let mut deps = Vec::new();
+        if !i.is_multiple_of(50) {
+            deps.push(serde_json::json!({ "issue_id": id, "depends_on_id": epic, "type": "parent-child",
+                "created_at": "2025-01-01T00:00:00Z", "created_by": "bench" }));
+        }
+        for back in [1, 7].into_iter().filter(|b| i >= *b && i.is_multiple_of(*b + 1)) {
+            let on = format!("bd-{}", loom_domain::base36(46_656 + (i - back) as u64));
+            deps.push(serde_json::json!({ "issue_id": id, "depends_on_id": on, "type": "blocks",
+                "created_at": "2025-01-01T00:00:00Z", "created_by": "bench" }));
+        }
+        let closed = i.is_multiple_of(5);
+        let mut issue = serde_json::json!({ "id": id, "title": format!("bench issue {i}"),
+            "description": "Something to do, with a paragraph of markdown.", "status": if closed { "closed" } else { "open" },
+            "priority": i % 5, "issue_type": if i.is_multiple_of(50) { "epic" } else { "task" }, "labels": ["bench"],
+            "created_at": "2025-01-01T00:00:00.123456789Z", "updated_at": "2025-01-02T00:00:00Z",
+            "dependencies": deps });
+        if closed {
+            issue["closed_at"] = serde_json::json!("2025-01-03T00:00:00Z");
+        }
+        out.extend_from_slice(issue.to_string().as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Imports the tracker of `import_issues` issues into a fresh project, as `POST /import` does.
+async fn import_rate(backend: &str, store: &Arc<dyn Store>, args: &StoreArgs) -> anyhow::Result<f64> {
+    let id = ProjectId::parse("bdimport")?;
+    let project = store.create_project(NewProject::new(id, "/tmp/bench")).await?;
+    let file = bd_tracker(args.import_issues);
+    let bar = progress(&format!("{backend}: bd import of {} issues", args.import_issues), 1);
+    let started = Instant::now();
+    let summary = loom_control_plane::bd::import(
+        &**store,
+        &project,
+        std::io::Cursor::new(file),
+        loom_api::Dangling::Keep,
+        loom_control_plane::bd::BATCH,
+    )
+    .await?;
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    anyhow::ensure!(
+        summary.created == args.import_issues as u64 && summary.errors.is_empty(),
+        "the bench import created {} of {} issues: {:?}",
+        summary.created,
+        args.import_issues,
+        summary.errors.first()
+    );
+    Ok(args.import_issues as f64 / elapsed.as_secs_f64())
 }

@@ -85,3 +85,31 @@ fn print_result(r: &AttemptDto) {
         }
     }
 }
+
+/// What an import did, and every line that went wrong.
+pub(super) fn print_import(s: &loom_api::ImportSummary) {
+    println!(
+        "{} lines: {} created, {} updated, {} skipped (unchanged), {} external references, {} errors",
+        s.lines,
+        s.created,
+        s.updated,
+        s.skipped,
+        s.external,
+        s.errors.len()
+    );
+    for m in &s.mapped {
+        println!("line {}: id {} is not a bead id here; imported as {}", m.line, m.from, m.to);
+    }
+    for d in &s.dangling {
+        println!(
+            "line {}: {} -> {} ({}): not in the file or the project; {}",
+            d.line, d.issue, d.depends_on, d.kind, d.action
+        );
+    }
+    for c in &s.cycles {
+        println!("cycle on lines {:?}: {}; not imported", c.lines, c.issues.join(" -> "));
+    }
+    for e in &s.errors {
+        println!("line {}: {}", e.line, e.error);
+    }
+}

@@ -1,6 +1,7 @@
 //! System tests of the `loom` binary: `loom up` on the embedded default in a fresh directory,
 //! driven through the CLI like a user would.
 
+mod bd;
 mod cli;
 mod llm;
 mod projects;
