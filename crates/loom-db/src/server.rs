@@ -110,9 +110,7 @@ pub async fn serve(
             let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
             router.serve_with_incoming_shutdown(incoming, stopped).await
         }
-        Some(current) => {
-            router.serve_with_incoming_shutdown(tls::incoming(listener, current, shutdown.clone()), stopped).await
-        }
+        Some(current) => router.serve_with_incoming_shutdown(tls::incoming(listener, current), stopped).await,
     };
     stop_probe.cancel();
     let _ = probe.await;

@@ -179,27 +179,18 @@ impl Current {
 }
 
 /// The connections of `listener` after their TLS handshake, for tonic: handshakes run
-/// concurrently (a slow client delays no other) and failed ones are dropped. Accepting stops when
-/// `stop` fires or tonic stops reading.
-pub(crate) fn incoming(
-    listener: TcpListener,
-    current: Current,
-    stop: CancellationToken,
-) -> ReceiverStream<io::Result<TlsStream<TcpStream>>> {
+/// concurrently (a slow client delays no other) and failed ones are dropped. Accepting stops, and
+/// the listener closes, when tonic drops the stream (at shutdown: tonic runs its shutdown signal
+/// first, so the service is reported `NOT_SERVING` before).
+pub(crate) fn incoming(listener: TcpListener, current: Current) -> ReceiverStream<io::Result<TlsStream<TcpStream>>> {
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(accept(listener, current, tx, stop));
+    tokio::spawn(accept(listener, current, tx));
     ReceiverStream::new(rx)
 }
 
-async fn accept(
-    listener: TcpListener,
-    current: Current,
-    tx: mpsc::Sender<io::Result<TlsStream<TcpStream>>>,
-    stop: CancellationToken,
-) {
+async fn accept(listener: TcpListener, current: Current, tx: mpsc::Sender<io::Result<TlsStream<TcpStream>>>) {
     loop {
         let (tcp, peer) = tokio::select! {
-            () = stop.cancelled() => return,
             () = tx.closed() => return,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -284,7 +275,9 @@ impl Reloader {
                 }
             }
             if unchanged(&read, &self.tls) {
-                self.last_failure = None;
+                if self.last_failure.take().is_some() {
+                    tracing::info!("database service TLS files are back to the material in use");
+                }
                 return;
             }
             if self.last_failure.as_ref() == Some(&read) {
@@ -301,7 +294,8 @@ impl Reloader {
                 self.tls = tls;
                 self.last_failure = None;
                 metrics::counter!("loom_db_tls_reloads_total").increment(1);
-                tracing::info!(files = ?self.tls.files, "database service TLS reloaded: new connections use it");
+                let cert = self.tls.files.as_ref().map(|f| f.cert.display().to_string());
+                tracing::info!(cert, "database service TLS reloaded: new connections use it");
             }
             Err(error) => {
                 self.last_failure = Some(read);

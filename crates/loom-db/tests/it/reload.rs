@@ -67,6 +67,19 @@ async fn served(store: &GrpcStore) -> bool {
     store.list_projects().await.is_ok()
 }
 
+/// Whether `grpc.health.v1` answers `SERVING` to a client of `pki`'s CA.
+async fn health_serving(service: &Service, pki: &Pki) -> bool {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&pki.ca_pem))
+        .identity(Identity::from_pem(&pki.client.0, &pki.client.1));
+    let channel = Channel::from_shared(format!("https://{}", service.addr)).unwrap().tls_config(tls).unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.connect().await.unwrap());
+    let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
+    health.check(request).await.unwrap().into_inner().status == ServingStatus::Serving as i32
+}
+
 /// Waits up to 10 s for `check` to hold.
 async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -111,6 +124,7 @@ async fn rotated_files_serve_new_connections_and_a_broken_rotation_keeps_the_las
         .await;
     assert!(served(&client(&service, &b, Some(&b))).await, "still serving certificate B");
     assert!(!served(&client(&service, &a, Some(&a))).await);
+    assert!(health_serving(&service, &b).await, "a failed reload leaves the health status alone");
 
     // A well-formed key of another certificate fails too (counted once, not at every poll).
     let failures = counter("loom_db_tls_reload_failures_total");
