@@ -3,7 +3,8 @@
 //! control plane and agents use the service or a local store by configuration alone.
 //!
 //! - [`serve`] runs the service on a bound listener with `grpc.health.v1`, reflection, optional
-//!   TLS / mTLS (rustls), until a `CancellationToken` fires; in-flight calls finish first.
+//!   TLS / mTLS (rustls), until a `CancellationToken` fires; in-flight calls finish first. TLS
+//!   files are watched (polled every few seconds, and at once on SIGHUP) and reloaded in place.
 //! - [`GrpcStore`] spreads calls over several HTTP/2 connections, puts a deadline on each, retries
 //!   transient failures with exponential backoff and jitter only where a repeat is harmless, and
 //!   fails fast behind a circuit breaker while the service is down.
@@ -18,6 +19,8 @@
 //! - [`serve`] refuses a listener outside loopback without TLS (unless explicitly waived for a
 //!   service mesh) or without client authentication; with a [`Token`] every `loom.db.v1` call
 //!   without it is `UNAUTHENTICATED` (health and reflection stay open).
+//! - A TLS reload changes what new connections handshake with, never an established connection;
+//!   a reload that fails keeps the material in use (logged, `loom_db_tls_reload_failures_total`).
 //!
 //! **PgBouncer.** Several service replicas may share PostgreSQL through PgBouncer in transaction
 //! pooling mode: open the store with `loom_store::PgOptions { statement_cache: false, .. }`

@@ -1,11 +1,12 @@
 //! The database service: `loom.db.v1.Database` over any [`Store`], with `grpc.health.v1` and
-//! reflection, optional TLS / mTLS and bearer tokens, served on a listener the caller bound until a
-//! shutdown token fires (in-flight calls finish first). A listener that is not on loopback must
-//! have TLS (unless waived for a service mesh) and client authentication (mTLS or a token).
+//! reflection, optional TLS / mTLS (reloaded when its files change, `tls.rs`) and bearer tokens,
+//! served on a listener the caller bound until a shutdown token fires (in-flight calls finish
+//! first). A listener that is not on loopback must have TLS (unless waived for a service mesh)
+//! and client authentication (mTLS or a token).
 
 mod service;
+mod tls;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,20 +15,25 @@ use loom_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::Error;
 use crate::auth::{CheckToken, Token};
 pub use service::DatabaseService;
+pub use tls::ServerTls;
+pub(crate) use tls::read_pem;
 
 /// How the service runs.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     /// Serve TLS (and require client certificates when it names a client CA).
     pub tls: Option<ServerTls>,
+    /// How often TLS files ([`ServerTls::from_files`]) are checked for changes; SIGHUP checks
+    /// them at once.
+    pub tls_reload_interval: Duration,
     /// Largest request or response message, in bytes (a batch of beads can be large).
     pub max_message_bytes: usize,
     /// How often the store is probed for the health service (`NOT_SERVING` while it is down).
@@ -43,60 +49,13 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             tls: None,
+            tls_reload_interval: Duration::from_secs(5),
             max_message_bytes: 64 * 1024 * 1024,
             health_interval: Duration::from_secs(5),
             token: None,
             insecure_no_tls: false,
         }
     }
-}
-
-/// The server's certificate and key (PEM), and the CA that client certificates must chain to for
-/// mutual TLS.
-#[derive(Clone)]
-pub struct ServerTls {
-    pub cert_pem: Vec<u8>,
-    pub key_pem: Vec<u8>,
-    /// Set: clients must present a certificate signed by this CA (mTLS).
-    pub client_ca_pem: Option<Vec<u8>>,
-}
-
-impl std::fmt::Debug for ServerTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerTls")
-            .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
-            .field("key_pem", &"<redacted>")
-            .field("client_ca_pem", &self.client_ca_pem.as_ref().map(|c| format!("{} bytes", c.len())))
-            .finish()
-    }
-}
-
-impl ServerTls {
-    /// Reads the PEM files of `--tls-cert`, `--tls-key` and `--tls-client-ca`.
-    pub fn from_files(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<Self, Error> {
-        Ok(Self {
-            cert_pem: read_pem(cert, "certificate")?,
-            key_pem: read_pem(key, "private key")?,
-            client_ca_pem: client_ca.map(|p| read_pem(p, "client CA")).transpose()?,
-        })
-    }
-
-    fn to_tonic(&self) -> ServerTlsConfig {
-        let config = ServerTlsConfig::new().identity(Identity::from_pem(&self.cert_pem, &self.key_pem));
-        match &self.client_ca_pem {
-            Some(ca) => config.client_ca_root(Certificate::from_pem(ca)),
-            None => config,
-        }
-    }
-}
-
-/// Reads a PEM file, with the path in the error.
-pub(crate) fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, Error> {
-    let pem = std::fs::read(path).map_err(|e| Error::Tls(format!("cannot read {what} {}: {e}", path.display())))?;
-    if !pem.windows(10).any(|w| w == b"-----BEGIN") {
-        return Err(Error::Tls(format!("{what} {} is not a PEM file", path.display())));
-    }
-    Ok(pem)
 }
 
 /// Serves the database service on `listener` until `shutdown` is cancelled, then stops accepting,
@@ -121,18 +80,53 @@ pub async fn serve(
         .max_encoding_message_size(config.max_message_bytes);
     let database = InterceptedService::new(database, CheckToken(config.token.clone()));
 
-    let mut builder = Server::builder()
-        .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
-    if let Some(tls) = &config.tls {
-        builder = builder.tls_config(tls.to_tonic()).map_err(|e| Error::Tls(e.to_string()))?;
-    }
+    // Built before anything is served, so bad TLS material fails the start, naming the file.
+    let current = config.tls.as_ref().map(ServerTls::server_config).transpose()?.map(tls::Current::new);
     let stop_probe = shutdown.child_token();
     let probe = tokio::spawn(watch_store(store, reporter.clone(), config.health_interval, stop_probe.clone()));
+    let reload = match (&config.tls, &current) {
+        (Some(tls), Some(current)) if tls.is_reloadable() => {
+            Some(tls::watch(tls.clone(), current.clone(), config.tls_reload_interval, stop_probe.clone()))
+        }
+        _ => None,
+    };
+    let (tls, auth) = security(&config);
+    tracing::info!(%addr, tls, auth, reload = reload.is_some(), "database service listening");
+    let stopping = shutdown.clone();
+    let stopped = async move {
+        stopping.cancelled().await;
+        reporter.set_not_serving::<DatabaseServer<DatabaseService>>().await;
+        tracing::info!(%addr, "database service stopping: finishing in-flight calls");
+    };
+    let router = Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(database);
+    let served = match current {
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            router.serve_with_incoming_shutdown(incoming, stopped).await
+        }
+        Some(current) => router.serve_with_incoming_shutdown(tls::incoming(listener, current), stopped).await,
+    };
+    stop_probe.cancel();
+    let _ = probe.await;
+    if let Some(reload) = reload {
+        let _ = reload.await;
+    }
+    served?;
+    tracing::info!(%addr, "database service stopped");
+    Ok(())
+}
+
+/// How the service is protected, for its start-up log line: (TLS, client authentication).
+fn security(config: &ServerConfig) -> (&'static str, &'static str) {
     let tls = match &config.tls {
         None => "off",
-        Some(t) if t.client_ca_pem.is_some() => "mutual",
+        Some(t) if t.is_mutual() => "mutual",
         Some(_) => "server",
     };
     let auth = match (&config.token, tls) {
@@ -141,23 +135,7 @@ pub async fn serve(
         (None, "mutual") => "client certificate",
         (None, _) => "none",
     };
-    tracing::info!(%addr, tls, auth, "database service listening");
-    let stopping = shutdown.clone();
-    let served = builder
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(database)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
-            stopping.cancelled().await;
-            reporter.set_not_serving::<DatabaseServer<DatabaseService>>().await;
-            tracing::info!(%addr, "database service stopping: finishing in-flight calls");
-        })
-        .await;
-    stop_probe.cancel();
-    let _ = probe.await;
-    served?;
-    tracing::info!(%addr, "database service stopped");
-    Ok(())
+    (tls, auth)
 }
 
 /// Refuses what would expose the store: a non-loopback listener without TLS (unless waived) or
@@ -172,7 +150,7 @@ fn check_exposure(addr: std::net::SocketAddr, config: &ServerConfig) -> Result<(
              (`loom certs dev` makes development ones), or --insecure-no-tls when a service mesh encrypts the traffic"
         )));
     }
-    let mutual = config.tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some());
+    let mutual = config.tls.as_ref().is_some_and(ServerTls::is_mutual);
     if !mutual && config.token.is_none() {
         return Err(Error::Config(format!(
             "refusing to serve on {addr} without client authentication: set --tls-client-ca (mutual TLS) or a \

@@ -42,7 +42,9 @@ pub struct DbArgs {
     /// Address to listen on [default: `db_addr` of the configuration, 127.0.0.1:50051].
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Server certificate (PEM): serve TLS. Needs --tls-key.
+    /// Server certificate (PEM): serve TLS. Needs --tls-key. The certificate, key and client CA
+    /// files are reloaded when they change (checked every 5 s) or on SIGHUP; new connections use
+    /// the new ones, and a set that does not load is logged and the old one kept.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// Private key of the server certificate (PEM).

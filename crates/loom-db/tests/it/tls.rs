@@ -11,13 +11,14 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, 
 
 use crate::support::Service;
 
-struct Pki {
-    ca_pem: Vec<u8>,
-    server: (Vec<u8>, Vec<u8>),
-    client: (Vec<u8>, Vec<u8>),
+/// A CA and a server and a client certificate it signed, each as (certificate, key) PEM.
+pub struct Pki {
+    pub ca_pem: Vec<u8>,
+    pub server: (Vec<u8>, Vec<u8>),
+    pub client: (Vec<u8>, Vec<u8>),
 }
 
-fn pki(name: &str) -> Pki {
+pub fn pki(name: &str) -> Pki {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.distinguished_name.push(DnType::CommonName, format!("{name} test CA"));
@@ -37,15 +38,11 @@ fn pki(name: &str) -> Pki {
 async fn tls_service(pki: &Pki, mutual: bool) -> (Service, TestDatabase) {
     let db = TestDatabase::create().await;
     let store: Arc<dyn Store> = Arc::new(db.store().await);
-    let tls = ServerTls {
-        cert_pem: pki.server.0.clone(),
-        key_pem: pki.server.1.clone(),
-        client_ca_pem: mutual.then(|| pki.ca_pem.clone()),
-    };
+    let tls = ServerTls::from_pem(pki.server.0.clone(), pki.server.1.clone(), mutual.then(|| pki.ca_pem.clone()));
     (Service::start(store, ServerConfig { tls: Some(tls), ..ServerConfig::default() }).await, db)
 }
 
-fn client(service: &Service, ca_pem: &[u8], identity: Option<(Vec<u8>, Vec<u8>)>) -> GrpcStore {
+pub fn client(service: &Service, ca_pem: &[u8], identity: Option<(Vec<u8>, Vec<u8>)>) -> GrpcStore {
     let mut config = ClientConfig::new(format!("https://{}", service.addr));
     config.tls = Some(ClientTls { ca_pem: ca_pem.to_vec(), identity, domain: None });
     config.retry.max_attempts = 1;
