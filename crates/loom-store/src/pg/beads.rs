@@ -27,6 +27,16 @@ pub(super) async fn create(pool: &PgPool, new: Vec<NewBead>) -> Result<Vec<Bead>
     super::finish(tx, result).await
 }
 
+/// Which of `ids` are beads (of any project), read inside `tx`.
+pub(super) async fn existing_ids(tx: &mut Tx<'_>, ids: &[String]) -> Result<BTreeSet<String>> {
+    if ids.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let found: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM beads WHERE id = ANY($1)").bind(ids).fetch_all(&mut **tx).await?;
+    Ok(found.into_iter().collect())
+}
+
 /// Creates validated beads inside `tx` (blockers and parents must exist), with their events.
 pub(super) async fn create_in(tx: &mut Tx<'_>, new: Vec<NewBead>) -> Result<Vec<Bead>> {
     if new.is_empty() {
@@ -40,16 +50,7 @@ pub(super) async fn create_in(tx: &mut Tx<'_>, new: Vec<NewBead>) -> Result<Vec<
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let existing: BTreeSet<String> = if referenced.is_empty() {
-        BTreeSet::new()
-    } else {
-        sqlx::query_scalar("SELECT id FROM beads WHERE id = ANY($1)")
-            .bind(&referenced)
-            .fetch_all(&mut **tx)
-            .await?
-            .into_iter()
-            .collect()
-    };
+    let existing = existing_ids(tx, &referenced).await?;
     let seqs: Vec<i64> = sqlx::query_scalar("SELECT nextval('bead_seq') FROM generate_series(1, $1)")
         .bind(new.len() as i64)
         .fetch_all(&mut **tx)

@@ -1,6 +1,6 @@
 //! Importing beads on PostgreSQL: one transaction per batch, rows and edges set-based.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use loom_domain::{Bead, BeadId, ProjectId};
 use serde_json::json;
@@ -40,16 +40,7 @@ async fn import_in(tx: &mut Tx<'_>, project: &ProjectId, batch: Vec<ImportBead>)
         existing.insert(bead.id.to_string(), bead);
     }
     let outside: Vec<String> = import::outside_refs(&batch).into_iter().collect();
-    let known: BTreeSet<String> = if outside.is_empty() {
-        BTreeSet::new()
-    } else {
-        sqlx::query_scalar("SELECT id FROM beads WHERE id = ANY($1)")
-            .bind(&outside)
-            .fetch_all(&mut **tx)
-            .await?
-            .into_iter()
-            .collect()
-    };
+    let known = beads::existing_ids(tx, &outside).await?;
     let plan = import::plan(project, batch, &existing, &known)?;
     insert(tx, &plan.inserts).await?;
     write_updates(tx, &plan).await?;
