@@ -20,10 +20,12 @@ mod protocol;
 use std::time::{Duration, Instant};
 
 use loom_bus::TaskMessage;
+pub(crate) use loom_domain::Persona;
 use serde_json::{Value, json};
 
 pub(crate) use client::Client;
 use client::{ChatError, Completion, Message, Usage};
+pub(crate) use prompt::persona;
 use protocol::{Action, parse_action, parse_call};
 
 use crate::config::LlmConfig;
@@ -41,14 +43,14 @@ pub(crate) async fn run(
     config: &AgentConfig,
     client: &Client,
     task: &TaskMessage,
+    persona: &Persona,
     workspace: &Workspace,
     worktree: &Worktree,
     runner: &Runner<'_>,
 ) -> Result<Outcome, Error> {
     let sandbox = Sandbox::new(&worktree.path)?;
-    let persona = prompt::persona(config)?;
     let tools = client.uses_tools();
-    let system = prompt::system(&persona, &sandbox, tools);
+    let system = prompt::system(persona, &sandbox, tools);
     let mut history = vec![Message::new("system", system), Message::new("user", prompt::task(task))];
     let mut env = actions::Env {
         sandbox,
@@ -60,7 +62,7 @@ pub(crate) async fn run(
         created_beads: Vec::new(),
         commits: Vec::new(),
     };
-    let mut run = Run { persona, tools, model: client.model.clone(), ..Run::default() };
+    let mut run = Run { persona: persona.clone(), tools, model: client.model.clone(), ..Run::default() };
     let outcome = run.drive(config, client, &mut history, &mut env).await;
     Ok(run.report(outcome, &env))
 }
@@ -68,7 +70,7 @@ pub(crate) async fn run(
 /// Bookkeeping of one loop.
 #[derive(Default)]
 struct Run {
-    persona: String,
+    persona: Persona,
     /// Whether the history speaks native tools (else the text protocol).
     tools: bool,
     usage: Usage,
@@ -207,6 +209,16 @@ impl Run {
                 self.repeats
             )));
         }
+        if self.persona.denies(&action.name()) {
+            let name = action.name();
+            self.log.push(json!({ "action": name, "ok": false, "detail": "denied by the persona" }));
+            self.last = Some(action);
+            return Next::Observe(format!(
+                "error: {name} is not available to the {} persona; it was not done. Use another action, or \
+                 finish with done, fail or escalate.",
+                self.persona.name
+            ));
+        }
         let step = env.perform(&action).await;
         let next = match step {
             actions::Step::Observe { ok, text } => {
@@ -246,7 +258,7 @@ impl Run {
                 history[0].content = prompt::system(&self.persona, &env.sandbox, false);
                 to_text(history);
             }
-            let tools = self.tools.then(protocol::tools);
+            let tools = self.tools.then(|| protocol::tools(&self.persona.deny));
             let asked = Instant::now();
             if let Some(replied) = self.replied.take()
                 && let Some(turn) = self.turn_log.last_mut()
