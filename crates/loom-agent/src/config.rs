@@ -317,6 +317,9 @@ pub struct LlmConfig {
     pub retry_base: Duration,
     /// The longest wait before a retry; a `Retry-After` asking for more fails the request.
     pub retry_max_wait: Duration,
+    /// The model's context window in tokens: past 75 % of it (estimated as the request's
+    /// characters / 4) older action results are condensed to one line each.
+    pub context_window_tokens: u32,
 }
 
 /// How the action loop offers its actions to the model.
@@ -367,6 +370,7 @@ impl Default for LlmConfig {
             max_retries: 3,
             retry_base: Duration::from_millis(500),
             retry_max_wait: Duration::from_secs(60),
+            context_window_tokens: 32768,
         }
     }
 }
