@@ -8,6 +8,7 @@ use loom_bus::Role;
 use loom_domain::{AgentId, GitStrategy, ProjectId};
 
 use crate::Error;
+use crate::personas::Personas;
 
 /// How one agent process runs the tasks of one project.
 ///
@@ -46,8 +47,9 @@ pub struct AgentConfig {
     pub sandbox: SandboxConfig,
     /// What a bead's work may change before it is pushed.
     pub push_checks: PushChecks,
-    /// `personas/` directory; `None` = a built-in engineer prompt.
-    pub personas_dir: Option<PathBuf>,
+    /// The personas the LLM executor plays (the bead's `role`, else the agent's, else
+    /// `engineer`); default: the built-in ones ([`Personas::load`] adds a directory's).
+    pub personas: Personas,
     pub llm: LlmConfig,
     /// Checks that a dispatch is still current before a task starts and before its work is
     /// pushed, so two agents never both land work for one bead. `None` = no check.
@@ -75,7 +77,7 @@ impl AgentConfig {
             command: CommandLimits::default(),
             sandbox: SandboxConfig::default(),
             push_checks: PushChecks::default(),
-            personas_dir: None,
+            personas: Personas::builtin(),
             llm: LlmConfig::default(),
             fence: None,
         }
@@ -315,6 +317,9 @@ pub struct LlmConfig {
     pub retry_base: Duration,
     /// The longest wait before a retry; a `Retry-After` asking for more fails the request.
     pub retry_max_wait: Duration,
+    /// The model's context window in tokens: past 75 % of it (estimated as the request's
+    /// characters / 4) older action results are condensed to one line each.
+    pub context_window_tokens: u32,
 }
 
 /// How the action loop offers its actions to the model.
@@ -365,6 +370,7 @@ impl Default for LlmConfig {
             max_retries: 3,
             retry_base: Duration::from_millis(500),
             retry_max_wait: Duration::from_secs(60),
+            context_window_tokens: 32768,
         }
     }
 }

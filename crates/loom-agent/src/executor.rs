@@ -109,16 +109,27 @@ impl Executors {
                 kind.as_str()
             )));
         };
+        let persona = if kind == ExecutorKind::Llm { Some(llm::persona(&self.config, task)?) } else { None };
         let wt = ws.checkout(&task.bead_id).await?;
         let runner = Runner::new(&self.config, ws, &wt, task, log).await?;
-        let mut outcome = match kind {
-            ExecutorKind::Shell => shell::run(&runner, task).await?,
-            ExecutorKind::Llm => llm::run(&self.config, &self.llm, task, ws, &wt, &runner).await?,
-            ExecutorKind::Noop => unreachable!("handled above"),
+        let mut outcome = match persona {
+            None => shell::run(&runner, task).await?,
+            Some(persona) => {
+                let mut outcome = llm::run(&self.config, &self.llm, task, persona, ws, &wt, &runner).await?;
+                outcome.context.insert("persona".into(), persona.name.clone());
+                outcome
+            }
         };
         outcome.context.insert("executor".into(), kind.as_str().into());
         if !outcome.success {
             // The worktree stays for inspection; the next attempt starts from a fresh one.
+            return Ok(outcome);
+        }
+        if let Some(persona) = persona.filter(|p| p.denies("push")) {
+            // A persona that may not push (a reviewer) lands nothing, whatever a command changed.
+            ws.remove(&wt).await;
+            let note = format!("not pushed: the {} persona may not push", persona.name);
+            outcome.context.insert("push".into(), note);
             return Ok(outcome);
         }
         let message = commit_message(task);

@@ -42,6 +42,7 @@ mod executor;
 mod fence;
 mod journal;
 mod llm;
+mod personas;
 pub mod sandbox;
 mod workspace;
 
@@ -52,3 +53,4 @@ pub use config::{
 };
 pub use error::Error;
 pub use fence::{ApiFence, Fence, StartAnswer};
+pub use personas::{DEFAULT_PERSONA, PersonaSource, Personas};

@@ -8,7 +8,8 @@
 //! off at `max_tokens`: `finish_reason: "length"` performs nothing and asks for a shorter
 //! reply), the same action repeated (no progress), bounded retries of 429/5xx/timeouts (the
 //! client), per-command timeout and output caps (sandbox), and the task's wall clock (the
-//! executor). A context-length error drops the oldest exchanges and retries. Token usage (per
+//! executor). Near the context window older results are condensed to one line each (`condense`);
+//! a context-length error drops the oldest exchanges and retries. Token usage (per
 //! turn and in total, with the model), the tool mode and every action are reported in the
 //! result's context, so they are stored with the attempt.
 
@@ -20,10 +21,12 @@ mod protocol;
 use std::time::{Duration, Instant};
 
 use loom_bus::TaskMessage;
+pub(crate) use loom_domain::Persona;
 use serde_json::{Value, json};
 
 pub(crate) use client::Client;
 use client::{ChatError, Completion, Message, Usage};
+pub(crate) use prompt::persona;
 use protocol::{Action, parse_action, parse_call};
 
 use crate::config::LlmConfig;
@@ -41,14 +44,14 @@ pub(crate) async fn run(
     config: &AgentConfig,
     client: &Client,
     task: &TaskMessage,
+    persona: &Persona,
     workspace: &Workspace,
     worktree: &Worktree,
     runner: &Runner<'_>,
 ) -> Result<Outcome, Error> {
     let sandbox = Sandbox::new(&worktree.path)?;
-    let persona = prompt::persona(config)?;
     let tools = client.uses_tools();
-    let system = prompt::system(&persona, &sandbox, tools);
+    let system = prompt::system(persona, &sandbox, tools);
     let mut history = vec![Message::new("system", system), Message::new("user", prompt::task(task))];
     let mut env = actions::Env {
         sandbox,
@@ -60,7 +63,7 @@ pub(crate) async fn run(
         created_beads: Vec::new(),
         commits: Vec::new(),
     };
-    let mut run = Run { persona, tools, model: client.model.clone(), ..Run::default() };
+    let mut run = Run { persona: persona.clone(), tools, model: client.model.clone(), ..Run::default() };
     let outcome = run.drive(config, client, &mut history, &mut env).await;
     Ok(run.report(outcome, &env))
 }
@@ -68,7 +71,7 @@ pub(crate) async fn run(
 /// Bookkeeping of one loop.
 #[derive(Default)]
 struct Run {
-    persona: String,
+    persona: Persona,
     /// Whether the history speaks native tools (else the text protocol).
     tools: bool,
     usage: Usage,
@@ -86,13 +89,16 @@ struct Run {
     log: Vec<Value>,
     /// Consecutive unusable replies (unparseable or cut off).
     failures: u32,
+    /// Messages condensed to one line to fit the context window.
+    condensed: usize,
     repeats: u32,
     last: Option<Action>,
 }
 
-/// After one action: tell the model this, or end the task.
+/// After one action: tell the model this (with the one line that may replace it when the
+/// history is condensed; `None` for a failure, which is always kept whole), or end the task.
 enum Next {
-    Observe(String),
+    Observe(String, Option<String>),
     Stop(Outcome),
 }
 
@@ -147,7 +153,7 @@ impl Run {
                     }
                 };
                 match self.act(action, limits, env).await {
-                    Next::Observe(text) => history.push(Message::new("user", text)),
+                    Next::Observe(text, brief) => history.push(Message { brief, ..Message::new("user", text) }),
                     Next::Stop(outcome) => return outcome,
                 }
                 continue;
@@ -160,19 +166,19 @@ impl Run {
             let calls = message.tool_calls.clone();
             history.push(message);
             for call in calls {
-                let answer = match parse_call(&call.function.name, &call.function.arguments) {
+                let (answer, brief) = match parse_call(&call.function.name, &call.function.arguments) {
                     Ok(action) => match self.act(action, limits, env).await {
-                        Next::Observe(text) => text,
+                        Next::Observe(text, brief) => (text, brief),
                         Next::Stop(outcome) => return outcome,
                     },
                     Err(why) => {
                         if let Some(stop) = self.unusable(limits, "(unparseable)", &why) {
                             return stop;
                         }
-                        format!("error: not a valid call of {}: {why}", call.function.name)
+                        (format!("error: not a valid call of {}: {why}", call.function.name), None)
                     }
                 };
-                history.push(Message::tool(&call.id, answer));
+                history.push(Message { brief, ..Message::tool(&call.id, answer) });
             }
         }
         Outcome::failure(format!("the model did not finish within {} iterations", limits.max_iterations))
@@ -207,11 +213,27 @@ impl Run {
                 self.repeats
             )));
         }
+        if self.persona.denies(&action.name()) {
+            let name = action.name();
+            self.log.push(json!({ "action": name, "ok": false, "detail": "denied by the persona" }));
+            self.last = Some(action);
+            let text = format!(
+                "error: {name} is not available to the {} persona; it was not done. Use another action, or \
+                 finish with done, fail or escalate.",
+                self.persona.name
+            );
+            return Next::Observe(text, None);
+        }
         let step = env.perform(&action).await;
         let next = match step {
             actions::Step::Observe { ok, text } => {
-                self.log.push(json!({ "action": action.name(), "ok": ok, "detail": summary(&action) }));
-                Next::Observe(format!("Result of {}:\n{text}", action.name()))
+                let (name, target) = (action.name(), summary(&action));
+                let brief = ok.then(|| {
+                    let target: String = target.chars().take(120).collect();
+                    format!("[condensed] {name} {target}: ok, {} chars of output", text.chars().count())
+                });
+                self.log.push(json!({ "action": name, "ok": ok, "detail": target }));
+                Next::Observe(format!("Result of {name}:\n{text}"), brief)
             }
             actions::Step::Done(summary) => {
                 self.log.push(json!({ "action": "done", "ok": true }));
@@ -246,7 +268,13 @@ impl Run {
                 history[0].content = prompt::system(&self.persona, &env.sandbox, false);
                 to_text(history);
             }
-            let tools = self.tools.then(protocol::tools);
+            let tools = self.tools.then(|| protocol::tools(&self.persona.deny));
+            let budget = u64::from(client.context_window_tokens) * 3; // 75 % of the window, 4 chars a token
+            let condensed = condense(history, budget, tools.as_ref());
+            if condensed > 0 {
+                self.condensed += condensed;
+                tracing::info!(condensed, "the conversation neared the context window; condensed older results");
+            }
             let asked = Instant::now();
             if let Some(replied) = self.replied.take()
                 && let Some(turn) = self.turn_log.last_mut()
@@ -304,6 +332,7 @@ impl Run {
         ctx.insert("llm_model".into(), self.model.clone());
         ctx.insert("llm_tool_mode".into(), if self.tools { "tools" } else { "text" }.into());
         ctx.insert("llm_retries".into(), self.retries.to_string());
+        ctx.insert("llm_condensed".into(), self.condensed.to_string());
         ctx.insert("llm_prompt_tokens".into(), self.usage.prompt_tokens.to_string());
         ctx.insert("llm_completion_tokens".into(), self.usage.completion_tokens.to_string());
         ctx.insert("llm_total_tokens".into(), self.usage.total_tokens.to_string());
@@ -344,6 +373,83 @@ fn to_text(history: &mut [Message]) {
             m.role = "user".into();
         }
     }
+}
+
+/// Steps (an assistant message and its results) kept whole at the end of the history.
+const KEEP_STEPS: usize = 6;
+
+/// The estimated size of a request in characters: its messages and tools as JSON (a token is
+/// taken as 4 characters).
+fn request_chars(history: &[Message], tools: Option<&Value>) -> u64 {
+    let messages: usize = history.iter().map(|m| serde_json::to_string(m).map_or(0, |s| s.len())).sum();
+    (messages + tools.map_or(0, |t| t.to_string().len())) as u64
+}
+
+/// While the request is over `budget` characters, replaces the oldest condensable messages by
+/// one line each: a successful action's result by its brief (action, target, outcome, size), and
+/// an assistant message's long call arguments (a `write_file` content, say) by their size. Kept
+/// whole: the system prompt and the task, the model's first message (its plan), the last
+/// [`KEEP_STEPS`] steps and every failed step's error. Returns how many messages it condensed.
+fn condense(history: &mut [Message], budget: u64, tools: Option<&Value>) -> usize {
+    let mut size = request_chars(history, tools);
+    if size <= budget {
+        return 0;
+    }
+    let assistants: Vec<usize> =
+        history.iter().enumerate().filter(|(_, m)| m.role == "assistant").map(|(i, _)| i).collect();
+    if assistants.len() <= KEEP_STEPS {
+        return 0;
+    }
+    let keep_from = assistants[assistants.len() - KEEP_STEPS];
+    let plan = assistants[0];
+    let mut condensed = 0;
+    let json_len = |m: &Message| serde_json::to_string(m).map_or(0, |s| s.len()) as u64;
+    for (i, m) in history.iter_mut().enumerate().take(keep_from).skip(PINNED) {
+        if size <= budget {
+            break;
+        }
+        if i == plan {
+            continue;
+        }
+        let before = json_len(m);
+        let changed = if let Some(brief) = m.brief.take() {
+            m.content = brief;
+            true
+        } else if m.role == "assistant" {
+            shorten_calls(m)
+        } else {
+            false
+        };
+        if changed {
+            condensed += 1;
+            size = size.saturating_sub(before.saturating_sub(json_len(m)));
+        }
+    }
+    condensed
+}
+
+/// Replaces string arguments over 200 characters (and a text-protocol reply over 1000) by
+/// their size. True when something changed.
+fn shorten_calls(m: &mut Message) -> bool {
+    let mut changed = false;
+    for call in &mut m.tool_calls {
+        let Ok(Value::Object(mut args)) = serde_json::from_str::<Value>(&call.function.arguments) else { continue };
+        for value in args.values_mut() {
+            if let Value::String(s) = value
+                && s.len() > 200
+            {
+                *value = Value::String(format!("[condensed: {} chars]", s.chars().count()));
+                changed = true;
+            }
+        }
+        call.function.arguments = Value::Object(args).to_string();
+    }
+    if m.tool_calls.is_empty() && m.content.len() > 1000 {
+        let head: String = m.content.chars().take(200).collect();
+        m.content = format!("{head}… [condensed: {} chars]", m.content.chars().count());
+        changed = true;
+    }
+    changed
 }
 
 /// Drops the older half of the exchanges after the pinned messages (at least one exchange,
@@ -419,6 +525,33 @@ mod tests {
             assert_eq!(h[PINNED].role, "assistant", "{h:?}");
         }
         assert_eq!(h[PINNED].content, "a3");
+    }
+
+    #[test]
+    fn condensing_keeps_the_pinned_the_plan_the_last_steps_and_the_errors() {
+        let mut h: Vec<Message> = vec![Message::new("system", "S"), Message::new("user", "TASK")];
+        let big = "x".repeat(1000);
+        h.push(Message::new("assistant", "PLAN"));
+        h.push(Message { brief: Some("[condensed] first".into()), ..Message::new("user", big.clone()) });
+        h.push(Message {
+            tool_calls: vec![call("write_file", &json!({"path": "a", "content": big}).to_string())],
+            ..Message::new("assistant", "")
+        });
+        h.push(Message::tool("id-write_file", "error: disk full"));
+        for i in 0..KEEP_STEPS {
+            h.push(Message::new("assistant", format!("a{i}")));
+            h.push(Message { brief: Some(format!("[condensed] {i}")), ..Message::new("user", big.clone()) });
+        }
+        let whole = h.clone();
+        assert_eq!(condense(&mut h, u64::MAX, None), 0, "nothing changes under the budget");
+        assert_eq!(h, whole);
+        assert_eq!(condense(&mut h, 0, None), 2);
+        assert_eq!(h[2].content, "PLAN");
+        assert_eq!(h[3].content, "[condensed] first");
+        let args: Value = serde_json::from_str(&h[4].tool_calls[0].function.arguments).unwrap();
+        assert_eq!(args, json!({"path": "a", "content": "[condensed: 1000 chars]"}));
+        assert_eq!(h[5].content, "error: disk full", "an error is kept whole");
+        assert_eq!(h[6..], whole[6..], "the last steps are whole");
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub use bead::{
 pub use error::Error;
 pub use event::{Event, EventKind};
 pub use ids::{AgentId, BeadId, BeadPrefix, DispatchId, ProjectId, base36};
-pub use persona::Persona;
+pub use persona::{PERSONA_ACTIONS, Persona};
 pub use project::{GitStrategy, NewProject, Project, ProjectStatus};
 
 /// String map used for project and bead context (build/test commands, notes, …).

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use crate::Error;
 
 /// A validated persona.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Persona {
     /// The directory name; equals the `name` key.
     pub name: String,
@@ -21,9 +21,30 @@ pub struct Persona {
     pub model: Option<String>,
     /// The markdown body: the system prompt.
     pub instructions: String,
+    /// Actions it may not take (`deny: [git_commit, push]`): not offered to the model, refused
+    /// if called anyway; `push` means the agent does not land the bead's work.
+    pub deny: Vec<String>,
 }
 
-const KNOWN_KEYS: &[&str] = &["name", "description", "capabilities", "model"];
+const KNOWN_KEYS: &[&str] = &["name", "description", "capabilities", "model", "deny"];
+
+/// The actions a persona can deny: the LLM executor's actions and `push` (landing the work).
+/// `done`, `fail` and `escalate` end a task and cannot be denied.
+pub const PERSONA_ACTIONS: &[&str] = &[
+    "read_file",
+    "write_file",
+    "edit_file",
+    "list_files",
+    "search_text",
+    "run_command",
+    "build",
+    "test",
+    "git_status",
+    "git_diff",
+    "git_commit",
+    "create_bead",
+    "push",
+];
 
 impl Persona {
     /// Parses the text of `personas/<dir_name>/SKILL.md`.
@@ -49,13 +70,26 @@ impl Persona {
         if instructions.is_empty() {
             return Err(bad("the body (the persona's instructions) is empty".into()));
         }
+        let deny = fields.get("deny").cloned().unwrap_or_default();
+        if let Some(unknown) = deny.iter().find(|a| !PERSONA_ACTIONS.contains(&a.as_str())) {
+            return Err(bad(format!(
+                "deny: unknown action {unknown:?} (known: {}; done, fail and escalate cannot be denied)",
+                PERSONA_ACTIONS.join(", ")
+            )));
+        }
         Ok(Persona {
             name,
             description,
             capabilities: fields.get("capabilities").cloned().unwrap_or_default(),
             model: fields.get("model").and_then(|v| v.first()).cloned(),
             instructions,
+            deny,
         })
+    }
+
+    /// Whether the persona may not take `action` (an action name or `push`).
+    pub fn denies(&self, action: &str) -> bool {
+        self.deny.iter().any(|a| a == action)
     }
 }
 
@@ -114,6 +148,10 @@ mod tests {
         assert_eq!(p.capabilities, ["code", "test"]);
         assert_eq!(p.instructions, "# Engineer\nDo the work.");
         assert_eq!(p.model, None);
+        assert!(p.deny.is_empty() && !p.denies("push"));
+        let text = "---\nname: r\ndescription: d\ndeny: [git_commit, push]\n---\nReview.";
+        let p = Persona::parse("r", text).unwrap();
+        assert!(p.denies("push") && p.denies("git_commit") && !p.denies("read_file"));
     }
 
     #[test]
@@ -125,6 +163,8 @@ mod tests {
             ("unknown key \"colour\"", "---\nname: e\ndescription: d\ncolour: red\n---\nbody"),
             ("description is required", "---\nname: e\n---\nbody"),
             ("body", "---\nname: e\ndescription: d\n---\n  \n"),
+            ("deny: unknown action \"git_pus\"", "---\nname: e\ndescription: d\ndeny: [push, git_pus]\n---\nbody"),
+            ("deny: unknown action \"done\"", "---\nname: e\ndescription: d\ndeny: [done]\n---\nbody"),
         ];
         for (want, text) in cases {
             let err = Persona::parse("e", text).unwrap_err().to_string();

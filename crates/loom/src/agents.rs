@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use loom_agent::{AgentConfig, ApiFence, ExecutorKind, StartAnswer};
+use loom_agent::{AgentConfig, ApiFence, ExecutorKind, Personas, StartAnswer};
 use loom_bus::Role;
 use loom_domain::{AgentId, BeadId, DispatchId, GitStrategy, Project, ProjectId};
 use loom_store::{DispatchStart, StartOutcome, Store};
@@ -46,7 +46,8 @@ pub struct AgentArgs {
     /// The model [default: `llm.model` of the configuration].
     #[arg(long)]
     llm_model: Option<String>,
-    /// Personas directory [default: `personas_dir` of the configuration, `personas`].
+    /// Personas directory overriding the built-in personas by name [default: `personas_dir` of
+    /// the configuration, `personas`; a missing directory leaves the built-in ones].
     #[arg(long)]
     personas: Option<PathBuf>,
     /// How bead commands run: `bubblewrap` (a sandbox; needs `bwrap`) or `none` (unsandboxed,
@@ -138,7 +139,7 @@ pub async fn serve(args: AgentArgs, config: &Config) -> anyhow::Result<()> {
         Some(dir) => paths::absolute(dir).context("--personas")?,
         None => config.personas_dir.clone(),
     };
-    agent.personas_dir = personas.is_dir().then_some(personas);
+    agent.personas = crate::personas::load(&personas)?;
     let mut llm = config.llm.clone();
     llm.base_url = args.llm_url.unwrap_or(llm.base_url);
     llm.model = args.llm_model.unwrap_or(llm.model);
@@ -170,13 +171,12 @@ fn stored_repo(repo: &str) -> String {
 
 /// The agent `loom up` runs for a project: shell executor (a bead's `executor` context picks
 /// another), the project's repository, `[llm]` for `llm` beads.
-fn agent_for(project: &Project, config: &Config, store: &Arc<dyn Store>) -> AgentConfig {
+fn agent_for(project: &Project, config: &Config, personas: &Personas, store: &Arc<dyn Store>) -> AgentConfig {
     let mut agent = AgentConfig::new(project.id.clone(), config.data_dir.join("work"), stored_repo(&project.git_repo));
     agent.branch = project.branch.clone();
     agent.git_strategy = project.git_strategy;
     agent.shutdown_grace = Duration::from_secs(10);
-    let personas = config.personas_dir.clone();
-    agent.personas_dir = personas.is_dir().then_some(personas);
+    agent.personas = personas.clone();
     agent.llm = config.agent_llm();
     agent.sandbox = config.agent_sandbox();
     agent.push_checks = config.agent_push_checks();

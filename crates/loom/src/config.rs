@@ -52,8 +52,8 @@ pub struct Config {
     pub nats_url: Option<String>,
     /// Where embedded state (the SQLite file) and the agents' workspaces (`work/`) live.
     pub data_dir: PathBuf,
-    /// Personas (`<name>/SKILL.md`) of `loom up`'s agents; a missing directory means the
-    /// built-in engineer prompt.
+    /// Personas (`<name>/SKILL.md`) of the agents, each overriding the built-in persona of its
+    /// name; a missing directory leaves the built-in ones.
     pub personas_dir: PathBuf,
     /// The control plane's HTTP address.
     pub http_addr: SocketAddr,

@@ -120,13 +120,14 @@ enum ConfigCommand {
 
 #[derive(Debug, Subcommand)]
 enum PersonaCommand {
-    /// Validate and list the personas in a directory.
+    /// Validate and list the personas: the built-in ones and those of a directory.
     List(PersonaArgs),
 }
 
 #[derive(Debug, Args)]
 struct PersonaArgs {
-    /// The personas directory [default: `personas_dir` of the configuration, `personas`].
+    /// The personas directory overriding the built-in ones [default: `personas_dir` of the
+    /// configuration, `personas`].
     #[arg(long)]
     dir: Option<PathBuf>,
 }

@@ -1,33 +1,25 @@
-//! Loading persona files from `personas/<name>/SKILL.md`.
+//! The personas of `loom up`, `loom serve agent` and `loom persona list`: built into the binary,
+//! overridden by name (and extended) by `personas_dir/<name>/SKILL.md`.
 
 use std::path::Path;
 
-use anyhow::Context;
-use loom_domain::Persona;
+use loom_agent::{PersonaSource, Personas};
 
-/// Loads and validates every persona under `dir`, sorted by name.
-pub fn load_dir(dir: &Path) -> anyhow::Result<Vec<Persona>> {
-    let mut personas = Vec::new();
-    let entries =
-        std::fs::read_dir(dir).with_context(|| format!("cannot read personas directory {}", dir.display()))?;
-    for entry in entries {
-        let entry = entry?;
-        if !entry.file_type()?.is_dir() {
-            continue;
-        }
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let file = entry.path().join("SKILL.md");
-        let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-        personas.push(Persona::parse(&name, &text)?);
-    }
-    personas.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(personas)
+/// The built-in personas with `dir`'s over them; a missing `dir` leaves the built-in ones. An
+/// invalid file (bad front matter, an unknown action in `deny`) is an error naming it.
+pub fn load(dir: &Path) -> anyhow::Result<Personas> {
+    Ok(Personas::load(dir)?)
 }
 
 /// `loom persona list`.
 pub fn list(dir: &Path) -> anyhow::Result<()> {
-    for p in load_dir(dir)? {
-        println!("{:<18} {}", p.name, p.description);
+    for (p, source) in load(dir)?.iter() {
+        let from = match source {
+            PersonaSource::Builtin => "built-in".to_owned(),
+            PersonaSource::File(path) => path.display().to_string(),
+        };
+        let deny = if p.deny.is_empty() { String::new() } else { format!(" (may not: {})", p.deny.join(", ")) };
+        println!("{:<18} {}{deny}  [{from}]", p.name, p.description);
     }
     Ok(())
 }
@@ -36,11 +28,42 @@ pub fn list(dir: &Path) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    const NAMES: [&str; 6] = ["devops", "docs", "engineer", "project-manager", "qa", "reviewer"];
+
+    fn names(p: &Personas) -> Vec<String> {
+        p.iter().map(|(p, _)| p.name.clone()).collect()
+    }
+
     #[test]
-    fn the_shipped_personas_are_valid() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../personas");
-        let names: Vec<String> = load_dir(&dir).unwrap().into_iter().map(|p| p.name).collect();
-        assert_eq!(names, ["devops", "docs", "engineer", "project-manager", "qa", "reviewer"]);
+    fn an_empty_directory_or_none_has_the_built_in_personas() {
+        let empty = tempfile::tempdir().unwrap();
+        for dir in [empty.path().to_path_buf(), empty.path().join("personas")] {
+            let personas = load(&dir).unwrap();
+            assert_eq!(names(&personas), NAMES);
+            assert!(personas.iter().all(|(_, s)| *s == PersonaSource::Builtin));
+            let reviewer = personas.get("reviewer").unwrap();
+            assert!(reviewer.instructions.starts_with("# Reviewer"), "{}", reviewer.instructions);
+            assert!(reviewer.denies("push") && reviewer.denies("git_commit"));
+        }
+    }
+
+    #[test]
+    fn a_directory_persona_overrides_one_by_name_and_adds_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+            std::fs::write(dir.path().join(name).join("SKILL.md"), text).unwrap();
+        };
+        write("reviewer", "---\nname: reviewer\ndescription: Ours\n---\nOur own review rules.\n");
+        write("security", "---\nname: security\ndescription: Audits\ndeny: [push]\n---\nAudit it.\n");
+        let personas = load(dir.path()).unwrap();
+        let reviewer = personas.get("reviewer").unwrap();
+        assert_eq!((reviewer.description.as_str(), reviewer.instructions.as_str()), ("Ours", "Our own review rules."));
+        assert!(!reviewer.denies("push"), "the directory's file replaces the built-in one whole");
+        assert!(personas.get("security").unwrap().denies("push"));
+        assert!(personas.get("engineer").unwrap().instructions.starts_with("# Engineer"), "the others stay built in");
+        let from = personas.iter().find(|(p, _)| p.name == "reviewer").unwrap().1;
+        assert_eq!(*from, PersonaSource::File(dir.path().join("reviewer/SKILL.md")));
     }
 
     #[test]
@@ -48,7 +71,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("bad")).unwrap();
         std::fs::write(dir.path().join("bad/SKILL.md"), "no front matter").unwrap();
-        let err = load_dir(dir.path()).unwrap_err().to_string();
+        let err = load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("bad/SKILL.md"), "{err}");
+    }
+
+    #[test]
+    fn a_persona_denying_an_unknown_action_is_a_load_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("reviewer")).unwrap();
+        let file = dir.path().join("reviewer/SKILL.md");
+        std::fs::write(&file, "---\nname: reviewer\ndescription: d\ndeny: [git_push]\n---\nReview.\n").unwrap();
+        let err = load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains(&file.display().to_string()), "{err}");
+        assert!(err.contains("unknown action \"git_push\""), "{err}");
+        assert!(err.contains("push"), "the known names are listed: {err}");
     }
 }

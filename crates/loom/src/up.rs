@@ -33,8 +33,11 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
             );
         }
     }
+    // Built in, overridden by `personas_dir`; a broken persona file stops `loom up` here.
+    let personas = crate::personas::load(&config.personas_dir)?;
     let shutdown = compose::shutdown_on_signals();
-    let agents = tokio::spawn(crate::agents::supervise(config.clone(), store.clone(), bus.clone(), shutdown.clone()));
+    let agents =
+        tokio::spawn(crate::agents::supervise(config.clone(), personas, store.clone(), bus.clone(), shutdown.clone()));
     let served = compose::control_plane(config, store, bus, shutdown.clone()).await;
     shutdown.cancel();
     let _ = agents.await;

@@ -30,6 +30,10 @@ pub(crate) struct Message {
     pub(crate) tool_calls: Vec<ToolCall>,
     #[serde(default)]
     pub(crate) tool_call_id: Option<String>,
+    /// Not sent: the one line that may replace `content` when the history is condensed (set on
+    /// the results of successful actions; `None` = always kept whole).
+    #[serde(skip)]
+    pub(crate) brief: Option<String>,
 }
 
 /// As the API has it: an assistant message that only calls tools has `content: null`.
@@ -55,7 +59,13 @@ impl Serialize for Message {
 
 impl Message {
     pub(crate) fn new(role: &str, content: impl Into<String>) -> Message {
-        Message { role: role.to_owned(), content: content.into(), tool_calls: Vec::new(), tool_call_id: None }
+        Message {
+            role: role.to_owned(),
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            brief: None,
+        }
     }
 
     /// The answer to the native call `id`.
@@ -168,6 +178,8 @@ pub(crate) struct Client {
     key: Option<ApiKey>,
     pub(crate) model: String,
     pub(crate) max_tokens: Option<u32>,
+    /// The model's context window (tokens), which the loop condenses the history to fit.
+    pub(crate) context_window_tokens: u32,
     mode: ToolMode,
     /// What `auto` settled on, shared by every task of this agent.
     resolved: Arc<AtomicU8>,
@@ -202,6 +214,7 @@ impl Client {
             key: config.api_key.clone(),
             model: config.model.clone(),
             max_tokens: config.max_tokens,
+            context_window_tokens: config.context_window_tokens,
             mode: config.tool_mode,
             resolved: Arc::new(AtomicU8::new(resolved)),
             max_retries: config.max_retries,

@@ -8,38 +8,54 @@ use loom_bus::{PROJECT_COMMANDS, TaskMessage};
 use loom_domain::Persona;
 
 use super::protocol::{PROTOCOL, TOOLS_PROTOCOL};
+use crate::personas::DEFAULT_PERSONA;
 use crate::sandbox::Sandbox;
 use crate::sandbox::command::cap_text;
 use crate::{AgentConfig, Error};
 
 const AGENTS_MD_MAX: usize = 32 * 1024;
 
-const DEFAULT_PERSONA: &str = "You are a careful software engineer. Make the smallest change that \
-fully does the work, keep the build and tests green, and explain your commits.";
-
-/// The persona's instructions: `personas/<role or engineer>/SKILL.md`.
-pub(crate) fn persona(config: &AgentConfig) -> Result<String, Error> {
-    let Some(dir) = &config.personas_dir else {
-        return Ok(DEFAULT_PERSONA.to_owned());
-    };
-    let name = config.role.as_ref().map_or("engineer", |r| r.as_str());
-    let path = dir.join(name).join("SKILL.md");
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| Error::Persona { path: path.clone(), reason: e.to_string() })?;
-    let persona = Persona::parse(name, &text).map_err(|e| Error::Persona { path, reason: e.to_string() })?;
-    Ok(persona.instructions)
+/// The persona a task plays: the bead's `role`, else the agent's, else `engineer`.
+pub(crate) fn persona<'a>(config: &'a AgentConfig, task: &TaskMessage) -> Result<&'a Persona, Error> {
+    let bead_role = task.metadata.role.as_deref().or_else(|| task.task_data.context.get("role").map(String::as_str));
+    let name = bead_role
+        .filter(|r| !r.trim().is_empty())
+        .or_else(|| config.role.as_ref().map(|r| r.as_str()))
+        .unwrap_or(DEFAULT_PERSONA);
+    config.personas.pick(name)
 }
 
-/// The system prompt; `tools`: the actions are native tools rather than JSON in the text.
-pub(crate) fn system(persona: &str, sandbox: &Sandbox, tools: bool) -> String {
-    let mut out = format!("{persona}\n\n");
+/// The system prompt: the persona's body, AGENTS.md, the protocol of the actions it may take;
+/// `tools`: the actions are native tools rather than JSON in the text.
+pub(crate) fn system(persona: &Persona, sandbox: &Sandbox, tools: bool) -> String {
+    let mut out = format!("{}\n\n", persona.instructions);
     // AGENTS.md is read through the sandbox: a symlink out of the worktree is not followed.
     if let Ok(path) = sandbox.resolve("AGENTS.md")
         && let Ok(text) = std::fs::read_to_string(path)
     {
         let _ = write!(out, "# Project instructions (AGENTS.md)\n\n{}\n\n", cap_text(&text, AGENTS_MD_MAX));
     }
-    out.push_str(if tools { TOOLS_PROTOCOL } else { PROTOCOL });
+    if tools {
+        out.push_str(TOOLS_PROTOCOL);
+    } else {
+        // One line per action: leave out the denied ones.
+        let denied = |line: &str| persona.deny.iter().any(|a| line.contains(&format!("\"action\":\"{a}\"")));
+        for line in PROTOCOL.lines().filter(|l| !denied(l)) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if !persona.deny.is_empty() {
+        let _ = write!(
+            out,
+            "\n\nThe {} persona may not use: {}; such a call is refused.",
+            persona.name,
+            persona.deny.join(", ")
+        );
+        if persona.denies("push") {
+            out.push_str(" Nothing you change is landed: `done` ends the task without pushing.");
+        }
+    }
     out
 }
 

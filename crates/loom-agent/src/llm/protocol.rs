@@ -136,8 +136,9 @@ pub(crate) fn parse_call(name: &str, arguments: &str) -> Result<Action, String> 
     Ok(action)
 }
 
-/// The actions as OpenAI `tools`: one function each, its parameters a JSON Schema.
-pub(crate) fn tools() -> Value {
+/// The actions as OpenAI `tools` but the `denied` ones: one function each, its parameters a
+/// JSON Schema.
+pub(crate) fn tools(denied: &[String]) -> Value {
     let string = |d: &str| json!({ "type": "string", "description": d });
     let path = string("path relative to the repository root");
     let none = json!({});
@@ -198,6 +199,7 @@ pub(crate) fn tools() -> Value {
     ];
     let tools: Vec<Value> = defs
         .into_iter()
+        .filter(|(name, ..)| !denied.iter().any(|d| d == name))
         .map(|(name, description, properties, required)| {
             json!({ "type": "function", "function": { "name": name, "description": description,
                 "parameters": { "type": "object", "properties": properties, "required": required,
@@ -307,7 +309,18 @@ mod tests {
         assert!(parse_call("read_file", "[]").unwrap_err().contains("not a JSON object"));
         assert!(parse_call("explode", "{}").unwrap_err().contains("unknown variant"));
         assert!(parse_call("run_command", r#"{"command":" "}"#).unwrap_err().contains("empty"));
-        let tools = tools();
+        let tools = tools(&[]);
+        let names: Vec<&str> =
+            tools.as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
+        for name in loom_domain::PERSONA_ACTIONS.iter().filter(|a| **a != "push") {
+            assert!(names.contains(name), "a persona may deny {name}, which must be a tool");
+        }
+        for name in names.iter().filter(|n| !["done", "fail", "escalate"].contains(n)) {
+            assert!(loom_domain::PERSONA_ACTIONS.contains(name), "a persona must be able to deny {name}");
+        }
+        let denied = super::tools(&["git_commit".to_owned(), "push".to_owned()]);
+        assert_eq!(denied.as_array().unwrap().len(), 14);
+        assert!(!denied.to_string().contains("git_commit"));
         for tool in tools.as_array().unwrap() {
             let f = &tool["function"];
             let name = f["name"].as_str().unwrap();

@@ -451,3 +451,54 @@ async fn auto_falls_back_to_text_when_tools_are_rejected_and_remembers() {
     );
     assert_eq!(server.requests().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_the_context_window_older_results_are_condensed_keeping_task_plan_last_steps_and_errors() {
+    let repo = Repo::new();
+    let seed = repo.seed();
+    for k in 0..10 {
+        std::fs::write(seed.join(format!("big{k}.txt")), format!("BIG{k}-").repeat(300)).unwrap(); // 1500 chars
+    }
+    crate::support::git(&seed, &["add", "-A"]);
+    crate::support::git(&seed, &["commit", "-q", "-m", "big files"]);
+    crate::support::git(&seed, &["push", "-q", "origin", "main"]);
+    let mut script = vec![calls(&[("list_files", json!({}))]), calls(&[("read_file", json!({"path": "missing.txt"}))])];
+    script.extend((0..10).map(|k| calls(&[("read_file", json!({"path": format!("big{k}.txt")}))])));
+    script.push(calls(&[("done", json!({"summary": "read them all"}))]));
+    let server = ChatServer::start(script).await;
+    let bus = embedded();
+    let mut sub = results(&bus).await;
+    let mut c = config(&repo, &server, ToolMode::Tools);
+    c.llm.max_tokens = Some(512);
+    c.llm.context_window_tokens = 6000;
+    let agent = Agent::start(c, &bus);
+    publish(&bus, &task("demo", "demo-cx", "llm", &[])).await;
+    let r = final_result(&mut sub).await;
+    assert_eq!(r.kind, ResultKind::Completed, "{r:?}");
+    let condensed: usize = r.result.context["llm_condensed"].parse().unwrap();
+    assert!(condensed > 0, "{:?}", r.result.context);
+
+    let requests = server.requests();
+    let last = requests.last().unwrap();
+    let text = last.body.to_string();
+    // The bound: 75 % of the window at 4 characters a token (the request's JSON, model and
+    // max_tokens included, so the agent's estimate is a little under this).
+    assert!(text.len() <= 6000 * 3 + 100, "{} chars", text.len());
+    let largest: usize = requests.iter().map(|q| q.body.to_string().len()).max().unwrap();
+    assert!(largest <= 6000 * 3 + 100, "every request stayed under the bound: {largest}");
+    let messages = last.messages();
+    assert!(messages[1]["content"].as_str().unwrap().contains("implement demo-cx"), "the task is kept");
+    assert_eq!(messages[2]["tool_calls"][0]["function"]["name"], "list_files", "the plan is kept");
+    assert!(text.contains("missing.txt") && text.contains("No such file"), "the error is kept whole: {text}");
+    for k in 4..10 {
+        assert!(text.contains(&format!("BIG{k}-").repeat(300)), "the last six steps are whole (big{k})");
+    }
+    assert!(!text.contains(&"BIG0-".repeat(300)), "the oldest result went");
+    assert!(text.contains("[condensed] read_file big0.txt: ok, 1500 chars of output"), "{text}");
+    // Each whole result adds its 1500 characters until the threshold; then condensing shrinks
+    // the request (without it the last one would be over 23,000 characters).
+    let sizes: Vec<usize> = requests.iter().map(|q| q.body.to_string().len()).collect();
+    assert!(sizes[9] - sizes[3] >= 6 * 1500, "{sizes:?}");
+    assert!(sizes[10] < sizes[9], "{sizes:?}");
+    agent.stop().await;
+}

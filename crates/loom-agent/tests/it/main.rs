@@ -7,6 +7,7 @@ mod control_plane;
 mod delivery;
 mod hardening;
 mod llm;
+mod personas;
 mod results;
 mod shell;
 mod signature;

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::agent_for;
 use crate::config::Config;
+use loom_agent::Personas;
 
 /// How often the projects are listed.
 const POLL: Duration = Duration::from_secs(2);
@@ -48,11 +49,17 @@ impl Running {
 }
 
 /// Keeps the agents in step with the projects until `shutdown`.
-pub async fn supervise(config: Config, store: Arc<dyn Store>, bus: Bus, shutdown: CancellationToken) {
+pub async fn supervise(
+    config: Config,
+    personas: Personas,
+    store: Arc<dyn Store>,
+    bus: Bus,
+    shutdown: CancellationToken,
+) {
     let mut running: HashMap<ProjectId, Running> = HashMap::new();
     loop {
         match store.list_projects().await {
-            Ok(projects) => follow(&projects, &mut running, &config, &store, &bus, &shutdown).await,
+            Ok(projects) => follow(&projects, &mut running, (&config, &personas), &store, &bus, &shutdown).await,
             Err(e) => tracing::warn!(error = %e, "listing projects for the agents failed"),
         }
         tokio::select! {
@@ -68,7 +75,7 @@ pub async fn supervise(config: Config, store: Arc<dyn Store>, bus: Bus, shutdown
 async fn follow(
     projects: &[Project],
     running: &mut HashMap<ProjectId, Running>,
-    config: &Config,
+    (config, personas): (&Config, &Personas),
     store: &Arc<dyn Store>,
     bus: &Bus,
     shutdown: &CancellationToken,
@@ -95,7 +102,7 @@ async fn follow(
             continue;
         }
         let token = shutdown.child_token();
-        let (agent, bus, t, id) = (agent_for(p, config, store), bus.clone(), token.clone(), p.id.clone());
+        let (agent, bus, t, id) = (agent_for(p, config, personas, store), bus.clone(), token.clone(), p.id.clone());
         tracing::info!(project = %id, repo = %p.git_repo, branch = %p.branch, "starting an agent for the project");
         let handle = tokio::spawn(async move {
             if let Err(e) = loom_agent::run(agent, bus, t).await {

@@ -40,6 +40,9 @@ pub struct LlmConfig {
     pub max_retries: u32,
     /// The longest wait before a retry; a `Retry-After` asking for more fails the request.
     pub retry_max_wait_secs: u64,
+    /// The model's context window in tokens; past 75 % of it older action results are
+    /// condensed to one line each.
+    pub context_window_tokens: u32,
 }
 
 impl Default for LlmConfig {
@@ -57,6 +60,7 @@ impl Default for LlmConfig {
             tool_mode: agent.tool_mode.as_str().to_owned(),
             max_retries: agent.max_retries,
             retry_max_wait_secs: agent.retry_max_wait.as_secs(),
+            context_window_tokens: agent.context_window_tokens,
         }
     }
 }
@@ -126,6 +130,12 @@ impl LlmConfig {
             self.retry_max_wait_secs > 0,
             "invalid configuration: llm.retry_max_wait_secs must be at least 1"
         );
+        anyhow::ensure!(
+            self.context_window_tokens >= 1024 && self.max_tokens.is_none_or(|m| m < self.context_window_tokens),
+            "invalid configuration: llm.context_window_tokens must be at least 1024 and more than llm.max_tokens, \
+             not {}",
+            self.context_window_tokens
+        );
         Ok(())
     }
 
@@ -152,6 +162,7 @@ impl LlmConfig {
             tool_mode: self.tool_mode().unwrap_or_default(),
             max_retries: self.max_retries,
             retry_max_wait: Duration::from_secs(self.retry_max_wait_secs),
+            context_window_tokens: self.context_window_tokens,
             ..loom_agent::LlmConfig::default()
         }
     }
@@ -183,5 +194,9 @@ mod tests {
         assert!(err.contains("llm.tool_mode must be \"auto\", \"tools\" or \"text\", not \"native\""), "{err}");
         let err = parse("retry_max_wait_secs = 0").validate().unwrap_err().to_string();
         assert!(err.contains("llm.retry_max_wait_secs must be at least 1"), "{err}");
+        let err = parse("context_window_tokens = 2048\nmax_tokens = 4096").validate().unwrap_err().to_string();
+        assert!(err.contains("llm.context_window_tokens must be at least 1024 and more than"), "{err}");
+        assert_eq!(LlmConfig::default().agent(None).context_window_tokens, 32768);
+        assert_eq!(parse("context_window_tokens = 128000").agent(None).context_window_tokens, 128000);
     }
 }

@@ -100,6 +100,11 @@ fn loom_up_runs_an_llm_bead_against_the_configured_endpoint() {
     }
     let prompt = requests[0].1["messages"][1]["content"].as_str().unwrap();
     assert!(prompt.contains("say hello"), "the bead is the task: {prompt}");
+    let system = requests[0].1["messages"][0]["content"].as_str().unwrap();
+    assert!(
+        system.starts_with("# Engineer\n\nYou are a software engineer"),
+        "no personas/ in this directory: the built-in engineer is the system prompt: {system}"
+    );
     assert!(!up.output.text().contains(KEY), "nor in loom up's output");
 }
 
