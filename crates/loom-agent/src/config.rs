@@ -52,6 +52,10 @@ pub struct AgentConfig {
     /// Checks that a dispatch is still current before a task starts and before its work is
     /// pushed, so two agents never both land work for one bead. `None` = no check.
     pub fence: Option<std::sync::Arc<dyn crate::Fence>>,
+    /// Where the agent reports whether it is ready (`/readyz` of
+    /// [`loom_telemetry::serve_probes`]): checks `bus` (registered, heartbeats go through) and
+    /// `fence` (its last question was answered). `None` = not reported.
+    pub readiness: Option<loom_telemetry::Readiness>,
 }
 
 impl AgentConfig {
@@ -78,6 +82,7 @@ impl AgentConfig {
             personas_dir: None,
             llm: LlmConfig::default(),
             fence: None,
+            readiness: None,
         }
     }
 

@@ -619,6 +619,24 @@ mod tests {
     }
 
     #[test]
+    fn the_metrics_listeners_default_to_loopback_and_are_configurable() {
+        figment::Jail::expect_with(|jail| {
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(c.database.service_metrics_addr, "127.0.0.1:9464".parse().unwrap());
+            assert_eq!(c.agent.metrics_addr, None, "agents serve no listener unless asked");
+            jail.create_file("loom.toml", "[database]\nservice_metrics_addr = \"0.0.0.0:9000\"\n")?;
+            jail.set_env("LOOM_AGENT__METRICS_ADDR", "127.0.0.1:9465");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(c.database.service_metrics_addr, "0.0.0.0:9000".parse().unwrap());
+            assert_eq!(c.agent.metrics_addr, Some("127.0.0.1:9465".parse().unwrap()));
+            jail.set_env("LOOM_AGENT__METRICS_ADDR", "not an address");
+            let err = format!("{:#}", Config::load(None, &Overrides::default()).unwrap_err());
+            assert!(err.to_lowercase().contains("agent.metrics_addr"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn the_agent_section_sets_the_sandbox_and_hides_loom_secrets() {
         figment::Jail::expect_with(|jail| {
             let here = std::env::current_dir().unwrap();

@@ -8,7 +8,7 @@ use loom_store::testing::TestDatabase;
 use crate::support::{Group, LOOM, free_port, fresh};
 
 /// `GET path` on `addr`: (status, body).
-fn get(addr: &str, path: &str) -> (u16, String) {
+pub fn get(addr: &str, path: &str) -> (u16, String) {
     let mut conn = std::net::TcpStream::connect(addr).expect("connect to the metrics listener");
     write!(conn, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
     let mut answer = String::new();
