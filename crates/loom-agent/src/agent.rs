@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use loom_bus::{AgentRecord, Bus, ConsumeOptions, Received, TaskKind, TaskMessage, TraceContext};
-use loom_domain::{AgentId, AgentStatus, BeadId, DispatchId};
+use loom_domain::{AgentId, AgentStatus, BeadId, DispatchId, ProjectId};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +54,7 @@ pub(crate) struct Shared {
     /// Cancelled when the shutdown grace ends: running tasks are handed back.
     pub(crate) hand_back: CancellationToken,
     pub(crate) stats: Option<Arc<Stats>>,
+    pub(crate) ready: Ready,
 }
 
 /// Runs the agent until `shutdown` is cancelled (or the bus shuts down), then drains: running
@@ -70,6 +71,8 @@ pub(crate) async fn run_with(
     stats: Option<Arc<Stats>>,
 ) -> Result<(), Error> {
     config.validate()?;
+    // The process's recorder, installed before the first metric (`loom up` renders it).
+    let _ = loom_telemetry::prometheus();
     if !config.git_repo.is_empty() {
         // Without a repository no command can run (only `noop` tasks), so no sandbox is needed.
         crate::sandbox::probe(&config.sandbox).await?;
@@ -87,6 +90,7 @@ pub(crate) async fn run_with(
     // Exactly one delivery per slot, pulled only when the slot is free: a task never waits
     // here while another instance has room. With every slot busy a `task.cancelled` waits too;
     // a running task learns that it was superseded from the fence at each progress report.
+    let config_readiness = config.readiness.clone();
     let options = ConsumeOptions { max_in_flight: config.concurrency, prefetch: false };
     let mut sub = bus.consume_tasks(&config.project, config.role.as_ref(), options).await?;
     let shared = Arc::new(Shared {
@@ -101,8 +105,11 @@ pub(crate) async fn run_with(
         stopping: CancellationToken::new(),
         hand_back: CancellationToken::new(),
         stats,
+        ready: Ready::new(config_readiness),
     });
     shared.bus.register_agent(&shared.record()).await?;
+    shared.ready.bus.set(true);
+    let _slots = Slots::open(&shared.config.project, shared.config.concurrency);
     tracing::info!(agent = %shared.agent_id, consumer = sub.consumer(), "agent online");
     shared.republish_kept_results().await;
     let mut tasks = JoinSet::new();
@@ -119,6 +126,7 @@ pub(crate) async fn run_with(
         }
     }
     drop(sub);
+    shared.ready.bus.set(false);
     shared.drain(tasks).await;
     shared.bus.deregister_agent(&shared.agent_id).await?;
     tracing::info!(agent = %shared.agent_id, "agent offline");
@@ -146,9 +154,14 @@ impl Shared {
             }
             TaskKind::Cancelled => {
                 self.cancel(&received.message.metadata.dispatch_id);
-                if let Err(err) = received.delivery.ack().await {
-                    tracing::warn!(%err, "could not ack a task.cancelled; it will be redelivered");
-                }
+                let outcome = match received.delivery.ack().await {
+                    Ok(()) => "ok",
+                    Err(err) => {
+                        tracing::warn!(%err, "could not ack a task.cancelled; it will be redelivered");
+                        "ack_failed"
+                    }
+                };
+                self.bus_message("cancel", outcome);
             }
         }
     }
@@ -222,9 +235,77 @@ impl Shared {
     }
 
     pub(crate) async fn heartbeat(&self) {
-        if let Err(err) = self.bus.heartbeat_agent(&self.record()).await {
+        let beat = self.bus.heartbeat_agent(&self.record()).await;
+        self.ready.bus.set(beat.is_ok() && !self.stopping.is_cancelled());
+        if let Err(err) = beat {
             tracing::warn!(agent = %self.agent_id, %err, "heartbeat failed");
         }
+    }
+
+    /// Counts one bus message by handler (`task`, `cancel`) and what became of it.
+    pub(crate) fn bus_message(&self, handler: &'static str, outcome: &'static str) {
+        let project = self.config.project.to_string();
+        metrics::counter!("loom_agent_bus_messages_total", "project" => project, "handler" => handler, "outcome" => outcome)
+            .increment(1);
+    }
+}
+
+/// The agent's readiness checks (no-ops without a [`loom_telemetry::Readiness`]).
+#[derive(Debug)]
+pub(crate) struct Ready {
+    pub(crate) bus: loom_telemetry::Check,
+    pub(crate) fence: loom_telemetry::Check,
+}
+
+impl Ready {
+    fn new(readiness: Option<loom_telemetry::Readiness>) -> Self {
+        let readiness = readiness.unwrap_or_default();
+        Self { bus: readiness.check("bus", false), fence: readiness.check("fence", true) }
+    }
+}
+
+/// `loom_agent_slots{project,state}`: this agent's slots added to the gauges while it runs
+/// (several agents of a project in one process add up), moved from `free` to `busy` by each
+/// running task ([`Slot`]).
+#[derive(Debug)]
+pub(crate) struct Slots {
+    project: String,
+    total: f64,
+}
+
+impl Slots {
+    fn open(project: &ProjectId, concurrency: usize) -> Self {
+        let slots = Self { project: project.to_string(), total: concurrency as f64 };
+        metrics::gauge!("loom_agent_slots", "project" => slots.project.clone(), "state" => "free")
+            .increment(slots.total);
+        metrics::gauge!("loom_agent_slots", "project" => slots.project.clone(), "state" => "busy").increment(0.0);
+        slots
+    }
+}
+
+impl Drop for Slots {
+    fn drop(&mut self) {
+        metrics::gauge!("loom_agent_slots", "project" => self.project.clone(), "state" => "free").decrement(self.total);
+    }
+}
+
+/// One busy slot, while a task holds it.
+#[derive(Debug)]
+pub(crate) struct Slot(String);
+
+impl Slot {
+    pub(crate) fn take(project: &ProjectId) -> Self {
+        let project = project.to_string();
+        metrics::gauge!("loom_agent_slots", "project" => project.clone(), "state" => "free").decrement(1.0);
+        metrics::gauge!("loom_agent_slots", "project" => project.clone(), "state" => "busy").increment(1.0);
+        Self(project)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        metrics::gauge!("loom_agent_slots", "project" => self.0.clone(), "state" => "busy").decrement(1.0);
+        metrics::gauge!("loom_agent_slots", "project" => self.0.clone(), "state" => "free").increment(1.0);
     }
 }
 

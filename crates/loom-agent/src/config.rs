@@ -54,6 +54,10 @@ pub struct AgentConfig {
     /// Checks that a dispatch is still current before a task starts and before its work is
     /// pushed, so two agents never both land work for one bead. `None` = no check.
     pub fence: Option<std::sync::Arc<dyn crate::Fence>>,
+    /// Where the agent reports whether it is ready (`/readyz` of
+    /// [`loom_telemetry::serve_probes`]): checks `bus` (registered, heartbeats go through) and
+    /// `fence` (its last question was answered). `None` = not reported.
+    pub readiness: Option<loom_telemetry::Readiness>,
 }
 
 impl AgentConfig {
@@ -80,6 +84,7 @@ impl AgentConfig {
             personas: Personas::builtin(),
             llm: LlmConfig::default(),
             fence: None,
+            readiness: None,
         }
     }
 

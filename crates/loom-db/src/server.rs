@@ -2,8 +2,10 @@
 //! reflection, optional TLS / mTLS (reloaded when its files change, `tls.rs`) and bearer tokens,
 //! served on a listener the caller bound until a shutdown token fires (in-flight calls finish
 //! first). A listener that is not on loopback must have TLS (unless waived for a service mesh)
-//! and client authentication (mTLS or a token).
+//! and client authentication (mTLS or a token). Every call is counted and timed per method
+//! (`metrics.rs`); the store probe also drives an optional readiness check for `/readyz`.
 
+mod metrics;
 mod service;
 mod tls;
 
@@ -43,6 +45,9 @@ pub struct ServerConfig {
     /// Serve plaintext on a non-loopback address (a service mesh such as Linkerd encrypts the
     /// traffic). Client authentication is still required there.
     pub insecure_no_tls: bool,
+    /// Kept passing while the store answers the health probe (and failing once the service
+    /// stops): the `/readyz` of [`loom_telemetry::serve_probes`].
+    pub ready: Option<loom_telemetry::Check>,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +59,7 @@ impl Default for ServerConfig {
             health_interval: Duration::from_secs(5),
             token: None,
             insecure_no_tls: false,
+            ready: None,
         }
     }
 }
@@ -83,7 +89,16 @@ pub async fn serve(
     // Built before anything is served, so bad TLS material fails the start, naming the file.
     let current = config.tls.as_ref().map(ServerTls::server_config).transpose()?.map(tls::Current::new);
     let stop_probe = shutdown.child_token();
-    let probe = tokio::spawn(watch_store(store, reporter.clone(), config.health_interval, stop_probe.clone()));
+    if let Some(ready) = &config.ready {
+        ready.set(true);
+    }
+    let probe = tokio::spawn(watch_store(
+        store,
+        reporter.clone(),
+        config.ready.clone(),
+        config.health_interval,
+        stop_probe.clone(),
+    ));
     let reload = match (&config.tls, &current) {
         (Some(tls), Some(current)) if tls.is_reloadable() => {
             Some(tls::watch(tls.clone(), current.clone(), config.tls_reload_interval, stop_probe.clone()))
@@ -93,8 +108,12 @@ pub async fn serve(
     let (tls, auth) = security(&config);
     tracing::info!(%addr, tls, auth, reload = reload.is_some(), "database service listening");
     let stopping = shutdown.clone();
+    let ready = config.ready.clone();
     let stopped = async move {
         stopping.cancelled().await;
+        if let Some(ready) = ready {
+            ready.set(false);
+        }
         reporter.set_not_serving::<DatabaseServer<DatabaseService>>().await;
         tracing::info!(%addr, "database service stopping: finishing in-flight calls");
     };
@@ -102,6 +121,7 @@ pub async fn serve(
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(metrics::GrpcMetrics)
         .add_service(health)
         .add_service(reflection)
         .add_service(database);
@@ -164,7 +184,13 @@ fn check_exposure(addr: std::net::SocketAddr, config: &ServerConfig) -> Result<(
 }
 
 /// Keeps the health status in step with the store: a cheap read every `interval`.
-async fn watch_store(store: Arc<dyn Store>, reporter: HealthReporter, interval: Duration, stop: CancellationToken) {
+async fn watch_store(
+    store: Arc<dyn Store>,
+    reporter: HealthReporter,
+    ready: Option<loom_telemetry::Check>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
     let name = <DatabaseServer<DatabaseService> as tonic::server::NamedService>::NAME;
     let mut serving = true;
     loop {
@@ -176,6 +202,9 @@ async fn watch_store(store: Arc<dyn Store>, reporter: HealthReporter, interval: 
         let up = !matches!(store.list_events(i64::MAX, 1).await, Err(e) if e.is_transient());
         if up != serving {
             serving = up;
+            if let Some(ready) = &ready {
+                ready.set(up);
+            }
             let status = if up { ServingStatus::Serving } else { ServingStatus::NotServing };
             tracing::warn!(serving = up, "database service health changed");
             reporter.set_service_status(name, status).await;

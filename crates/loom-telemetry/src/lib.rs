@@ -44,3 +44,6 @@ pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
         handle
     })
 }
+
+mod probes;
+pub use probes::{Check, Readiness, serve_probes};

@@ -55,6 +55,10 @@ pub struct AgentArgs {
     /// the configuration, `bubblewrap`].
     #[arg(long)]
     sandbox: Option<String>,
+    /// Serve `/metrics`, `/healthz` and `/readyz` (plain HTTP) on this address [default:
+    /// `agent.metrics_addr` of the configuration; unset = not served].
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Fencing through the store (`loom up`: the agent runs beside it).
@@ -156,7 +160,25 @@ pub async fn serve(args: AgentArgs, config: &Config) -> anyhow::Result<()> {
     config.bus.inbox_prefix.get_or_insert_with(|| format!("_INBOX.agent-{project}"));
     let (bus, what) = crate::compose::bus(&config, crate::config::Service::Agent).await?;
     println!("loom: agent for project {project} on {what}");
-    loom_agent::run(agent, bus, crate::compose::shutdown_on_signals()).await?;
+    let shutdown = crate::compose::shutdown_on_signals();
+    let probes = match args.metrics_addr.or(config.agent.metrics_addr) {
+        None => None,
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen on {addr} for /metrics (set --metrics-addr or agent.metrics_addr)")
+            })?;
+            println!("loom: metrics and probes at http://{}/metrics (/healthz, /readyz)", listener.local_addr()?);
+            let readiness = loom_telemetry::Readiness::new();
+            agent.readiness = Some(readiness.clone());
+            Some(tokio::spawn(loom_telemetry::serve_probes(listener, readiness, shutdown.clone())))
+        }
+    };
+    let ran = loom_agent::run(agent, bus, shutdown.clone()).await;
+    shutdown.cancel();
+    if let Some(probes) = probes {
+        let _ = probes.await;
+    }
+    ran?;
     Ok(())
 }
 

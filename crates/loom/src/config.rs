@@ -107,6 +107,10 @@ pub struct AgentSection {
     pub protected_paths: Vec<String>,
     /// Largest diff a bead may push, in bytes; 0 = no limit.
     pub max_diff_bytes: u64,
+    /// Where `loom serve agent` serves `/metrics`, `/healthz` and `/readyz`; unset = not served
+    /// (several agents often share a host). `--metrics-addr` sets it. `loom up`'s agents show
+    /// in its control plane's `/metrics`.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Default for AgentSection {
@@ -123,6 +127,7 @@ impl Default for AgentSection {
             limit_file_size_bytes: limits.file_size_bytes,
             protected_paths: checks.protected_paths,
             max_diff_bytes: checks.max_diff_bytes,
+            metrics_addr: None,
         }
     }
 }
@@ -147,6 +152,9 @@ pub struct DatabaseConfig {
     /// `service_token_file`): `loom serve db` requires it of every client, and clients send it.
     pub service_token: Option<String>,
     pub service_token_file: Option<PathBuf>,
+    /// Where `loom serve db` serves `/metrics`, `/healthz` and `/readyz` (plain HTTP; keep it
+    /// on loopback or a cluster-internal address). `--metrics-addr` overrides it.
+    pub service_metrics_addr: SocketAddr,
 }
 
 /// Dispatch policy.
@@ -203,6 +211,7 @@ impl Default for DatabaseConfig {
             service_key: None,
             service_token: None,
             service_token_file: None,
+            service_metrics_addr: ([127, 0, 0, 1], 9464).into(),
         }
     }
 }
@@ -605,6 +614,24 @@ mod tests {
             let c = Config::load(None, &Overrides::default()).unwrap();
             let err = format!("{:#}", c.bus.bus_config(nats, Service::ControlPlane, &c.data_dir).unwrap_err());
             assert!(err.contains("task_signing_key") && err.contains("PRIVATE KEY"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_metrics_listeners_default_to_loopback_and_are_configurable() {
+        figment::Jail::expect_with(|jail| {
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(c.database.service_metrics_addr, "127.0.0.1:9464".parse().unwrap());
+            assert_eq!(c.agent.metrics_addr, None, "agents serve no listener unless asked");
+            jail.create_file("loom.toml", "[database]\nservice_metrics_addr = \"0.0.0.0:9000\"\n")?;
+            jail.set_env("LOOM_AGENT__METRICS_ADDR", "127.0.0.1:9465");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(c.database.service_metrics_addr, "0.0.0.0:9000".parse().unwrap());
+            assert_eq!(c.agent.metrics_addr, Some("127.0.0.1:9465".parse().unwrap()));
+            jail.set_env("LOOM_AGENT__METRICS_ADDR", "not an address");
+            let err = format!("{:#}", Config::load(None, &Overrides::default()).unwrap_err());
+            assert!(err.to_lowercase().contains("agent.metrics_addr"), "{err}");
             Ok(())
         });
     }

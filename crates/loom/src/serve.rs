@@ -57,6 +57,10 @@ pub struct DbArgs {
     /// the traffic. Clients must still authenticate (a token, `[database] service_token_file`).
     #[arg(long)]
     insecure_no_tls: bool,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz` (plain HTTP) [default:
+    /// `[database] service_metrics_addr`, 127.0.0.1:9464].
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
 }
 
 pub async fn run(cmd: ServeCommand, config: &Config) -> anyhow::Result<()> {
@@ -93,11 +97,22 @@ async fn db(args: DbArgs, config: &Config) -> anyhow::Result<()> {
     };
     let addr = args.listen.unwrap_or(config.db_addr);
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let probes_addr = args.metrics_addr.unwrap_or(config.database.service_metrics_addr);
+    let probes = tokio::net::TcpListener::bind(probes_addr).await.with_context(|| {
+        format!("cannot listen on {probes_addr} for /metrics (set --metrics-addr or [database] service_metrics_addr)")
+    })?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("loom: database service at {scheme}://{} over PostgreSQL at {}", listener.local_addr()?, redact_url(url));
+    println!("loom: metrics and probes at http://{}/metrics (/healthz, /readyz)", probes.local_addr()?);
     let shutdown = shutdown_on_signals();
     let token = config.database.token()?;
-    let server = ServerConfig { tls, token, insecure_no_tls: args.insecure_no_tls, ..ServerConfig::default() };
-    loom_db::serve(server, listener, Arc::new(store), shutdown).await?;
+    let readiness = loom_telemetry::Readiness::new();
+    let ready = Some(readiness.check("store", false));
+    let probes = tokio::spawn(loom_telemetry::serve_probes(probes, readiness, shutdown.clone()));
+    let server = ServerConfig { tls, token, insecure_no_tls: args.insecure_no_tls, ready, ..ServerConfig::default() };
+    let served = loom_db::serve(server, listener, Arc::new(store), shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = probes.await;
+    served?;
     Ok(())
 }

@@ -24,53 +24,65 @@ enum Ending {
 }
 
 pub(super) async fn handle(shared: Arc<Shared>, received: Received<TaskMessage>) {
+    let outcome = handle_one(&shared, received).await;
+    shared.bus_message("task", outcome);
+}
+
+/// Handles one `task.assigned`; returns what became of it, a label of
+/// `loom_agent_bus_messages_total`: `ran`, `handed_back`, `skipped` (cancelled before it
+/// started, or the fence says not to run it), `republished` (finished before), `duplicate` (a
+/// redelivery of a task running here) or `not_rerun` (started before the agent stopped).
+async fn handle_one(shared: &Arc<Shared>, received: Received<TaskMessage>) -> &'static str {
     let Received { message: task, delivery } = received;
     let dispatch = task.metadata.dispatch_id.clone();
     let _permit = tokio::select! {
         permit = delivery.keep_alive(shared.slots.clone().acquire_owned()) => match permit {
             Ok(p) => p,
-            Err(_) => return hand_back(&shared, delivery, &task, "the agent is stopping").await,
+            Err(_) => return handed_back(shared, delivery, &task, "the agent is stopping").await,
         },
-        _ = shared.stopping.cancelled() => return hand_back(&shared, delivery, &task, "the agent is stopping").await,
+        _ = shared.stopping.cancelled() => return handed_back(shared, delivery, &task, "the agent is stopping").await,
     };
+    let _slot = super::Slot::take(&shared.config.project);
     let started = Instant::now();
     let trace = delivery.headers().trace();
     if shared.was_cancelled(&dispatch) {
         tracing::info!(bead = %task.bead_id, %dispatch, "task was cancelled before it started");
         settle_ack(delivery).await;
-        return;
+        return "skipped";
     }
     if let Some(result) = shared.journal.result(&dispatch) {
         // Finished before, but the ack was lost (or the agent restarted): publish the kept
         // result again (deduplicated) and ack; never redo the work.
         tracing::info!(bead = %task.bead_id, %dispatch, "republishing the kept result of a finished dispatch");
-        return finish(&shared, result, &trace, delivery).await;
+        finish(shared, result, &trace, delivery).await;
+        return "republished";
     }
     if lock(&shared.running).contains_key(&dispatch) {
         // A redelivery of the task running here: the running one settles the message.
         tracing::warn!(bead = %task.bead_id, %dispatch, "redelivery of a task that is running here; leaving it");
-        return;
+        return "duplicate";
     }
     if shared.journal.ran(&dispatch) {
         // Started here before and never finished (the agent stopped mid-task): it may have done
         // part of its work, so it is not run a second time. The failure retries the bead under
         // a new dispatch.
         let outcome = Outcome::failure("the agent stopped while running this dispatch; it is not run a second time");
-        let result = result_message(&shared, &task, outcome, started);
-        return finish(&shared, result, &trace, delivery).await;
+        let result = result_message(shared, &task, outcome, started);
+        finish(shared, result, &trace, delivery).await;
+        return "not_rerun";
     }
-    match start(&shared, &task, &delivery).await {
+    match start(shared, &task, &delivery).await {
         Some(StartAnswer::Run) => {}
         Some(answer) => {
             tracing::info!(bead = %task.bead_id, %dispatch, ?answer, "dispatch is not to be run here; skipping it");
             settle_ack(delivery).await;
-            return;
+            return "skipped";
         }
-        None => return hand_back(&shared, delivery, &task, "the fence cannot be asked").await,
+        None => return handed_back(shared, delivery, &task, "the fence cannot be asked").await,
     }
-    let outcome = match Box::pin(run(&shared, &task, &delivery)).await {
-        Ending::HandedBack => return hand_back(&shared, delivery, &task, "shutdown grace over").await,
-        Ending::Finished(o) if o.hand_back => return hand_back(&shared, delivery, &task, &o.error).await,
+    let outcome = match Box::pin(run(shared, &task, &delivery)).await {
+        Ending::HandedBack => return handed_back(shared, delivery, &task, "shutdown grace over").await,
+        Ending::Finished(o) if o.hand_back => return handed_back(shared, delivery, &task, &o.error).await,
         Ending::Finished(outcome) => outcome,
         Ending::Cancelled => {
             let mut o = Outcome::failure("cancelled: the control plane sent task.cancelled for this dispatch");
@@ -79,14 +91,30 @@ pub(super) async fn handle(shared: Arc<Shared>, received: Received<TaskMessage>)
         }
     };
     let executor_time = outcome.executor_time;
-    let result = result_message(&shared, &task, outcome, started);
+    let label = match (outcome.success, outcome.context.get("cancelled").map(String::as_str)) {
+        (true, _) => "success",
+        (false, Some("true")) => "cancelled",
+        (false, _) => "failure",
+    };
+    let result = result_message(shared, &task, outcome, started);
     if let Err(err) = shared.journal.save_result(&result) {
         tracing::error!(bead = %task.bead_id, %err, "cannot keep the result in the journal; publishing it anyway");
     }
-    finish(&shared, result, &trace, delivery).await;
+    finish(shared, result, &trace, delivery).await;
     if let Some(stats) = &shared.stats {
         lock(&stats.overhead).push(started.elapsed().saturating_sub(executor_time));
     }
+    let project = shared.config.project.to_string();
+    metrics::counter!("loom_agent_tasks_total", "project" => project.clone(), "outcome" => label).increment(1);
+    metrics::histogram!("loom_agent_task_duration_seconds", "project" => project)
+        .record(started.elapsed().as_secs_f64());
+    "ran"
+}
+
+/// Hands the task back and says so.
+async fn handed_back(shared: &Shared, delivery: Delivery, task: &TaskMessage, why: &str) -> &'static str {
+    hand_back(shared, delivery, task, why).await;
+    "handed_back"
 }
 
 /// Reports the start (journal first, then the fence); `None` when the fence cannot be asked.
@@ -98,7 +126,9 @@ async fn start(shared: &Shared, task: &TaskMessage, delivery: &Delivery) -> Opti
             let asked = crate::fence::ask("to start a task", &task.bead_id, || {
                 fence.start(&task.bead_id, dispatch, &shared.agent_id)
             });
-            delivery.keep_alive(asked).await.ok()?
+            let answer = delivery.keep_alive(asked).await.ok();
+            shared.ready.fence.set(answer.is_some());
+            answer?
         }
     };
     if answer == StartAnswer::Run {

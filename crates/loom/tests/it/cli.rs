@@ -50,4 +50,12 @@ fn loom_up_runs_a_shell_bead_chain_from_the_cli() {
     let listed = up.loom(&["bead", "list", "--project", "demo"]);
     assert_eq!(listed.matches("closed").count(), 2, "{listed}");
     assert!(data.join("loom.sqlite").exists() && !tmp.path().join(".loom").exists(), "state is in --data-dir");
+    // One process, one recorder: the control plane's `/metrics` shows its agents' too.
+    let (status, metrics) = crate::serve::get(&up.addr, "/metrics");
+    assert_eq!(status, 200);
+    let tasks = metrics.lines().find(|l| {
+        l.starts_with("loom_agent_tasks_total{") && l.contains("project=\"demo\"") && l.contains("outcome=\"success\"")
+    });
+    assert_eq!(tasks.and_then(|l| l.rsplit(' ').next()), Some("2"), "{metrics}");
+    assert!(metrics.contains("loom_agent_slots{"), "{metrics}");
 }

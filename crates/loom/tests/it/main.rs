@@ -7,4 +7,5 @@ mod llm;
 mod projects;
 mod readme;
 mod sandbox;
+mod serve;
 mod support;

@@ -152,11 +152,13 @@ impl Cluster {
             env
         };
         let listen = db_addr.to_string();
+        // Its own metrics port too: never the default one another service on the host may hold.
+        let metrics = format!("127.0.0.1:{}", free_port());
         let mut db = Service::new(
             "db",
             &exe,
             dir,
-            &["serve", "db", "--listen", &listen],
+            &["serve", "db", "--listen", &listen, "--metrics-addr", &metrics],
             common(&[("LOOM_DATABASE_URL", pg.url())]),
         );
         db.spawn()?;

@@ -1,0 +1,40 @@
+//! `loom serve db` serves its own `/metrics`, `/healthz` and `/readyz` on `--metrics-addr`.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use loom_store::testing::TestDatabase;
+
+use crate::support::{Group, LOOM, free_port, fresh};
+
+/// `GET path` on `addr`: (status, body).
+pub fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect to the metrics listener");
+    write!(conn, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+    (status, answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+#[test]
+fn serve_db_answers_metrics_and_probes_on_its_metrics_addr() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let db = runtime.block_on(TestDatabase::create());
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut cmd = fresh(LOOM, dir.path(), &[("LOOM_DATABASE_URL", db.url())]);
+    cmd.args(["serve", "db", "--listen", &listen, "--metrics-addr", &metrics]);
+    let (group, output) = Group::spawn(cmd);
+    let line = output.wait_for("the metrics line", Duration::from_secs(30), |l| l.contains("metrics and probes at"));
+    assert!(line.contains(&format!("http://{metrics}/metrics")), "{line}");
+
+    let (status, text) = get(&metrics, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(get(&metrics, "/healthz"), (200, "ok\n".to_owned()));
+    assert_eq!(get(&metrics, "/readyz"), (200, "ready\n".to_owned()));
+    assert_eq!(get(&metrics, "/nope").0, 404);
+    drop(group);
+    drop(db);
+}
