@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use loom_agent::ExecutorKind;
 use loom_telemetry::Readiness;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use loom_telemetry::scrape::sample;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -17,34 +17,7 @@ use support::{Agent, Repo, cancel_of, final_result, nats, nats_cleanup, publish,
 
 /// `GET path` on `addr`: (status, body).
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect to the metrics listener");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    conn.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    conn.read_to_string(&mut answer).await.unwrap();
-    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
-    (status, answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
-}
-
-/// The value of the sample `name{labels}` (any label order).
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
-        let (series, value) = line.rsplit_once(' ')?;
-        let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
-        if metric != name {
-            return None;
-        }
-        let mut have: Vec<(&str, &str)> = rest
-            .trim_end_matches('}')
-            .split(',')
-            .filter(|p| !p.is_empty())
-            .filter_map(|p| p.split_once('=').map(|(k, v)| (k, v.trim_matches('"'))))
-            .collect();
-        let mut want = labels.to_vec();
-        have.sort_unstable();
-        want.sort_unstable();
-        (have == want).then(|| value.parse().expect("a number"))
-    })
+    loom_telemetry::scrape::get(addr, path).await.expect("the metrics listener answers")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

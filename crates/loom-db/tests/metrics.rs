@@ -10,43 +10,15 @@ use loom_domain::{BeadId, NewProject, ProjectId};
 use loom_store::testing::TestDatabase;
 use loom_store::{PgOptions, PgStore, Store};
 use loom_telemetry::Readiness;
+use loom_telemetry::scrape::sample;
 use sqlx::ConnectOptions;
 use sqlx::postgres::PgConnectOptions;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// `GET path` on `addr`: (status, body).
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect to the metrics listener");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    conn.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    conn.read_to_string(&mut answer).await.unwrap();
-    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
-    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
-}
-
-/// The value of the sample `name{labels}` (labels exactly as rendered, sorted by the test).
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
-        let (series, value) = line.rsplit_once(' ')?;
-        let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
-        if metric != name {
-            return None;
-        }
-        let mut have: Vec<(&str, &str)> = rest
-            .trim_end_matches('}')
-            .split(',')
-            .filter(|p| !p.is_empty())
-            .filter_map(|p| p.split_once('=').map(|(k, v)| (k, v.trim_matches('"'))))
-            .collect();
-        let mut want = labels.to_vec();
-        have.sort_unstable();
-        want.sort_unstable();
-        (have == want).then(|| value.parse().expect("a number"))
-    })
+    loom_telemetry::scrape::get(addr, path).await.expect("the metrics listener answers")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,29 +42,24 @@ impl NatsServer {
     /// The binary is `$LOOM_NATS_SERVER` if set, else `nats-server` on `PATH`, else
     /// `/usr/sbin/nats-server`.
     pub async fn start() -> Result<NatsServer> {
-        let binary = binary(std::env::var_os("LOOM_NATS_SERVER"))?;
-        let version = version_of(&binary).await?;
-        let dir = tempfile::Builder::new()
-            .prefix("loom-nats-")
-            .tempdir()
-            .map_err(|err| Error::io("create a temporary directory for nats-server", err))?;
-        let mut server = NatsServer { binary, version, port: free_port(), dir, child: None, config: None };
-        server.start_again().await?;
-        Ok(server)
+        Self::launch(None).await
     }
 
     /// Like [`NatsServer::start`], with a configuration file (users, accounts, permissions) and
     /// the variables it reads. The port, address and store directory are still this server's
     /// own (flags override the file).
     pub async fn start_with_config(config: &Path, env: &[(&str, &str)]) -> Result<NatsServer> {
+        let env = env.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))).collect();
+        Self::launch(Some((config.to_path_buf(), env))).await
+    }
+
+    async fn launch(config: Option<(PathBuf, Vec<(OsString, OsString)>)>) -> Result<NatsServer> {
         let binary = binary(std::env::var_os("LOOM_NATS_SERVER"))?;
         let version = version_of(&binary).await?;
         let dir = tempfile::Builder::new()
             .prefix("loom-nats-")
             .tempdir()
             .map_err(|err| Error::io("create a temporary directory for nats-server", err))?;
-        let env = env.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))).collect();
-        let config = Some((config.to_path_buf(), env));
         let mut server = NatsServer { binary, version, port: free_port(), dir, child: None, config };
         server.start_again().await?;
         Ok(server)

@@ -46,4 +46,5 @@ pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
 }
 
 mod probes;
+pub mod scrape;
 pub use probes::{Check, Readiness, serve_probes};

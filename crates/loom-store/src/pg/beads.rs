@@ -192,8 +192,12 @@ async fn insert_rows(tx: &mut Tx<'_>, beads: &[Bead], seqs: &[i64]) -> Result<()
     .bind(beads[0].created_at)
     .execute(&mut **tx)
     .await?;
-    let (from, to): (Vec<String>, Vec<String>) =
-        beads.iter().flat_map(|b| b.blocked_by.iter().map(|x| (b.id.to_string(), x.to_string()))).unzip();
+    let edges = beads.iter().flat_map(|b| b.blocked_by.iter().map(|x| (b.id.to_string(), x.to_string())));
+    insert_edges(tx, edges.unzip()).await
+}
+
+/// Inserts the dependency edges `(bead, blocker)`, given as two parallel columns.
+pub(super) async fn insert_edges(tx: &mut Tx<'_>, (from, to): (Vec<String>, Vec<String>)) -> Result<()> {
     if !from.is_empty() {
         sqlx::query("INSERT INTO bead_deps (bead_id, blocker_id) SELECT * FROM UNNEST($1::text[], $2::text[])")
             .bind(from)

@@ -94,18 +94,7 @@ async fn insert(tx: &mut Tx<'_>, beads: &[Bead]) -> Result<()> {
     .execute(&mut **tx)
     .await?;
     let edges = beads.iter().flat_map(|b| b.blocked_by.iter().map(move |x| (b.id.to_string(), x.to_string())));
-    insert_edges(tx, edges.unzip()).await
-}
-
-async fn insert_edges(tx: &mut Tx<'_>, (from, to): (Vec<String>, Vec<String>)) -> Result<()> {
-    if !from.is_empty() {
-        sqlx::query("INSERT INTO bead_deps (bead_id, blocker_id) SELECT * FROM UNNEST($1::text[], $2::text[])")
-            .bind(from)
-            .bind(to)
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(())
+    beads::insert_edges(tx, edges.unzip()).await
 }
 
 /// Writes changed beads back; an edge an update adds is checked for a cycle through the stored
@@ -143,7 +132,7 @@ async fn write_updates(tx: &mut Tx<'_>, plan: &Plan) -> Result<()> {
                     loom_domain::Error::Cycle { bead: u.bead.id.to_string(), blocker: x.to_string(), path }.into()
                 );
             }
-            insert_edges(tx, (vec![u.bead.id.to_string()], vec![x.to_string()])).await?;
+            beads::insert_edges(tx, (vec![u.bead.id.to_string()], vec![x.to_string()])).await?;
         }
     }
     Ok(())

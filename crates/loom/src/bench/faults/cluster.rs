@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use loom_faults::{NatsServer, PgCluster, Proxy, free_port};
 
+/// The bead lease of every control plane of the run.
+pub(super) const LEASE: Duration = Duration::from_secs(30);
+
 /// The settings every Loom process of the run gets, as `LOOM_*` variables. A short lease and
 /// backoff so a killed agent's bead comes back within the run; a budget of attempts that a bead
 /// hit by a few faults does not spend, while an always-failing one does.
 const DISPATCH: &[(&str, &str)] = &[
-    ("LOOM_DISPATCH__LEASE_SECS", "30"),
     ("LOOM_DISPATCH__MAX_ATTEMPTS", "4"),
     ("LOOM_DISPATCH__RETRY_BACKOFF_SECS", "1"),
     ("LOOM_INSECURE_NO_AUTH", "true"),
@@ -146,6 +148,7 @@ impl Cluster {
         std::fs::write(&verify_key, signing.verify_key().to_pem())?;
         let common = |extra: &[(&str, String)]| -> Vec<(String, String)> {
             let mut env: Vec<(String, String)> = DISPATCH.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+            env.push(("LOOM_DISPATCH__LEASE_SECS".into(), LEASE.as_secs().to_string()));
             env.push(("LOOM_NATS_URL".into(), nats.url()));
             env.push(("LOOM_BUS__TASK_VERIFY_KEY".into(), verify_key.display().to_string()));
             env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));

@@ -15,7 +15,7 @@ use loom_store::Store;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::cluster::{Cluster, PROJECT, wait_port};
+use super::cluster::{Cluster, LEASE, PROJECT, wait_port};
 use super::{Recorder, Tier, counts};
 
 /// One fault of the schedule.
@@ -277,10 +277,11 @@ async fn strike(
         Fault::AgentStop { agent } => {
             let i = agent % cluster.agents.len();
             cluster.agents[i].signal("STOP").await;
-            // Past the ack wait (30 s) and the lease (30 s): its tasks go to others meanwhile.
-            tokio::time::sleep(Duration::from_secs(40)).await;
+            // Past the ack wait and the lease: its tasks go to others meanwhile.
+            let frozen = LEASE.max(loom_bus::BusConfig::default().ack_wait) + Duration::from_secs(10);
+            tokio::time::sleep(frozen).await;
             cluster.agents[i].signal("CONT").await;
-            format!("{} stopped 40 s", cluster.agents[i].name)
+            format!("{} stopped {} s", cluster.agents[i].name, frozen.as_secs())
         }
         Fault::RollingRestart => {
             for agent in &mut cluster.agents {
