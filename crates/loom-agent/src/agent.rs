@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::executor::Executors;
 use crate::journal::Journal;
-use crate::{AgentConfig, Error};
+use crate::{AgentConfig, Error, Fence};
 
 /// Dispatch ids remembered (cancelled before they ran).
 const REMEMBERED: usize = 1024;
@@ -57,6 +57,32 @@ pub(crate) struct Shared {
     pub(crate) ready: Ready,
 }
 
+/// How long an agent that starts during an outage of its fence (the store or the API) waits for
+/// it before giving up: an outage of a few seconds is waited out, a wrong address still fails.
+const FENCE_STARTUP_WAIT: Duration = Duration::from_secs(120);
+
+/// Asks the fence until it answers (backing off 0.5 s, 1 s, … 5 s), for at most
+/// [`FENCE_STARTUP_WAIT`] or until shutdown.
+async fn check_fence(fence: &dyn Fence, shutdown: &CancellationToken) -> Result<(), Error> {
+    let deadline = tokio::time::Instant::now() + FENCE_STARTUP_WAIT;
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let err = match fence.check().await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if tokio::time::Instant::now() + delay > deadline || shutdown.is_cancelled() {
+            return Err(Error::Config(format!("the fence (which says whether a task may run) cannot be asked: {err}")));
+        }
+        tracing::warn!(error = %err, retry_in = ?delay, "the fence cannot be asked yet; waiting for it before starting");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// Runs the agent until `shutdown` is cancelled (or the bus shuts down), then drains: running
 /// tasks get `config.shutdown_grace` to finish, the rest are handed back (nak) for another
 /// instance, and the agent deregisters.
@@ -78,9 +104,7 @@ pub(crate) async fn run_with(
         crate::sandbox::probe(&config.sandbox).await?;
     }
     if let Some(fence) = &config.fence {
-        fence.check().await.map_err(|e| {
-            Error::Config(format!("the fence (which says whether a task may run) cannot be asked: {e}"))
-        })?;
+        check_fence(&**fence, &shutdown).await?;
     }
     let journal = Journal::open(&config.work_root.join(config.project.as_str()).join("journal"))?;
     let agent_id = match &config.agent_id {
