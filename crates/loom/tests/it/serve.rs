@@ -33,7 +33,14 @@ fn serve_db_answers_metrics_and_probes_on_its_metrics_addr() {
     let (status, text) = get(&metrics, "/metrics");
     assert_eq!(status, 200, "{text}");
     assert_eq!(get(&metrics, "/healthz"), (200, "ok\n".to_owned()));
-    assert_eq!(get(&metrics, "/readyz"), (200, "ready\n".to_owned()));
+    // Ready once the service's first store probe has answered, which may come just after start.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut ready = get(&metrics, "/readyz");
+    while ready.0 != 200 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        ready = get(&metrics, "/readyz");
+    }
+    assert_eq!(ready, (200, "ready\n".to_owned()));
     assert_eq!(get(&metrics, "/nope").0, 404);
     drop(group);
     drop(db);
