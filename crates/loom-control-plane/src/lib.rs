@@ -67,6 +67,9 @@ pub struct Config {
     /// the agent registry): a backlog stays `open` and in priority order until a slot is free.
     /// Off only for agents that do not register.
     pub follow_agent_capacity: bool,
+    /// The connectors service behind `/api/v1/connectors` (in process or over gRPC); `None`:
+    /// those routes answer 503.
+    pub connectors: Option<Arc<dyn loom_connectors::Api>>,
 }
 
 impl Default for Config {
@@ -83,6 +86,7 @@ impl Default for Config {
             instance: default_instance(),
             leader_ttl: Duration::from_secs(10),
             follow_agent_capacity: true,
+            connectors: None,
         }
     }
 }

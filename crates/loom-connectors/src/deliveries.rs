@@ -1,0 +1,114 @@
+//! Webhook deliveries: the store's event log is read from the saved position
+//! `connectors-webhooks` (the head of the log the first time, so history is not replayed), and
+//! each event goes to every enabled webhook connector subscribed to its type (`*` = all) as a
+//! Standard Webhooks message `{type, timestamp, data}` whose id is the event's id. The position
+//! advances after a page is delivered (or given up on), so a restart redelivers at most a page.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use loom_domain::Event;
+use loom_store::EventQuery;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::Connectors;
+use crate::model::{Kind, Mode, Spec};
+use crate::webhook::{self, Delivery, Retry};
+
+/// The store position of the deliveries.
+pub const POSITION: &str = "connectors-webhooks";
+const POLL: Duration = Duration::from_millis(250);
+
+pub(crate) async fn run(connectors: Connectors, shutdown: CancellationToken) {
+    let mut after: Option<i64> = None;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(POLL) => {}
+        }
+        if let Err(e) = step(&connectors, &mut after).await {
+            tracing::warn!(error = %e, "webhook deliveries paused");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+async fn step(connectors: &Connectors, after: &mut Option<i64>) -> Result<(), crate::Error> {
+    let store = connectors.store();
+    let from = match *after {
+        Some(a) => a,
+        None => {
+            let saved = store.position(POSITION).await?;
+            let start = if saved == 0 { store.last_event_seq().await? } else { saved };
+            store.save_position(POSITION, start).await?;
+            *after.insert(start)
+        }
+    };
+    let query = EventQuery {
+        after: from,
+        limit: 256,
+        project: None,
+        gaps_fill_until: Utc::now() - chrono::Duration::seconds(5),
+    };
+    let page = store.list_event_page(&query).await?;
+    if page.events.is_empty() {
+        *after = Some(page.next.max(from));
+        return Ok(());
+    }
+    let hooks: Vec<Spec> = connectors
+        .specs()
+        .await?
+        .into_iter()
+        .map(|(s, _)| s)
+        .filter(|s| s.kind == Kind::Webhook && s.mode == Mode::Enabled && !s.event_types.is_empty())
+        .collect();
+    for event in &page.events {
+        let targets: Vec<&Spec> = hooks.iter().filter(|h| subscribed(h, event)).collect();
+        if targets.is_empty() {
+            continue;
+        }
+        let body = serde_json::to_vec(&message(event)).expect("an event serializes");
+        let sends = targets
+            .iter()
+            .map(|h| async { (*h, webhook::deliver(connectors.http(), h, &event.id, &body, Retry::default()).await) });
+        for (hook, outcome) in futures::future::join_all(sends).await {
+            match outcome {
+                Delivery::Delivered => {}
+                Delivery::Gone => {
+                    if let Err(e) = connectors.disable(&hook.id, "the webhook answered 410 Gone").await {
+                        tracing::warn!(connector = %hook.id, error = %e, "cannot disable the webhook");
+                    }
+                }
+                Delivery::Failed(why) => {
+                    tracing::warn!(connector = %hook.id, event = %event.id, error = %why, "webhook delivery given up")
+                }
+            }
+        }
+    }
+    store.save_position(POSITION, page.next).await?;
+    *after = Some(page.next);
+    Ok(())
+}
+
+fn subscribed(hook: &Spec, event: &Event) -> bool {
+    hook.event_types.iter().any(|t| t == "*" || t == event.kind.as_str())
+}
+
+/// The Standard Webhooks payload of an event.
+fn message(event: &Event) -> serde_json::Value {
+    json!({
+        "type": event.kind.as_str(),
+        "timestamp": event.created_at.to_rfc3339(),
+        "data": {
+            "id": event.id,
+            "seq": event.seq,
+            "source": event.source,
+            "project_id": event.project_id.as_ref().map(|p| p.to_string()),
+            "entity_id": event.entity_id,
+            "action": event.action,
+            "description": event.description,
+            "data": event.data,
+        },
+    })
+}
