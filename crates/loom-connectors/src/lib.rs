@@ -19,6 +19,7 @@
 //!   they subscribe to (`deliveries.rs`); a `410 Gone` disables the connector.
 //! - This is the only crate that talks to connector endpoints.
 
+pub mod bench;
 mod client;
 mod convert;
 mod deliveries;

@@ -74,17 +74,20 @@ impl Connectors {
     }
 
     /// Runs the background work — scheduled checks, the event writer, webhook deliveries — until
-    /// `shutdown`; the health changes found until then are appended before it returns.
+    /// `shutdown`; the health changes found until then are appended before it returns. Runs once
+    /// per `Connectors` (a second call returns at once).
     pub async fn run(&self, shutdown: CancellationToken) {
-        let appends = self.inner.appends.lock().expect("not poisoned").take();
-        let writer = appends.map(|rx| tokio::spawn(append_changes(self.inner.store.clone(), rx, shutdown.clone())));
+        let Some(appends) = self.inner.appends.lock().expect("not poisoned").take() else {
+            // Once per service: a second run would check and deliver everything twice.
+            tracing::warn!("the connectors' background work runs already");
+            return;
+        };
+        let writer = tokio::spawn(append_changes(self.inner.store.clone(), appends, shutdown.clone()));
         let scheduler = tokio::spawn(crate::schedule::run(self.clone(), shutdown.clone()));
         let webhooks = tokio::spawn(crate::deliveries::run(self.clone(), shutdown.clone()));
         let _ = scheduler.await;
         let _ = webhooks.await;
-        if let Some(writer) = writer {
-            let _ = writer.await;
-        }
+        let _ = writer.await;
     }
 
     /// Every connector, ordered by id, with its last known health.

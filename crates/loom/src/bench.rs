@@ -5,6 +5,7 @@
 mod agent;
 mod backlog;
 pub mod bus;
+mod connectors;
 mod db;
 mod e2e;
 mod faults;
@@ -38,6 +39,8 @@ pub enum BenchCommand {
     Faults(faults::FaultsArgs),
     /// Control plane RSS with 100 k beads after calling every read route once (PostgreSQL).
     Reads(reads::ReadsArgs),
+    /// `HealthCheckAll` over 100 connectors, half slow: elapsed ÷ the per-check timeout.
+    Connectors(connectors::ConnectorsArgs),
 }
 
 /// Options every bench shares.
@@ -58,6 +61,7 @@ pub async fn run(cmd: BenchCommand, config: &Config) -> anyhow::Result<()> {
         BenchCommand::Backlog(args) => backlog::run(args, config).await,
         BenchCommand::Faults(args) => faults::run(args, config).await,
         BenchCommand::Reads(args) => reads::run(args, config).await,
+        BenchCommand::Connectors(args) => connectors::run(args, config).await,
     }
 }
 

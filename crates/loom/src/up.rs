@@ -39,8 +39,14 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     let shutdown = compose::shutdown_on_signals();
     let (connectors, what) = crate::config::connectors::open(config, store.clone(), shutdown.clone()).await?;
     println!("loom: {what}");
-    let agents =
-        tokio::spawn(crate::agents::supervise(config.clone(), personas, store.clone(), bus.clone(), shutdown.clone()));
+    let agents = tokio::spawn(crate::agents::supervise(
+        config.clone(),
+        personas,
+        store.clone(),
+        bus.clone(),
+        Some(connectors.clone()),
+        shutdown.clone(),
+    ));
     let served = compose::control_plane(config, store, bus, Some(connectors), shutdown.clone()).await;
     shutdown.cancel();
     let _ = agents.await;

@@ -34,8 +34,6 @@ pub struct ConnectorsSection {
     /// The LLM provider connector agents use when neither the bead's project (context key
     /// `llm_provider`) nor its persona names one; unset = the `[llm]` endpoint.
     pub llm_provider: Option<String>,
-    /// How long an agent keeps a resolved endpoint before asking again.
-    pub resolve_cache_secs: u64,
 }
 
 impl Default for ConnectorsSection {
@@ -50,7 +48,6 @@ impl Default for ConnectorsSection {
             encryption_key_file: None,
             previous_encryption_key_files: Vec::new(),
             llm_provider: None,
-            resolve_cache_secs: 30,
         }
     }
 }

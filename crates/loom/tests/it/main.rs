@@ -3,6 +3,7 @@
 
 mod bd;
 mod cli;
+mod connectors;
 mod llm;
 mod projects;
 mod readme;
