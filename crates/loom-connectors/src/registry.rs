@@ -324,7 +324,7 @@ impl Connectors {
                 connector = %change.health.connector_id,
                 from = change.previous.as_str(),
                 to = change.health.status.as_str(),
-                message = %change.health.message,
+                why = %change.health.message,
                 "connector health changed"
             );
             let _ = self.inner.changes.send(change.clone());
