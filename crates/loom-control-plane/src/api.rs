@@ -3,6 +3,7 @@
 mod attempts;
 mod beads;
 mod connectors;
+pub(crate) use connectors::LastConnectors;
 mod events;
 pub(crate) mod openapi;
 mod projects;

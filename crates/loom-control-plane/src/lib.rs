@@ -128,6 +128,8 @@ pub(crate) struct Shared {
     pub counts: counts::CountsCache,
     /// The audit log of API writes.
     pub audit: audit::Audit,
+    /// The connectors as last read, shown (marked stale) while the connectors service is down.
+    pub connectors_seen: api::LastConnectors,
 }
 
 impl Shared {
@@ -194,6 +196,7 @@ pub async fn run(
         contexts: Default::default(),
         counts: Default::default(),
         audit,
+        connectors_seen: Default::default(),
     });
     let tasks = [
         tokio::spawn(dispatcher::run_leadership(shared.clone(), shutdown.clone())),

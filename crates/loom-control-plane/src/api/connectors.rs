@@ -1,13 +1,15 @@
 //! `/api/v1/connectors`: the REST façade of the connectors service (in process or over gRPC).
 //! Secrets are accepted, never returned; writes need the admin role (they hold secrets), a check
 //! the operator role. Without a connectors service every route answers 503, naming the setting.
+//! While the service cannot be reached, reads answer the connectors as last read (their last
+//! known health) with `X-Loom-Stale: <why>`, and writes a clear 503; it recovers by itself.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use loom_api::{ConnectorDto, ConnectorHealthDto, ConnectorRequest, UpdateConnector};
 use loom_connectors::{Api, Connector, Health, Kind, Mode, Spec};
 
@@ -22,12 +24,49 @@ fn service(s: &Shared) -> Result<&Arc<dyn Api>, Error> {
     })
 }
 
-pub(crate) async fn list(State(s): State<Arc<Shared>>) -> Result<Json<Vec<ConnectorDto>>, Error> {
-    Ok(Json(service(&s)?.list().await?.into_iter().map(dto).collect()))
+/// The last list read from the connectors service.
+#[derive(Debug, Default)]
+pub(crate) struct LastConnectors(std::sync::Mutex<Option<Vec<ConnectorDto>>>);
+
+type Read<T> = Result<(HeaderMap, Json<T>), Error>;
+
+pub(crate) async fn list(State(s): State<Arc<Shared>>) -> Read<Vec<ConnectorDto>> {
+    match service(&s)?.list().await {
+        Ok(list) => {
+            let list: Vec<ConnectorDto> = list.into_iter().map(dto).collect();
+            *s.connectors_seen.0.lock().expect("not poisoned") = Some(list.clone());
+            Ok((HeaderMap::new(), Json(list)))
+        }
+        Err(e) if e.is_transient() => match s.connectors_seen.0.lock().expect("not poisoned").clone() {
+            Some(last) => Ok((stale(&e), Json(last))),
+            None => Err(e.into()),
+        },
+        Err(e) => Err(e.into()),
+    }
 }
 
-pub(crate) async fn get(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Json<ConnectorDto>, Error> {
-    Ok(Json(dto(service(&s)?.get(&id).await?)))
+pub(crate) async fn get(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Read<ConnectorDto> {
+    match service(&s)?.get(&id).await {
+        Ok(c) => Ok((HeaderMap::new(), Json(dto(c)))),
+        Err(e) if e.is_transient() => {
+            let last = s.connectors_seen.0.lock().expect("not poisoned").clone().unwrap_or_default();
+            match last.into_iter().find(|c| c.id == id) {
+                Some(c) => Ok((stale(&e), Json(c))),
+                None => Err(e.into()),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `X-Loom-Stale`: why the answer is the last known one.
+fn stale(e: &loom_connectors::Error) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let why = e.to_string().replace(['\r', '\n'], " ");
+    let value = HeaderValue::from_str(&why).unwrap_or(HeaderValue::from_static("connectors service unavailable"));
+    headers.insert("x-loom-stale", value);
+    tracing::warn!(error = %e, "connectors service unavailable: answering the connectors as last read");
+    headers
 }
 
 pub(crate) async fn create(

@@ -4,9 +4,13 @@
 
 use std::sync::Arc;
 
-use loom_connectors::{Connectors, Key, Keyring};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use loom_connectors::{Client, ClientConfig, Connectors, Key, Keyring, ServerConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use crate::support::{Cluster, fast_config};
 
@@ -74,5 +78,74 @@ async fn without_a_connectors_service_the_routes_say_so() {
     let (status, v) = c.call(Method::GET, "/api/v1/connectors", None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(v["error"]["message"].as_str().unwrap().contains("[connectors] service_url"), "{v}");
+    c.stop().await;
+}
+
+/// Serves `connectors` on `addr` until the token is cancelled.
+fn serve(connectors: &Connectors, addr: &str) -> (std::net::SocketAddr, CancellationToken) {
+    let listener = std::net::TcpListener::bind(addr).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(loom_connectors::serve(ServerConfig::default(), listener, connectors.clone(), stop.clone()));
+    (addr, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connectors_service_outage_serves_the_last_known_and_recovers() {
+    let slot: Arc<Mutex<Option<(Connectors, std::net::SocketAddr, CancellationToken)>>> = Arc::default();
+    let remember = slot.clone();
+    let c = Cluster::start_with(fast_config(), move |store| {
+        let connectors = Connectors::new(store, Keyring::new(Key::from_bytes(&[4; 32]).unwrap(), vec![]));
+        let (addr, stop) = serve(&connectors, "127.0.0.1:0");
+        *remember.lock().unwrap() = Some((connectors, addr, stop));
+        let mut config = ClientConfig::new(format!("http://{addr}"));
+        config.deadline = Duration::from_secs(3);
+        Some(Arc::new(Client::connect(config).unwrap()) as Arc<dyn loom_connectors::Api>)
+    })
+    .await;
+    let (connectors, addr, stop) = slot.lock().unwrap().take().unwrap();
+    let body = json!({ "id": "prom", "kind": "prometheus", "url": "http://127.0.0.1:9" });
+    let (status, _) = c.call(Method::POST, "/api/v1/connectors", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let get = |path: &'static str| {
+        let (http, url, key) = (c.http.clone(), format!("{}{path}", c.cp.url), c.key.clone());
+        async move { http.get(url).bearer_auth(key).send().await.unwrap() }
+    };
+    let fresh = get("/api/v1/connectors").await;
+    assert!(fresh.headers().get("x-loom-stale").is_none());
+
+    stop.cancel();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stale = get("/api/v1/connectors").await;
+    assert_eq!(stale.status(), StatusCode::OK);
+    let why = stale.headers()["x-loom-stale"].to_str().unwrap().to_owned();
+    assert!(why.contains("unavailable"), "{why}");
+    let list: serde_json::Value = stale.json().await.unwrap();
+    assert_eq!(list[0]["id"], "prom", "the last known list: {list}");
+    let one = get("/api/v1/connectors/prom").await;
+    assert_eq!(one.status(), StatusCode::OK);
+    assert!(one.headers().contains_key("x-loom-stale"));
+    let (status, v) =
+        c.call(Method::POST, "/api/v1/connectors", Some(json!({ "id": "x", "kind": "http", "url": "http://x" }))).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("connectors_unavailable"))
+    );
+
+    // Back on its address: the control plane recovers by itself.
+    let (_, again) = serve(&connectors, &addr.to_string());
+    let mut recovered = false;
+    for _ in 0..50 {
+        let r = get("/api/v1/connectors").await;
+        if r.status() == StatusCode::OK && !r.headers().contains_key("x-loom-stale") {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "fresh answers once the service is back");
+    again.cancel();
     c.stop().await;
 }
