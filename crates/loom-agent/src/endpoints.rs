@@ -108,3 +108,55 @@ impl Resolver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    /// Answers in turn what the test scripted (the caching rules, not the service, are tested here;
+    /// the service itself is exercised end to end by `loom`'s `connectors` system test).
+    #[derive(Debug, Default)]
+    struct Scripted(Mutex<VecDeque<Result<ResolvedEndpoint, (bool, String)>>>);
+
+    #[async_trait]
+    impl LlmEndpoints for Scripted {
+        async fn resolve(&self, _: &str) -> Result<ResolvedEndpoint, (bool, String)> {
+            self.0.lock().unwrap().pop_front().expect("scripted")
+        }
+    }
+
+    fn at(version: i64) -> Result<ResolvedEndpoint, (bool, String)> {
+        Ok(ResolvedEndpoint {
+            url: "http://127.0.0.1:9".into(),
+            api_key: Some("k".into()),
+            model: String::new(),
+            version,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_resolved_endpoint_is_reused_per_version_and_stands_in_only_for_an_outage() {
+        let script = [
+            Err((true, "connectors unavailable".to_owned())),
+            at(1),
+            at(1),
+            Err((true, "connectors unavailable".to_owned())),
+            Err((false, "connector llm not found".to_owned())),
+            at(2),
+        ];
+        let resolver = Resolver::new(Arc::new(Scripted(Mutex::new(script.into()))));
+        let base = LlmConfig::default();
+        let never = resolver.client(&base, "llm").await.unwrap_err().to_string();
+        assert!(never.contains("cannot resolve the LLM provider llm") && never.contains("unavailable"), "{never}");
+        let first = resolver.client(&base, "llm").await.unwrap();
+        assert_eq!(first.model, base.model, "no default model: the agent's");
+        assert!(Arc::ptr_eq(&first, &resolver.client(&base, "llm").await.unwrap()), "same version, same client");
+        let outage = resolver.client(&base, "llm").await.unwrap();
+        assert!(Arc::ptr_eq(&first, &outage), "the last one stands in while the service is down");
+        assert!(resolver.client(&base, "llm").await.is_err(), "a refusal is not an outage");
+        let rotated = resolver.client(&base, "llm").await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &rotated), "a new version (a rotated key) is a new client");
+    }
+}
