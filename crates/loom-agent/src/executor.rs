@@ -96,14 +96,16 @@ impl Executors {
         outcome.capped()
     }
 
-    /// The LLM endpoint of `task`: its project's provider (context `llm_provider`, else the
-    /// agent's default) resolved through the connectors service, else the configured one.
-    async fn llm_client(&self, task: &TaskMessage) -> Result<Arc<llm::Client>, Error> {
-        let named = task.task_data.project_context.get("llm_provider").map(String::as_str).filter(|p| !p.is_empty());
+    /// The LLM endpoint of `task`: the provider its persona names (`llm_provider`), else its
+    /// project's (context `llm_provider`), else the agent's default, resolved through the
+    /// connectors service; else the configured one.
+    async fn llm_client(&self, task: &TaskMessage, persona: &loom_domain::Persona) -> Result<Arc<llm::Client>, Error> {
+        let project = task.task_data.project_context.get("llm_provider").map(String::as_str).filter(|p| !p.is_empty());
+        let named = persona.llm_provider.as_deref().or(project);
         match (&self.endpoints, named.or(self.config.llm_provider.as_deref())) {
             (Some(resolver), Some(provider)) => resolver.client(&self.config.llm, provider).await,
             (None, Some(provider)) if named.is_some() => Err(Error::Config(format!(
-                "the project names the LLM provider {provider}, but this agent has no connectors service"
+                "the bead's persona or project names the LLM provider {provider}, but this agent has no connectors service"
             ))),
             _ => Ok(self.llm.clone()),
         }
@@ -136,7 +138,7 @@ impl Executors {
         let mut outcome = match persona {
             None => shell::run(&runner, task).await?,
             Some(persona) => {
-                let client = self.llm_client(task).await?;
+                let client = self.llm_client(task, persona).await?;
                 let mut outcome = llm::run(&self.config, &client, task, persona, ws, &wt, &runner).await?;
                 outcome.context.insert("persona".into(), persona.name.clone());
                 outcome
