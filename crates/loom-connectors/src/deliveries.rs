@@ -63,32 +63,32 @@ async fn step(connectors: &Connectors, after: &mut Option<i64>) -> Result<(), cr
         .map(|(s, _)| s)
         .filter(|s| s.kind == Kind::Webhook && s.mode == Mode::Enabled && !s.event_types.is_empty())
         .collect();
-    for event in &page.events {
-        let targets: Vec<&Spec> = hooks.iter().filter(|h| subscribed(h, event)).collect();
-        if targets.is_empty() {
-            continue;
-        }
-        let body = serde_json::to_vec(&message(event)).expect("an event serializes");
-        let sends = targets
-            .iter()
-            .map(|h| async { (*h, webhook::deliver(connectors.http(), h, &event.id, &body, Retry::default()).await) });
-        for (hook, outcome) in futures::future::join_all(sends).await {
-            match outcome {
-                Delivery::Delivered => {}
-                Delivery::Gone => {
-                    if let Err(e) = connectors.disable(&hook.id, "the webhook answered 410 Gone").await {
-                        tracing::warn!(connector = %hook.id, error = %e, "cannot disable the webhook");
-                    }
-                }
-                Delivery::Failed(why) => {
-                    tracing::warn!(connector = %hook.id, event = %event.id, error = %why, "webhook delivery given up")
-                }
-            }
-        }
-    }
+    // Webhooks concurrently, each one's events in order: a slow or failing receiver holds up
+    // only its own deliveries (and the position, until the page is done).
+    let sends = hooks.iter().map(|hook| deliver_page(connectors, hook, &page.events));
+    futures::future::join_all(sends).await;
     store.save_position(POSITION, page.next).await?;
     *after = Some(page.next);
     Ok(())
+}
+
+/// The events of a page `hook` subscribes to, in order; a `410 Gone` disables it and ends them.
+async fn deliver_page(connectors: &Connectors, hook: &Spec, events: &[Event]) {
+    for event in events.iter().filter(|e| subscribed(hook, e)) {
+        let body = serde_json::to_vec(&message(event)).expect("an event serializes");
+        match webhook::deliver(connectors.http(), hook, &event.id, &body, Retry::default()).await {
+            Delivery::Delivered => {}
+            Delivery::Gone => {
+                if let Err(e) = connectors.disable(&hook.id, "the webhook answered 410 Gone").await {
+                    tracing::warn!(connector = %hook.id, error = %e, "cannot disable the webhook");
+                }
+                return;
+            }
+            Delivery::Failed(why) => {
+                tracing::warn!(connector = %hook.id, event = %event.id, error = %why, "webhook delivery given up")
+            }
+        }
+    }
 }
 
 fn subscribed(hook: &Spec, event: &Event) -> bool {
