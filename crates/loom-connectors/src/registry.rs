@@ -171,6 +171,10 @@ impl Connectors {
             return Health::unknown(&spec.id, "disabled");
         }
         let health = health::check(&self.inner.http, spec).await;
+        metrics::counter!("loom_connector_checks_total", "kind" => spec.kind.as_str(), "status" => health.status.as_str())
+            .increment(1);
+        metrics::histogram!("loom_connector_check_duration_seconds", "kind" => spec.kind.as_str())
+            .record(health.latency.as_secs_f64());
         self.record(health.clone());
         health
     }
