@@ -20,7 +20,11 @@ const SECRET: &str = "sk-rest-secret-0123456789";
 async fn connectors_through_the_api_never_show_secrets() {
     let c = Cluster::start_with(fast_config(), |store| {
         let keys = Keyring::new(Key::from_bytes(&[3; 32]).unwrap(), vec![]);
-        Some(Arc::new(Connectors::new(store, keys)) as Arc<dyn loom_connectors::Api>)
+        let connectors = Connectors::new(store, keys);
+        // Its background work (checks, the event writer), as `loom up` runs it.
+        let background = connectors.clone();
+        tokio::spawn(async move { background.run(CancellationToken::new()).await });
+        Some(Arc::new(connectors) as Arc<dyn loom_connectors::Api>)
     })
     .await;
     // A real endpoint for the check: the control plane's own /healthz.
@@ -36,6 +40,31 @@ async fn connectors_through_the_api_never_show_secrets() {
     assert_eq!(status, StatusCode::CONFLICT);
     let (status, health) = c.call(Method::POST, "/api/v1/connectors/self/check", None).await;
     assert_eq!((status, health["status"].as_str()), (StatusCode::OK, Some("healthy")), "{health}");
+    // The change is an event in the store, which the relay publishes on
+    // loom.events.connector.health_changed.
+    let mut changed = None;
+    for _ in 0..100 {
+        let events = c.store.list_events(0, 1000).await.unwrap();
+        changed = events.into_iter().find(|e| e.kind.as_str() == "connector.health_changed" && e.entity_id == "self");
+        if changed.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let changed = changed.expect("a connector.health_changed event");
+    assert_eq!(
+        (changed.data["previous"].as_str(), changed.data["status"].as_str()),
+        (Some("unknown"), Some("healthy"))
+    );
+    let mut published = false;
+    for _ in 0..100 {
+        if c.bus.read_event_ids(1, 10_000).await.unwrap().iter().any(|(_, id)| *id == changed.id) {
+            published = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(published, "the health change reached the bus");
     let update = json!({ "expected_version": 1, "kind": "http", "url": c.cp.url, "description": "me",
                          "settings": { "health_path": "/nope" } });
     let (status, updated) = c.call(Method::PUT, "/api/v1/connectors/self", Some(update.clone())).await;
