@@ -3,6 +3,7 @@
 //! each event goes to every enabled webhook connector subscribed to its type (`*` = all) as a
 //! Standard Webhooks message `{type, timestamp, data}` whose id is the event's id. The position
 //! advances after a page is delivered (or given up on), so a restart redelivers at most a page.
+//! One replica delivers at a time: the one holding the store lease `connectors-deliveries`.
 
 use std::time::Duration;
 
@@ -20,18 +21,37 @@ use crate::webhook::{self, Delivery, Retry};
 pub const POSITION: &str = "connectors-webhooks";
 const POLL: Duration = Duration::from_millis(250);
 
+/// The store lease that makes one replica of the service the one that delivers.
+const LEASE: &str = "connectors-deliveries";
+const LEASE_TTL: Duration = Duration::from_secs(15);
+
 pub(crate) async fn run(connectors: Connectors, shutdown: CancellationToken) {
+    let holder = format!("connectors-{}", uuid::Uuid::now_v7());
     let mut after: Option<i64> = None;
     loop {
         tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => break,
             () = tokio::time::sleep(POLL) => {}
+        }
+        match connectors.store().acquire_lease(LEASE, &holder, Utc::now(), LEASE_TTL).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Another replica delivers; read the position afresh when this one takes over.
+                after = None;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook deliveries paused: cannot take their lease");
+                after = None;
+                continue;
+            }
         }
         if let Err(e) = step(&connectors, &mut after).await {
             tracing::warn!(error = %e, "webhook deliveries paused");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
+    let _ = connectors.store().release_lease(LEASE, &holder).await;
 }
 
 async fn step(connectors: &Connectors, after: &mut Option<i64>) -> Result<(), crate::Error> {
