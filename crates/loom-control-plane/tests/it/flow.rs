@@ -488,3 +488,43 @@ async fn a_task_the_agent_cannot_verify_blocks_its_bead_with_the_reason() {
     agent.stop().await;
     c.stop().await;
 }
+
+/// Waits until the control plane has recorded an `agent.online` event for an agent bound to
+/// `role` (it records it after updating its view of the registry).
+async fn wait_role_online(c: &Cluster, role: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let events = c.store.list_events(0, 1000).await.unwrap();
+        if events.iter().any(|e| e.kind == loom_domain::EventKind::AgentOnline && e.data["role"] == role) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no agent.online for role {role}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bead_with_a_role_runs_on_the_roles_agents_or_else_on_the_projects() {
+    let c = Cluster::start(fast_config()).await;
+    c.project("roles").await;
+    let general = TestAgent::start(&c.bus, "roles", succeed).await;
+    let with_role = |title: &str| json!({ "project_id": "roles", "title": title, "context": { "role": "qa" } });
+    // Nobody is bound to `qa`: the project's agents take the bead (playing its persona) rather
+    // than leaving it on a queue no agent reads.
+    let first = c.post("/api/v1/beads", with_role("qa, nobody bound")).await["id"].as_str().unwrap().to_owned();
+    let v = c.wait_bead(&first, WAIT, closed).await;
+    assert!(closed(&v), "a bead whose role no agent is bound to still runs: {v}");
+    assert_eq!(general.ran(), ["qa, nobody bound"]);
+    // With an agent bound to `qa`, the role's beads go to it; the others stay with the project's.
+    let qa = TestAgent::start_bound(&c.bus, "roles", Some("qa"), succeed).await;
+    wait_role_online(&c, "qa").await;
+    let second = c.post("/api/v1/beads", with_role("qa, bound")).await["id"].as_str().unwrap().to_owned();
+    let plain = c.bead("roles", "no role", 1, &[]).await;
+    assert!(closed(&c.wait_bead(&second, WAIT, closed).await));
+    assert!(closed(&c.wait_bead(&plain, WAIT, closed).await));
+    assert_eq!(qa.ran(), ["qa, bound"], "the bound agent runs its role's bead");
+    assert_eq!(general.ran(), ["qa, nobody bound", "no role"]);
+    qa.stop().await;
+    general.stop().await;
+    c.stop().await;
+}
