@@ -5,6 +5,7 @@
 mod agent;
 mod backlog;
 pub mod bus;
+pub(crate) mod cpu;
 mod db;
 mod e2e;
 mod faults;

@@ -2,6 +2,7 @@
 //! driven through the CLI like a user would.
 
 mod bd;
+mod bench;
 mod cli;
 mod llm;
 mod projects;
