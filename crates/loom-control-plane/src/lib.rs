@@ -124,6 +124,8 @@ pub(crate) struct Shared {
     pub counts: counts::CountsCache,
     /// The audit log of API writes.
     pub audit: audit::Audit,
+    /// API keys found lately, by hash (`auth::KEY_TTL`).
+    pub keys: auth::KeyCache,
 }
 
 impl Shared {
@@ -190,6 +192,7 @@ pub async fn run(
         contexts: Default::default(),
         counts: Default::default(),
         audit,
+        keys: Default::default(),
     });
     let tasks = [
         tokio::spawn(dispatcher::run_leadership(shared.clone(), shutdown.clone())),
