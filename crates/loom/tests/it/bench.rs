@@ -36,3 +36,36 @@ fn bench_e2e_reports_the_run_through_the_database_service_and_cpu_per_bead() {
     let expected = via["beads_per_s"].as_f64().unwrap() / r["beads_per_s"].as_f64().unwrap();
     assert!((ratio - expected).abs() < 1e-9, "vs_direct is the ratio of the two runs: {r}");
 }
+
+#[test]
+fn bench_api_loads_every_route_and_every_subscriber_reads_every_event() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = fresh(crate::support::LOOM, tmp.path(), &[("RUST_LOG", "warn")])
+        .args([
+            "bench",
+            "api",
+            "--connections",
+            "2",
+            "--secs",
+            "1",
+            "--subscribers",
+            "5",
+            "--sse-beads",
+            "20",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for route in ["create", "get_bead", "ready", "trivial"] {
+        assert_eq!(r[route]["errors"], 0, "{route}: {r}");
+        assert!(r[route]["req_per_s"].as_f64().unwrap() > 0.0, "{route}: {r}");
+        assert!(r[route]["p99_ms"].as_f64().unwrap() >= r[route]["p50_ms"].as_f64().unwrap(), "{route}: {r}");
+    }
+    assert_eq!(r["sse"]["deliveries"], 5 * 20, "every subscriber reads every bead.created: {r}");
+    let ratio = r["get_bead_vs_trivial"].as_f64().unwrap();
+    let expected = r["get_bead"]["req_per_s"].as_f64().unwrap() / r["trivial"]["req_per_s"].as_f64().unwrap();
+    assert!((ratio - expected).abs() < 1e-9, "{r}");
+    assert!(r["rss_mib"].as_f64().unwrap() > 1.0, "the control plane's RSS is read: {r}");
+}
