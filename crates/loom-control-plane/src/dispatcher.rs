@@ -259,7 +259,7 @@ pub(crate) async fn create(shared: &Shared, new: NewBead) -> Result<Bead, Error>
     let plain = new.parent.is_none() && new.blocked_by.is_empty();
     let reservation = if plain && shared.is_leader() { Reservation::take(shared, &new.project_id) } else { None };
     let Some(mut reservation) = reservation else {
-        let bead = shared.store.create_beads(vec![new]).await?.remove(0);
+        let bead = shared.creates.create(&shared.store, new).await?;
         shared.changed();
         return Ok(bead);
     };

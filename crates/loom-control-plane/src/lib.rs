@@ -21,6 +21,7 @@ pub mod bd;
 mod capacity;
 mod contexts;
 mod counts;
+mod creates;
 mod cursor;
 mod dispatcher;
 mod error;
@@ -126,6 +127,8 @@ pub(crate) struct Shared {
     pub audit: audit::Audit,
     /// API keys found lately, by hash (`auth::KEY_TTL`).
     pub keys: auth::KeyCache,
+    /// Group commit of creates that are not claimed at once.
+    pub creates: creates::Creates,
 }
 
 impl Shared {
@@ -193,6 +196,7 @@ pub async fn run(
         counts: Default::default(),
         audit,
         keys: Default::default(),
+        creates: Default::default(),
     });
     let tasks = [
         tokio::spawn(dispatcher::run_leadership(shared.clone(), shutdown.clone())),

@@ -528,3 +528,39 @@ async fn a_bead_with_a_role_runs_on_the_roles_agents_or_else_on_the_projects() {
     general.stop().await;
     c.stop().await;
 }
+
+/// A burst of creates with no free slot is written in shared transactions (group commit): every
+/// client is answered for its own bead, a bad bead in the burst is refused alone, and the store
+/// holds exactly the beads that were answered `201`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_creates_is_committed_together_and_each_client_gets_its_own_answer() {
+    let c = Cluster::start(fast_config()).await;
+    c.project("burst").await;
+    let requests = (0..300).map(|i| {
+        let mut body = json!({ "project_id": "burst", "title": format!("burst {i}") });
+        if i % 50 == 7 {
+            body["blocked_by"] = json!(["bd-nosuchbead0"]);
+        }
+        let c = &c;
+        async move { (i, c.call(Method::POST, "/api/v1/beads", Some(body)).await) }
+    });
+    let answers = futures::future::join_all(requests).await;
+    let mut created = std::collections::BTreeSet::new();
+    for (i, (status, v)) in &answers {
+        if i % 50 == 7 {
+            assert_eq!(*status, StatusCode::UNPROCESSABLE_ENTITY, "bead {i} waits on a bead that does not exist: {v}");
+            assert!(v.to_string().contains("bd-nosuchbead0"), "{v}");
+        } else {
+            assert_eq!(*status, StatusCode::CREATED, "bead {i}: {v}");
+            assert_eq!(v["title"], format!("burst {i}"), "each client gets its own bead");
+            assert!(created.insert(v["id"].as_str().unwrap().to_owned()), "an id answered twice: {v}");
+        }
+    }
+    assert_eq!(created.len(), 294);
+    let filter =
+        loom_store::BeadFilter { project: Some(loom_domain::ProjectId::parse("burst").unwrap()), ..Default::default() };
+    let stored = c.store.list_beads(&filter, &loom_store::PageRequest::first(1000)).await.unwrap();
+    let stored: std::collections::BTreeSet<String> = stored.beads.iter().map(|b| b.id.to_string()).collect();
+    assert_eq!(stored, created, "the store holds exactly the beads whose creation was acknowledged");
+    c.stop().await;
+}
