@@ -141,7 +141,13 @@ pub async fn run(args: FaultsArgs, _config: &Config) -> anyhow::Result<()> {
     eprintln!("loom bench faults: tier {:?}, seed {seed} (replay with --seed {seed}), {} beads", args.tier, plan.beads);
     let dir = tempfile::Builder::new().prefix("loom-faults-").tempdir()?;
     let started = Instant::now();
-    let outcome = drive(&args, &plan, dir.path()).await;
+    // Ctrl-C or SIGTERM ends the run by dropping it, which stops every server it started (by
+    // pid) — never orphaned nats-servers, PostgreSQL clusters or Loom processes left behind.
+    let interrupted = crate::compose::shutdown_on_signals();
+    let outcome = tokio::select! {
+        outcome = drive(&args, &plan, dir.path()) => outcome,
+        _ = interrupted.cancelled() => Err(anyhow::anyhow!("interrupted: every server the run started was stopped")),
+    };
     let (output, report) = match outcome {
         Ok(done) => done,
         Err(err) => {

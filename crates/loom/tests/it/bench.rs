@@ -69,3 +69,57 @@ fn bench_api_loads_every_route_and_every_subscriber_reads_every_event() {
     assert!((ratio - expected).abs() < 1e-9, "{r}");
     assert!(r["rss_mib"].as_f64().unwrap() > 1.0, "the control plane's RSS is read: {r}");
 }
+
+/// The processes whose parent is `pid`, by `/proc/*/stat`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+        if rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
+            found.push(child);
+        }
+    }
+    found
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+/// SIGTERM (or Ctrl-C) in the middle of a fault run stops every server it started: no
+/// nats-server or Loom service of the run is left running.
+#[test]
+fn an_interrupted_fault_run_leaves_no_server_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = fresh(crate::support::LOOM, tmp.path(), &[("RUST_LOG", "warn")]);
+    cmd.args(["bench", "faults", "--tier", "ci", "--beads", "40", "--agents", "1"]);
+    let (run, lines) = crate::support::Group::spawn(cmd);
+    let pid = run.0.id();
+    // Wait until the agent is up: the nats-server, the database service, both control planes and
+    // the agent are children of the run by then.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let started = loop {
+        let kids = children_of(pid);
+        let agent = kids
+            .iter()
+            .any(|k| std::fs::read_to_string(format!("/proc/{k}/cmdline")).is_ok_and(|c| c.contains("serve\0agent")));
+        if agent {
+            break kids;
+        }
+        assert!(std::time::Instant::now() < deadline, "the run started no agent: {}", lines.text());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(started.len() >= 4, "{started:?}");
+    let sent = std::process::Command::new("kill").args(["-s", "TERM", &pid.to_string()]).status().unwrap();
+    assert!(sent.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while alive(pid) {
+        assert!(std::time::Instant::now() < deadline, "the run did not stop on SIGTERM: {}", lines.text());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let left: Vec<u32> = started.into_iter().filter(|k| alive(*k)).collect();
+    assert!(left.is_empty(), "servers of the run still running after SIGTERM: {left:?}; {}", lines.text());
+    assert!(lines.text().contains("interrupted"), "{}", lines.text());
+}
