@@ -19,7 +19,9 @@ WORKDIR /src
 RUN apt-get update \
     && apt-get install -y --no-install-recommends binutils pkg-config \
     && rm -rf /var/lib/apt/lists/*
-COPY Cargo.toml Cargo.lock rust-toolchain.toml ./
+# rust-toolchain.toml is left out: the image's toolchain is the one it names (RUST_VERSION,
+# checked by deploy/validate.py), and rustup must not download another.
+COPY Cargo.toml Cargo.lock ./
 COPY crates crates
 COPY personas personas
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
@@ -40,9 +42,9 @@ RUN apt-get update \
     && groupadd --gid 10001 loom \
     && useradd --uid 10001 --gid loom --home-dir /var/lib/loom --create-home --shell /usr/sbin/nologin loom
 COPY --from=build /loom /usr/local/bin/loom
-COPY --chown=loom:loom personas /usr/share/loom/personas
+# The personas are built into the binary; a mounted directory may override them by name.
 ENV LOOM_DATA_DIR=/var/lib/loom \
-    LOOM_PERSONAS_DIR=/usr/share/loom/personas \
+    LOOM_PERSONAS_DIR=/etc/loom/personas \
     LOOM_LOG_FORMAT=json
 USER 10001:10001
 WORKDIR /var/lib/loom
