@@ -129,6 +129,7 @@ class Loom:
         self.help_cache: dict[tuple, str | None] = {}
         self.bytes = path.read_bytes()
         self.used_pending: set[str] = set()
+        self.names_cache: dict[str, bool] = {}
 
     def help(self, sub: tuple) -> str | None:
         if sub not in self.help_cache:
@@ -159,7 +160,9 @@ class Loom:
             return out.returncode == 0, out.stdout if out.returncode == 0 else out.stderr
 
     def names(self, word: str) -> bool:
-        return word.encode() in self.bytes
+        if word not in self.names_cache:
+            self.names_cache[word] = word.encode() in self.bytes
+        return self.names_cache[word]
 
 
 def clean_env() -> dict[str, str]:
@@ -864,11 +867,56 @@ def policy(what: str, docs: list[dict], mesh_data: bool) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+# Faults the checks must catch (--self-test): (file under deploy/, text, replacement, report).
+FAULTS = [
+    ("k8s/base/db.yaml", "- --insecure-no-tls", "- --insecure-no-tlz", "`loom serve db` has no flag --insecure-no-tlz"),
+    ("helm/loom/templates/config.yaml", "max_connections = {{", "max_conections = {{", "found `max_conections`"),
+    ("k8s/base/control-plane.yaml", "{name: http, containerPort: 8080", "{name: http, containerPort: 8081",
+     "container ports [8081] are not the ports it listens on [8080]"),
+    ("k8s/base/agent-demo.yaml", '--concurrency\n            - "2"', '--concurrency\n            - "3"',
+     "Deployment/loom-agent-demo differs"),
+    ("compose/compose.yaml", '"127.0.0.1:8081:8080"', '"8081:8080"', "published beyond 127.0.0.1"),
+    ("k8s/base/linkerd.yaml", "timeout.linkerd.io/request: 120s", "timeout.linkerd.io/request: 120s\n    retry.linkerd.io/http: 5xx",
+     "HTTPRoute/loom-control-plane-writes retries a non-idempotent"),
+    ("compose/loom/agent.toml", 'sandbox = "bubblewrap"', 'sandbox = "bubblewrapp"', 'agent.sandbox must be'),
+    ("compose/compose.yaml", "OTEL_SERVICE_NAME: loom-db", "OTEL_SERVICE_NAME: loom-db\n      RUST_LOGG: debug",
+     "the variable RUST_LOGG is not read by the binary"),
+    ("k8s/base/linkerd.yaml", "  name: loom-db-metrics\nspec:\n  targetRef", "  name: loom-db-metrix\nspec:\n  targetRef: {group: x, kind: X, name: x}\n  t",
+     "Server/loom-db-metrics has no AuthorizationPolicy"),
+]
+
+
+def self_test(loom: Path, tools: Path) -> int:
+    """Runs this script on a copy of deploy/ with FAULTS applied: each must be reported."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        shutil.copytree(DEPLOY, root / "deploy", ignore=shutil.ignore_patterns("secrets"))
+        for f in ["Dockerfile", "rust-toolchain.toml"]:
+            shutil.copy(ROOT / f, root / f)
+        for rel, old, new, _ in FAULTS:
+            path = root / "deploy" / rel
+            text = path.read_text()
+            if old not in text:
+                print(f"self-test: {old!r} is not in deploy/{rel}: update FAULTS", file=sys.stderr)
+                return 1
+            path.write_text(text.replace(old, new, 1))
+        out = run([sys.executable, str(root / "deploy/validate.py"), "--loom", str(loom), "--tools", str(tools)])
+    text = out.stdout + out.stderr
+    missed = [report for *_, report in FAULTS if report not in text]
+    if out.returncode != 1 or missed:
+        print(text)
+        print(f"self-test FAILED: exit {out.returncode}; faults not reported: {missed}")
+        return 1
+    print(f"self-test passed: all {len(FAULTS)} planted faults were reported")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--loom", required=True, type=Path, help="the built loom binary")
     ap.add_argument("--tools", type=Path, default=Path(sys.prefix),
                     help="the tools' virtual environment (default: this Python's)")
+    ap.add_argument("--self-test", action="store_true", help="check that planted faults are reported")
     a = ap.parse_args()
     missing = [t for t in ["bin/yamllint", "bin/hadolint", "bin/kubectl", "compose/bin/docker-compose"]
                if not (a.tools / t).exists()]
@@ -882,6 +930,8 @@ def main() -> int:
         print(f"validate.py: missing tools in {a.tools}: {', '.join(missing)} (scripts/test.sh installs them)",
               file=sys.stderr)
         return 2
+    if a.self_test:
+        return self_test(a.loom.resolve(), a.tools)
     loom = Loom(a.loom.resolve())
     versions = [run([str(a.tools / t), *v]).stdout.strip().splitlines()[0] for t, v in
                 [("bin/yamllint", ["--version"]), ("bin/hadolint", ["--version"]),

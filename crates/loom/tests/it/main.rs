@@ -3,6 +3,7 @@
 
 mod bd;
 mod cli;
+mod deploy;
 mod llm;
 mod projects;
 mod readme;
