@@ -247,6 +247,56 @@ def compose(tools: Path, deploy: Path) -> dict | None:
     return yaml.safe_load(out.stdout)
 
 
+def nats_config(what: str, command: str, env_files: dict[str, Path], paths: dict[str, Path], args: list[str]) -> None:
+    """Runs the command that renders NATS' configuration (compose's one-shot service, the
+    StatefulSet's init container) with its paths mapped to the scratch copy, then `nats-server -t`
+    on the result with the server's own arguments and password variables."""
+    server = shutil.which("nats-server") or ("/usr/sbin/nats-server" if Path("/usr/sbin/nats-server").exists() else None)
+    if server is None:
+        fail(f"{what}: nats-server is missing (scripts/test.sh installs it): cannot test the NATS configuration")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        out_dir = Path(tmp)
+        for old, new in sorted(paths.items(), key=lambda kv: -len(kv[0])):
+            command = command.replace(old, str(new) + "/")
+        command = command.replace("/etc/nats/", f"{out_dir}/")
+        rendered = run(["sh", "-c", command])
+        if rendered.returncode != 0:
+            fail(f"{what}: rendering the NATS configuration failed: {rendered.stderr}")
+            return
+        env = dict(os.environ)
+        env.update({k: f.read_text().strip() for k, f in env_files.items()})
+        args = [a.replace("/etc/nats/", f"{out_dir}/").replace("/data", f"{out_dir}/data") for a in args]
+        test = run([server, "-t", *args], env=env)
+        if test.returncode != 0:
+            fail(f"{what}: nats-server -t refuses the rendered configuration: {test.stderr}{test.stdout}")
+        else:
+            ok(f"{what}: the rendered NATS configuration passes `nats-server -t` ({test.stderr.strip() or 'valid'})")
+
+
+def nats_configs(deploy: Path, conf: dict | None, dev: list[dict] | None) -> None:
+    if conf is not None:
+        svc = conf["services"]["nats-config"]
+        server = conf["services"]["nats"]
+        secrets = deploy / "compose/secrets"
+        words = shlex.split(server["command"][0])
+        nats_args = words[words.index("nats-server") + 1 :]
+        nats_config("compose", svc["command"][0], {
+            "NATS_CONTROL_PLANE_PASSWORD": secrets / "nats-control-plane",
+            "NATS_EVENTS_PASSWORD": secrets / "nats-events",
+        }, {"/deploy/nats/": deploy / "nats", "/run/secrets/": secrets}, nats_args)
+    if dev is not None:
+        sts = next(d for d in dev if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "nats")
+        init = pod_spec(sts)["initContainers"][0]
+        main = pod_spec(sts)["containers"][0]
+        secrets = deploy / "k8s/overlays/dev/secrets/nats"
+        env = {e["name"]: secrets / e["valueFrom"]["secretKeyRef"]["key"] for e in main["env"]}
+        nats_config("k8s dev", init["command"][2], env, {
+            "/etc/nats-template/": deploy / "k8s/components/in-cluster-data/nats",
+            "/run/secrets/nats/": secrets,
+        }, main["args"])
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. Render and validate Kubernetes objects.
 
@@ -955,6 +1005,7 @@ def main() -> int:
         base = kustomize(a.tools, deploy, "k8s/base")
         dev = kustomize(a.tools, deploy, "k8s/overlays/dev")
         prod = kustomize(a.tools, deploy, "k8s/overlays/prod")
+        nats_configs(deploy, conf, dev)
     helm_dev = helm(None)
     helm_prod = helm("values-prod.yaml")
     for what, docs, data in [("k8s base", base, False), ("k8s dev", dev, True), ("k8s prod", prod, False),
