@@ -4,6 +4,7 @@
 mod bd;
 mod bench;
 mod cli;
+mod deploy;
 mod llm;
 mod projects;
 mod readme;
