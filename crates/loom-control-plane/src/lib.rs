@@ -26,6 +26,7 @@ mod dispatcher;
 mod error;
 mod relay;
 mod results;
+mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -9,3 +9,4 @@ mod readme;
 mod sandbox;
 mod serve;
 mod support;
+mod web;
