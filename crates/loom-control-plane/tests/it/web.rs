@@ -67,7 +67,9 @@ async fn web_ui_logs_in_renders_by_role_and_writes_through_the_api() {
     assert_eq!(status, StatusCode::OK);
     let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
     assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
-    assert!(board.contains("&lt;script&gt;alert(1)&lt;/script&gt; fix login") && !board.contains("<script>alert"));
+    let escaped = board.lines().find(|l| l.contains("fix login")).unwrap_or_default();
+    assert!(escaped.contains("&#60;script&#62;alert(1)&#60;/script&#62; fix login"), "{escaped}");
+    assert!(!board.contains("<script>alert"));
     assert!(!board.contains(" style=") && !board.contains("<script>"), "no inline style or script");
     assert!(board.contains("New bead") && board.contains(&format!("action=\"/ui/beads/{id}/close\"")));
     assert!(board.contains("data-column=\"ready\""), "{board}");
