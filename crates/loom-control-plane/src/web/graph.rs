@@ -78,7 +78,7 @@ pub(crate) fn svg(center: &Bead, beads: &HashMap<BeadId, Bead>, waiting: &HashMa
     let mut out = String::new();
     let _ = write!(
         out,
-        r#"<svg class="graph" viewBox="-2 -2 {} {}" role="img" aria-label="Dependency graph of {}">"#,
+        r#"<svg class="graph" viewBox="-2 -2 {} {}" role="group" aria-label="Dependency graph of {}">"#,
         width + 4,
         height + 4,
         center.id

@@ -199,7 +199,7 @@ async function main() {
     check((await vpage.getByRole("button", { name: "Edit" }).count()) === 0, "a viewer sees no Edit button");
     check((await vpage.getByRole("button", { name: /Reopen|Close/ }).count()) === 0, "a viewer sees no Close/Reopen");
     await vpage.goto(BASE + "/ui/projects");
-    check((await vpage.getByRole("button", { name: /Pause|Resume/ }).count()) === 0, "a viewer cannot pause projects");
+    check((await vpage.getByRole("button", { name: /^(Pause|Resume) (demo|bulk)$/ }).count()) === 0, "a viewer cannot pause projects");
     await vpage.goto(BASE + "/ui/list?project=demo");
     check((await vpage.getByRole("button", { name: "Apply to selected" }).count()) === 0, "a viewer has no bulk actions");
 
