@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use super::Web;
-use super::session::{Session, check_csrf};
+use super::session::{CsrfRefused, Session, check_csrf};
 use super::view::FormData;
 
 /// What the API answered.
@@ -65,7 +65,7 @@ fn next(form: &FormData) -> String {
 }
 
 /// Parses the body and checks its CSRF token.
-fn form_of(session: &Session, headers: &HeaderMap, body: &[u8]) -> Result<FormData, Response> {
+fn form_of(session: &Session, headers: &HeaderMap, body: &[u8]) -> Result<FormData, CsrfRefused> {
     let form = FormData::parse(body);
     check_csrf(session, headers, Some(&form))?;
     Ok(form)
@@ -120,7 +120,7 @@ pub(crate) async fn create(
 ) -> Response {
     let form = match form_of(&session, &headers, &body) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let back = next(&form);
     let request = (|| {
@@ -161,7 +161,7 @@ pub(crate) async fn edit(
 ) -> Response {
     let form = match form_of(&session, &headers, &body) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let back = next(&form);
     let mut patch = json!({
@@ -196,7 +196,7 @@ pub(crate) async fn transition(
 ) -> Response {
     let form = match form_of(&session, &headers, &body) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let back = next(&form);
     let result = apply(&web, &session, &id, &action, None).await;
@@ -231,7 +231,7 @@ pub(crate) async fn bulk(
 ) -> Response {
     let form = match form_of(&session, &headers, &body) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let back = next(&form);
     let action = text(&form, "action");
@@ -273,7 +273,7 @@ pub(crate) async fn project(
 ) -> Response {
     let form = match form_of(&session, &headers, &body) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let back = next(&form);
     if action != "pause" && action != "resume" {

@@ -134,3 +134,78 @@ pub(crate) fn svg(center: &Bead, beads: &HashMap<BeadId, Bead>, waiting: &HashMa
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use loom_domain::{NewBead, ProjectId};
+
+    fn bead(id: &str, title: &str, blocked_by: &[&str], status: Status) -> Bead {
+        let now = Utc::now();
+        let new = NewBead::new(ProjectId::parse("demo").unwrap(), title);
+        Bead {
+            id: BeadId::parse(id).unwrap(),
+            project_id: new.project_id,
+            title: new.title,
+            description: String::new(),
+            bead_type: new.bead_type,
+            priority: new.priority,
+            status,
+            assignee: None,
+            tags: vec![],
+            context: Default::default(),
+            parent: None,
+            blocked_by: blocked_by.iter().map(|b| BeadId::parse(b).unwrap()).collect(),
+            attempts: 0,
+            last_error: None,
+            close_reason: None,
+            dispatch_id: None,
+            lease_expires_at: None,
+            started_at: None,
+            started_by: None,
+            not_before: None,
+            created_at: now,
+            updated_at: now,
+            closed_at: None,
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn the_graph_draws_upstream_left_and_downstream_right() {
+        // dm-1 ← dm-2 ← dm-3 ← dm-4, and an unrelated dm-9; centred on dm-3.
+        let beads: HashMap<BeadId, Bead> = [
+            bead("dm-1", "base", &[], Status::Closed),
+            bead("dm-2", "middle", &["dm-1"], Status::Open),
+            bead("dm-3", "<centre>", &["dm-2"], Status::Open),
+            bead("dm-4", "top", &["dm-3"], Status::Open),
+            bead("dm-9", "unrelated", &[], Status::Open),
+        ]
+        .into_iter()
+        .map(|b| (b.id.clone(), b))
+        .collect();
+        let mut waiting: HashMap<BeadId, Vec<BeadId>> = HashMap::new();
+        for b in beads.values() {
+            for x in &b.blocked_by {
+                waiting.entry(x.clone()).or_default().push(b.id.clone());
+            }
+        }
+        let center = &beads[&BeadId::parse("dm-3").unwrap()];
+        let svg = svg(center, &beads, &waiting);
+        let x_of = |id: &str| {
+            let at = svg.find(&format!("href=\"/ui/beads/{id}\"")).unwrap_or_else(|| panic!("{id} drawn: {svg}"));
+            let rect = &svg[at..];
+            let x = &rect[rect.find("<rect x=\"").unwrap() + 9..];
+            x[..x.find('"').unwrap()].parse::<i32>().unwrap()
+        };
+        assert!(x_of("dm-1") < x_of("dm-2") && x_of("dm-2") < x_of("dm-3") && x_of("dm-3") < x_of("dm-4"), "{svg}");
+        assert!(!svg.contains("dm-9"), "only the neighbourhood is drawn");
+        assert!(
+            svg.contains("class=\"up closed\"") && svg.contains("class=\"self\"") && svg.contains("class=\"down\"")
+        );
+        assert!(svg.contains("&lt;centre&gt;") && !svg.contains("<centre>"), "titles are escaped");
+        assert_eq!(svg.matches("<line").count(), 3);
+        assert!(super::svg(&beads[&BeadId::parse("dm-9").unwrap()], &beads, &waiting).is_empty());
+    }
+}

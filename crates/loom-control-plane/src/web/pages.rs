@@ -658,7 +658,7 @@ async fn timeline(web: &Web, bead: &Bead, attempts: &[Attempt]) -> Result<Vec<Ti
         }
         after = page.next;
     }
-    items.sort_by(|a, b| b.at.cmp(&a.at));
+    items.sort_by_key(|i| std::cmp::Reverse(i.at));
     Ok(items)
 }
 

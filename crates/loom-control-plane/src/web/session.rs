@@ -78,7 +78,7 @@ async fn authenticate(web: &Web, headers: &HeaderMap) -> Result<Option<Session>,
         return Ok(Some(Session { key: None, name: "anonymous".into(), role: Role::Admin, csrf }));
     }
     let Some(secret) = cookie(headers, COOKIE) else { return Ok(None) };
-    Ok(session_for(web, secret).await?)
+    session_for(web, secret).await
 }
 
 async fn session_for(web: &Web, secret: &str) -> Result<Option<Session>, crate::Error> {
@@ -122,11 +122,21 @@ fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// A write refused before it reached the API: cross-site, or without the session's CSRF token.
+#[derive(Debug)]
+pub(crate) struct CsrfRefused(&'static str);
+
+impl IntoResponse for CsrfRefused {
+    fn into_response(self) -> Response {
+        (StatusCode::FORBIDDEN, self.0).into_response()
+    }
+}
+
 /// Refuses a write whose CSRF token (form field `csrf`, else header `X-CSRF-Token`) is not the
 /// session's, or that a browser says came from another site.
-pub(crate) fn check_csrf(session: &Session, headers: &HeaderMap, form: Option<&FormData>) -> Result<(), Response> {
+pub(crate) fn check_csrf(session: &Session, headers: &HeaderMap, form: Option<&FormData>) -> Result<(), CsrfRefused> {
     if cross_site(headers) {
-        return Err((StatusCode::FORBIDDEN, "cross-site request refused").into_response());
+        return Err(CsrfRefused("cross-site request refused"));
     }
     let given = form
         .and_then(|f| f.get("csrf"))
@@ -135,7 +145,7 @@ pub(crate) fn check_csrf(session: &Session, headers: &HeaderMap, form: Option<&F
     if same(given, &session.csrf) {
         Ok(())
     } else {
-        Err((StatusCode::FORBIDDEN, "missing or wrong CSRF token: reload the page and try again").into_response())
+        Err(CsrfRefused("missing or wrong CSRF token: reload the page and try again"))
     }
 }
 
@@ -210,7 +220,7 @@ pub(crate) async fn login(
 pub(crate) async fn logout(session: Session, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     let form = FormData::parse(&body);
     if let Err(r) = check_csrf(&session, &headers, Some(&form)) {
-        return r;
+        return r.into_response();
     }
     let mut r = Redirect::to("/ui/login").into_response();
     let clear = format!("{COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0");

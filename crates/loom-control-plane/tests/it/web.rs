@@ -71,7 +71,7 @@ async fn web_ui_logs_in_renders_by_role_and_writes_through_the_api() {
     assert!(escaped.contains("&#60;script&#62;alert(1)&#60;/script&#62; fix login"), "{escaped}");
     assert!(!board.contains("<script>alert"));
     assert!(!board.contains(" style=") && !board.contains("<script>"), "no inline style or script");
-    assert!(board.contains("New bead") && board.contains(&format!("action=\"/ui/beads/{id}/close\"")));
+    assert!(board.contains("New bead") && board.contains(&format!("formaction=\"/ui/beads/{id}/close\"")));
     assert!(board.contains("data-column=\"ready\""), "{board}");
 
     // A viewer sees no write control, and a write it forges anyway is refused by the API.
@@ -123,6 +123,35 @@ async fn web_ui_logs_in_renders_by_role_and_writes_through_the_api() {
     assert_eq!(status, StatusCode::OK);
     assert!(detail.contains("<h1>Plan</h1>") && detail.contains("<em>bold</em>"), "{detail}");
     assert!(!detail.contains("<img") && detail.contains("&lt;img"), "raw HTML is shown as text");
+    // The edit dialog's form patches the bead.
+    let edited = form(
+        &browser(),
+        &format!("{}/ui/beads/{new_id}/edit", c.cp.url),
+        Some(&admin),
+        &format!(
+            "csrf={token}&title=renamed&description=&type=chore&priority=3&assignee=alice&tags=&next=%2Fui%2Fboard"
+        ),
+    )
+    .await;
+    assert_eq!(edited.status(), StatusCode::SEE_OTHER);
+    let bead = c.get(&format!("/api/v1/beads/{new_id}")).await;
+    assert_eq!(
+        (&bead["title"], &bead["type"], &bead["priority"], &bead["assignee"]),
+        (&json!("renamed"), &json!("chore"), &json!(3), &json!("alice")),
+        "{bead}"
+    );
+    // Bulk: reprioritise two beads at once; a redispatch of beads that do not run is refused, each named.
+    let bulk = format!("{}/ui/bulk", c.cp.url);
+    let both = format!("csrf={token}&ids={id}&ids={new_id}&next=%2Fui%2Flist");
+    let reprioritised = form(&browser(), &bulk, Some(&admin), &format!("{both}&action=priority&priority=0")).await;
+    assert_eq!(reprioritised.status(), StatusCode::SEE_OTHER);
+    for b in [&id, &new_id.to_owned()] {
+        assert_eq!(c.get(&format!("/api/v1/beads/{b}")).await["priority"], 0);
+    }
+    let refused = form(&browser(), &bulk, Some(&admin), &format!("{both}&action=redispatch")).await;
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    let text = refused.text().await.unwrap();
+    assert!(text.contains(&id) && text.contains(new_id) && text.contains("only a running bead"), "{text}");
     // A refused create shows the API's reason.
     let bad = form(
         &browser(),

@@ -194,7 +194,7 @@ async function main() {
     const vpage = await login(vctx, viewer, "viewer");
     await vpage.goto(BASE + "/ui/board?project=demo");
     check((await vpage.getByRole("button", { name: "New bead" }).count()) === 0, "a viewer sees no New bead button");
-    check((await vpage.locator("li.card form").count()) === 0, "a viewer sees no transition buttons on cards");
+    check((await vpage.locator("li.card button").count()) === 0, "a viewer sees no transition buttons on cards");
     await vpage.goto(BASE + `/ui/beads/${id}`);
     check((await vpage.getByRole("button", { name: "Edit" }).count()) === 0, "a viewer sees no Edit button");
     check((await vpage.getByRole("button", { name: /Reopen|Close/ }).count()) === 0, "a viewer sees no Close/Reopen");
