@@ -24,8 +24,28 @@
     badge.setAttribute("data-state", state);
     badge.textContent = state === "live" ? "Live" : state === "paused" ? "Paused" : state === "reconnecting" ? "Reconnecting…" : "Connecting…";
   }
+  // A re-render replaces the live region's elements: keep keyboard focus on "the same" control.
+  var refocus = null;
+  function focusKey() {
+    var a = document.activeElement;
+    if (!a || a === body) return null;
+    if (a.id) return "#" + CSS.escape(a.id);
+    var card = a.closest("[data-bead]");
+    if (!card) return null;
+    var sel = '[data-bead="' + CSS.escape(card.getAttribute("data-bead")) + '"] ';
+    if (a.getAttribute("formaction")) return sel + '[formaction="' + CSS.escape(a.getAttribute("formaction")) + '"]';
+    if (a.getAttribute("href")) return sel + 'a[href="' + CSS.escape(a.getAttribute("href")) + '"]';
+    return null;
+  }
+  body.addEventListener("htmx:afterSettle", function () {
+    if (!refocus) return;
+    var el = document.querySelector(refocus);
+    refocus = null;
+    if (el && document.activeElement !== el) el.focus();
+  });
   function refresh() {
     pending = false;
+    refocus = focusKey();
     if (window.htmx) window.htmx.trigger(body, "loom:changed");
   }
   function connect() {

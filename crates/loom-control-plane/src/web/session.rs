@@ -196,7 +196,10 @@ pub(crate) async fn login(
     let key = form.get("key").unwrap_or_default().trim().to_owned();
     match session_for(&web, &key).await {
         Ok(Some(_)) => {
-            let cookie = format!("{COOKIE}={key}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={MAX_AGE_SECS}");
+            // `Secure` when the browser came over HTTPS (a TLS-terminating proxy says so).
+            let https = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) == Some("https");
+            let secure = if https { "; Secure" } else { "" };
+            let cookie = format!("{COOKIE}={key}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={MAX_AGE_SECS}{secure}");
             let mut r = Redirect::to("/ui/board").into_response();
             if let Ok(v) = HeaderValue::from_str(&cookie) {
                 r.headers_mut().insert(header::SET_COOKIE, v);

@@ -145,13 +145,25 @@ async function main() {
 
     // The failing bead blocks (one attempt: LOOM_DISPATCH__MAX_ATTEMPTS=1); its reason shows.
     await until("the failing bead to block", 90000, async () => (await api("GET", `/api/v1/beads/${failing.id}`)).status === "blocked");
+    const waiter = await api("POST", "/api/v1/beads", { project_id: "demo", title: "waits on the failing one", blocked_by: [failing.id] });
     await page.goto(BASE + "/ui/board?project=demo");
+    check(await page.locator(`section[data-column="open"] li.card[data-bead="${waiter.id}"]`).isVisible(), "a bead waiting on a blocked one is Open, not Ready");
     const blockedCard = page.locator(`section[data-column="blocked"] li.card[data-bead="${failing.id}"]`);
     check(await blockedCard.isVisible(), "the failed bead is in the Blocked column");
     check(((await blockedCard.locator(".reason").textContent()) || "").length > 0, "the Blocked card shows its reason");
     await page.goto(BASE + `/ui/beads/${failing.id}`);
     const reason = await page.locator("[data-testid=last-error]").textContent();
     check(reason.includes("Blocked"), `the blocked bead's detail shows why: ${reason.trim()}`);
+    check((await page.locator(`svg.graph a.down[href="/ui/beads/${waiter.id}"]`).count()) === 1, "the dependency graph shows the bead waiting downstream");
+
+    // A bulk action from the filtered list: reprioritise the waiting bead.
+    await page.goto(BASE + "/ui/list?project=demo&q=" + encodeURIComponent("waits on"));
+    check((await page.locator("tbody tr").count()) === 1, "the list's search filters the beads");
+    await page.getByLabel(`Select ${waiter.id}`, { exact: true }).check();
+    await page.getByLabel("Action", { exact: true }).selectOption("priority");
+    await page.getByLabel("Priority", { exact: true }).selectOption("0");
+    await Promise.all([page.waitForURL(/\/ui\/list/), page.getByRole("button", { name: "Apply to selected" }).click()]);
+    check((await api("GET", `/api/v1/beads/${waiter.id}`)).priority === 0, "the bulk action reprioritised the selected bead");
 
     // Every other view, at both widths, with axe.
     for (const [view, path] of [
