@@ -11,13 +11,14 @@
   var backoff = 1000;
   var userPaused = false;
   var pending = false;
+  var userPausedByDrag = false;
 
   function dialogOpen() {
     return document.querySelector("dialog[open]") !== null;
   }
   function paused() {
     // A selection in the bulk list would be lost by a re-render: wait until it is used or cleared.
-    return userPaused || dialogOpen() || document.querySelector("input[name=ids]:checked") !== null;
+    return userPaused || userPausedByDrag || dialogOpen() || document.querySelector("input[name=ids]:checked") !== null;
   }
   function setBadge(state) {
     if (!badge) return;
@@ -118,6 +119,42 @@
       });
     }
     if (e.target.name === "ids" || e.target.id === "select-all") resumeIfIdle();
+  });
+  // Drag a card onto a column: does what that column's button on the card would (only a legal
+  // transition has a button; a drop with none does nothing). Buttons stay for the keyboard.
+  var dragging = null;
+  var dropAction = { closed: ["close"], open: ["reopen", "redispatch"], ready: ["reopen", "redispatch"] };
+  document.addEventListener("dragstart", function (e) {
+    var card = e.target.closest && e.target.closest("li.card[draggable]");
+    if (!card) return;
+    dragging = card;
+    userPausedByDrag = true;
+    e.dataTransfer.effectAllowed = "move";
+    e.dataTransfer.setData("text/plain", card.getAttribute("data-bead"));
+  });
+  document.addEventListener("dragend", function () {
+    dragging = null;
+    userPausedByDrag = false;
+    resumeIfIdle();
+  });
+  function dropButton(column) {
+    if (!dragging || !column) return null;
+    var actions = dropAction[column.getAttribute("data-column")] || [];
+    for (var i = 0; i < actions.length; i++) {
+      var b = dragging.querySelector('button[formaction$="/' + actions[i] + '"]');
+      if (b) return b;
+    }
+    return null;
+  }
+  document.addEventListener("dragover", function (e) {
+    if (dropButton(e.target.closest && e.target.closest("section.column"))) e.preventDefault();
+  });
+  document.addEventListener("drop", function (e) {
+    var b = dropButton(e.target.closest && e.target.closest("section.column"));
+    if (b) {
+      e.preventDefault();
+      b.click();
+    }
   });
   setBadge("connecting");
   connect();

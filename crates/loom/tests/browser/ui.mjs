@@ -165,6 +165,15 @@ async function main() {
     await Promise.all([page.waitForURL(/\/ui\/list/), page.getByRole("button", { name: "Apply to selected" }).click()]);
     check((await api("GET", `/api/v1/beads/${waiter.id}`)).priority === 0, "the bulk action reprioritised the selected bead");
 
+    // Drag the waiting bead onto Closed: the card's legal Close, without its button.
+    await page.goto(BASE + "/ui/board?project=demo");
+    await Promise.all([
+      page.waitForURL(/\/ui\/board/, { waitUntil: "load" }),
+      page.locator(`li.card[data-bead="${waiter.id}"]`).dragTo(page.locator('section[data-column="closed"]')),
+    ]);
+    await until("the dragged bead to close", 10000, async () => (await api("GET", `/api/v1/beads/${waiter.id}`)).status === "closed");
+    check(true, "dragging a card onto Closed closes the bead");
+
     // Every other view, at both widths, with axe.
     for (const [view, path] of [
       ["list", "/ui/list?project=demo"],
