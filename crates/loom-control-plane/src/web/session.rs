@@ -207,6 +207,7 @@ pub(crate) async fn login(
             r
         }
         Ok(None) => {
+            tracing::warn!(target: "audit", "web UI login refused: unknown or revoked API key");
             let mut r = login_html(Some("That key is unknown or revoked.".into())).into_response();
             *r.status_mut() = StatusCode::UNAUTHORIZED;
             r
