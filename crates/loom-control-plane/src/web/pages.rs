@@ -25,6 +25,8 @@ use crate::api::ApiQuery;
 const MAX_BEADS: usize = 5000;
 /// Cards a board column shows at most; the rest are counted.
 const MAX_CARDS: usize = 1000;
+/// Cards the Closed column shows at most (the most recently closed).
+const MAX_CLOSED: usize = 100;
 
 /// What every page's frame shows.
 pub(crate) struct Chrome {
@@ -253,7 +255,8 @@ fn columns(session: &Session, sel: &Selection, q: &BoardQuery) -> Columns {
         let i = Column::ALL.iter().position(|c| c == column).unwrap_or(0);
         let col = &mut columns[i];
         col.total += 1;
-        if col.cards.len() < MAX_CARDS {
+        let cap = if *column == Column::Closed { MAX_CLOSED } else { MAX_CARDS };
+        if col.cards.len() < cap {
             col.cards.push(Card::of(bead, *column));
         } else {
             col.hidden += 1;
