@@ -59,7 +59,8 @@ fn refused(session: &Session, r: Refused, back: &str) -> Response {
 /// Where to go after a write: the form's `next` when it is a UI path, else the board.
 fn next(form: &FormData) -> String {
     match form.get("next") {
-        Some(n) if n.starts_with("/ui/") && !n.starts_with("//") && !n.contains(['\\', '\r', '\n']) => n.to_owned(),
+        // A path of this UI, in visible ASCII only (a valid `Location`, never another site).
+        Some(n) if n.starts_with("/ui/") && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') => n.to_owned(),
         _ => "/ui/board".to_owned(),
     }
 }
@@ -282,4 +283,28 @@ pub(crate) async fn project(
     }
     let path = format!("/api/v1/projects/{}/{action}", super::view::enc(&id));
     done(call(&web, &session, Method::POST, &path, None).await, &session, back)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_returns_only_to_a_path_of_the_ui() {
+        let next_of = |v: &str| next(&FormData(vec![("next".into(), v.into())]));
+        assert_eq!(next_of("/ui/beads/dm-1"), "/ui/beads/dm-1");
+        assert_eq!(next_of("/ui/board?project=a&q=x%20y"), "/ui/board?project=a&q=x%20y");
+        for bad in [
+            "https://evil.example/ui/",
+            "//evil.example",
+            "/ui/\\evil",
+            "/ui/a b",
+            "/ui/\u{1}",
+            "/api/v1/keys",
+            "/ui/é",
+        ] {
+            assert_eq!(next_of(bad), "/ui/board", "{bad:?}");
+        }
+        assert_eq!(next(&FormData::default()), "/ui/board");
+    }
 }
