@@ -103,11 +103,28 @@ ensure_deploy_tools() {
   printf '%s' "$want" > "$stamp"
 }
 
+# Browser tests of the web UI (issue 17; crates/loom/tests/it/web.rs): Debian's chromium, node and
+# npm, and the npm packages of crates/loom/tests/browser (playwright-core, axe-core) installed
+# from its committed package-lock.json into its node_modules. Each only when missing. Set
+# LOOM_SKIP_BROWSER_TESTS=1 to skip the browser test (and these installs) on purpose.
+ensure_browser_tests() {
+  if [ "${LOOM_SKIP_BROWSER_TESTS:-}" = 1 ]; then say "LOOM_SKIP_BROWSER_TESTS=1: no browser test"; return; fi
+  [ -x /usr/bin/chromium ] || [ -n "${CHROMIUM:-}" ] || apt_install chromium
+  command -v node >/dev/null || apt_install nodejs
+  command -v npm >/dev/null || apt_install npm
+  local dir=crates/loom/tests/browser
+  if [ ! -d "$dir/node_modules/playwright-core" ] || [ ! -d "$dir/node_modules/axe-core" ]; then
+    say "installing the browser test's npm packages (npm ci in $dir)"
+    (cd "$dir" && npm ci --no-audit --no-fund --silent) || die "npm ci in $dir failed (is the npm registry reachable?)"
+  fi
+}
+
 command -v cargo >/dev/null || die "cargo is missing: install the Rust toolchain named in rust-toolchain.toml"
 command -v git >/dev/null || apt_install git   # the agent's tests work on real repositories
 command -v bwrap >/dev/null || apt_install bubblewrap   # bead commands run in its sandbox
 ensure_postgres
 ensure_nats
 ensure_deploy_tools
+ensure_browser_tests
 say "PostgreSQL and NATS (JetStream) are up; running the tests"
 cargo test --workspace "$@"

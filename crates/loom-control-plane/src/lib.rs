@@ -6,6 +6,8 @@
 //! Invariants:
 //! - Every route is authenticated by a bearer API key and authorised by role (viewer reads,
 //!   operator changes, admin manages keys), unless started with `insecure_no_auth` on loopback.
+//!   The web UI (`web`, at `/ui/`) authenticates by a session cookie holding such a key and sends
+//!   every write through those routes.
 //! - The store is the source of truth; the control plane holds no state a restart would lose.
 //!   A claim and its task commit together (outbox); an outbox row is marked sent only after
 //!   JetStream stored its message, with `Nats-Msg-Id = dispatch_id`, so when both the publisher
@@ -27,6 +29,7 @@ mod dispatcher;
 mod error;
 mod relay;
 mod results;
+mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

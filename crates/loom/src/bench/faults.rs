@@ -117,6 +117,8 @@ struct Output {
     invariants_failed: Vec<&'static str>,
     invariants: Vec<Invariant>,
     faults: BTreeMap<String, FaultSummary>,
+    /// Loom services that exited on their own (not by a fault) and were started again.
+    unexpected_exits: Vec<String>,
     settled_after_last_fault_ms: u64,
     seconds: f64,
     dir: Option<String>,
@@ -191,6 +193,9 @@ fn print(output: &Output, report: &Report, json: bool) -> anyhow::Result<()> {
         let sample: Vec<&String> = v.offending.iter().take(5).collect();
         println!("  {} {:<4} {} {:?}", v.name, if v.pass { "PASS" } else { "FAIL" }, v.what, sample);
     }
+    if !output.unexpected_exits.is_empty() {
+        println!("  exited on their own and were started again: {:?}", output.unexpected_exits);
+    }
     for (kind, f) in &output.faults {
         println!(
             "  {kind:<12} x{:<3} recovery p50 {:.0} ms, p99 {:.0} ms",
@@ -212,13 +217,15 @@ async fn drive(args: &FaultsArgs, plan: &Plan, dir: &Path) -> anyhow::Result<(Ou
     let project = ProjectId::parse(PROJECT)?;
     let up = schedule::Up::new(cluster.cp_urls.len());
     let cp_urls = cluster.cp_urls.clone();
+    let mut exits = Vec::new();
     let (created, last_fault) = tokio::join!(
         schedule::produce(plan, &cp_urls, &up, &effects, &recorder),
-        schedule::inject(plan, &mut cluster, &up, &store, &bus, &recorder),
+        schedule::inject(plan, &mut cluster, &up, &store, &bus, &recorder, &mut exits),
     );
     created?;
     let last_fault = last_fault?;
     let settled_at = schedule::settle(&store, &project, last_fault + SETTLE_WITHIN).await?;
+    exits.extend(cluster.revive()?);
     let settled_after_last_fault_ms = settled_at.saturating_duration_since(last_fault).as_millis() as u64;
     // Let acks of the last results land before reading what the system left behind.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -236,7 +243,8 @@ async fn drive(args: &FaultsArgs, plan: &Plan, dir: &Path) -> anyhow::Result<(Ou
     cluster.stop().await;
     let report = check(&entries, SETTLE_WITHIN);
     std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
-    let output = summarize(plan, &cluster, &entries, &report, settled_after_last_fault_ms);
+    let mut output = summarize(plan, &cluster, &entries, &report, settled_after_last_fault_ms);
+    output.unexpected_exits = exits;
     Ok((output, report))
 }
 
@@ -300,6 +308,7 @@ fn summarize(plan: &Plan, cluster: &Cluster, entries: &[Entry], report: &Report,
         invariants_failed: report.failed(),
         invariants,
         faults,
+        unexpected_exits: Vec::new(),
         settled_after_last_fault_ms: settled_ms,
         seconds: 0.0,
         dir: None,

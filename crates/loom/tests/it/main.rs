@@ -11,3 +11,4 @@ mod readme;
 mod sandbox;
 mod serve;
 mod support;
+mod web;
