@@ -89,3 +89,36 @@ fn serve_db_behind_pgbouncer_leaves_migrations_to_loom_db_migrate() {
     drop(group);
     drop(db);
 }
+
+/// A control plane started while its NATS is down (restarting, not up yet) waits for it, says so,
+/// and serves once NATS is back — it does not exit, as it once did (found by the fault suite:
+/// an agent restarted during a NATS kill exited on its own).
+#[test]
+fn a_service_started_while_nats_is_down_waits_for_it() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut nats = runtime.block_on(loom_faults::NatsServer::start()).unwrap();
+    runtime.block_on(nats.kill()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let key = dir.path().join("task-signing.pem");
+    std::fs::write(&key, loom_bus::SigningKey::generate_pem().0).unwrap();
+    let key = key.display().to_string();
+    let env = [("LOOM_NATS_URL", nats.url()), ("RUST_LOG", "warn".into()), ("LOOM_BUS__TASK_SIGNING_KEY", key)];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut cmd = fresh(LOOM, dir.path(), &env);
+    cmd.args(["serve", "control-plane", "--listen", &listen]);
+    let (mut group, output) = Group::spawn(cmd);
+    output.wait_for("a wait for NATS", Duration::from_secs(30), |l| l.contains("NATS is not reachable yet"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(group.0.try_wait().unwrap().is_none(), "it exited while NATS was down: {}", output.text());
+    runtime.block_on(nats.start_again()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if std::net::TcpStream::connect(&listen).is_ok() && get(&listen, "/readyz").0 == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not ready after NATS came back: {}", output.text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(group);
+}
