@@ -233,10 +233,13 @@ async fn drive(args: &FaultsArgs, plan: &Plan, dir: &Path) -> anyhow::Result<(Ou
     let t_end = recorder.now_ms();
     // The effect log's times are wall-clock ms; the recorder's are from its start.
     let epoch_ms = (chrono::Utc::now().timestamp_millis() as u64).saturating_sub(t_end);
-    let log = std::fs::read_to_string(&effects).unwrap_or_default();
-    entries.extend(history::parse_effect_log(&log, epoch_ms));
+    // The store first, then the effect log: a bead's effect is committed before its result, so
+    // every bead the store shows closed has its effect in the log read after (should a run end
+    // at the settle deadline with work still moving, the history still has no false gaps).
     entries.extend(sources::events(&store, epoch).await?);
     entries.extend(sources::finals(&store, &project, t_end).await?);
+    let log = std::fs::read_to_string(&effects).unwrap_or_default();
+    entries.extend(history::parse_effect_log(&log, epoch_ms));
     entries.extend(sources::dead_letters(&bus, t_end).await?);
     entries.sort_by_key(|e| e.t_ms);
     history::write_jsonl(&dir.join("history.jsonl"), &entries)?;
