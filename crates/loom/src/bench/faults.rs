@@ -233,11 +233,12 @@ async fn drive(args: &FaultsArgs, plan: &Plan, dir: &Path) -> anyhow::Result<(Ou
     let t_end = recorder.now_ms();
     // The effect log's times are wall-clock ms; the recorder's are from its start.
     let epoch_ms = (chrono::Utc::now().timestamp_millis() as u64).saturating_sub(t_end);
-    // The store first, then the effect log: a bead's effect is committed before its result, so
-    // every bead the store shows closed has its effect in the log read after (should a run end
-    // at the settle deadline with work still moving, the history still has no false gaps).
-    entries.extend(sources::events(&store, epoch).await?);
+    // The final states first, then the events, then the effect log: what made a bead closed (its
+    // dispatch events, its effect, committed before its result) is then always in the sources
+    // read after it, so a run cut off at the settle deadline with work still moving shows no
+    // false gaps.
     entries.extend(sources::finals(&store, &project, t_end).await?);
+    entries.extend(sources::events(&store, epoch).await?);
     let log = std::fs::read_to_string(&effects).unwrap_or_default();
     entries.extend(history::parse_effect_log(&log, epoch_ms));
     entries.extend(sources::dead_letters(&bus, t_end).await?);
