@@ -4,7 +4,7 @@ mod attempts;
 mod beads;
 mod connectors;
 pub(crate) use connectors::LastConnectors;
-mod events;
+pub(crate) mod events;
 pub(crate) mod openapi;
 mod projects;
 mod system;
@@ -57,6 +57,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/connectors/{id}", get(connectors::get).put(connectors::update).delete(connectors::remove))
         .route("/connectors/{id}/check", post(connectors::check))
         .layer(middleware::from_fn_with_state(shared.clone(), auth::authorize));
+    // The web UI at `/` and `/ui/`; it sends its writes through `api`, in-process.
+    let web = crate::web::router(shared.clone(), api.clone());
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(system::readiness))
@@ -67,6 +69,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(system::metrics))
         .route("/api/v1/openapi.json", get(|| async { axum::Json(openapi::document()) }))
         .nest("/api/v1", api)
+        .merge(web)
         .layer(middleware::from_fn(record_request))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(shared)

@@ -6,6 +6,8 @@
 //! Invariants:
 //! - Every route is authenticated by a bearer API key and authorised by role (viewer reads,
 //!   operator changes, admin manages keys), unless started with `insecure_no_auth` on loopback.
+//!   The web UI (`web`, at `/ui/`) authenticates by a session cookie holding such a key and sends
+//!   every write through those routes.
 //! - The store is the source of truth; the control plane holds no state a restart would lose.
 //!   A claim and its task commit together (outbox); an outbox row is marked sent only after
 //!   JetStream stored its message, with `Nats-Msg-Id = dispatch_id`, so when both the publisher
@@ -21,11 +23,13 @@ pub mod bd;
 mod capacity;
 mod contexts;
 mod counts;
+mod creates;
 mod cursor;
 mod dispatcher;
 mod error;
 mod relay;
 mod results;
+mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -130,6 +134,10 @@ pub(crate) struct Shared {
     pub audit: audit::Audit,
     /// The connectors as last read, shown (marked stale) while the connectors service is down.
     pub connectors_seen: api::LastConnectors,
+    /// API keys found lately, by hash (`auth::KEY_TTL`).
+    pub keys: auth::KeyCache,
+    /// Group commit of creates that are not claimed at once.
+    pub creates: creates::Creates,
 }
 
 impl Shared {
@@ -197,6 +205,8 @@ pub async fn run(
         counts: Default::default(),
         audit,
         connectors_seen: Default::default(),
+        keys: Default::default(),
+        creates: Default::default(),
     });
     let tasks = [
         tokio::spawn(dispatcher::run_leadership(shared.clone(), shutdown.clone())),

@@ -3,9 +3,11 @@
 //! to a terminal. Every bench creates its own scratch database or stream namespace and removes it.
 
 mod agent;
+mod api;
 mod backlog;
 pub mod bus;
 mod connectors;
+pub(crate) mod cpu;
 mod db;
 mod e2e;
 mod faults;
@@ -41,6 +43,9 @@ pub enum BenchCommand {
     Reads(reads::ReadsArgs),
     /// `HealthCheckAll` over 100 connectors, half slow: elapsed ÷ the per-check timeout.
     Connectors(connectors::ConnectorsArgs),
+    /// The HTTP API under load (create, get, ready, SSE subscribers) next to the trivial
+    /// `/healthz` handler of the same process; the control plane's RSS at the end.
+    Api(api::ApiArgs),
 }
 
 /// Options every bench shares.
@@ -62,6 +67,7 @@ pub async fn run(cmd: BenchCommand, config: &Config) -> anyhow::Result<()> {
         BenchCommand::Faults(args) => faults::run(args, config).await,
         BenchCommand::Reads(args) => reads::run(args, config).await,
         BenchCommand::Connectors(args) => connectors::run(args, config).await,
+        BenchCommand::Api(args) => api::run(args, config).await,
     }
 }
 

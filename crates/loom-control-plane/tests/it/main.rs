@@ -8,3 +8,4 @@ mod flow;
 mod projects;
 mod reads;
 mod support;
+mod web;

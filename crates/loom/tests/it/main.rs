@@ -2,11 +2,14 @@
 //! driven through the CLI like a user would.
 
 mod bd;
+mod bench;
 mod cli;
 mod connectors;
+mod deploy;
 mod llm;
 mod projects;
 mod readme;
 mod sandbox;
 mod serve;
 mod support;
+mod web;
