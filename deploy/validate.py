@@ -55,12 +55,6 @@ ROOT = DEPLOY.parent
 # What deploy/ names that the binary on this branch does not have yet, by the issue building it.
 # When the issue is merged, its entry goes (the run prints "pending … now present: drop it").
 PENDING = {
-    "issue 15 (connectors service)": {
-        "subcommands": [("serve", "connectors")],
-        "config_sections": ["connectors"],
-        "env": [],
-        "files": [],
-    },
     "issue 16 (observability)": {
         "subcommands": [],
         "config_sections": [],

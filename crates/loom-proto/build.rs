@@ -14,5 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("loom_db_v1_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure().btree_map(".").compile_fds(fds)?;
+    let connectors = protox::compile(["loom/connectors/v1/connectors.proto"], ["proto"])?;
+    std::fs::write(out.join("loom_connectors_v1_descriptor.bin"), connectors.encode_to_vec())?;
+    tonic_prost_build::configure().btree_map(".").compile_fds(connectors)?;
     Ok(())
 }

@@ -51,6 +51,11 @@ pub struct AgentConfig {
     /// `engineer`); default: the built-in ones ([`Personas::load`] adds a directory's).
     pub personas: Personas,
     pub llm: LlmConfig,
+    /// Resolves LLM providers by connector (`crate::endpoints`); `None` = always `llm`.
+    pub llm_endpoints: Option<std::sync::Arc<dyn crate::endpoints::LlmEndpoints>>,
+    /// The provider of a bead whose project's context names none (`llm_provider`); `None` =
+    /// such beads use `llm`.
+    pub llm_provider: Option<String>,
     /// Checks that a dispatch is still current before a task starts and before its work is
     /// pushed, so two agents never both land work for one bead. `None` = no check.
     pub fence: Option<std::sync::Arc<dyn crate::Fence>>,
@@ -83,6 +88,8 @@ impl AgentConfig {
             push_checks: PushChecks::default(),
             personas: Personas::builtin(),
             llm: LlmConfig::default(),
+            llm_endpoints: None,
+            llm_provider: None,
             fence: None,
             readiness: None,
         }

@@ -6,6 +6,7 @@
 pub(crate) mod runner;
 mod shell;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use loom_bus::{TaskMessage, TaskMetadata};
@@ -63,12 +64,19 @@ impl Outcome {
 pub(crate) struct Executors {
     config: AgentConfig,
     workspace: Option<Workspace>,
-    llm: llm::Client,
+    llm: Arc<llm::Client>,
+    /// LLM endpoints by connector, when configured.
+    endpoints: Option<crate::endpoints::Resolver>,
 }
 
 impl Executors {
     pub(crate) fn new(config: &AgentConfig) -> Result<Executors, Error> {
-        Ok(Executors { config: config.clone(), workspace: Workspace::new(config), llm: llm::Client::new(&config.llm)? })
+        Ok(Executors {
+            config: config.clone(),
+            workspace: Workspace::new(config),
+            llm: Arc::new(llm::Client::new(&config.llm)?),
+            endpoints: config.llm_endpoints.clone().map(crate::endpoints::Resolver::new),
+        })
     }
 
     /// Runs `task` (for `agent`) to an outcome; never fails (a failure is an outcome), never
@@ -86,6 +94,21 @@ impl Executors {
         log.report(&mut outcome.context);
         outcome.executor_time = started.elapsed();
         outcome.capped()
+    }
+
+    /// The LLM endpoint of `task`: the provider its persona names (`llm_provider`), else its
+    /// project's (context `llm_provider`), else the agent's default, resolved through the
+    /// connectors service; else the configured one.
+    async fn llm_client(&self, task: &TaskMessage, persona: &loom_domain::Persona) -> Result<Arc<llm::Client>, Error> {
+        let project = task.task_data.project_context.get("llm_provider").map(String::as_str).filter(|p| !p.is_empty());
+        let named = persona.llm_provider.as_deref().or(project);
+        match (&self.endpoints, named.or(self.config.llm_provider.as_deref())) {
+            (Some(resolver), Some(provider)) => resolver.client(&self.config.llm, provider).await,
+            (None, Some(provider)) if named.is_some() => Err(Error::Config(format!(
+                "the bead's persona or project names the LLM provider {provider}, but this agent has no connectors service"
+            ))),
+            _ => Ok(self.llm.clone()),
+        }
     }
 
     fn kind(&self, meta: &TaskMetadata) -> Result<ExecutorKind, Error> {
@@ -115,7 +138,8 @@ impl Executors {
         let mut outcome = match persona {
             None => shell::run(&runner, task).await?,
             Some(persona) => {
-                let mut outcome = llm::run(&self.config, &self.llm, task, persona, ws, &wt, &runner).await?;
+                let client = self.llm_client(task, persona).await?;
+                let mut outcome = llm::run(&self.config, &client, task, persona, ws, &wt, &runner).await?;
                 outcome.context.insert("persona".into(), persona.name.clone());
                 outcome
             }

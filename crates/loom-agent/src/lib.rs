@@ -37,6 +37,7 @@
 mod agent;
 pub mod bench;
 mod config;
+pub mod endpoints;
 mod error;
 mod executor;
 mod fence;

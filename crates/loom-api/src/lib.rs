@@ -3,6 +3,8 @@
 //! implementation so its clients keep working; unknown request fields are refused, so a typo is
 //! an error rather than silently ignored.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use loom_domain::{
     ApiKey, Bead, BeadId, BeadPrefix, BeadType, ContextMap, Event, GitStrategy, NewBead, NewProject, Priority, Project,
@@ -584,4 +586,89 @@ pub struct MappedId {
     pub line: u64,
     pub from: String,
     pub to: String,
+}
+
+/// A connector as the API shows it: secrets by name, each value `****` (never the secret).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ConnectorDto {
+    pub id: String,
+    /// `llm_provider`, `prometheus`, `grafana`, `jaeger`, `git_host`, `webhook` or `http`.
+    pub kind: String,
+    /// `enabled` or `disabled`.
+    pub mode: String,
+    pub url: String,
+    pub description: String,
+    pub settings: BTreeMap<String, String>,
+    /// The secrets that are set, each shown as `****`.
+    pub secrets: BTreeMap<String, String>,
+    pub event_types: Vec<String>,
+    pub check_interval_ms: u64,
+    pub check_timeout_ms: u64,
+    /// The `expected_version` of the next update.
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub health: ConnectorHealthDto,
+}
+
+/// A connector's health as its last check found it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ConnectorHealthDto {
+    pub connector_id: String,
+    /// `unknown`, `healthy` or `unhealthy`.
+    pub status: String,
+    pub message: String,
+    pub checked_at: Option<DateTime<Utc>>,
+    pub latency_ms: u64,
+    /// An LLM provider's models.
+    pub models: Vec<String>,
+}
+
+/// `POST /connectors`: a new connector; `secrets` are write-only.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorRequest {
+    pub id: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    pub url: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_interval_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_timeout_ms: Option<u64>,
+}
+
+/// `PUT /connectors/{id}`: the connector's new settings, applied only at `expected_version`.
+/// Secrets named in `secrets` are set, those in `remove_secrets` deleted, the others kept.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateConnector {
+    pub expected_version: i64,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    pub url: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove_secrets: Vec<String>,
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_interval_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_timeout_ms: Option<u64>,
 }

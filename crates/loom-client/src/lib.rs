@@ -10,6 +10,7 @@ use loom_api::{
     HandBack, HandedBack, ImportSummary, ProjectDto, ProjectRequest, RenewLease, StartDispatch, StartedDispatch,
     UpdateBead,
 };
+use loom_api::{ConnectorDto, ConnectorHealthDto, ConnectorRequest, UpdateConnector};
 use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -113,6 +114,30 @@ impl Client {
                 .unwrap_or_else(|| Error::Decode("an error without a body".into())));
         }
         Ok(resp.bytes_stream().map(|chunk| chunk.map_err(|e| Error::Decode(format!("the export broke off: {e}")))))
+    }
+
+    pub async fn connectors(&self) -> Result<Vec<ConnectorDto>, Error> {
+        self.get("/connectors").await
+    }
+
+    pub async fn connector(&self, id: &str) -> Result<ConnectorDto, Error> {
+        self.get(&format!("/connectors/{id}")).await
+    }
+
+    pub async fn create_connector(&self, req: &ConnectorRequest) -> Result<ConnectorDto, Error> {
+        self.call(Method::POST, "/connectors", Some(req)).await
+    }
+
+    pub async fn update_connector(&self, id: &str, req: &UpdateConnector) -> Result<ConnectorDto, Error> {
+        self.call(Method::PUT, &format!("/connectors/{id}"), Some(req)).await
+    }
+
+    pub async fn delete_connector(&self, id: &str) -> Result<(), Error> {
+        self.call::<Value>(Method::DELETE, &format!("/connectors/{id}"), None::<&()>).await.map(|_| ())
+    }
+
+    pub async fn check_connector(&self, id: &str) -> Result<ConnectorHealthDto, Error> {
+        self.call(Method::POST, &format!("/connectors/{id}/check"), None::<&()>).await
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {

@@ -2,6 +2,8 @@
 
 mod attempts;
 mod beads;
+mod connectors;
+pub(crate) use connectors::LastConnectors;
 pub(crate) mod events;
 pub(crate) mod openapi;
 mod projects;
@@ -51,6 +53,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/events/stream", get(events::stream))
         .route("/keys", get(system::list_keys).post(system::create_key))
         .route("/keys/{id}", axum::routing::delete(system::revoke_key))
+        .route("/connectors", get(connectors::list).post(connectors::create))
+        .route("/connectors/{id}", get(connectors::get).put(connectors::update).delete(connectors::remove))
+        .route("/connectors/{id}/check", post(connectors::check))
         .layer(middleware::from_fn_with_state(shared.clone(), auth::authorize));
     // The web UI at `/` and `/ui/`; it sends its writes through `api`, in-process.
     let web = crate::web::router(shared.clone(), api.clone());

@@ -28,9 +28,12 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The role a request needs: reads are for viewers, changes for operators, keys for admins.
+/// The role a request needs: reads are for viewers, changes for operators, keys and connector
+/// writes for admins.
 fn required_role(method: &Method, path: &str) -> Role {
-    if path.starts_with("/api/v1/keys") {
+    let connector_write = path.starts_with("/api/v1/connectors") && !path.ends_with("/check");
+    if path.starts_with("/api/v1/keys") || (connector_write && method != Method::GET && method != Method::HEAD) {
+        // Keys, and connectors' writes: both carry secrets.
         Role::Admin
     } else if method == Method::GET || method == Method::HEAD {
         Role::Viewer

@@ -32,6 +32,8 @@ pub enum Error {
     Config(String),
     #[error("io: {0}")]
     Io(String),
+    #[error(transparent)]
+    Connectors(#[from] loom_connectors::Error),
 }
 
 impl Error {
@@ -54,7 +56,20 @@ impl Error {
             Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Error::Connectors(e) => connectors_status(e),
         }
+    }
+}
+
+fn connectors_status(e: &loom_connectors::Error) -> (StatusCode, &'static str) {
+    use loom_connectors::Error as C;
+    match e {
+        C::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid"),
+        C::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        C::AlreadyExists(_) => (StatusCode::CONFLICT, "already_exists"),
+        C::Conflict(_) => (StatusCode::CONFLICT, "version_conflict"),
+        C::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "connectors_unavailable"),
+        C::Sealed(_) | C::Config(_) | C::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
 }
 

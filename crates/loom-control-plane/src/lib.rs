@@ -71,6 +71,9 @@ pub struct Config {
     /// the agent registry): a backlog stays `open` and in priority order until a slot is free.
     /// Off only for agents that do not register.
     pub follow_agent_capacity: bool,
+    /// The connectors service behind `/api/v1/connectors` (in process or over gRPC); `None`:
+    /// those routes answer 503.
+    pub connectors: Option<Arc<dyn loom_connectors::Api>>,
 }
 
 impl Default for Config {
@@ -87,6 +90,7 @@ impl Default for Config {
             instance: default_instance(),
             leader_ttl: Duration::from_secs(10),
             follow_agent_capacity: true,
+            connectors: None,
         }
     }
 }
@@ -128,6 +132,8 @@ pub(crate) struct Shared {
     pub counts: counts::CountsCache,
     /// The audit log of API writes.
     pub audit: audit::Audit,
+    /// The connectors as last read, shown (marked stale) while the connectors service is down.
+    pub connectors_seen: api::LastConnectors,
     /// API keys found lately, by hash (`auth::KEY_TTL`).
     pub keys: auth::KeyCache,
     /// Group commit of creates that are not claimed at once.
@@ -198,6 +204,7 @@ pub async fn run(
         contexts: Default::default(),
         counts: Default::default(),
         audit,
+        connectors_seen: Default::default(),
         keys: Default::default(),
         creates: Default::default(),
     });

@@ -61,15 +61,22 @@ impl fmt::Debug for Token {
 #[derive(Clone, Debug)]
 pub struct CheckToken(pub(crate) Option<Token>);
 
+impl CheckToken {
+    /// Checks `token` on every call; lets everything through with `None`.
+    pub fn new(token: Option<Token>) -> Self {
+        Self(token)
+    }
+}
+
 impl Interceptor for CheckToken {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
         let Some(token) = &self.0 else { return Ok(request) };
         let offered = request.metadata().get("authorization").map(|v| v.as_bytes());
         match offered.and_then(|v| v.strip_prefix(b"Bearer ")) {
             Some(t) if token.matches(t) => Ok(request),
-            Some(_) => Err(Status::unauthenticated("the database service refused the bearer token")),
+            Some(_) => Err(Status::unauthenticated("the service refused the bearer token")),
             None => Err(Status::unauthenticated(
-                "the database service needs a bearer token (authorization: Bearer …; [database] service_token)",
+                "the service needs a bearer token (authorization: Bearer …; [database] / [connectors] service_token)",
             )),
         }
     }
@@ -78,6 +85,13 @@ impl Interceptor for CheckToken {
 /// The client side: adds the bearer token, when there is one, to every call.
 #[derive(Clone, Debug)]
 pub struct SendToken(pub(crate) Option<Token>);
+
+impl SendToken {
+    /// Sends `token`, when there is one, with every call.
+    pub fn new(token: Option<Token>) -> Self {
+        Self(token)
+    }
+}
 
 impl Interceptor for SendToken {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {

@@ -128,7 +128,7 @@ impl ClientTls {
         })
     }
 
-    fn to_tonic(&self) -> ClientTlsConfig {
+    pub(crate) fn to_tonic(&self) -> ClientTlsConfig {
         let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
         if let Some((cert, key)) = &self.identity {
             config = config.identity(Identity::from_pem(cert, key));

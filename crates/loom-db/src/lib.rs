@@ -34,6 +34,7 @@ mod client;
 mod error;
 mod server;
 pub mod status;
+pub mod transport;
 
 pub use auth::Token;
 pub use client::{BreakerConfig, ClientConfig, ClientTls, GrpcStore, RetryPolicy};

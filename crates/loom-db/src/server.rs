@@ -5,9 +5,9 @@
 //! and client authentication (mTLS or a token). Every call is counted and timed per method
 //! (`metrics.rs`); the store probe also drives an optional readiness check for `/readyz`.
 
-mod metrics;
+pub(crate) mod metrics;
 mod service;
-mod tls;
+pub(crate) mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,7 +73,14 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let addr = listener.local_addr().map_err(|e| Error::Config(format!("listener has no address: {e}")))?;
-    check_exposure(addr, &config)?;
+    check_exposure(
+        addr,
+        config.tls.as_ref(),
+        config.token.is_some(),
+        config.insecure_no_tls,
+        "database",
+        "[database] service_token_file or LOOM_DATABASE__SERVICE_TOKEN",
+    )?;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<DatabaseServer<DatabaseService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -105,7 +112,7 @@ pub async fn serve(
         }
         _ => None,
     };
-    let (tls, auth) = security(&config);
+    let (tls, auth) = security(config.tls.as_ref(), config.token.is_some());
     tracing::info!(%addr, tls, auth, reload = reload.is_some(), "database service listening");
     let stopping = shutdown.clone();
     let ready = config.ready.clone();
@@ -143,42 +150,50 @@ pub async fn serve(
 }
 
 /// How the service is protected, for its start-up log line: (TLS, client authentication).
-fn security(config: &ServerConfig) -> (&'static str, &'static str) {
-    let tls = match &config.tls {
+pub(crate) fn security(tls: Option<&ServerTls>, token: bool) -> (&'static str, &'static str) {
+    let tls = match tls {
         None => "off",
         Some(t) if t.is_mutual() => "mutual",
         Some(_) => "server",
     };
-    let auth = match (&config.token, tls) {
-        (Some(_), "mutual") => "token and client certificate",
-        (Some(_), _) => "token",
-        (None, "mutual") => "client certificate",
-        (None, _) => "none",
+    let auth = match (token, tls) {
+        (true, "mutual") => "token and client certificate",
+        (true, _) => "token",
+        (false, "mutual") => "client certificate",
+        (false, _) => "none",
     };
     (tls, auth)
 }
 
-/// Refuses what would expose the store: a non-loopback listener without TLS (unless waived) or
-/// without client authentication.
-fn check_exposure(addr: std::net::SocketAddr, config: &ServerConfig) -> Result<(), Error> {
+/// Refuses what would expose a service: a non-loopback listener without TLS (unless waived) or
+/// without client authentication (mutual TLS or a token). `service` names it in the errors
+/// ("database"), `token_hint` says where its token is configured.
+pub(crate) fn check_exposure(
+    addr: std::net::SocketAddr,
+    tls: Option<&ServerTls>,
+    token: bool,
+    insecure_no_tls: bool,
+    service: &str,
+    token_hint: &str,
+) -> Result<(), Error> {
     if addr.ip().is_loopback() {
         return Ok(());
     }
-    if config.tls.is_none() && !config.insecure_no_tls {
+    if tls.is_none() && !insecure_no_tls {
         return Err(Error::Config(format!(
             "refusing to serve on {addr} without TLS: a listener outside loopback needs --tls-cert and --tls-key \
              (`loom certs dev` makes development ones), or --insecure-no-tls when a service mesh encrypts the traffic"
         )));
     }
-    let mutual = config.tls.as_ref().is_some_and(ServerTls::is_mutual);
-    if !mutual && config.token.is_none() {
+    let mutual = tls.is_some_and(ServerTls::is_mutual);
+    if !mutual && !token {
         return Err(Error::Config(format!(
             "refusing to serve on {addr} without client authentication: set --tls-client-ca (mutual TLS) or a \
-             bearer token ([database] service_token_file or LOOM_DATABASE__SERVICE_TOKEN)"
+             bearer token ({token_hint})"
         )));
     }
-    if config.tls.is_none() {
-        tracing::warn!(%addr, "INSECURE: serving the database service in plaintext outside loopback (--insecure-no-tls)");
+    if tls.is_none() {
+        tracing::warn!(%addr, "INSECURE: serving the {service} service in plaintext outside loopback (--insecure-no-tls)");
     }
     Ok(())
 }

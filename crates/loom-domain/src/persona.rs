@@ -19,6 +19,9 @@ pub struct Persona {
     pub capabilities: Vec<String>,
     /// Optional model override for the LLM executor.
     pub model: Option<String>,
+    /// Optional LLM provider connector (`llm_provider: ID`) the LLM executor resolves for this
+    /// persona's beads, before the project's and the agent's.
+    pub llm_provider: Option<String>,
     /// The markdown body: the system prompt.
     pub instructions: String,
     /// Actions it may not take (`deny: [git_commit, push]`): not offered to the model, refused
@@ -26,7 +29,7 @@ pub struct Persona {
     pub deny: Vec<String>,
 }
 
-const KNOWN_KEYS: &[&str] = &["name", "description", "capabilities", "model", "deny"];
+const KNOWN_KEYS: &[&str] = &["name", "description", "capabilities", "model", "deny", "llm_provider"];
 
 /// The actions a persona can deny: the LLM executor's actions and `push` (landing the work).
 /// `done`, `fail` and `escalate` end a task and cannot be denied.
@@ -82,6 +85,7 @@ impl Persona {
             description,
             capabilities: fields.get("capabilities").cloned().unwrap_or_default(),
             model: fields.get("model").and_then(|v| v.first()).cloned(),
+            llm_provider: fields.get("llm_provider").and_then(|v| v.first()).cloned().filter(|p| !p.is_empty()),
             instructions,
             deny,
         })
@@ -152,6 +156,9 @@ mod tests {
         let text = "---\nname: r\ndescription: d\ndeny: [git_commit, push]\n---\nReview.";
         let p = Persona::parse("r", text).unwrap();
         assert!(p.denies("push") && p.denies("git_commit") && !p.denies("read_file"));
+        assert_eq!(p.llm_provider, None);
+        let p = Persona::parse("r", "---\nname: r\ndescription: d\nllm_provider: big-llm\n---\nReview.").unwrap();
+        assert_eq!(p.llm_provider.as_deref(), Some("big-llm"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! validates (ids, enums, ranges, required fields) and names the offending field.
 
 mod attempts;
+mod connectors;
 mod domain;
 mod error;
 mod store;

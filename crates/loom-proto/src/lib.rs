@@ -1,4 +1,5 @@
-//! The `loom.db.v1` protobuf contract of the database service: the `.proto` files under `proto/`,
+//! The `loom.db.v1` protobuf contract of the database service (and `loom.connectors.v1`, the
+//! connectors service's, in [`connectors`]): the `.proto` files under `proto/`,
 //! the prost messages and tonic client/server generated from them at build time (by protox, so no
 //! `protoc` is needed), and the conversions between wire messages and Loom's domain and store
 //! types.
@@ -24,6 +25,16 @@ pub mod v1 {
     #![allow(missing_docs, missing_debug_implementations, clippy::all, clippy::pedantic)]
     tonic::include_proto!("loom.db.v1");
 }
+
+/// The generated `loom.connectors.v1` messages, `connectors_client` and `connectors_server` (the
+/// connectors service, served by `loom-connectors`).
+pub mod connectors {
+    #![allow(missing_docs, missing_debug_implementations, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("loom.connectors.v1");
+}
+
+/// The encoded `FileDescriptorSet` of `loom.connectors.v1`, for the connectors service's reflection.
+pub const CONNECTORS_FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("loom_connectors_v1_descriptor");
 
 /// `google.rpc.Status`, the envelope of `grpc-status-details-bin`.
 pub mod rpc {

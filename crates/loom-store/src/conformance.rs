@@ -4,6 +4,7 @@
 //! that cleans up when dropped.
 
 mod beads;
+mod connectors;
 mod deps;
 mod dispatch;
 mod import;
@@ -12,6 +13,7 @@ mod results;
 mod start;
 
 pub use beads::*;
+pub use connectors::*;
 pub use deps::*;
 pub use dispatch::*;
 pub use import::*;
@@ -46,7 +48,8 @@ macro_rules! conformance_tests {
             concurrent_starts_each_get_their_answer, results_are_kept_as_attempts,
             a_started_bead_is_assigned_to_its_agent, discovered_beads_are_created_once,
             project_delete_refuses_other_projects_dependents,
-            import_keeps_ids_statuses_times_and_is_idempotent, import_batches_are_all_or_nothing);
+            import_keeps_ids_statuses_times_and_is_idempotent, import_batches_are_all_or_nothing,
+            connectors_are_kept_with_versions, concurrent_connector_updates_have_one_winner);
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
         $(

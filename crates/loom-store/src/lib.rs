@@ -194,6 +194,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<bool>;
     /// Gives the lease up if `holder` holds it, so another may take it at once.
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+
+    /// Every connector, ordered by id.
+    async fn list_connectors(&self) -> Result<Vec<ConnectorRecord>>;
+    /// One connector, or `NotFound`.
+    async fn get_connector(&self, id: &str) -> Result<ConnectorRecord>;
+    /// Stores a new connector at version 1; `AlreadyExists` if the id is taken.
+    async fn create_connector(&self, connector: NewConnector) -> Result<ConnectorRecord>;
+    /// Replaces a connector's kind, settings and sealed secrets if it is still at
+    /// `expected_version`, bumping the version; `NotFound`, or `Conflict` naming both versions.
+    async fn update_connector(&self, expected_version: i64, connector: NewConnector) -> Result<ConnectorRecord>;
+    /// Deletes a connector; `NotFound` if there is none.
+    async fn delete_connector(&self, id: &str) -> Result<()>;
 }
 
 /// Truncates to whole microseconds, the precision both databases keep, so that what a store

@@ -525,3 +525,47 @@ pub enum ImportAction {
     /// The bead was left as it is, for the reason given (it is running under a Loom dispatch).
     Refused(String),
 }
+
+/// A connector as the store keeps it (the connectors service owns what it means): its kind, its
+/// settings (never a secret) and its secrets sealed by the service — the store never sees them
+/// in clear. `version` starts at 1 and is bumped by every update.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConnectorRecord {
+    pub id: String,
+    pub kind: String,
+    pub config: serde_json::Value,
+    pub sealed_secrets: Vec<u8>,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What `create_connector` and `update_connector` write.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewConnector {
+    pub id: String,
+    pub kind: String,
+    pub config: serde_json::Value,
+    pub sealed_secrets: Vec<u8>,
+}
+
+impl NewConnector {
+    /// Refuses what no connector may hold: an empty or over-long id or kind.
+    pub fn validate(&self) -> Result<(), loom_domain::Error> {
+        let bad = |field, reason: &str| Err(loom_domain::Error::Invalid { field, reason: reason.into() });
+        if self.id.is_empty() || self.id.len() > 64 {
+            return bad("connector id", "must be 1 to 64 characters");
+        }
+        if self.kind.is_empty() || self.kind.len() > 32 {
+            return bad("connector kind", "must be 1 to 32 characters");
+        }
+        Ok(())
+    }
+}
+
+/// The conflict of an update whose `expected_version` is stale.
+pub(crate) fn connector_conflict(id: &str, expected: i64, actual: i64) -> crate::Error {
+    crate::Error::Conflict(format!(
+        "connector {id} was changed concurrently: expected version {expected}, it is at {actual}; re-read and retry"
+    ))
+}

@@ -3,6 +3,7 @@
 
 mod attempts;
 mod beads;
+mod connectors;
 mod dispatch;
 mod import;
 mod keys;
@@ -567,5 +568,29 @@ impl Store for PgStore {
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
         keys::release_lease(&self.pool, name, holder).await
+    }
+
+    async fn list_connectors(&self) -> Result<Vec<crate::ConnectorRecord>> {
+        connectors::list(&self.pool).await
+    }
+
+    async fn get_connector(&self, id: &str) -> Result<crate::ConnectorRecord> {
+        connectors::get(&self.pool, id).await
+    }
+
+    async fn create_connector(&self, connector: crate::NewConnector) -> Result<crate::ConnectorRecord> {
+        connectors::create(&self.pool, connector).await
+    }
+
+    async fn update_connector(
+        &self,
+        expected_version: i64,
+        connector: crate::NewConnector,
+    ) -> Result<crate::ConnectorRecord> {
+        connectors::update(&self.pool, expected_version, connector).await
+    }
+
+    async fn delete_connector(&self, id: &str) -> Result<()> {
+        connectors::delete(&self.pool, id).await
     }
 }

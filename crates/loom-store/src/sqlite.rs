@@ -9,6 +9,7 @@
 
 mod attempts;
 mod beads;
+mod connectors;
 mod deps;
 mod dispatch;
 mod import;
@@ -309,5 +310,29 @@ impl Store for SqliteStore {
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
         keys::release_lease(self, name, holder).await
+    }
+
+    async fn list_connectors(&self) -> Result<Vec<crate::ConnectorRecord>> {
+        connectors::list(&self.reader).await
+    }
+
+    async fn get_connector(&self, id: &str) -> Result<crate::ConnectorRecord> {
+        connectors::get(&self.reader, id).await
+    }
+
+    async fn create_connector(&self, connector: crate::NewConnector) -> Result<crate::ConnectorRecord> {
+        connectors::create(self, connector).await
+    }
+
+    async fn update_connector(
+        &self,
+        expected_version: i64,
+        connector: crate::NewConnector,
+    ) -> Result<crate::ConnectorRecord> {
+        connectors::update(self, expected_version, connector).await
+    }
+
+    async fn delete_connector(&self, id: &str) -> Result<()> {
+        connectors::delete(self, id).await
     }
 }

@@ -1,6 +1,7 @@
 //! Project agents: `loom serve agent` runs one; `loom up` runs one per project that is not
 //! archived, and follows the projects as they change (`supervisor`).
 
+mod endpoints;
 mod supervisor;
 
 pub use supervisor::supervise;
@@ -150,6 +151,10 @@ pub async fn serve(args: AgentArgs, config: &Config) -> anyhow::Result<()> {
     // The flags are checked like the configuration they override.
     llm.validate().context("--llm-url / --llm-model")?;
     agent.llm = llm.agent(config.llm_key.as_ref());
+    // Only the remote service: an agent never holds the sealing key.
+    let connectors: Option<Arc<dyn loom_connectors::Api>> =
+        config.connectors.client()?.map(|c| Arc::new(c) as Arc<dyn loom_connectors::Api>);
+    endpoints::configure(&mut agent, config, connectors.as_ref());
     agent.sandbox = config.agent_sandbox();
     if let Some(mode) = &args.sandbox {
         agent.sandbox.mode = loom_agent::SandboxMode::parse(mode).context("--sandbox")?;
@@ -193,13 +198,20 @@ fn stored_repo(repo: &str) -> String {
 
 /// The agent `loom up` runs for a project: shell executor (a bead's `executor` context picks
 /// another), the project's repository, `[llm]` for `llm` beads.
-fn agent_for(project: &Project, config: &Config, personas: &Personas, store: &Arc<dyn Store>) -> AgentConfig {
+fn agent_for(
+    project: &Project,
+    config: &Config,
+    personas: &Personas,
+    store: &Arc<dyn Store>,
+    connectors: Option<&Arc<dyn loom_connectors::Api>>,
+) -> AgentConfig {
     let mut agent = AgentConfig::new(project.id.clone(), config.data_dir.join("work"), stored_repo(&project.git_repo));
     agent.branch = project.branch.clone();
     agent.git_strategy = project.git_strategy;
     agent.shutdown_grace = Duration::from_secs(10);
     agent.personas = personas.clone();
     agent.llm = config.agent_llm();
+    endpoints::configure(&mut agent, config, connectors);
     agent.sandbox = config.agent_sandbox();
     agent.push_checks = config.agent_push_checks();
     agent.fence = Some(Arc::new(StoreFence {

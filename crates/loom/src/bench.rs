@@ -6,6 +6,7 @@ mod agent;
 mod api;
 mod backlog;
 pub mod bus;
+mod connectors;
 pub(crate) mod cpu;
 mod db;
 mod e2e;
@@ -40,6 +41,8 @@ pub enum BenchCommand {
     Faults(faults::FaultsArgs),
     /// Control plane RSS with 100 k beads after calling every read route once (PostgreSQL).
     Reads(reads::ReadsArgs),
+    /// `HealthCheckAll` over 100 connectors, half slow: elapsed ÷ the per-check timeout.
+    Connectors(connectors::ConnectorsArgs),
     /// The HTTP API under load (create, get, ready, SSE subscribers) next to the trivial
     /// `/healthz` handler of the same process; the control plane's RSS at the end.
     Api(api::ApiArgs),
@@ -63,6 +66,7 @@ pub async fn run(cmd: BenchCommand, config: &Config) -> anyhow::Result<()> {
         BenchCommand::Backlog(args) => backlog::run(args, config).await,
         BenchCommand::Faults(args) => faults::run(args, config).await,
         BenchCommand::Reads(args) => reads::run(args, config).await,
+        BenchCommand::Connectors(args) => connectors::run(args, config).await,
         BenchCommand::Api(args) => api::run(args, config).await,
     }
 }

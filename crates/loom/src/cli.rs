@@ -11,6 +11,7 @@ use loom_client::Client;
 
 use crate::config::Config;
 
+pub mod connectors;
 mod print;
 
 use print::{print_bead, print_beads, print_json, print_projects};

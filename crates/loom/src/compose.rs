@@ -99,6 +99,7 @@ pub async fn control_plane(
     config: &Config,
     store: Arc<dyn Store>,
     bus: Bus,
+    connectors: Option<Arc<dyn loom_connectors::Api>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.http_addr)
@@ -109,7 +110,8 @@ pub async fn control_plane(
         println!("  export LOOM_API_KEY={secret}");
     }
     println!("loom: control plane at http://{}", listener.local_addr()?);
-    loom_control_plane::run(control_plane_config(config), listener, store, bus, shutdown).await?;
+    let cp = loom_control_plane::Config { connectors, ..control_plane_config(config) };
+    loom_control_plane::run(cp, listener, store, bus, shutdown).await?;
     Ok(())
 }
 

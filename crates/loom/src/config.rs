@@ -10,6 +10,7 @@
 //! `LOOM_NATS_SERVER`, `LOOM_PROJECT_ID`, `LOOM_BUILD`, …). Any other `LOOM_*` name is an unknown key: an error.
 
 mod bus;
+pub mod connectors;
 mod llm;
 
 use std::fmt;
@@ -76,6 +77,7 @@ pub struct Config {
     pub dispatch: DispatchConfig,
     pub llm: LlmConfig,
     pub agent: AgentSection,
+    pub connectors: connectors::ConnectorsSection,
     /// The LLM key `[llm]` names, read when the configuration loads (never serialised).
     #[serde(skip)]
     pub llm_key: Option<LoadedKey>,
@@ -193,6 +195,7 @@ impl Default for Config {
             dispatch: DispatchConfig::default(),
             llm: LlmConfig::default(),
             agent: AgentSection::default(),
+            connectors: connectors::ConnectorsSection::default(),
             llm_key: None,
             config_file: None,
         }
@@ -294,12 +297,16 @@ impl Config {
             ("llm.api_key_file", &mut self.llm.api_key_file),
         ];
         paths.extend(self.bus.paths());
+        paths.extend(self.connectors.paths());
         for (name, path) in paths {
             // An empty value (`LOOM_LLM__API_KEY_FILE=`) unsets the file.
             *path = match path.take().filter(|p| !p.as_os_str().is_empty()) {
                 Some(p) => Some(paths::absolute(&p).context(name)?),
                 None => None,
             };
+        }
+        for p in self.connectors.previous_encryption_key_files.iter_mut() {
+            *p = paths::absolute(p).context("connectors.previous_encryption_key_files")?;
         }
         let agent = &mut self.agent;
         for (name, list) in [
@@ -333,6 +340,8 @@ impl Config {
             &bus.credentials_file,
             &bus.tls_key,
             &bus.task_signing_key,
+            &self.connectors.encryption_key_file,
+            &self.connectors.service_token_file,
         ];
         hidden.extend(secrets.into_iter().flatten().cloned());
         hidden.extend(a.sandbox_hidden.iter().cloned());
@@ -406,6 +415,7 @@ impl Config {
         c.api_key = c.api_key.as_ref().map(|_| "****".to_owned());
         c.database.service_token = c.database.service_token.as_ref().map(|_| "****".to_owned());
         c.bus = c.bus.redacted();
+        c.connectors = c.connectors.redacted();
         c.llm_key = None;
         c
     }
@@ -434,6 +444,7 @@ impl fmt::Debug for Config {
             .field("dispatch", &c.dispatch)
             .field("llm", &c.llm)
             .field("agent", &c.agent)
+            .field("connectors", &c.connectors)
             .field("llm_key", &self.llm_key.as_ref().map(|k| format!("**** (from {})", k.source)))
             .finish_non_exhaustive()
     }

@@ -86,6 +86,9 @@ enum Command {
     /// Agents (through the API).
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Connectors: LLM providers, observability, git hosts, webhooks (through the API).
+    #[command(subcommand)]
+    Connector(cli::connectors::ConnectorCmd),
     /// Counts of projects, beads by status and agents.
     Status(cli::Output),
     /// The event log; `--follow` streams new events.
@@ -179,6 +182,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Project(cmd) => cli::project(cmd, &config).await,
         Command::Bead(cmd) => cli::bead(cmd, &config).await,
         Command::Agent(AgentCommand::List(out)) => cli::agents(&config, out).await,
+        Command::Connector(cmd) => cli::connectors::run(cmd, &config).await,
         Command::Status(out) => cli::status(&config, out).await,
         Command::Events { follow, after, out } => cli::events(&config, follow, after, out).await,
     }

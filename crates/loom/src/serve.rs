@@ -1,7 +1,8 @@
 //! `loom serve …`: run one service of a distributed deployment: `db` (the gRPC database service
 //! in front of PostgreSQL, the only process that speaks SQL; outside loopback it needs TLS and
 //! client authentication), `control-plane` (API, dispatcher,
-//! result consumer) and `agent` (a project agent; run several for more throughput).
+//! result consumer), `agent` (a project agent; run several for more throughput) and `connectors`
+//! (the gRPC connectors service over the configured store).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +26,32 @@ pub enum ServeCommand {
     ControlPlane(ControlPlaneArgs),
     /// A project agent: runs the project's tasks from the bus.
     Agent(crate::agents::AgentArgs),
+    /// The gRPC connectors service (`loom.connectors.v1`): connectors, sealed secrets, health.
+    Connectors(ConnectorsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectorsArgs {
+    /// Address to listen on [default: `[connectors] service_addr`, 127.0.0.1:50052].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Server certificate (PEM): serve TLS. Needs --tls-key. Reloaded like `loom serve db`'s.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key of the server certificate (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) that client certificates must chain to: mutual TLS. Needs --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Serve plaintext on a non-loopback address (a service mesh encrypts); clients must still
+    /// authenticate (`[connectors] service_token_file`).
+    #[arg(long)]
+    insecure_no_tls: bool,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz` [default: `[connectors]
+    /// service_metrics_addr`, 127.0.0.1:9465].
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +95,7 @@ pub async fn run(cmd: ServeCommand, config: &Config) -> anyhow::Result<()> {
         ServeCommand::Db(args) => db(args, config).await,
         ServeCommand::ControlPlane(args) => control_plane(args, config).await,
         ServeCommand::Agent(args) => crate::agents::serve(args, config).await,
+        ServeCommand::Connectors(args) => connectors(args, config).await,
     }
 }
 
@@ -79,7 +107,18 @@ async fn control_plane(args: ControlPlaneArgs, config: &Config) -> anyhow::Resul
     println!("loom: storage: {what}");
     let (bus, what) = crate::compose::bus(&config, crate::config::Service::ControlPlane).await?;
     println!("loom: bus: {what}");
-    crate::compose::control_plane(&config, store, bus, shutdown_on_signals()).await
+    let shutdown = shutdown_on_signals();
+    // The remote service when configured; in process only with a provisioned key (replicas
+    // must share it), else the connector routes answer 503.
+    let connectors = if config.connectors.service_url.is_some() || config.connectors.encryption_key_file.is_some() {
+        let (connectors, what) = crate::config::connectors::open(&config, store.clone(), shutdown.clone()).await?;
+        println!("loom: connectors: {what}");
+        Some(connectors)
+    } else {
+        println!("loom: connectors: none ([connectors] service_url or encryption_key_file unset)");
+        None
+    };
+    crate::compose::control_plane(&config, store, bus, connectors, shutdown).await
 }
 
 /// Opens and migrates PostgreSQL, then serves until Ctrl-C or SIGTERM. Behind a transaction-pooling
@@ -125,6 +164,43 @@ async fn db(args: DbArgs, config: &Config) -> anyhow::Result<()> {
     let probes = tokio::spawn(loom_telemetry::serve_probes(probes, readiness, shutdown.clone()));
     let server = ServerConfig { tls, token, insecure_no_tls: args.insecure_no_tls, ready, ..ServerConfig::default() };
     let served = loom_db::serve(server, listener, Arc::new(store), shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = probes.await;
+    served?;
+    Ok(())
+}
+
+/// Opens the configured store, then serves the connectors service until Ctrl-C or SIGTERM.
+async fn connectors(args: ConnectorsArgs, config: &Config) -> anyhow::Result<()> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(ServerTls::from_files(cert, key, args.tls_client_ca.as_deref())?),
+        _ => None,
+    };
+    let (store, what) = crate::storage::open(config).await?;
+    // A key is never made here: a service's key is provisioned, not improvised.
+    let connectors = crate::config::connectors::local(config, store, false).await?;
+    let addr = args.listen.unwrap_or(config.connectors.service_addr);
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let probes_addr = args.metrics_addr.unwrap_or(config.connectors.service_metrics_addr);
+    let probes = tokio::net::TcpListener::bind(probes_addr).await.with_context(|| {
+        format!("cannot listen on {probes_addr} for /metrics (set --metrics-addr or [connectors] service_metrics_addr)")
+    })?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("loom: connectors service at {scheme}://{} over {what}", listener.local_addr()?);
+    println!("loom: metrics and probes at http://{}/metrics (/healthz, /readyz)", probes.local_addr()?);
+    let _ = loom_telemetry::prometheus();
+    let shutdown = shutdown_on_signals();
+    let readiness = loom_telemetry::Readiness::new();
+    let ready = Some(readiness.check("serving", false));
+    let probes = tokio::spawn(loom_telemetry::serve_probes(probes, readiness, shutdown.clone()));
+    let server = loom_connectors::ServerConfig {
+        tls,
+        token: config.connectors.token()?,
+        insecure_no_tls: args.insecure_no_tls,
+        ready,
+        ..loom_connectors::ServerConfig::default()
+    };
+    let served = loom_connectors::serve(server, listener, connectors, shutdown.clone()).await;
     shutdown.cancel();
     let _ = probes.await;
     served?;

@@ -1,6 +1,7 @@
 //! `loom up`: every service in one process on this machine — the store (PostgreSQL when
 //! configured, else the embedded SQLite file), the bus (NATS when configured, else the embedded
-//! bus), the control plane with its API, and one project agent per project (shell executor, the
+//! bus), the connectors service in process (its key in `data_dir/connectors.key`, made on first
+//! start), the control plane with its API, and one project agent per project (shell executor, the
 //! project's repository). Ctrl-C shuts it all down cleanly.
 
 use loom_domain::Status;
@@ -36,9 +37,17 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     // Built in, overridden by `personas_dir`; a broken persona file stops `loom up` here.
     let personas = crate::personas::load(&config.personas_dir)?;
     let shutdown = compose::shutdown_on_signals();
-    let agents =
-        tokio::spawn(crate::agents::supervise(config.clone(), personas, store.clone(), bus.clone(), shutdown.clone()));
-    let served = compose::control_plane(config, store, bus, shutdown.clone()).await;
+    let (connectors, what) = crate::config::connectors::open(config, store.clone(), shutdown.clone()).await?;
+    println!("loom: {what}");
+    let agents = tokio::spawn(crate::agents::supervise(
+        config.clone(),
+        personas,
+        store.clone(),
+        bus.clone(),
+        Some(connectors.clone()),
+        shutdown.clone(),
+    ));
+    let served = compose::control_plane(config, store, bus, Some(connectors), shutdown.clone()).await;
     shutdown.cancel();
     let _ = agents.await;
     served

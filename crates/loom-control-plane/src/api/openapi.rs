@@ -3,9 +3,9 @@
 //! the router; a test checks that every documented route answers and enforces its role.
 
 use loom_api::{
-    AttemptDto, BeadDto, BeadPageDto, ClaimBead, CloseBead, CreateBead, CreateKey, Dependency, ErrorBody, EventDto,
-    HandBack, HandedBack, ImportSummary, KeyDto, ProjectDto, ProjectRequest, RenewLease, StartDispatch,
-    StartedDispatch, UpdateBead,
+    AttemptDto, BeadDto, BeadPageDto, ClaimBead, CloseBead, ConnectorDto, ConnectorHealthDto, ConnectorRequest,
+    CreateBead, CreateKey, Dependency, ErrorBody, EventDto, HandBack, HandedBack, ImportSummary, KeyDto, ProjectDto,
+    ProjectRequest, RenewLease, StartDispatch, StartedDispatch, UpdateBead, UpdateConnector,
 };
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::{JsonSchema, Schema};
@@ -181,6 +181,17 @@ pub(crate) const ROUTES: &[Route] = &[
         .body(schema::<CreateKey>)
         .created(schema::<KeyDto>),
     r("delete", "/keys/{id}", "admin", "Revoke an API key").no_content(),
+    r("get", "/connectors", "viewer", "List connectors with their health (secrets by name only)")
+        .ok(schema::<Vec<ConnectorDto>>),
+    r("post", "/connectors", "admin", "Register a connector; its secrets are write-only")
+        .body(schema::<ConnectorRequest>)
+        .created(schema::<ConnectorDto>),
+    r("get", "/connectors/{id}", "viewer", "Show a connector (secrets redacted)").ok(schema::<ConnectorDto>),
+    r("put", "/connectors/{id}", "admin", "Replace a connector's settings at its expected version")
+        .body(schema::<UpdateConnector>)
+        .ok(schema::<ConnectorDto>),
+    r("delete", "/connectors/{id}", "admin", "Remove a connector").no_content(),
+    r("post", "/connectors/{id}/check", "operator", "Check a connector's health now").ok(schema::<ConnectorHealthDto>),
 ];
 
 /// The OpenAPI document.

@@ -3,6 +3,7 @@
 
 mod auth;
 mod bd;
+mod connectors;
 mod flow;
 mod projects;
 mod reads;

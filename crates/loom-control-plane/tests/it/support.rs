@@ -96,8 +96,17 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start(config: Config) -> Cluster {
+        Cluster::start_with(config, |_| None).await
+    }
+
+    /// A cluster whose control plane gets the connectors `connectors` makes over its store.
+    pub async fn start_with(
+        mut config: Config,
+        connectors: impl FnOnce(Arc<dyn Store>) -> Option<Arc<dyn loom_connectors::Api>>,
+    ) -> Cluster {
         let db = TestDatabase::create().await;
         let store: Arc<dyn Store> = Arc::new(db.store().await);
+        config.connectors = connectors(store.clone());
         let nats = std::env::var("LOOM_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
         let bus_config = BusConfig {
             url: nats,

@@ -8,9 +8,9 @@ use loom_domain::{
 };
 use loom_proto::{FromProto, IntoProto, v1};
 use loom_store::{
-    BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, DispatchStart, Error, EventPage,
-    EventQuery, ImportAction, ImportBead, NewEvent, OutboxMessage, PageRequest, Result, ResultOutcome, StartOutcome,
-    Store,
+    BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, ConnectorRecord, CreatedBead, DispatchResult, DispatchStart,
+    Error, EventPage, EventQuery, ImportAction, ImportBead, NewConnector, NewEvent, OutboxMessage, PageRequest, Result,
+    ResultOutcome, StartOutcome, Store,
 };
 
 use super::{GrpcStore, Retry};
@@ -298,6 +298,29 @@ impl Store for GrpcStore {
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
         rpc!(self.release_lease(v1::ReleaseLeaseRequest { name: name.to_owned(), holder: holder.to_owned() }), Always);
+        Ok(())
+    }
+
+    async fn list_connectors(&self) -> Result<Vec<ConnectorRecord>> {
+        answer(rpc!(self.list_connectors(v1::ListConnectorRecordsRequest {}), Always).connectors)
+    }
+
+    async fn get_connector(&self, id: &str) -> Result<ConnectorRecord> {
+        answer(rpc!(self.get_connector(v1::GetConnectorRecordRequest { id: id.to_owned() }), Always))
+    }
+
+    async fn create_connector(&self, connector: NewConnector) -> Result<ConnectorRecord> {
+        let request = v1::CreateConnectorRecordRequest { connector: Some(connector.into_proto()) };
+        answer(rpc!(self.create_connector(request), IfNoEffect))
+    }
+
+    async fn update_connector(&self, expected_version: i64, connector: NewConnector) -> Result<ConnectorRecord> {
+        let request = v1::UpdateConnectorRecordRequest { expected_version, connector: Some(connector.into_proto()) };
+        answer(rpc!(self.update_connector(request), IfNoEffect))
+    }
+
+    async fn delete_connector(&self, id: &str) -> Result<()> {
+        rpc!(self.delete_connector(v1::DeleteConnectorRecordRequest { id: id.to_owned() }), IfNoEffect);
         Ok(())
     }
 }

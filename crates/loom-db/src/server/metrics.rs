@@ -3,7 +3,7 @@
 //! `loom_grpc_server_request_duration_seconds{service,method}`.
 //!
 //! Labels are bounded: `service` and `method` come from the request's `:path` only when it names
-//! a method of a served proto (`loom.db.v1`, `grpc.health.v1`, reflection); any other path is
+//! a method of a served proto (`loom.db.v1`, `loom.connectors.v1`, `grpc.health.v1`, reflection); any other path is
 //! `unknown`. `code` is the canonical name of the gRPC status (`OK`, `NOT_FOUND`, …), read from
 //! the response headers for a trailers-only response (how tonic answers most errors), otherwise
 //! from the trailers at the end of the body; a body that ends without a status counts as `OK`,
@@ -193,8 +193,9 @@ fn labels(path: &str) -> (&'static str, &'static str) {
 fn known_methods() -> &'static HashSet<(&'static str, &'static str)> {
     static KNOWN: OnceLock<HashSet<(&'static str, &'static str)>> = OnceLock::new();
     KNOWN.get_or_init(|| {
-        let sets: [&[u8]; 3] = [
+        let sets: [&[u8]; 4] = [
             loom_proto::FILE_DESCRIPTOR_SET,
+            loom_proto::CONNECTORS_FILE_DESCRIPTOR_SET,
             tonic_health::pb::FILE_DESCRIPTOR_SET,
             tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
         ];

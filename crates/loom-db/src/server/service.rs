@@ -344,4 +344,36 @@ impl Database for DatabaseService {
         self.store.release_lease(&r.name, &r.holder).await.map_err(fail)?;
         reply(v1::ReleaseLeaseResponse {})
     }
+
+    async fn list_connectors(
+        &self,
+        _: Request<v1::ListConnectorRecordsRequest>,
+    ) -> Reply<v1::ListConnectorRecordsResponse> {
+        reply(v1::ListConnectorRecordsResponse {
+            connectors: self.store.list_connectors().await.map_err(fail)?.into_proto(),
+        })
+    }
+
+    async fn get_connector(&self, r: Request<v1::GetConnectorRecordRequest>) -> Reply<v1::ConnectorRecord> {
+        reply(self.store.get_connector(&r.into_inner().id).await.map_err(fail)?.into_proto())
+    }
+
+    async fn create_connector(&self, r: Request<v1::CreateConnectorRecordRequest>) -> Reply<v1::ConnectorRecord> {
+        let connector = decode_required(r.into_inner().connector, "connector")?;
+        reply(self.store.create_connector(connector).await.map_err(fail)?.into_proto())
+    }
+
+    async fn update_connector(&self, r: Request<v1::UpdateConnectorRecordRequest>) -> Reply<v1::ConnectorRecord> {
+        let r = r.into_inner();
+        let connector = decode_required(r.connector, "connector")?;
+        reply(self.store.update_connector(r.expected_version, connector).await.map_err(fail)?.into_proto())
+    }
+
+    async fn delete_connector(
+        &self,
+        r: Request<v1::DeleteConnectorRecordRequest>,
+    ) -> Reply<v1::DeleteConnectorRecordResponse> {
+        self.store.delete_connector(&r.into_inner().id).await.map_err(fail)?;
+        reply(v1::DeleteConnectorRecordResponse {})
+    }
 }

@@ -54,12 +54,16 @@ pub async fn supervise(
     personas: Personas,
     store: Arc<dyn Store>,
     bus: Bus,
+    connectors: Option<Arc<dyn loom_connectors::Api>>,
     shutdown: CancellationToken,
 ) {
     let mut running: HashMap<ProjectId, Running> = HashMap::new();
     loop {
         match store.list_projects().await {
-            Ok(projects) => follow(&projects, &mut running, (&config, &personas), &store, &bus, &shutdown).await,
+            Ok(projects) => {
+                follow(&projects, &mut running, (&config, &personas, connectors.as_ref()), &store, &bus, &shutdown)
+                    .await
+            }
             Err(e) => tracing::warn!(error = %e, "listing projects for the agents failed"),
         }
         tokio::select! {
@@ -75,7 +79,7 @@ pub async fn supervise(
 async fn follow(
     projects: &[Project],
     running: &mut HashMap<ProjectId, Running>,
-    (config, personas): (&Config, &Personas),
+    (config, personas, connectors): (&Config, &Personas, Option<&Arc<dyn loom_connectors::Api>>),
     store: &Arc<dyn Store>,
     bus: &Bus,
     shutdown: &CancellationToken,
@@ -102,7 +106,8 @@ async fn follow(
             continue;
         }
         let token = shutdown.child_token();
-        let (agent, bus, t, id) = (agent_for(p, config, personas, store), bus.clone(), token.clone(), p.id.clone());
+        let (agent, bus, t, id) =
+            (agent_for(p, config, personas, store, connectors), bus.clone(), token.clone(), p.id.clone());
         tracing::info!(project = %id, repo = %p.git_repo, branch = %p.branch, "starting an agent for the project");
         let handle = tokio::spawn(async move {
             if let Err(e) = loom_agent::run(agent, bus, t).await {

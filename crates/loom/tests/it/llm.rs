@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 
 use crate::support::{Up, bare_repo, log, show};
 
-const KEY: &str = "sk-scripted-0123456789";
+pub(crate) const KEY: &str = "sk-scripted-0123456789";
 
 /// One scripted answer: an assistant message, or an error status with a body.
-enum Reply {
+pub(crate) enum Reply {
     Say(Value),
     Status(u16, &'static str),
 }
@@ -29,14 +29,14 @@ struct Script {
 }
 
 /// The chat server, on its own runtime, until dropped.
-struct ChatServer {
-    url: String,
+pub(crate) struct ChatServer {
+    pub(crate) url: String,
     script: Arc<Script>,
     _runtime: tokio::runtime::Runtime,
 }
 
 impl ChatServer {
-    fn start(replies: Vec<Reply>) -> ChatServer {
+    pub(crate) fn start(replies: Vec<Reply>) -> ChatServer {
         let script = Arc::new(Script { replies: Mutex::new(replies.into()), requests: Mutex::default() });
         let app = Router::new().route("/v1/chat/completions", post(complete)).with_state(script.clone());
         let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -46,7 +46,7 @@ impl ChatServer {
         ChatServer { url, script, _runtime: runtime }
     }
 
-    fn requests(&self) -> Vec<(Option<String>, Value)> {
+    pub(crate) fn requests(&self) -> Vec<(Option<String>, Value)> {
         self.script.requests.lock().unwrap().clone()
     }
 }

@@ -4,6 +4,7 @@
 mod bd;
 mod bench;
 mod cli;
+mod connectors;
 mod deploy;
 mod llm;
 mod projects;

@@ -99,6 +99,8 @@ fn variables(dir: &Path) -> Vec<(&'static str, String, String)> {
         ("LOOM_DATABASE_URL", "postgres://u:sekret@db:5432/loom", "database_url = \"postgres://u:****@db:5432/loom\""),
         ("LOOM_DATABASE__SERVICE_URL", "http://db-host:50051", "service_url = \"http://db-host:50051\""),
         ("LOOM_DATABASE__SERVICE_TOKEN", "db-token-0123456789abcdef", "service_token = \"****\""),
+        ("LOOM_CONNECTORS__SERVICE_URL", "http://conn-host:50052", "service_url = \"http://conn-host:50052\""),
+        ("LOOM_CONNECTORS__SERVICE_TOKEN", "conn-token-0123456789abcdef", "service_token = \"****\""),
         ("LOOM_DISPATCH__MAX_ATTEMPTS", "5", "max_attempts = 5"),
         ("LOOM_BUS__PASSWORD", "nats-sekret", "password = \"****\""),
         ("LOOM_BUS__TOKEN", "nats-token-sekret", "token = \"****\""),

@@ -1,9 +1,10 @@
 //! `loom serve db` serves its own `/metrics`, `/healthz` and `/readyz` on `--metrics-addr`; behind
-//! PgBouncer it leaves migrations to `loom db migrate`.
+//! PgBouncer it leaves migrations to `loom db migrate`. `loom serve connectors` serves `loom up`.
 
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use loom_store::Store as _;
 use loom_store::testing::TestDatabase;
 
 use crate::support::{Group, LOOM, free_port, fresh};
@@ -47,6 +48,62 @@ fn serve_db_answers_metrics_and_probes_on_its_metrics_addr() {
     assert_eq!(get(&metrics, "/health/ready"), (200, "ready\n".to_owned()));
     assert_eq!(get(&metrics, "/health"), (200, "ready\n".to_owned()));
     assert_eq!(get(&metrics, "/nope").0, 404);
+    drop(group);
+    drop(db);
+}
+
+/// `loom serve connectors`: needs a sealing key, refuses an exposed listener without TLS, serves
+/// its probes, and `loom up` pointed at it (`[connectors] service_url` + token) keeps its
+/// connectors there, in the service's store.
+#[test]
+fn serve_connectors_is_used_by_loom_up_over_grpc() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let db = runtime.block_on(TestDatabase::create());
+    let dir = tempfile::tempdir().unwrap();
+    let token = "connectors-token-0123456789";
+    let no_key = fresh(LOOM, dir.path(), &[("LOOM_DATABASE_URL", db.url())])
+        .args(["serve", "connectors", "--listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!no_key.status.success());
+    assert!(String::from_utf8_lossy(&no_key.stderr).contains("encryption_key_file"), "{no_key:?}");
+
+    let key = dir.path().join("connectors.key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    let key = key.to_str().unwrap().to_owned();
+    let env = [
+        ("LOOM_DATABASE_URL", db.url()),
+        ("LOOM_CONNECTORS__ENCRYPTION_KEY_FILE", key.as_str()),
+        ("LOOM_CONNECTORS__SERVICE_TOKEN", token),
+    ];
+    let exposed = fresh(LOOM, dir.path(), &env)
+        .args(["serve", "connectors", "--listen", "0.0.0.0:0", "--metrics-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!exposed.status.success());
+    assert!(String::from_utf8_lossy(&exposed.stderr).contains("without TLS"), "{exposed:?}");
+
+    let listen = format!("127.0.0.1:{}", free_port());
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut cmd = fresh(LOOM, dir.path(), &env);
+    cmd.args(["serve", "connectors", "--listen", &listen, "--metrics-addr", &metrics]);
+    let (group, output) = Group::spawn(cmd);
+    output.wait_for("the metrics line", Duration::from_secs(30), |l| l.contains("metrics and probes at"));
+    assert_eq!(get(&metrics, "/readyz"), (200, "ready\n".to_owned()));
+
+    let up_dir = tempfile::tempdir().unwrap();
+    let url = format!("http://{listen}");
+    let up = crate::support::Up::start(
+        up_dir.path(),
+        &[("LOOM_CONNECTORS__SERVICE_URL", &url), ("LOOM_CONNECTORS__SERVICE_TOKEN", token)],
+    );
+    assert!(up.output.text().contains(&format!("connectors service at {url}")), "{}", up.output.text());
+    up.loom(&["connector", "add", "prom", "--kind", "prometheus", "--url", "http://127.0.0.1:9"]);
+    let listed = up.loom(&["connector", "list"]);
+    assert!(listed.contains("prom") && listed.contains("prometheus"), "{listed}");
+    let stored = runtime.block_on(async { db.store().await.list_connectors().await.unwrap() });
+    assert_eq!(stored.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["prom"], "kept by the service's store");
+    drop(up);
     drop(group);
     drop(db);
 }

@@ -1,0 +1,176 @@
+//! Endpoints the tests start (healthy, slow, failing, flapping, recording webhook receivers), a
+//! connectors service over a scratch PostgreSQL database, and waiting helpers.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use loom_connectors::{Connectors, Key, Keyring};
+use loom_store::Store;
+use loom_store::testing::TestDatabase;
+use tokio_util::sync::CancellationToken;
+
+/// How an endpoint answers.
+#[derive(Clone, Debug)]
+pub enum Behaviour {
+    Ok,
+    /// Answers this status.
+    Status(u16),
+    /// Answers 200 after this long.
+    Slow(Duration),
+    /// Answers these statuses in turn, then 200.
+    Script(Vec<u16>),
+}
+
+/// A request an endpoint received.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+#[derive(Debug)]
+struct EndpointState {
+    behaviour: Mutex<Behaviour>,
+    received: Mutex<Vec<Received>>,
+}
+
+/// A small real HTTP server: every path answers per its behaviour; `/v1/models` lists models.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    state: Arc<EndpointState>,
+    stop: CancellationToken,
+}
+
+impl Endpoint {
+    pub async fn start(behaviour: Behaviour) -> Endpoint {
+        let state = Arc::new(EndpointState { behaviour: Mutex::new(behaviour), received: Mutex::default() });
+        let app = Router::new().fallback(answer).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app).with_graceful_shutdown(async move { s.cancelled().await }).await.unwrap()
+        });
+        Endpoint { addr, state, stop }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set(&self, behaviour: Behaviour) {
+        *self.state.behaviour.lock().unwrap() = behaviour;
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn answer(
+    State(state): State<Arc<EndpointState>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    state.received.lock().unwrap().push(Received { path: uri.path().to_owned(), headers, body });
+    if method == axum::http::Method::HEAD && matches!(*state.behaviour.lock().unwrap(), Behaviour::Script(_)) {
+        // A webhook's health check does not consume a delivery's scripted answers.
+        return StatusCode::OK.into_response();
+    }
+    let behaviour = {
+        let mut b = state.behaviour.lock().unwrap();
+        match &mut *b {
+            Behaviour::Script(codes) if !codes.is_empty() => Behaviour::Status(codes.remove(0)),
+            Behaviour::Script(_) => Behaviour::Ok,
+            other => other.clone(),
+        }
+    };
+    match behaviour {
+        Behaviour::Status(code) => StatusCode::from_u16(code).unwrap().into_response(),
+        Behaviour::Slow(d) => {
+            tokio::time::sleep(d).await;
+            ok(uri.path())
+        }
+        _ => ok(uri.path()),
+    }
+}
+
+fn ok(path: &str) -> axum::response::Response {
+    if path.ends_with("/models") {
+        axum::Json(serde_json::json!({ "object": "list", "data": [{ "id": "gpt-test" }, { "id": "gpt-big" }] }))
+            .into_response()
+    } else {
+        "ok".into_response()
+    }
+}
+
+/// A key of fixed bytes.
+pub fn key(b: u8) -> Key {
+    Key::from_bytes(&[b; 32]).unwrap()
+}
+
+/// The connectors service over a fresh scratch database, its background work running.
+pub struct Fixture {
+    pub db: TestDatabase,
+    pub store: Arc<dyn Store>,
+    pub connectors: Connectors,
+    pub stop: CancellationToken,
+}
+
+impl Fixture {
+    pub async fn start() -> Fixture {
+        let db = TestDatabase::create().await;
+        let store: Arc<dyn Store> = Arc::new(db.store().await);
+        let connectors = Connectors::new(store.clone(), Keyring::new(key(1), vec![]));
+        let stop = CancellationToken::new();
+        let (c, s) = (connectors.clone(), stop.clone());
+        tokio::spawn(async move { c.run(s).await });
+        Fixture { db, store, connectors, stop }
+    }
+
+    /// The `connector.health_changed` events of `id` in the store, as `(previous, status)`.
+    pub async fn changes(&self, id: &str) -> Vec<(String, String)> {
+        let events = self.store.list_events(0, 1000).await.unwrap();
+        events
+            .into_iter()
+            .filter(|e| e.kind.as_str() == "connector.health_changed" && e.entity_id == id)
+            .map(|e| (e.data["previous"].as_str().unwrap().to_owned(), e.data["status"].as_str().unwrap().to_owned()))
+            .collect()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Polls `f` every 25 ms until it is true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
