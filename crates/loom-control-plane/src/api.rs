@@ -2,7 +2,7 @@
 
 mod attempts;
 mod beads;
-mod connectors;
+pub(crate) mod connectors;
 pub(crate) use connectors::LastConnectors;
 pub(crate) mod events;
 pub(crate) mod openapi;

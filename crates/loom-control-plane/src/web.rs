@@ -74,6 +74,8 @@ pub(crate) fn router(shared: Arc<Shared>, api: Router<Arc<Shared>>) -> Router<Ar
         .route("/ui/projects/{id}/{action}", post(actions::project))
         .route("/ui/agents", get(pages::agents))
         .route("/ui/agents/panel", get(pages::agents_panel))
+        .route("/ui/connectors", get(pages::connectors))
+        .route("/ui/connectors/panel", get(pages::connectors_panel))
         .route("/ui/events", get(pages::events))
         .route("/ui/events/panel", get(pages::events_panel))
         .route("/ui/live", get(live::stream))

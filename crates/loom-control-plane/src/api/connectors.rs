@@ -28,7 +28,7 @@ fn service(s: &Shared) -> Result<&Arc<dyn Api>, Error> {
 #[derive(Debug, Default)]
 pub(crate) struct LastConnectors(std::sync::Mutex<Option<Vec<ConnectorDto>>>);
 
-type Read<T> = Result<(HeaderMap, Json<T>), Error>;
+pub(crate) type Read<T> = Result<(HeaderMap, Json<T>), Error>;
 
 pub(crate) async fn list(State(s): State<Arc<Shared>>) -> Read<Vec<ConnectorDto>> {
     match service(&s)?.list().await {

@@ -823,6 +823,74 @@ pub(crate) async fn agents_panel(Extension(web): Extension<Arc<Web>>, session: S
     or_fail(&session, result)
 }
 
+pub(crate) struct ConnectorView {
+    pub id: String,
+    pub kind: String,
+    pub url: String,
+    pub enabled: bool,
+    pub status: String,
+    pub message: String,
+    pub checked: String,
+    pub checked_iso: String,
+    pub latency_ms: u64,
+}
+
+#[derive(Template)]
+#[template(path = "web/connectors.html")]
+struct ConnectorsPanel {
+    connectors: Vec<ConnectorView>,
+    healthy: usize,
+    /// Why the list is missing or old (no service configured, service unreachable).
+    note: Option<String>,
+}
+
+/// The connectors and their last known health, through the same path as the REST façade (so
+/// the connectors as last read stand in while the service is down, marked as such).
+async fn connectors_data(web: &Web) -> ConnectorsPanel {
+    let (headers, list) = match crate::api::connectors::list(axum::extract::State(web.shared.clone())).await {
+        Ok((headers, axum::Json(list))) => (headers, list),
+        Err(e) => return ConnectorsPanel { connectors: Vec::new(), healthy: 0, note: Some(e.to_string()) },
+    };
+    let note = headers
+        .get("x-loom-stale")
+        .and_then(|v| v.to_str().ok())
+        .map(|why| format!("The connectors service cannot be reached; showing the last known health ({why})."));
+    let connectors: Vec<ConnectorView> = list
+        .into_iter()
+        .map(|c| {
+            let (checked, checked_iso) =
+                c.health.checked_at.map(when).unwrap_or_else(|| ("never".into(), String::new()));
+            ConnectorView {
+                id: c.id,
+                kind: c.kind,
+                url: c.url,
+                enabled: c.mode == "enabled",
+                status: c.health.status,
+                message: c.health.message,
+                checked,
+                checked_iso,
+                latency_ms: c.health.latency_ms,
+            }
+        })
+        .collect();
+    let healthy = connectors.iter().filter(|c| c.status == "healthy").count();
+    ConnectorsPanel { connectors, healthy, note }
+}
+
+pub(crate) async fn connectors(Extension(web): Extension<Arc<Web>>, session: Session) -> Response {
+    let panel = connectors_data(&web).await;
+    html(&LivePage {
+        chrome: chrome(&session, "Connectors", "connectors", None),
+        heading: "Connectors".into(),
+        fragment_url: "/ui/connectors/panel".into(),
+        panel: render(&panel),
+    })
+}
+
+pub(crate) async fn connectors_panel(Extension(web): Extension<Arc<Web>>) -> Response {
+    html(&connectors_data(&web).await)
+}
+
 pub(crate) struct EventView {
     pub when: String,
     pub iso: String,

@@ -52,6 +52,12 @@ async fn connectors_through_the_api_never_show_secrets() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let changed = changed.expect("a connector.health_changed event");
+    // The web UI's connectors view shows it with its health, and no secret.
+    let cookie = crate::web::login(&c, &c.key).await;
+    let (status, _, html) = crate::web::page(&c, &cookie, "/ui/connectors").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains(">self") && html.contains("healthy") && html.contains("1 healthy of 1"), "{html}");
+    assert!(!html.contains(SECRET), "the connectors view shows no secret");
     assert_eq!(
         (changed.data["previous"].as_str(), changed.data["status"].as_str()),
         (Some("unknown"), Some("healthy"))
@@ -107,6 +113,11 @@ async fn without_a_connectors_service_the_routes_say_so() {
     let (status, v) = c.call(Method::GET, "/api/v1/connectors", None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(v["error"]["message"].as_str().unwrap().contains("[connectors] service_url"), "{v}");
+    // The web UI's view says the same instead of failing.
+    let cookie = crate::web::login(&c, &c.key).await;
+    let (status, _, html) = crate::web::page(&c, &cookie, "/ui/connectors").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("[connectors] service_url"), "{html}");
     c.stop().await;
 }
 

@@ -24,7 +24,7 @@ async fn form(http: &reqwest::Client, url: &str, cookie: Option<&str>, body: &st
 }
 
 /// Logs in with `key`; returns the `Cookie` header value to send.
-async fn login(c: &Cluster, key: &str) -> String {
+pub(crate) async fn login(c: &Cluster, key: &str) -> String {
     let resp = form(&browser(), &format!("{}/ui/login", c.cp.url), None, &format!("key={key}")).await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     let set = resp.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
@@ -34,7 +34,7 @@ async fn login(c: &Cluster, key: &str) -> String {
     set.split(';').next().unwrap().to_owned()
 }
 
-async fn page(c: &Cluster, cookie: &str, path: &str) -> (StatusCode, header::HeaderMap, String) {
+pub(crate) async fn page(c: &Cluster, cookie: &str, path: &str) -> (StatusCode, header::HeaderMap, String) {
     let resp = browser().get(format!("{}{path}", c.cp.url)).header(header::COOKIE, cookie).send().await.unwrap();
     let (status, headers) = (resp.status(), resp.headers().clone());
     (status, headers, resp.text().await.unwrap())
