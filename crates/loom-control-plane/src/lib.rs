@@ -24,6 +24,7 @@ mod counts;
 mod cursor;
 mod dispatcher;
 mod error;
+mod oversight;
 mod relay;
 mod results;
 

@@ -7,12 +7,12 @@ use std::time::Duration;
 use chrono::Utc;
 use loom_bus::{ConsumeOptions, Received, ResultKind, ResultMessage, ResultStatus};
 use loom_domain::{BeadType, Priority};
-use loom_store::{Commit, Discovered, DispatchResult, Outcome, Report, ResultOutcome};
+use loom_store::{Commit, Discovered, DispatchResult, Outcome, Report, ResultOutcome, TokenUsage};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::Shared;
 use crate::dispatcher::RETRY_DELAY;
+use crate::{Shared, oversight};
 
 /// Most results applied in one store transaction.
 const BATCH: usize = 256;
@@ -165,6 +165,10 @@ fn dispatch_result(shared: &Shared, msg: &ResultMessage) -> DispatchResult {
         };
         Outcome::Failure { error }
     };
+    // An attempt that spent its token budget is not retried: the bead is blocked at once. So is
+    // an escalation, until its decision bead exists and the bead waits on it (`escalate`).
+    let flag = |key: &str| msg.result.context.get(key).is_some_and(|v| v == "true");
+    let budget_spent = !success && (flag(oversight::BUDGET_SPENT) || flag(oversight::ESCALATED));
     DispatchResult {
         bead_id: msg.bead_id.clone(),
         dispatch_id: msg.metadata.dispatch_id.clone(),
@@ -172,7 +176,7 @@ fn dispatch_result(shared: &Shared, msg: &ResultMessage) -> DispatchResult {
         outcome,
         report: report(&msg.result),
         now: Utc::now(),
-        max_attempts: shared.config.max_attempts,
+        max_attempts: if budget_spent { 0 } else { shared.config.max_attempts },
         retry_backoff: shared.config.retry_backoff,
     }
 }
@@ -185,6 +189,34 @@ fn report(r: &loom_bus::ResultData) -> Report {
         artifacts: r.artifacts.clone(),
         duration_ms: r.duration,
         discovered: r.context.get(CREATED_BEADS).map(|list| discovered(list)).unwrap_or_default(),
+        usage: usage(&r.context),
+        conversation: conversation(&r.context),
+    }
+}
+
+/// The tokens, model, provider and cost the LLM executor reports (`llm_*` context entries);
+/// zero for other executors.
+fn usage(context: &loom_domain::ContextMap) -> TokenUsage {
+    let number = |key: &str| context.get(key).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let text = |key: &str| context.get(key).cloned().unwrap_or_default();
+    let cost = context.get("llm_cost_usd").and_then(|v| v.parse::<f64>().ok()).filter(|c| c.is_finite() && *c >= 0.0);
+    TokenUsage {
+        prompt_tokens: number("llm_prompt_tokens"),
+        completion_tokens: number("llm_completion_tokens"),
+        model: text("llm_model"),
+        provider: text("llm_provider"),
+        cost_usd: cost.unwrap_or(0.0),
+    }
+}
+
+/// The result context entry where the LLM executor keeps the attempt's conversation: a JSON
+/// array of messages, already bounded and redacted. Anything else is not kept.
+const CONVERSATION: &str = "llm_conversation";
+
+fn conversation(context: &loom_domain::ContextMap) -> String {
+    match context.get(CONVERSATION) {
+        Some(text) if serde_json::from_str::<Vec<serde_json::Value>>(text).is_ok() => text.clone(),
+        _ => String::new(),
     }
 }
 
@@ -245,6 +277,7 @@ async fn settle(
                 } else {
                     shared.changed();
                     record_commands(shared, &msg).await;
+                    escalate(shared, &msg, o).await;
                 }
             }
             if let Err(e) = delivery.ack().await {
@@ -260,6 +293,23 @@ async fn settle(
             tracing::error!(error = %e, bead = %msg.bead_id, "result refused by the store; dead-lettering it");
             let _ = delivery.term_to_dlq(&format!("result refused by the store: {e}")).await;
         }
+    }
+}
+
+/// An applied escalation (`escalate` ended the attempt): the bead waits on a new decision bead.
+/// A failure to create it is logged; the bead is then retried like any failed attempt.
+async fn escalate(shared: &Shared, msg: &ResultMessage, outcome: &ResultOutcome) {
+    let (ResultOutcome::Retrying(bead) | ResultOutcome::Blocked(bead)) = outcome else { return };
+    let context = &msg.result.context;
+    if context.get(oversight::ESCALATED).is_none_or(|v| v != "true") {
+        return;
+    }
+    let question = context
+        .get(oversight::ESCALATION)
+        .cloned()
+        .unwrap_or_else(|| msg.result.error.strip_prefix("escalated: ").unwrap_or(&msg.result.error).to_owned());
+    if let Err(e) = oversight::escalate(shared, bead, &question).await {
+        tracing::error!(bead = %bead.id, error = %e, "cannot create the decision bead of an escalation; the bead is retried");
     }
 }
 

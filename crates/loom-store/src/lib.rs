@@ -194,6 +194,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<bool>;
     /// Gives the lease up if `holder` holds it, so another may take it at once.
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+
+    /// Tokens and cost of the recorded attempts in all, per project (only `project`'s when
+    /// given), ordered by project; projects without attempts are left out.
+    async fn token_usage(&self, project: Option<&ProjectId>) -> Result<Vec<ProjectUsage>>;
 }
 
 /// Truncates to whole microseconds, the precision both databases keep, so that what a store

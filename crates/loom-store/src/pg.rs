@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use crate::{
     Attempt, BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, DispatchStart, Error,
-    EventPage, EventQuery, ImportAction, ImportBead, NewEvent, OutboxMessage, PageRequest, Result, ResultOutcome,
-    StartOutcome, Store,
+    EventPage, EventQuery, ImportAction, ImportBead, NewEvent, OutboxMessage, PageRequest, ProjectUsage, Result,
+    ResultOutcome, StartOutcome, Store,
 };
 use rows::{agent_from_row, event_from_row, outbox_from_row, project_from_row};
 
@@ -554,5 +554,9 @@ impl Store for PgStore {
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
         keys::release_lease(&self.pool, name, holder).await
+    }
+
+    async fn token_usage(&self, project: Option<&ProjectId>) -> Result<Vec<ProjectUsage>> {
+        attempts::usage(&self.pool, project).await
     }
 }

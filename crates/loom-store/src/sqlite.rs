@@ -30,8 +30,8 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use crate::{
     Attempt, BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, DispatchStart, Error,
-    EventPage, EventQuery, ImportAction, ImportBead, NewEvent, OutboxMessage, PageRequest, Result, ResultOutcome,
-    StartOutcome, Store,
+    EventPage, EventQuery, ImportAction, ImportBead, NewEvent, OutboxMessage, PageRequest, ProjectUsage, Result,
+    ResultOutcome, StartOutcome, Store,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -309,5 +309,9 @@ impl Store for SqliteStore {
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
         keys::release_lease(self, name, holder).await
+    }
+
+    async fn token_usage(&self, project: Option<&ProjectId>) -> Result<Vec<ProjectUsage>> {
+        attempts::usage(&self.reader, project).await
     }
 }

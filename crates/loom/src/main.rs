@@ -83,10 +83,13 @@ enum Command {
     /// Beads (through the API).
     #[command(subcommand)]
     Bead(cli::BeadCmd),
+    /// Decisions agents escalated to a person (through the API).
+    #[command(subcommand)]
+    Decision(cli::DecisionCmd),
     /// Agents (through the API).
     #[command(subcommand)]
     Agent(AgentCommand),
-    /// Counts of projects, beads by status and agents.
+    /// Counts of projects, beads by status and agents; tokens and cost per project.
     Status(cli::Output),
     /// The event log; `--follow` streams new events.
     Events {
@@ -178,6 +181,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Bench(cmd) => bench::run(cmd, &config).await,
         Command::Project(cmd) => cli::project(cmd, &config).await,
         Command::Bead(cmd) => cli::bead(cmd, &config).await,
+        Command::Decision(cmd) => cli::decision(cmd, &config).await,
         Command::Agent(AgentCommand::List(out)) => cli::agents(&config, out).await,
         Command::Status(out) => cli::status(&config, out).await,
         Command::Events { follow, after, out } => cli::events(&config, follow, after, out).await,

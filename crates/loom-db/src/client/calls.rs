@@ -300,4 +300,9 @@ impl Store for GrpcStore {
         rpc!(self.release_lease(v1::ReleaseLeaseRequest { name: name.to_owned(), holder: holder.to_owned() }), Always);
         Ok(())
     }
+
+    async fn token_usage(&self, project: Option<&ProjectId>) -> Result<Vec<loom_store::ProjectUsage>> {
+        let request = v1::TokenUsageRequest { project_id: project.map(ToString::to_string) };
+        answer(rpc!(self.token_usage(request), Always).projects)
+    }
 }
