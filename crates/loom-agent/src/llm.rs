@@ -31,8 +31,8 @@ pub(crate) use prompt::persona;
 use protocol::{Action, parse_action, parse_call};
 
 use crate::config::LlmConfig;
-use crate::executor::Outcome;
 use crate::executor::runner::Runner;
+use crate::executor::{Outcome, Steps};
 use crate::redact::Redactor;
 use crate::sandbox::Sandbox;
 use crate::workspace::{Workspace, Worktree};
@@ -43,6 +43,7 @@ use transcript::Transcript;
 const PINNED: usize = 2;
 
 /// Runs the loop for one task; a model that fails or gives up is an unsuccessful outcome.
+#[allow(clippy::too_many_arguments, reason = "what one task's loop works with, each borrowed from the executor")]
 pub(crate) async fn run(
     config: &AgentConfig,
     client: &Client,
@@ -51,6 +52,7 @@ pub(crate) async fn run(
     workspace: &Workspace,
     worktree: &Worktree,
     runner: &Runner<'_>,
+    steps: &Steps,
 ) -> Result<Outcome, Error> {
     let sandbox = Sandbox::new(&worktree.path)?;
     let tools = client.uses_tools();
@@ -73,6 +75,7 @@ pub(crate) async fn run(
         model: client.model.clone(),
         budget,
         transcript: Transcript::new(Redactor::new(client.secrets())),
+        live: Some((steps.clone(), task.metadata.dispatch_id.clone())),
         ..Run::default()
     };
     let mut kept = Vec::with_capacity(history.len());
@@ -116,7 +119,12 @@ struct Run {
     escalation: Option<String>,
     /// Everything said, bounded and redacted, for the result (`llm_conversation`).
     transcript: Transcript,
+    /// Where the latest steps go for the progress reports.
+    live: Option<(Steps, loom_domain::DispatchId)>,
 }
+
+/// Steps a progress report carries.
+const LIVE_STEPS: usize = 5;
 
 /// The task context entry with the tokens the attempt may spend (set by the control plane when
 /// the bead or its project has a `token_budget`).
@@ -227,6 +235,29 @@ impl Run {
         Outcome::failure(format!("the model did not finish within {} iterations", limits.max_iterations))
     }
 
+    /// The last [`LIVE_STEPS`] actions (redacted), for the progress reports.
+    fn publish_steps(&self) {
+        let Some((steps, dispatch)) = &self.live else { return };
+        if self.log.is_empty() {
+            return;
+        }
+        let from = self.log.len().saturating_sub(LIVE_STEPS);
+        let latest: Vec<Value> = self.log[from..]
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                let mut step = step.clone();
+                if let Some(detail) = step["detail"].as_str() {
+                    step["detail"] = self.transcript.redactor.redact(detail).into();
+                }
+                step["step"] = (from + i + 1).into();
+                step
+            })
+            .collect();
+        let turn = json!({ "turn": self.turns, "tokens": self.usage.total_tokens, "steps": latest });
+        steps.set(dispatch, turn.to_string());
+    }
+
     /// Adds `m` to the history and to the transcript.
     fn push(&mut self, history: &mut Vec<Message>, m: Message) {
         self.transcript.record(&m, self.turns);
@@ -325,6 +356,7 @@ impl Run {
                 self.condensed += condensed;
                 tracing::info!(condensed, "the conversation neared the context window; condensed older results");
             }
+            self.publish_steps();
             let asked = Instant::now();
             if let Some(replied) = self.replied.take()
                 && let Some(turn) = self.turn_log.last_mut()

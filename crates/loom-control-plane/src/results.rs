@@ -92,6 +92,9 @@ async fn apply_batch(shared: &Shared, batch: Vec<Received<ResultMessage>>) {
             shared.store.extend_lease(&dispatch, Utc::now() + shared.config.lease)
         })
         .await;
+        if let Ok(true) = outcome {
+            record_steps(shared, &received.message).await;
+        }
         settle(shared, received, outcome.map(|_| None)).await;
     }
     if finals.is_empty() {
@@ -356,6 +359,49 @@ async fn record_commands(shared: &Shared, msg: &ResultMessage) {
         if let Err(e) = shared.store.append_event(event).await {
             tracing::warn!(bead = %msg.bead_id, error = %e, "cannot record an agent.command event");
         }
+    }
+}
+
+/// The progress context entry where the LLM executor puts its latest steps (when they changed):
+/// `{"turn", "tokens", "steps": [{"step", "action", "ok", "detail"}]}`, redacted by the agent.
+const STEPS: &str = "llm_steps";
+
+/// An `agent.progress` event with the latest steps a current dispatch's progress carries, so
+/// `loom events --follow` and the SSE stream show an agent at work; best effort.
+async fn record_steps(shared: &Shared, msg: &ResultMessage) {
+    let Some(steps) = msg.result.context.get(STEPS) else { return };
+    let Ok(mut data) = serde_json::from_str::<serde_json::Value>(steps) else { return };
+    if !data.is_object() {
+        return;
+    }
+    let last = data["steps"].as_array().and_then(|s| s.last()).cloned().unwrap_or_default();
+    let description = format!(
+        "agent {} on bead {}: turn {}, {} tokens, last step {} {}",
+        msg.agent_id,
+        msg.bead_id,
+        data["turn"].as_u64().unwrap_or(0),
+        data["tokens"].as_u64().unwrap_or(0),
+        last["action"].as_str().unwrap_or("-"),
+        last["detail"].as_str().unwrap_or("")
+    );
+    data["agent"] = msg.agent_id.as_str().into();
+    data["bead"] = msg.bead_id.as_str().into();
+    data["dispatch"] = msg.metadata.dispatch_id.as_str().into();
+    let event = loom_store::NewEvent {
+        kind: loom_domain::EventKind::AgentProgress,
+        source: "agent".into(),
+        project_id: Some(msg.project_id.clone()),
+        entity_id: msg.bead_id.to_string(),
+        action: "progress".into(),
+        description: loom_domain::truncate_reason(&description),
+        data,
+        correlation_id: Some(msg.correlation_id.clone()).filter(|c| !c.is_empty()),
+    };
+    match shared.store.append_event(event).await {
+        Ok(_) => {
+            shared.events_wake.send_replace(());
+        }
+        Err(e) => tracing::warn!(bead = %msg.bead_id, error = %e, "cannot record an agent.progress event"),
     }
 }
 
