@@ -332,6 +332,26 @@ pub struct LlmConfig {
     /// The model's context window in tokens: past 75 % of it (estimated as the request's
     /// characters / 4) older action results are condensed to one line each.
     pub context_window_tokens: u32,
+    /// Per model name (as configured or as the server reports it): what its tokens cost, for
+    /// the cost of each attempt. A model without a price costs 0.
+    pub prices: std::collections::BTreeMap<String, Price>,
+}
+
+/// What a model's tokens cost, in US dollars per million tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    #[serde(default)]
+    pub prompt_per_mtok: f64,
+    #[serde(default)]
+    pub completion_per_mtok: f64,
+}
+
+impl Price {
+    /// The cost of `prompt` and `completion` tokens.
+    pub fn cost(&self, prompt: u64, completion: u64) -> f64 {
+        (prompt as f64 * self.prompt_per_mtok + completion as f64 * self.completion_per_mtok) / 1e6
+    }
 }
 
 /// How the action loop offers its actions to the model.
@@ -383,6 +403,7 @@ impl Default for LlmConfig {
             retry_base: Duration::from_millis(500),
             retry_max_wait: Duration::from_secs(60),
             context_window_tokens: 32768,
+            prices: std::collections::BTreeMap::new(),
         }
     }
 }

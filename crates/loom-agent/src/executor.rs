@@ -6,11 +6,12 @@
 pub(crate) mod runner;
 mod shell;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use loom_bus::{TaskMessage, TaskMetadata};
-use loom_domain::{AgentId, ContextMap, limits};
+use loom_domain::{AgentId, ContextMap, DispatchId, limits};
 use runner::{CommandLog, Runner};
 
 use crate::config::ExecutorKind;
@@ -59,6 +60,35 @@ impl Outcome {
     }
 }
 
+/// The latest steps of each running LLM task (redacted, a few), which its progress reports
+/// carry while it works; each change has a new version, so a report sends them only when new.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Steps(Arc<Mutex<HashMap<DispatchId, (u64, String)>>>);
+
+impl Steps {
+    pub(crate) fn set(&self, dispatch: &DispatchId, steps: String) {
+        let mut all = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = all.entry(dispatch.clone()).or_insert((0, String::new()));
+        if entry.1 != steps {
+            *entry = (entry.0 + 1, steps);
+        }
+    }
+
+    /// The steps when their version is newer than `seen` (which is updated).
+    pub(crate) fn newer(&self, dispatch: &DispatchId, seen: &mut u64) -> Option<String> {
+        let all = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (version, steps) = all.get(dispatch)?;
+        (*version > *seen).then(|| {
+            *seen = *version;
+            steps.clone()
+        })
+    }
+
+    pub(crate) fn remove(&self, dispatch: &DispatchId) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(dispatch);
+    }
+}
+
 /// Runs tasks for one agent.
 #[derive(Debug)]
 pub(crate) struct Executors {
@@ -67,6 +97,7 @@ pub(crate) struct Executors {
     llm: Arc<llm::Client>,
     /// LLM endpoints by connector, when configured.
     endpoints: Option<crate::endpoints::Resolver>,
+    pub(crate) steps: Steps,
 }
 
 impl Executors {
@@ -76,6 +107,7 @@ impl Executors {
             workspace: Workspace::new(config),
             llm: Arc::new(llm::Client::new(&config.llm)?),
             endpoints: config.llm_endpoints.clone().map(crate::endpoints::Resolver::new),
+            steps: Steps::default(),
         })
     }
 
@@ -92,6 +124,7 @@ impl Executors {
             Err(_) => Outcome::failure(format!("the task exceeded its wall-clock limit of {limit:?}")),
         };
         log.report(&mut outcome.context);
+        self.steps.remove(&task.metadata.dispatch_id);
         outcome.executor_time = started.elapsed();
         outcome.capped()
     }
@@ -139,7 +172,7 @@ impl Executors {
             None => shell::run(&runner, task).await?,
             Some(persona) => {
                 let client = self.llm_client(task, persona).await?;
-                let mut outcome = llm::run(&self.config, &client, task, persona, ws, &wt, &runner).await?;
+                let mut outcome = llm::run(&self.config, &client, task, persona, ws, &wt, &runner, &self.steps).await?;
                 outcome.context.insert("persona".into(), persona.name.clone());
                 outcome
             }

@@ -44,12 +44,13 @@ mod fence;
 mod journal;
 mod llm;
 mod personas;
+mod redact;
 pub mod sandbox;
 mod workspace;
 
 pub use agent::run;
 pub use config::{
-    AgentConfig, ApiKey, CommandLimits, ExecutorKind, LlmConfig, PushChecks, ResourceLimits, SandboxConfig,
+    AgentConfig, ApiKey, CommandLimits, ExecutorKind, LlmConfig, Price, PushChecks, ResourceLimits, SandboxConfig,
     SandboxMode, ToolMode, is_relative_local_path,
 };
 pub use error::Error;

@@ -17,6 +17,7 @@ mod actions;
 mod client;
 mod prompt;
 mod protocol;
+mod transcript;
 
 use std::time::{Duration, Instant};
 
@@ -30,16 +31,19 @@ pub(crate) use prompt::persona;
 use protocol::{Action, parse_action, parse_call};
 
 use crate::config::LlmConfig;
-use crate::executor::Outcome;
 use crate::executor::runner::Runner;
+use crate::executor::{Outcome, Steps};
+use crate::redact::Redactor;
 use crate::sandbox::Sandbox;
 use crate::workspace::{Workspace, Worktree};
 use crate::{AgentConfig, Error};
+use transcript::Transcript;
 
 /// Messages kept at the head of the history whatever is trimmed: system prompt and the task.
 const PINNED: usize = 2;
 
 /// Runs the loop for one task; a model that fails or gives up is an unsuccessful outcome.
+#[allow(clippy::too_many_arguments, reason = "what one task's loop works with, each borrowed from the executor")]
 pub(crate) async fn run(
     config: &AgentConfig,
     client: &Client,
@@ -48,11 +52,12 @@ pub(crate) async fn run(
     workspace: &Workspace,
     worktree: &Worktree,
     runner: &Runner<'_>,
+    steps: &Steps,
 ) -> Result<Outcome, Error> {
     let sandbox = Sandbox::new(&worktree.path)?;
     let tools = client.uses_tools();
     let system = prompt::system(persona, &sandbox, tools);
-    let mut history = vec![Message::new("system", system), Message::new("user", prompt::task(task))];
+    let history = vec![Message::new("system", system), Message::new("user", prompt::task(task))];
     let mut env = actions::Env {
         sandbox,
         workspace,
@@ -63,9 +68,22 @@ pub(crate) async fn run(
         created_beads: Vec::new(),
         commits: Vec::new(),
     };
-    let mut run = Run { persona: persona.clone(), tools, model: client.model.clone(), ..Run::default() };
-    let outcome = run.drive(config, client, &mut history, &mut env).await;
-    Ok(run.report(outcome, &env))
+    let budget = task.task_data.context.get(BUDGET_REMAINING).and_then(|v| v.trim().parse::<u64>().ok());
+    let mut run = Run {
+        persona: persona.clone(),
+        tools,
+        model: client.model.clone(),
+        budget,
+        transcript: Transcript::new(Redactor::new(client.secrets())),
+        live: Some((steps.clone(), task.metadata.dispatch_id.clone())),
+        ..Run::default()
+    };
+    let mut kept = Vec::with_capacity(history.len());
+    for m in history {
+        run.push(&mut kept, m);
+    }
+    let outcome = run.drive(config, client, &mut kept, &mut env).await;
+    Ok(run.report(outcome, client, &env))
 }
 
 /// Bookkeeping of one loop.
@@ -93,7 +111,24 @@ struct Run {
     condensed: usize,
     repeats: u32,
     last: Option<Action>,
+    /// Tokens this attempt may spend (`token_budget_remaining` of the task), if bounded.
+    budget: Option<u64>,
+    /// Whether the attempt stopped because it spent its budget.
+    budget_spent: bool,
+    /// What the escalation asked, when the model escalated.
+    escalation: Option<String>,
+    /// Everything said, bounded and redacted, for the result (`llm_conversation`).
+    transcript: Transcript,
+    /// Where the latest steps go for the progress reports.
+    live: Option<(Steps, loom_domain::DispatchId)>,
 }
+
+/// Steps a progress report carries.
+const LIVE_STEPS: usize = 5;
+
+/// The task context entry with the tokens the attempt may spend (set by the control plane when
+/// the bead or its project has a `token_budget`).
+const BUDGET_REMAINING: &str = "token_budget_remaining";
 
 /// After one action: tell the model this (with the one line that may replace it when the
 /// history is condensed; `None` for a failure, which is always kept whole), or end the task.
@@ -112,6 +147,16 @@ impl Run {
     ) -> Outcome {
         let limits = &config.llm;
         while self.turns < limits.max_iterations {
+            if let Some(budget) = self.budget
+                && self.usage.total_tokens >= budget
+            {
+                self.budget_spent = true;
+                let used = self.usage.total_tokens;
+                return Outcome::failure(format!(
+                    "token budget spent: this attempt used {used} tokens of the {budget} left in the bead's or its \
+                     project's token_budget; raise token_budget and reopen the bead to go on"
+                ));
+            }
             self.turns += 1;
             let Completion { mut message, finish_reason, .. } = match self.complete(client, history, env).await {
                 Ok(reply) => reply,
@@ -124,19 +169,22 @@ impl Run {
                 if let Some(stop) = self.unusable(limits, "(cut off)", &why) {
                     return stop;
                 }
-                history.push(Message::new("assistant", message.content));
-                history.push(Message::new(
-                    "user",
-                    format!(
-                        "Your reply was cut off (finish_reason \"length\", max_tokens {max}) and nothing in it was \
+                self.push(history, Message::new("assistant", message.content));
+                self.push(
+                    history,
+                    Message::new(
+                        "user",
+                        format!(
+                            "Your reply was cut off (finish_reason \"length\", max_tokens {max}) and nothing in it was \
                          done. Continue with a shorter reply: one small step at a time (split a large write_file \
                          into several edit_file steps)."
+                        ),
                     ),
-                ));
+                );
                 continue;
             }
             if message.tool_calls.is_empty() {
-                history.push(Message::new("assistant", message.content.clone()));
+                self.push(history, Message::new("assistant", message.content.clone()));
                 let action = match parse_action(&message.content) {
                     Ok(action) => action,
                     Err(why) => {
@@ -148,12 +196,15 @@ impl Run {
                         } else {
                             "Reply with exactly one JSON object."
                         };
-                        history.push(Message::new("user", format!("Your reply is not a valid action: {why}. {ask}")));
+                        self.push(
+                            history,
+                            Message::new("user", format!("Your reply is not a valid action: {why}. {ask}")),
+                        );
                         continue;
                     }
                 };
                 match self.act(action, limits, env).await {
-                    Next::Observe(text, brief) => history.push(Message { brief, ..Message::new("user", text) }),
+                    Next::Observe(text, brief) => self.push(history, Message { brief, ..Message::new("user", text) }),
                     Next::Stop(outcome) => return outcome,
                 }
                 continue;
@@ -164,7 +215,7 @@ impl Run {
                 }
             }
             let calls = message.tool_calls.clone();
-            history.push(message);
+            self.push(history, message);
             for call in calls {
                 let (answer, brief) = match parse_call(&call.function.name, &call.function.arguments) {
                     Ok(action) => match self.act(action, limits, env).await {
@@ -178,10 +229,39 @@ impl Run {
                         (format!("error: not a valid call of {}: {why}", call.function.name), None)
                     }
                 };
-                history.push(Message { brief, ..Message::tool(&call.id, answer) });
+                self.push(history, Message { brief, ..Message::tool(&call.id, answer) });
             }
         }
         Outcome::failure(format!("the model did not finish within {} iterations", limits.max_iterations))
+    }
+
+    /// The last [`LIVE_STEPS`] actions (redacted), for the progress reports.
+    fn publish_steps(&self) {
+        let Some((steps, dispatch)) = &self.live else { return };
+        if self.log.is_empty() {
+            return;
+        }
+        let from = self.log.len().saturating_sub(LIVE_STEPS);
+        let latest: Vec<Value> = self.log[from..]
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                let mut step = step.clone();
+                if let Some(detail) = step["detail"].as_str() {
+                    step["detail"] = self.transcript.redactor.redact(detail).into();
+                }
+                step["step"] = (from + i + 1).into();
+                step
+            })
+            .collect();
+        let turn = json!({ "turn": self.turns, "tokens": self.usage.total_tokens, "steps": latest });
+        steps.set(dispatch, turn.to_string());
+    }
+
+    /// Adds `m` to the history and to the transcript.
+    fn push(&mut self, history: &mut Vec<Message>, m: Message) {
+        self.transcript.record(&m, self.turns);
+        history.push(m);
     }
 
     /// Counts an unusable reply or call; the outcome when there were too many in a row.
@@ -245,6 +325,7 @@ impl Run {
             }
             actions::Step::Escalate(reason) => {
                 self.log.push(json!({ "action": "escalate", "ok": true }));
+                self.escalation = Some(self.transcript.redactor.redact(&reason));
                 let mut o = Outcome::failure(format!("escalated: {reason}"));
                 o.context.insert("escalated".into(), "true".into());
                 Next::Stop(o)
@@ -275,6 +356,7 @@ impl Run {
                 self.condensed += condensed;
                 tracing::info!(condensed, "the conversation neared the context window; condensed older results");
             }
+            self.publish_steps();
             let asked = Instant::now();
             if let Some(replied) = self.replied.take()
                 && let Some(turn) = self.turn_log.last_mut()
@@ -325,8 +407,25 @@ impl Run {
         }
     }
 
-    fn report(&self, mut outcome: Outcome, env: &actions::Env<'_>) -> Outcome {
+    fn report(&mut self, mut outcome: Outcome, client: &Client, env: &actions::Env<'_>) -> Outcome {
+        let end = if outcome.success {
+            format!("finished: {}", outcome.output)
+        } else {
+            format!("stopped: {}", outcome.error)
+        };
+        self.transcript.record(&Message::new("note", end), self.turns);
         let ctx = &mut outcome.context;
+        let price = client.price(&self.model);
+        let cost = price.map_or(0.0, |p| p.cost(self.usage.prompt_tokens, self.usage.completion_tokens));
+        ctx.insert("llm_provider".into(), client.provider.clone());
+        ctx.insert("llm_cost_usd".into(), format!("{cost:.6}"));
+        ctx.insert("llm_conversation".into(), self.transcript.finish());
+        if self.budget_spent {
+            ctx.insert("llm_budget_spent".into(), "true".into());
+        }
+        if let Some(question) = &self.escalation {
+            ctx.insert("escalation".into(), question.clone());
+        }
         ctx.insert("llm_iterations".into(), self.turns.to_string());
         ctx.insert("llm_turns".into(), self.turns.to_string());
         ctx.insert("llm_model".into(), self.model.clone());

@@ -153,6 +153,50 @@ pub struct AttemptDto {
     pub duration_ms: u64,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: DateTime<Utc>,
+    /// Tokens the attempt's model calls used (0 for an attempt without them).
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+    /// The model and provider that answered (empty without model calls).
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub provider: String,
+    /// By the configured price table (`[llm.prices."model"]`); 0 when the model has no price.
+    #[serde(default)]
+    pub cost_usd: f64,
+}
+
+/// One attempt's conversation with the model (`GET /beads/{id}/conversation?attempt=N`): the
+/// system prompt, each reply, each action and its result, bounded and with secrets redacted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ConversationDto {
+    pub bead_id: String,
+    pub attempt: u32,
+    pub dispatch_id: String,
+    /// `{role, content, tool_calls?, tool_call_id?}` in order; a `note` says what was left out.
+    pub messages: Vec<serde_json::Value>,
+}
+
+/// `POST /beads/{id}/answer`: a person's answer to a decision bead.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerDecision {
+    pub text: String,
+}
+
+/// Tokens and cost of one project's attempts in all (`GET /usage`, `GET /status`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct UsageDto {
+    pub project_id: String,
+    pub attempts: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    pub cost_usd: f64,
 }
 
 /// A commit an agent pushed.

@@ -6,9 +6,9 @@
 
 use futures::{Stream, StreamExt};
 use loom_api::{
-    AttemptDto, BeadDto, BeadPageDto, ClaimBead, CloseBead, CreateBead, Dangling, Dependency, ErrorBody, EventDto,
-    HandBack, HandedBack, ImportSummary, ProjectDto, ProjectRequest, RenewLease, StartDispatch, StartedDispatch,
-    UpdateBead,
+    AnswerDecision, AttemptDto, BeadDto, BeadPageDto, ClaimBead, CloseBead, ConversationDto, CreateBead, Dangling,
+    Dependency, ErrorBody, EventDto, HandBack, HandedBack, ImportSummary, ProjectDto, ProjectRequest, RenewLease,
+    StartDispatch, StartedDispatch, UpdateBead, UsageDto,
 };
 use loom_api::{ConnectorDto, ConnectorHealthDto, ConnectorRequest, UpdateConnector};
 use reqwest::Method;
@@ -177,6 +177,23 @@ impl Client {
     /// What each finished dispatch of a bead reported, oldest first.
     pub async fn attempts(&self, id: &str) -> Result<Vec<AttemptDto>, Error> {
         self.get(&format!("/beads/{id}/attempts")).await
+    }
+
+    /// One attempt's conversation with the model (the latest attempt when `attempt` is `None`).
+    pub async fn conversation(&self, id: &str, attempt: Option<u32>) -> Result<ConversationDto, Error> {
+        let query = attempt.map(|n| format!("?attempt={n}")).unwrap_or_default();
+        self.get(&format!("/beads/{id}/conversation{query}")).await
+    }
+
+    /// Answers a decision bead (`POST /beads/{id}/answer`).
+    pub async fn answer_decision(&self, id: &str, text: &str) -> Result<BeadDto, Error> {
+        self.call(Method::POST, &format!("/beads/{id}/answer"), Some(&AnswerDecision { text: text.to_owned() })).await
+    }
+
+    /// Tokens and cost per project (one project's when given).
+    pub async fn usage(&self, project: Option<&str>) -> Result<Vec<UsageDto>, Error> {
+        let query = project.map(|p| format!("?project_id={p}")).unwrap_or_default();
+        self.get(&format!("/usage{query}")).await
     }
 
     pub async fn create_bead(&self, req: &CreateBead) -> Result<BeadDto, Error> {

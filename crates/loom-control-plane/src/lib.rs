@@ -27,6 +27,7 @@ mod creates;
 mod cursor;
 mod dispatcher;
 mod error;
+mod oversight;
 mod relay;
 mod results;
 mod web;

@@ -57,7 +57,14 @@ pub(crate) async fn relay_outbox(shared: &Shared) -> Result<usize, Error> {
         let mut ids = Vec::with_capacity(rows.len());
         for row in &rows {
             let project_context = shared.contexts.get(&*shared.store, &row.project_id).await?;
-            match task_message(shared, row, project_context) {
+            let remaining = if row.kind == OutboxKind::TaskAssigned {
+                let context: ContextMap = serde_json::from_value(row.payload["context"].clone()).unwrap_or_default();
+                let store = &*shared.store;
+                crate::oversight::remaining(store, &row.bead_id, &row.project_id, &context, &project_context).await?
+            } else {
+                None
+            };
+            match task_message(shared, row, project_context, remaining) {
                 Ok(msg) => {
                     sendable.push(msg);
                     ids.push(row.id);
@@ -123,7 +130,15 @@ pub(crate) async fn run_publisher(
         let mut built = Vec::with_capacity(batch.len());
         for claim in &batch {
             let built_task = match shared.contexts.get(&*shared.store, &claim.bead.project_id).await {
-                Ok(project_context) => claimed_task(&shared, claim, project_context),
+                Ok(project_context) => {
+                    let mut snapshot = TaskSnapshot::of(&claim.bead);
+                    match budgeted(&shared, &claim.bead.id, &claim.bead.project_id, &mut snapshot, &project_context)
+                        .await
+                    {
+                        Ok(()) => claimed_task(&shared, claim, snapshot, project_context),
+                        Err(e) => Err(e.into()),
+                    }
+                }
                 Err(e) => Err(e.into()),
             };
             match built_task {
@@ -172,8 +187,24 @@ async fn mark_sent(shared: &Arc<Shared>, ids: Vec<i64>) {
     }
 }
 
-fn claimed_task(shared: &Shared, claim: &Claim, project_context: ContextMap) -> Result<Outgoing, Error> {
-    let snapshot = TaskSnapshot::of(&claim.bead);
+/// Adds what is left of the bead's and its project's token budgets to the task (when they set
+/// one); see `oversight`.
+async fn budgeted(
+    shared: &Shared,
+    bead: &BeadId,
+    project: &ProjectId,
+    snapshot: &mut TaskSnapshot,
+    project_context: &ContextMap,
+) -> Result<(), loom_store::Error> {
+    crate::oversight::budget_task_context(&*shared.store, bead, project, &mut snapshot.context, project_context).await
+}
+
+fn claimed_task(
+    shared: &Shared,
+    claim: &Claim,
+    snapshot: TaskSnapshot,
+    project_context: ContextMap,
+) -> Result<Outgoing, Error> {
     let row = Assignment {
         project_id: &claim.bead.project_id,
         bead_id: &claim.bead.id,
@@ -247,7 +278,12 @@ fn assigned(a: &Assignment<'_>, snap: TaskSnapshot, project_context: ContextMap)
     }
 }
 
-fn task_message(shared: &Shared, row: &OutboxMessage, project_context: ContextMap) -> Result<Outgoing, Error> {
+fn task_message(
+    shared: &Shared,
+    row: &OutboxMessage,
+    project_context: ContextMap,
+    remaining: Option<u64>,
+) -> Result<Outgoing, Error> {
     let a = Assignment {
         project_id: &row.project_id,
         bead_id: &row.bead_id,
@@ -256,8 +292,11 @@ fn task_message(shared: &Shared, row: &OutboxMessage, project_context: ContextMa
     };
     let msg = match row.kind {
         OutboxKind::TaskAssigned => {
-            let snap: TaskSnapshot = serde_json::from_value(row.payload.clone())
+            let mut snap: TaskSnapshot = serde_json::from_value(row.payload.clone())
                 .map_err(|e| Error::Io(format!("corrupt outbox payload: {e}")))?;
+            if let Some(left) = remaining {
+                snap.context.insert(crate::oversight::BUDGET_REMAINING.into(), left.to_string());
+            }
             let mut task = assigned(&a, snap, project_context);
             route(shared, &mut task);
             task

@@ -7,12 +7,12 @@ use std::time::Duration;
 use chrono::Utc;
 use loom_bus::{ConsumeOptions, Received, ResultKind, ResultMessage, ResultStatus};
 use loom_domain::{BeadType, Priority};
-use loom_store::{Commit, Discovered, DispatchResult, Outcome, Report, ResultOutcome};
+use loom_store::{Commit, Discovered, DispatchResult, Outcome, Report, ResultOutcome, TokenUsage};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::Shared;
 use crate::dispatcher::RETRY_DELAY;
+use crate::{Shared, oversight};
 
 /// Most results applied in one store transaction.
 const BATCH: usize = 256;
@@ -92,6 +92,9 @@ async fn apply_batch(shared: &Shared, batch: Vec<Received<ResultMessage>>) {
             shared.store.extend_lease(&dispatch, Utc::now() + shared.config.lease)
         })
         .await;
+        if let Ok(true) = outcome {
+            record_steps(shared, &received.message).await;
+        }
         settle(shared, received, outcome.map(|_| None)).await;
     }
     if finals.is_empty() {
@@ -165,6 +168,10 @@ fn dispatch_result(shared: &Shared, msg: &ResultMessage) -> DispatchResult {
         };
         Outcome::Failure { error }
     };
+    // An attempt that spent its token budget is not retried: the bead is blocked at once. So is
+    // an escalation, until its decision bead exists and the bead waits on it (`escalate`).
+    let flag = |key: &str| msg.result.context.get(key).is_some_and(|v| v == "true");
+    let budget_spent = !success && (flag(oversight::BUDGET_SPENT) || flag(oversight::ESCALATED));
     DispatchResult {
         bead_id: msg.bead_id.clone(),
         dispatch_id: msg.metadata.dispatch_id.clone(),
@@ -172,7 +179,7 @@ fn dispatch_result(shared: &Shared, msg: &ResultMessage) -> DispatchResult {
         outcome,
         report: report(&msg.result),
         now: Utc::now(),
-        max_attempts: shared.config.max_attempts,
+        max_attempts: if budget_spent { 0 } else { shared.config.max_attempts },
         retry_backoff: shared.config.retry_backoff,
     }
 }
@@ -185,6 +192,34 @@ fn report(r: &loom_bus::ResultData) -> Report {
         artifacts: r.artifacts.clone(),
         duration_ms: r.duration,
         discovered: r.context.get(CREATED_BEADS).map(|list| discovered(list)).unwrap_or_default(),
+        usage: usage(&r.context),
+        conversation: conversation(&r.context),
+    }
+}
+
+/// The tokens, model, provider and cost the LLM executor reports (`llm_*` context entries);
+/// zero for other executors.
+fn usage(context: &loom_domain::ContextMap) -> TokenUsage {
+    let number = |key: &str| context.get(key).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let text = |key: &str| context.get(key).cloned().unwrap_or_default();
+    let cost = context.get("llm_cost_usd").and_then(|v| v.parse::<f64>().ok()).filter(|c| c.is_finite() && *c >= 0.0);
+    TokenUsage {
+        prompt_tokens: number("llm_prompt_tokens"),
+        completion_tokens: number("llm_completion_tokens"),
+        model: text("llm_model"),
+        provider: text("llm_provider"),
+        cost_usd: cost.unwrap_or(0.0),
+    }
+}
+
+/// The result context entry where the LLM executor keeps the attempt's conversation: a JSON
+/// array of messages, already bounded and redacted. Anything else is not kept.
+const CONVERSATION: &str = "llm_conversation";
+
+fn conversation(context: &loom_domain::ContextMap) -> String {
+    match context.get(CONVERSATION) {
+        Some(text) if serde_json::from_str::<Vec<serde_json::Value>>(text).is_ok() => text.clone(),
+        _ => String::new(),
     }
 }
 
@@ -245,6 +280,7 @@ async fn settle(
                 } else {
                     shared.changed();
                     record_commands(shared, &msg).await;
+                    escalate(shared, &msg, o).await;
                 }
             }
             if let Err(e) = delivery.ack().await {
@@ -260,6 +296,23 @@ async fn settle(
             tracing::error!(error = %e, bead = %msg.bead_id, "result refused by the store; dead-lettering it");
             let _ = delivery.term_to_dlq(&format!("result refused by the store: {e}")).await;
         }
+    }
+}
+
+/// An applied escalation (`escalate` ended the attempt): the bead waits on a new decision bead.
+/// A failure to create it is logged; the bead is then retried like any failed attempt.
+async fn escalate(shared: &Shared, msg: &ResultMessage, outcome: &ResultOutcome) {
+    let (ResultOutcome::Retrying(bead) | ResultOutcome::Blocked(bead)) = outcome else { return };
+    let context = &msg.result.context;
+    if context.get(oversight::ESCALATED).is_none_or(|v| v != "true") {
+        return;
+    }
+    let question = context
+        .get(oversight::ESCALATION)
+        .cloned()
+        .unwrap_or_else(|| msg.result.error.strip_prefix("escalated: ").unwrap_or(&msg.result.error).to_owned());
+    if let Err(e) = oversight::escalate(shared, bead, &question).await {
+        tracing::error!(bead = %bead.id, error = %e, "cannot create the decision bead of an escalation; the bead is retried");
     }
 }
 
@@ -306,6 +359,49 @@ async fn record_commands(shared: &Shared, msg: &ResultMessage) {
         if let Err(e) = shared.store.append_event(event).await {
             tracing::warn!(bead = %msg.bead_id, error = %e, "cannot record an agent.command event");
         }
+    }
+}
+
+/// The progress context entry where the LLM executor puts its latest steps (when they changed):
+/// `{"turn", "tokens", "steps": [{"step", "action", "ok", "detail"}]}`, redacted by the agent.
+const STEPS: &str = "llm_steps";
+
+/// An `agent.progress` event with the latest steps a current dispatch's progress carries, so
+/// `loom events --follow` and the SSE stream show an agent at work; best effort.
+async fn record_steps(shared: &Shared, msg: &ResultMessage) {
+    let Some(steps) = msg.result.context.get(STEPS) else { return };
+    let Ok(mut data) = serde_json::from_str::<serde_json::Value>(steps) else { return };
+    if !data.is_object() {
+        return;
+    }
+    let last = data["steps"].as_array().and_then(|s| s.last()).cloned().unwrap_or_default();
+    let description = format!(
+        "agent {} on bead {}: turn {}, {} tokens, last step {} {}",
+        msg.agent_id,
+        msg.bead_id,
+        data["turn"].as_u64().unwrap_or(0),
+        data["tokens"].as_u64().unwrap_or(0),
+        last["action"].as_str().unwrap_or("-"),
+        last["detail"].as_str().unwrap_or("")
+    );
+    data["agent"] = msg.agent_id.as_str().into();
+    data["bead"] = msg.bead_id.as_str().into();
+    data["dispatch"] = msg.metadata.dispatch_id.as_str().into();
+    let event = loom_store::NewEvent {
+        kind: loom_domain::EventKind::AgentProgress,
+        source: "agent".into(),
+        project_id: Some(msg.project_id.clone()),
+        entity_id: msg.bead_id.to_string(),
+        action: "progress".into(),
+        description: loom_domain::truncate_reason(&description),
+        data,
+        correlation_id: Some(msg.correlation_id.clone()).filter(|c| !c.is_empty()),
+    };
+    match shared.store.append_event(event).await {
+        Ok(_) => {
+            shared.events_wake.send_replace(());
+        }
+        Err(e) => tracing::warn!(bead = %msg.bead_id, error = %e, "cannot record an agent.progress event"),
     }
 }
 

@@ -22,6 +22,7 @@ string_enum!(
         AgentOnline => "agent.online",
         AgentOffline => "agent.offline",
         AgentCommand => "agent.command",
+        AgentProgress => "agent.progress",
         ConnectorHealthChanged => "connector.health_changed",
         ApiWrite => "audit.api_write",
     }

@@ -47,7 +47,7 @@ macro_rules! conformance_tests {
             hand_back_gives_the_attempt_back, progress_marks_an_unreported_start, positions_only_advance,
             concurrent_starts_each_get_their_answer, results_are_kept_as_attempts,
             a_started_bead_is_assigned_to_its_agent, discovered_beads_are_created_once,
-            project_delete_refuses_other_projects_dependents,
+            project_delete_refuses_other_projects_dependents, token_usage_is_kept_per_attempt_and_summed_per_project,
             import_keeps_ids_statuses_times_and_is_idempotent, import_batches_are_all_or_nothing,
             connectors_are_kept_with_versions, concurrent_connector_updates_have_one_winner);
     };

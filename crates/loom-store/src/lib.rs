@@ -206,6 +206,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn update_connector(&self, expected_version: i64, connector: NewConnector) -> Result<ConnectorRecord>;
     /// Deletes a connector; `NotFound` if there is none.
     async fn delete_connector(&self, id: &str) -> Result<()>;
+    /// Tokens and cost of the recorded attempts in all, per project (only `project`'s when
+    /// given), ordered by project; projects without attempts are left out.
+    async fn token_usage(&self, project: Option<&ProjectId>) -> Result<Vec<ProjectUsage>>;
 }
 
 /// Truncates to whole microseconds, the precision both databases keep, so that what a store

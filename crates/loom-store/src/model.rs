@@ -176,6 +176,40 @@ pub struct Report {
     /// They are created in the bead's project when a success is applied, in the same
     /// transaction, so a repeated result (a no-op) creates none again.
     pub discovered: Vec<Discovered>,
+    /// Tokens the attempt's model calls used, and their cost.
+    pub usage: TokenUsage,
+    /// The attempt's conversation with the model as a JSON array of messages (system prompt,
+    /// replies, actions and their results), bounded and with secrets redacted by the agent;
+    /// empty when there was none. The store keeps at most [`Report::CONVERSATION_MAX`] bytes.
+    pub conversation: String,
+}
+
+/// Tokens one attempt's model calls used, the model and provider that answered, and what they
+/// cost by the configured price table (0 when the model has no price).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenUsage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub model: String,
+    pub provider: String,
+    pub cost_usd: f64,
+}
+
+impl TokenUsage {
+    pub fn total_tokens(&self) -> u64 {
+        self.prompt_tokens.saturating_add(self.completion_tokens)
+    }
+}
+
+/// The tokens and cost of one project's attempts in all (`Store::token_usage`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProjectUsage {
+    pub project_id: ProjectId,
+    /// Attempts recorded (with or without model calls).
+    pub attempts: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_usd: f64,
 }
 
 impl Report {
@@ -185,6 +219,8 @@ impl Report {
     pub const ITEMS_MAX: usize = 100;
     /// Longest commit sha, branch or artifact kept.
     pub const ITEM_LEN_MAX: usize = 1024;
+    /// Longest conversation kept (a longer one is dropped: cut JSON would not parse).
+    pub const CONVERSATION_MAX: usize = 256 * 1024;
 
     /// The report within the store's limits: the output's tail, the first items, each item cut.
     pub fn bounded(mut self) -> Report {
@@ -199,6 +235,14 @@ impl Report {
             *a = head(a, Self::ITEM_LEN_MAX).to_owned();
         }
         self.discovered.truncate(Self::ITEMS_MAX);
+        if self.conversation.len() > Self::CONVERSATION_MAX {
+            self.conversation.clear();
+        }
+        self.usage.model = head(&self.usage.model, Self::ITEM_LEN_MAX).to_owned();
+        self.usage.provider = head(&self.usage.provider, Self::ITEM_LEN_MAX).to_owned();
+        if !self.usage.cost_usd.is_finite() || self.usage.cost_usd < 0.0 {
+            self.usage.cost_usd = 0.0;
+        }
         self
     }
 }
@@ -266,6 +310,10 @@ pub struct Attempt {
     /// The beads created from this attempt's `discovered` ones, in order.
     pub created_beads: Vec<BeadId>,
     pub duration_ms: u64,
+    /// Tokens and cost of the attempt's model calls.
+    pub usage: TokenUsage,
+    /// The conversation with the model (JSON array text; empty when there was none).
+    pub conversation: String,
     /// When the agent reported its start (`None` if it never did).
     pub started_at: Option<DateTime<Utc>>,
     /// When the result was applied.

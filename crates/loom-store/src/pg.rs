@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use crate::{
     Attempt, BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, DispatchStart, Error,
-    EventPage, EventQuery, ImportAction, ImportBead, NewEvent, OutboxMessage, PageRequest, Result, ResultOutcome,
-    StartOutcome, Store,
+    EventPage, EventQuery, ImportAction, ImportBead, NewEvent, OutboxMessage, PageRequest, ProjectUsage, Result,
+    ResultOutcome, StartOutcome, Store,
 };
 use rows::{agent_from_row, event_from_row, outbox_from_row, project_from_row};
 
@@ -592,5 +592,9 @@ impl Store for PgStore {
 
     async fn delete_connector(&self, id: &str) -> Result<()> {
         connectors::delete(&self.pool, id).await
+    }
+
+    async fn token_usage(&self, project: Option<&ProjectId>) -> Result<Vec<ProjectUsage>> {
+        attempts::usage(&self.pool, project).await
     }
 }

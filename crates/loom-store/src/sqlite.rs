@@ -31,8 +31,8 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use crate::{
     Attempt, BeadFilter, BeadPage, BeadPatch, Claim, ClaimRequest, CreatedBead, DispatchResult, DispatchStart, Error,
-    EventPage, EventQuery, ImportAction, ImportBead, NewEvent, OutboxMessage, PageRequest, Result, ResultOutcome,
-    StartOutcome, Store,
+    EventPage, EventQuery, ImportAction, ImportBead, NewEvent, OutboxMessage, PageRequest, ProjectUsage, Result,
+    ResultOutcome, StartOutcome, Store,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -334,5 +334,9 @@ impl Store for SqliteStore {
 
     async fn delete_connector(&self, id: &str) -> Result<()> {
         connectors::delete(self, id).await
+    }
+
+    async fn token_usage(&self, project: Option<&ProjectId>) -> Result<Vec<ProjectUsage>> {
+        attempts::usage(&self.reader, project).await
     }
 }

@@ -233,6 +233,8 @@ pub(crate) fn record_result(bead: &mut Bead, r: &DispatchResult) -> Option<Appli
         artifacts: report.artifacts,
         created_beads: Vec::new(),
         duration_ms: report.duration_ms,
+        usage: report.usage,
+        conversation: report.conversation,
         started_at,
         finished_at: now,
     };

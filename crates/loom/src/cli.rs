@@ -14,7 +14,7 @@ use crate::config::Config;
 pub mod connectors;
 mod print;
 
-use print::{print_bead, print_beads, print_json, print_projects};
+use print::{print_bead, print_beads, print_conversation, print_json, print_projects};
 
 #[derive(Debug, Args)]
 pub struct Output {
@@ -203,6 +203,16 @@ pub enum BeadCmd {
         #[command(flatten)]
         out: Output,
     },
+    /// One attempt's conversation with the model: the system prompt, each reply, each action
+    /// and its result (bounded, secrets redacted).
+    Conversation {
+        id: String,
+        /// The attempt number (1 for the first); the latest when left out.
+        #[arg(long)]
+        attempt: Option<u32>,
+        #[command(flatten)]
+        out: Output,
+    },
     /// Export a project's beads as bd JSONL (to standard output, or `--output FILE`), streamed.
     Export {
         #[arg(long)]
@@ -212,6 +222,27 @@ pub enum BeadCmd {
         /// Write to this file instead of standard output.
         #[arg(long, short)]
         output: Option<std::path::PathBuf>,
+    },
+}
+
+/// Decisions: beads an agent's `escalate` created, which its bead waits on until a person answers.
+#[derive(Debug, Subcommand)]
+pub enum DecisionCmd {
+    /// The decisions waiting for an answer (open `decision` beads).
+    List {
+        #[arg(long)]
+        project: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Answer a decision: it is closed with the answer, and the bead that escalated runs again
+    /// with the answer in its prompt.
+    Answer {
+        id: String,
+        #[arg(long)]
+        text: String,
+        #[command(flatten)]
+        out: Output,
     },
 }
 
@@ -355,6 +386,32 @@ pub async fn bead(cmd: BeadCmd, config: &Config) -> anyhow::Result<()> {
         }
         BeadCmd::Import { project, file, dangling, out } => import(&c, &project, &file, dangling, out).await?,
         BeadCmd::Export { project, format: Format::Bd, output } => export(&c, &project, output.as_deref()).await?,
+        BeadCmd::Conversation { id, attempt, out } => {
+            let conv = c.conversation(&id, attempt).await?;
+            if out.json { print_json(&conv)? } else { print_conversation(&conv) }
+        }
+    }
+    Ok(())
+}
+
+pub async fn decision(cmd: DecisionCmd, config: &Config) -> anyhow::Result<()> {
+    let c = client(config);
+    match cmd {
+        DecisionCmd::List { project, out } => {
+            let mut q = vec!["type=decision".to_owned(), "status=open".to_owned(), "limit=1000".to_owned()];
+            q.extend(project.map(|p| format!("project_id={p}")));
+            let page = c.beads(&q.join("&")).await?;
+            if out.json { print_json(&page.beads)? } else { print_beads(&page.beads) }
+        }
+        DecisionCmd::Answer { id, text, out } => {
+            let b = c.answer_decision(&id, &text).await?;
+            if out.json {
+                print_json(&b)?
+            } else {
+                let waiting = b.context.get("escalated_from").map(|w| format!("; {w} runs again")).unwrap_or_default();
+                println!("{} answered{waiting}", b.id);
+            }
+        }
     }
     Ok(())
 }
@@ -461,6 +518,19 @@ pub async fn status(config: &Config, out: Output) -> anyhow::Result<()> {
     println!("projects: {}   agents: {}", s["projects"], s["agents"]);
     let beads = s["beads"].as_object().cloned().unwrap_or_default();
     println!("beads: {}", beads.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
+    let usage: Vec<loom_api::UsageDto> = serde_json::from_value(s["usage"].clone()).unwrap_or_default();
+    if !usage.is_empty() {
+        println!(
+            "{:<20} {:>8} {:>14} {:>14} {:>14} {:>12}",
+            "PROJECT", "ATTEMPTS", "PROMPT", "COMPLETION", "TOKENS", "COST_USD"
+        );
+        for u in usage {
+            println!(
+                "{:<20} {:>8} {:>14} {:>14} {:>14} {:>12.4}",
+                u.project_id, u.attempts, u.prompt_tokens, u.completion_tokens, u.total_tokens, u.cost_usd
+            );
+        }
+    }
     Ok(())
 }
 

@@ -33,6 +33,8 @@ const NOT_KEYS: &[&str] = &[
     "llm_api_key",
     "pg_bindir",
     "nats_server",
+    "test_real_llm",
+    "real_llm_venv",
     "bench_messages",
     "project_id",
     "bead_id",

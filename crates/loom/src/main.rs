@@ -83,13 +83,16 @@ enum Command {
     /// Beads (through the API).
     #[command(subcommand)]
     Bead(cli::BeadCmd),
+    /// Decisions agents escalated to a person (through the API).
+    #[command(subcommand)]
+    Decision(cli::DecisionCmd),
     /// Agents (through the API).
     #[command(subcommand)]
     Agent(AgentCommand),
     /// Connectors: LLM providers, observability, git hosts, webhooks (through the API).
     #[command(subcommand)]
     Connector(cli::connectors::ConnectorCmd),
-    /// Counts of projects, beads by status and agents.
+    /// Counts of projects, beads by status and agents; tokens and cost per project.
     Status(cli::Output),
     /// The event log; `--follow` streams new events.
     Events {
@@ -181,6 +184,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Bench(cmd) => bench::run(cmd, &config).await,
         Command::Project(cmd) => cli::project(cmd, &config).await,
         Command::Bead(cmd) => cli::bead(cmd, &config).await,
+        Command::Decision(cmd) => cli::decision(cmd, &config).await,
         Command::Agent(AgentCommand::List(out)) => cli::agents(&config, out).await,
         Command::Connector(cmd) => cli::connectors::run(cmd, &config).await,
         Command::Status(out) => cli::status(&config, out).await,

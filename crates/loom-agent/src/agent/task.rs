@@ -181,8 +181,14 @@ async fn progress(shared: &Shared, task: &TaskMessage, cancel: &CancellationToke
     let every = shared.config.progress_interval;
     let started = Instant::now();
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let mut seen = 0;
     loop {
         ticks.tick().await;
+        let mut context = loom_domain::ContextMap::new();
+        if let Some(steps) = shared.executors.steps.newer(&task.metadata.dispatch_id, &mut seen) {
+            // The LLM loop's latest steps, when they changed since the last report.
+            context.insert("llm_steps".into(), steps);
+        }
         let data = ResultData {
             status: ResultStatus::InProgress,
             output: String::new(),
@@ -191,7 +197,7 @@ async fn progress(shared: &Shared, task: &TaskMessage, cancel: &CancellationToke
             branch: String::new(),
             artifacts: Vec::new(),
             duration: started.elapsed().as_millis() as u64,
-            context: Default::default(),
+            context,
         };
         let msg = envelope(shared, task, ResultKind::Progress, data);
         let sent = match shared.bus.result(&msg, &TraceContext::default()) {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::Error;
-use crate::config::{ApiKey, LlmConfig, ToolMode};
+use crate::config::{ApiKey, LlmConfig, Price, ToolMode};
 
 /// One chat message: `content`, and for an assistant's native calls `tool_calls`, for the
 /// answer to one of them `tool_call_id`.
@@ -186,6 +186,9 @@ pub(crate) struct Client {
     max_retries: u32,
     retry_base: Duration,
     retry_max_wait: Duration,
+    /// Who serves the model, for the usage records: the endpoint's host and port.
+    pub(crate) provider: String,
+    prices: std::collections::BTreeMap<String, Price>,
 }
 
 /// One failed request, and whether it may be retried after a wait.
@@ -220,7 +223,19 @@ impl Client {
             max_retries: config.max_retries,
             retry_base: config.retry_base,
             retry_max_wait: config.retry_max_wait,
+            provider: provider(base),
+            prices: config.prices.clone(),
         })
+    }
+
+    /// The price of `model` (as the server named it, else as configured).
+    pub(crate) fn price(&self, model: &str) -> Option<Price> {
+        self.prices.get(model).or_else(|| self.prices.get(&self.model)).copied()
+    }
+
+    /// Values never to keep in a record: the key.
+    pub(crate) fn secrets(&self) -> Vec<String> {
+        self.key.iter().map(|k| k.expose().to_owned()).collect()
     }
 
     /// Whether requests carry `tools` (in `auto`, until the endpoint rejects them).
@@ -337,6 +352,13 @@ impl Client {
             _ => text.to_owned(),
         }
     }
+}
+
+/// `host:port` of a base URL (`https://api.example.com/v1` → `api.example.com`).
+fn provider(base: &str) -> String {
+    let rest = base.split_once("://").map_or(base, |(_, r)| r);
+    let host = rest.split('/').next().unwrap_or_default();
+    host.rsplit_once('@').map_or(host, |(_, h)| h).to_owned()
 }
 
 fn describe(error: &ChatError) -> String {

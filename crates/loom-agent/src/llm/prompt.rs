@@ -14,6 +14,8 @@ use crate::sandbox::command::cap_text;
 use crate::{AgentConfig, Error};
 
 const AGENTS_MD_MAX: usize = 32 * 1024;
+/// The bead context entry where the control plane puts the answers to the bead's escalations.
+const ANSWERS: &str = "escalation_answer";
 
 /// The persona a task plays: the bead's `role`, else the agent's, else `engineer`.
 pub(crate) fn persona<'a>(config: &'a AgentConfig, task: &TaskMessage) -> Result<&'a Persona, Error> {
@@ -65,7 +67,16 @@ pub(crate) fn task(task: &TaskMessage) -> String {
     if !d.description.trim().is_empty() {
         let _ = write!(out, "{}\n\n", d.description.trim());
     }
-    list(&mut out, "Context", d.context.iter());
+    let shown = |(k, _): &(&String, &String)| k.as_str() != ANSWERS && k.as_str() != "token_budget_remaining";
+    list(&mut out, "Context", d.context.iter().filter(shown));
+    if let Some(answers) = d.context.get(ANSWERS).filter(|a| !a.trim().is_empty()) {
+        let _ = write!(
+            out,
+            "A person answered your earlier escalation of this bead; go on with the task using the answer (do \
+             not escalate the same question again):\n{}\n\n",
+            answers.trim()
+        );
+    }
     let commands: Vec<(&str, &str)> =
         PROJECT_COMMANDS.iter().filter_map(|(key, _)| Some((*key, d.project_command(key)?))).collect();
     list(&mut out, "Project commands", commands.into_iter());

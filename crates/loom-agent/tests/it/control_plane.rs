@@ -110,3 +110,54 @@ async fn a_shell_bead_chain_runs_to_completion_and_each_bead_closes_once() {
     cp.await.unwrap().unwrap();
     nats_cleanup(bus).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_llm_beads_progress_is_an_agent_progress_event_with_its_latest_steps() {
+    let repo = Repo::new();
+    let server = crate::support::ChatServer::start(vec![
+        crate::support::say(json!({"action": "run_command", "command": "true # token=s3cr3t-value-xyz"})),
+        crate::support::say(json!({"action": "run_command", "command": "sleep 2"})),
+        crate::support::say(json!({"action": "done", "summary": "slept"})),
+    ])
+    .await;
+    let db = TestDatabase::create().await;
+    let store: Arc<dyn Store> = Arc::new(db.store().await);
+    let bus = nats().await;
+    let key = loom_control_plane::bootstrap_admin_key(&*store).await.unwrap().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let cp_config = loom_control_plane::Config {
+        sweep_interval: Duration::from_millis(100),
+        leader_ttl: Duration::from_secs(1),
+        ..loom_control_plane::Config::default()
+    };
+    let cp_stop = CancellationToken::new();
+    let cp = tokio::spawn(loom_control_plane::run(cp_config, listener, store, bus.clone(), cp_stop.clone()));
+    let api = Api { url, key, http: reqwest::Client::new() };
+    api.post("/api/v1/projects", json!({ "id": "live", "git_repo": repo.remote.to_str().unwrap() })).await;
+    let bead = api
+        .post("/api/v1/beads", json!({ "project_id": "live", "title": "sleep", "context": { "executor": "llm" } }))
+        .await;
+    let bead = bead["id"].as_str().unwrap().to_owned();
+    let mut config = repo.config("live");
+    config.llm.base_url = server.url.clone();
+    config.llm.tool_mode = loom_agent::ToolMode::Text;
+    config.progress_interval = Duration::from_millis(200);
+    let agent = Agent::start(config, &bus);
+
+    assert_eq!(api.wait_closed(&bead).await["status"], "closed");
+    let events = api.get("/api/v1/events?project_id=live&after=0&limit=1000").await;
+    let progress: Vec<&Value> = events.as_array().unwrap().iter().filter(|e| e["type"] == "agent.progress").collect();
+    assert!(!progress.is_empty(), "the running bead's progress is visible: {events}");
+    let data = &progress[0]["data"];
+    assert_eq!((&data["bead"], &data["turn"], &data["tokens"]), (&json!(bead), &json!(2), &json!(110)), "{data}");
+    assert_eq!(data["steps"][0]["action"], "run_command", "{data}");
+    assert_eq!(data["steps"][0]["detail"], "true # token=<redacted>", "{data}");
+    assert!(progress[0]["description"].as_str().unwrap().contains("last step run_command"), "{}", progress[0]);
+    let shown = serde_json::to_string(&progress).unwrap();
+    assert!(!shown.contains("s3cr3t-value-xyz"), "no secret in the progress events: {shown}");
+    agent.stop().await;
+    cp_stop.cancel();
+    cp.await.unwrap().unwrap();
+    nats_cleanup(bus).await;
+}

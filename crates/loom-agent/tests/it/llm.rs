@@ -502,3 +502,39 @@ async fn near_the_context_window_older_results_are_condensed_keeping_task_plan_l
     assert!(sizes[10] < sizes[9], "{sizes:?}");
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_reports_carry_the_latest_steps_redacted() {
+    let repo = Repo::new();
+    let server = ChatServer::start(vec![
+        say(json!({"action": "run_command", "command": "true # password=hunter2-not-kept"})),
+        say(json!({"action": "run_command", "command": "sleep 2"})),
+        say(json!({"action": "done", "summary": "slept"})),
+    ])
+    .await;
+    let bus = embedded();
+    let mut sub = results(&bus).await;
+    let mut c = config(&repo, &server, ToolMode::Text);
+    c.progress_interval = Duration::from_millis(200);
+    let agent = Agent::start(c, &bus);
+    publish(&bus, &task("demo", "demo-steps", "llm", &[])).await;
+    let progress = loop {
+        let p = crate::support::next_of(&mut sub, &[ResultKind::Progress]).await;
+        if p.result.context.get("llm_steps").is_some_and(|s| s.contains("run_command")) {
+            break p;
+        }
+    };
+    let steps: Value = serde_json::from_str(&progress.result.context["llm_steps"]).unwrap();
+    assert_eq!(steps["turn"], 2, "during the second turn's command: {steps}");
+    assert_eq!(steps["tokens"], 110, "{steps}");
+    let first = &steps["steps"][0];
+    assert_eq!((&first["step"], &first["action"], &first["ok"]), (&json!(1), &json!("run_command"), &json!(true)));
+    assert_eq!(first["detail"], "true # password=<redacted>", "{steps}");
+    assert!(!progress.result.context["llm_steps"].contains("hunter2"));
+    let r = final_result(&mut sub).await;
+    assert_eq!(r.kind, ResultKind::Completed, "{r:?}");
+    let conversation: Vec<Value> = serde_json::from_str(&r.result.context["llm_conversation"]).unwrap();
+    assert!(!r.result.context["llm_conversation"].contains("hunter2"), "{conversation:?}");
+    assert_eq!(conversation.last().unwrap()["content"], "finished: slept");
+    agent.stop().await;
+}

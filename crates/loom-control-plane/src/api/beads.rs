@@ -7,8 +7,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::Utc;
 use loom_api::{
-    BeadDto, BeadPageDto, ClaimBead, CloseBead, CreateBead, Dependency, HandBack, HandedBack, RenewLease,
-    StartDispatch, StartedDispatch, UpdateBead,
+    AnswerDecision, BeadDto, BeadPageDto, ClaimBead, CloseBead, CreateBead, Dependency, HandBack, HandedBack,
+    RenewLease, StartDispatch, StartedDispatch, UpdateBead,
 };
 use loom_domain::{BeadId, BeadType, DispatchId, Priority, ProjectId, Status};
 use loom_store::{BeadFilter, BeadPatch, DispatchStart, PageRequest, StartOutcome, TaskSnapshot};
@@ -54,6 +54,7 @@ pub(crate) async fn create(
     ApiJson(req): ApiJson<CreateBead>,
 ) -> Result<(StatusCode, Json<BeadDto>), Error> {
     let new = req.into_domain()?;
+    crate::oversight::check_budget(&new.context, "the bead's")?;
     let snapshot = TaskSnapshot {
         title: new.title.clone(),
         description: new.description.clone(),
@@ -116,6 +117,7 @@ async fn check_patched(s: &Shared, current: &loom_domain::Bead, patch: &BeadPatc
         snapshot.description = d.clone();
     }
     if let Some(c) = &patch.context {
+        crate::oversight::check_budget(c, "the bead's")?;
         snapshot.context = c.clone();
     }
     if let Some(a) = &patch.assignee {
@@ -256,6 +258,18 @@ pub(crate) async fn close(
     let bead = s.store.close_bead(&id, req.reason.as_deref().unwrap_or("closed by hand"), req.version).await?;
     s.changed();
     s.relay_wake.notify_one();
+    Ok(Json(BeadDto::from(&bead)))
+}
+
+/// `POST /beads/{id}/answer`: a person answers a decision bead; the bead that escalated runs
+/// again with the answer.
+pub(crate) async fn answer(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<AnswerDecision>,
+) -> Result<Json<BeadDto>, Error> {
+    let id = parse_id(BeadId::parse, &id)?;
+    let bead = crate::oversight::answer(&s, &id, &req.text).await?;
     Ok(Json(BeadDto::from(&bead)))
 }
 

@@ -3,10 +3,11 @@
 //! the router; a test checks that every documented route answers and enforces its role.
 
 use loom_api::{
-    AttemptDto, BeadDto, BeadPageDto, ClaimBead, CloseBead, ConnectorDto, ConnectorHealthDto, ConnectorRequest,
-    CreateBead, CreateKey, Dependency, ErrorBody, EventDto, HandBack, HandedBack, ImportSummary, KeyDto, ProjectDto,
-    ProjectRequest, RenewLease, StartDispatch, StartedDispatch, UpdateBead, UpdateConnector,
+    AnswerDecision, AttemptDto, BeadDto, BeadPageDto, ClaimBead, CloseBead, ConnectorDto, ConnectorHealthDto,
+    ConnectorRequest, CreateBead, CreateKey, Dependency, ErrorBody, EventDto, HandBack, HandedBack, ImportSummary,
+    KeyDto, ProjectDto, ProjectRequest, RenewLease, StartDispatch, StartedDispatch, UpdateBead, UpdateConnector,
 };
+use loom_api::{ConversationDto, UsageDto};
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::{JsonSchema, Schema};
 use serde_json::{Map, Value, json};
@@ -110,6 +111,23 @@ pub(crate) const ROUTES: &[Route] = &[
     r("get", "/beads/{id}", "viewer", "Show a bead with its latest result").ok(schema::<BeadDto>),
     r("get", "/beads/{id}/attempts", "viewer", "What each finished dispatch of a bead reported, oldest first")
         .ok(schema::<Vec<AttemptDto>>),
+    r(
+        "get",
+        "/beads/{id}/conversation",
+        "viewer",
+        "One attempt's conversation with the model, secrets redacted (attempt; the latest when left out)",
+    )
+    .ok(schema::<ConversationDto>),
+    r(
+        "post",
+        "/beads/{id}/answer",
+        "operator",
+        "Answer a decision bead: it closes with the answer, and the bead that escalated runs again with it",
+    )
+    .body(schema::<AnswerDecision>)
+    .ok(schema::<BeadDto>),
+    r("get", "/usage", "viewer", "Tokens and cost of the recorded attempts per project (project_id)")
+        .ok(schema::<Vec<UsageDto>>),
     r("patch", "/beads/{id}", "operator", "Change a bead (optionally at an expected version)")
         .body(schema::<UpdateBead>)
         .ok(schema::<BeadDto>),

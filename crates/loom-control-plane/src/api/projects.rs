@@ -21,7 +21,9 @@ pub(crate) async fn create(
 ) -> Result<(StatusCode, Json<ProjectDto>), Error> {
     let id = req.id.as_deref().ok_or_else(|| Error::BadRequest("`id` is required".into()))?;
     let id = parse_id(ProjectId::parse, id)?;
-    let project = s.store.create_project(req.into_domain(id)?).await?;
+    let new = req.into_domain(id)?;
+    crate::oversight::check_budget(&new.context, "the project's")?;
+    let project = s.store.create_project(new).await?;
     s.contexts.put(&project);
     s.project_changed();
     Ok((StatusCode::CREATED, Json(ProjectDto::from(&project))))
@@ -43,6 +45,7 @@ pub(crate) async fn update(
     }
     let current = s.store.get_project(&id).await?;
     let mut project = req.clone().into_domain(id)?;
+    crate::oversight::check_budget(&project.context, "the project's")?;
     if req.bead_prefix.is_none() {
         project.bead_prefix = current.bead_prefix;
     }

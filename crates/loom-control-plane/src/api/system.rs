@@ -30,7 +30,8 @@ pub(crate) async fn status(State(s): State<Arc<Shared>>) -> Result<Json<Value>, 
     let projects = s.store.list_projects().await?;
     let counts = s.counts.get(&*s.store).await?;
     let agents = s.bus.list_agents().await.map(|a| a.len()).unwrap_or(0);
-    Ok(Json(json!({ "projects": projects.len(), "beads": status_counts(&counts), "agents": agents })))
+    let usage = super::attempts::usage_of(&*s.store, None).await?;
+    Ok(Json(json!({ "projects": projects.len(), "beads": status_counts(&counts), "agents": agents, "usage": usage })))
 }
 
 pub(crate) async fn agents(State(s): State<Arc<Shared>>) -> Result<Json<Value>, Error> {

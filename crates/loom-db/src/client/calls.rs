@@ -323,4 +323,9 @@ impl Store for GrpcStore {
         rpc!(self.delete_connector(v1::DeleteConnectorRecordRequest { id: id.to_owned() }), IfNoEffect);
         Ok(())
     }
+
+    async fn token_usage(&self, project: Option<&ProjectId>) -> Result<Vec<loom_store::ProjectUsage>> {
+        let request = v1::TokenUsageRequest { project_id: project.map(ToString::to_string) };
+        answer(rpc!(self.token_usage(request), Always).projects)
+    }
 }

@@ -376,4 +376,10 @@ impl Database for DatabaseService {
         self.store.delete_connector(&r.into_inner().id).await.map_err(fail)?;
         reply(v1::DeleteConnectorRecordResponse {})
     }
+
+    async fn token_usage(&self, r: Request<v1::TokenUsageRequest>) -> Reply<v1::TokenUsageResponse> {
+        let project = project_id(r.into_inner().project_id.as_deref())?;
+        let projects = self.store.token_usage(project.as_ref()).await.map_err(fail)?;
+        reply(v1::TokenUsageResponse { projects: projects.into_proto() })
+    }
 }

@@ -2,7 +2,7 @@
 //! attempts.
 
 use loom_domain::{BeadId, DispatchId, Error};
-use loom_store::{Attempt, Commit, Discovered, Report};
+use loom_store::{Attempt, Commit, Discovered, ProjectUsage, Report, TokenUsage};
 
 use super::domain::time;
 use super::{FromProto, IntoProto, priority};
@@ -50,6 +50,8 @@ impl IntoProto<v1::Report> for Report {
             artifacts: self.artifacts,
             duration_ms: self.duration_ms,
             discovered: self.discovered.into_proto(),
+            usage: Some(self.usage.into_proto()),
+            conversation: self.conversation,
         }
     }
 }
@@ -62,6 +64,8 @@ impl FromProto<v1::Report> for Report {
             artifacts: r.artifacts,
             duration_ms: r.duration_ms,
             discovered: FromProto::from_proto(r.discovered)?,
+            usage: r.usage.map(TokenUsage::from_proto).transpose()?.unwrap_or_default(),
+            conversation: r.conversation,
         })
     }
 }
@@ -82,6 +86,8 @@ impl IntoProto<v1::Attempt> for Attempt {
             duration_ms: self.duration_ms,
             started_at: self.started_at.into_proto(),
             finished_at: Some(self.finished_at.into_proto()),
+            usage: Some(self.usage.into_proto()),
+            conversation: self.conversation,
         }
     }
 }
@@ -102,6 +108,62 @@ impl FromProto<v1::Attempt> for Attempt {
             duration_ms: a.duration_ms,
             started_at: FromProto::from_proto(a.started_at)?,
             finished_at: time(a.finished_at, "finished_at")?,
+            usage: a.usage.map(TokenUsage::from_proto).transpose()?.unwrap_or_default(),
+            conversation: a.conversation,
+        })
+    }
+}
+
+impl IntoProto<v1::TokenUsage> for TokenUsage {
+    fn into_proto(self) -> v1::TokenUsage {
+        v1::TokenUsage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            model: self.model,
+            provider: self.provider,
+            cost_usd: self.cost_usd,
+        }
+    }
+}
+
+impl FromProto<v1::TokenUsage> for TokenUsage {
+    fn from_proto(u: v1::TokenUsage) -> Result<Self, Error> {
+        if !u.cost_usd.is_finite() || u.cost_usd < 0.0 {
+            return Err(Error::Invalid {
+                field: "usage.cost_usd",
+                reason: "must be a finite amount, at least 0".into(),
+            });
+        }
+        Ok(TokenUsage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            model: u.model,
+            provider: u.provider,
+            cost_usd: u.cost_usd,
+        })
+    }
+}
+
+impl IntoProto<v1::ProjectUsage> for ProjectUsage {
+    fn into_proto(self) -> v1::ProjectUsage {
+        v1::ProjectUsage {
+            project_id: self.project_id.into(),
+            attempts: self.attempts,
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            cost_usd: self.cost_usd,
+        }
+    }
+}
+
+impl FromProto<v1::ProjectUsage> for ProjectUsage {
+    fn from_proto(u: v1::ProjectUsage) -> Result<Self, Error> {
+        Ok(ProjectUsage {
+            project_id: loom_domain::ProjectId::parse(&u.project_id)?,
+            attempts: u.attempts,
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            cost_usd: u.cost_usd,
         })
     }
 }
@@ -125,6 +187,14 @@ mod tests {
             artifacts: vec!["a.txt".into()],
             created_beads: vec![BeadId::parse("p-2").unwrap()],
             duration_ms: 42,
+            usage: TokenUsage {
+                prompt_tokens: 120,
+                completion_tokens: 30,
+                model: "m".into(),
+                provider: "p".into(),
+                cost_usd: 0.25,
+            },
+            conversation: r#"[{"role":"system","content":"S"}]"#.into(),
             started_at: Some(at),
             finished_at: at,
         };

@@ -499,6 +499,13 @@ mod tests {
                     priority: loom_domain::Priority::try_from(1).unwrap(),
                     bead_type: loom_domain::BeadType::Bug,
                 }],
+                usage: loom_store::TokenUsage {
+                    prompt_tokens: 5,
+                    completion_tokens: 2,
+                    cost_usd: 0.5,
+                    ..Default::default()
+                },
+                conversation: "[]".into(),
             },
             now: chrono::DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
             max_attempts: 3,

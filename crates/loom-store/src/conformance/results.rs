@@ -8,7 +8,7 @@ use loom_domain::{BeadId, BeadType, Priority, Status};
 use super::dispatch::{ok, result};
 use super::start::start;
 use super::{bead, claim_req, ids, project};
-use crate::{BeadFilter, Commit, Discovered, Error, Outcome, PageRequest, Report, ResultOutcome, Store};
+use crate::{BeadFilter, Commit, Discovered, Error, Outcome, PageRequest, Report, ResultOutcome, Store, TokenUsage};
 
 fn report(output: String) -> Report {
     Report {
@@ -17,6 +17,8 @@ fn report(output: String) -> Report {
         artifacts: vec!["target/report.html".into()],
         duration_ms: 1234,
         discovered: Vec::new(),
+        usage: TokenUsage::default(),
+        conversation: String::new(),
     }
 }
 
@@ -135,4 +137,44 @@ pub async fn project_delete_refuses_other_projects_dependents(store: &dyn Store)
     store.remove_dependency(&user.id, &base.id).await.unwrap();
     store.delete_project(&lib).await.unwrap();
     assert!(matches!(store.get_bead(&base.id).await.unwrap_err(), Error::NotFound { .. }));
+}
+
+pub async fn token_usage_is_kept_per_attempt_and_summed_per_project(store: &dyn Store) {
+    let p = project(store, "tokens").await;
+    let other = project(store, "quiet").await;
+    let a = bead(store, &p, "a", 1, &[]).await;
+    bead(store, &other, "idle", 1, &[]).await;
+    assert!(store.token_usage(None).await.unwrap().is_empty(), "no attempt, no usage");
+    let usage = |prompt, completion, cost| TokenUsage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        model: "m-1".into(),
+        provider: "127.0.0.1:8000".into(),
+        cost_usd: cost,
+    };
+    let conversation = r#"[{"role":"system","content":"S"},{"role":"assistant","content":"done"}]"#;
+    let first = store.claim_ready(&claim_req(&p, 1)).await.unwrap().remove(0);
+    let mut failure = result(&first, Outcome::Failure { error: "boom".into() });
+    failure.report.usage = usage(1000, 200, 0.25);
+    failure.report.conversation = conversation.into();
+    store.record_result(&failure).await.unwrap();
+    let second = store.claim_ready(&claim_req(&p, 1)).await.unwrap().remove(0);
+    let mut success = result(&second, ok());
+    success.report.usage = usage(500, 50, 0.5);
+    store.record_result(&success).await.unwrap();
+    let attempts = store.list_attempts(&a.id).await.unwrap();
+    assert_eq!(attempts[0].usage, usage(1000, 200, 0.25));
+    assert_eq!(attempts[0].conversation, conversation);
+    assert_eq!((attempts[1].usage.total_tokens(), attempts[1].conversation.as_str()), (550, ""));
+    let totals = store.token_usage(None).await.unwrap();
+    assert_eq!(totals.len(), 1, "the project without attempts is left out: {totals:?}");
+    let t = &totals[0];
+    assert_eq!((&t.project_id, t.attempts, t.prompt_tokens, t.completion_tokens), (&p, 2, 1500, 250));
+    assert!((t.cost_usd - 0.75).abs() < 1e-9, "{t:?}");
+    assert_eq!(store.token_usage(Some(&p)).await.unwrap(), totals);
+    assert!(store.token_usage(Some(&other)).await.unwrap().is_empty());
+    // A conversation over the bound is not kept (cut JSON would not parse).
+    let mut huge = Report { conversation: "x".repeat(Report::CONVERSATION_MAX + 1), ..Report::default() };
+    huge = huge.bounded();
+    assert!(huge.conversation.is_empty());
 }

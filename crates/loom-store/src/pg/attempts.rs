@@ -1,13 +1,13 @@
 //! Attempts on PostgreSQL: what each applied result reported, kept in `bead_attempts` (keyed by
 //! dispatch id) in the result's transaction.
 
-use loom_domain::{BeadId, DispatchId};
+use loom_domain::{BeadId, DispatchId, ProjectId};
 use serde_json::json;
 use sqlx::types::Json;
 use sqlx::{PgPool, Row};
 
 use super::Tx;
-use crate::{Attempt, Commit, Error, Result};
+use crate::{Attempt, Commit, Error, ProjectUsage, Result, TokenUsage};
 
 /// Inserts the attempts of a batch of applied results, in one statement.
 pub(super) async fn insert(tx: &mut Tx<'_>, attempts: &[Attempt]) -> Result<()> {
@@ -17,10 +17,12 @@ pub(super) async fn insert(tx: &mut Tx<'_>, attempts: &[Attempt]) -> Result<()> 
     let text = |f: fn(&Attempt) -> String| attempts.iter().map(f).collect::<Vec<_>>();
     sqlx::query(
         "INSERT INTO bead_attempts (dispatch_id, bead_id, attempt, agent_id, succeeded, error, output, commits,
-           artifacts, created_beads, duration_ms, started_at, finished_at)
-         SELECT a, b, c, d, e, f, g, h, i, j, k, l, m FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bool[], $6::text[], $7::text[],
-           $8::jsonb[], $9::jsonb[], $10::jsonb[], $11::bigint[], $12::timestamptz[], $13::timestamptz[])
-           WITH ORDINALITY AS t(a, b, c, d, e, f, g, h, i, j, k, l, m, n) ORDER BY n",
+           artifacts, created_beads, duration_ms, started_at, finished_at, prompt_tokens, completion_tokens, model,
+           provider, cost_usd, conversation)
+         SELECT a, b, c, d, e, f, g, h, i, j, k, l, m, o, p, q, r, s, u FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bool[], $6::text[], $7::text[],
+           $8::jsonb[], $9::jsonb[], $10::jsonb[], $11::bigint[], $12::timestamptz[], $13::timestamptz[], $14::bigint[],
+           $15::bigint[], $16::text[], $17::text[], $18::float8[], $19::text[])
+           WITH ORDINALITY AS t(a, b, c, d, e, f, g, h, i, j, k, l, m, o, p, q, r, s, u, n) ORDER BY n",
     )
     .bind(text(|a| a.dispatch_id.to_string()))
     .bind(text(|a| a.bead_id.to_string()))
@@ -35,9 +37,45 @@ pub(super) async fn insert(tx: &mut Tx<'_>, attempts: &[Attempt]) -> Result<()> 
     .bind(attempts.iter().map(|a| i64::try_from(a.duration_ms).unwrap_or(i64::MAX)).collect::<Vec<_>>())
     .bind(attempts.iter().map(|a| a.started_at).collect::<Vec<_>>())
     .bind(attempts.iter().map(|a| a.finished_at).collect::<Vec<_>>())
+    .bind(attempts.iter().map(|a| tokens(a.usage.prompt_tokens)).collect::<Vec<_>>())
+    .bind(attempts.iter().map(|a| tokens(a.usage.completion_tokens)).collect::<Vec<_>>())
+    .bind(text(|a| a.usage.model.clone()))
+    .bind(text(|a| a.usage.provider.clone()))
+    .bind(attempts.iter().map(|a| a.usage.cost_usd).collect::<Vec<_>>())
+    .bind(text(|a| a.conversation.clone()))
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+fn tokens(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A project, its attempts, prompt and completion tokens, cost.
+type UsageRow = (String, i64, Option<i64>, Option<i64>, Option<f64>);
+
+/// Per project: attempts, tokens and cost in all, ordered by project.
+pub(super) async fn usage(pool: &PgPool, project: Option<&ProjectId>) -> Result<Vec<ProjectUsage>> {
+    let rows: Vec<UsageRow> = sqlx::query_as(
+        "SELECT b.project_id, count(*), sum(a.prompt_tokens)::bigint, sum(a.completion_tokens)::bigint, sum(a.cost_usd)
+         FROM bead_attempts a JOIN beads b ON b.id = a.bead_id
+         WHERE $1::text IS NULL OR b.project_id = $1 GROUP BY b.project_id ORDER BY b.project_id",
+    )
+    .bind(project.map(ProjectId::as_str))
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(p, n, prompt, completion, cost)| {
+            Ok(ProjectUsage {
+                project_id: ProjectId::parse(&p).map_err(|e| Error::Internal(e.to_string()))?,
+                attempts: u64::try_from(n).unwrap_or_default(),
+                prompt_tokens: u64::try_from(prompt.unwrap_or_default()).unwrap_or_default(),
+                completion_tokens: u64::try_from(completion.unwrap_or_default()).unwrap_or_default(),
+                cost_usd: cost.unwrap_or_default(),
+            })
+        })
+        .collect()
 }
 
 pub(super) async fn list(pool: &PgPool, bead: &BeadId) -> Result<Vec<Attempt>> {
@@ -78,6 +116,14 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<Attempt> {
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| corrupt(e.to_string()))?,
         duration_ms: u64::try_from(row.try_get::<i64, _>("duration_ms")?).unwrap_or_default(),
+        usage: TokenUsage {
+            prompt_tokens: u64::try_from(row.try_get::<i64, _>("prompt_tokens")?).unwrap_or_default(),
+            completion_tokens: u64::try_from(row.try_get::<i64, _>("completion_tokens")?).unwrap_or_default(),
+            model: row.try_get("model")?,
+            provider: row.try_get("provider")?,
+            cost_usd: row.try_get("cost_usd")?,
+        },
+        conversation: row.try_get("conversation")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
     })

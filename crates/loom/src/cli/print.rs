@@ -1,7 +1,7 @@
 //! How the API commands print for people (tables, a bead in full with its latest result) and
 //! for scripts (`--json`).
 
-use loom_api::{AttemptDto, BeadDto, ProjectDto};
+use loom_api::{AttemptDto, BeadDto, ConversationDto, ProjectDto};
 use serde::Serialize;
 
 pub(super) fn print_json(v: &impl Serialize) -> anyhow::Result<()> {
@@ -68,6 +68,12 @@ fn print_result(r: &AttemptDto) {
     if let Some(e) = &r.error {
         println!("    error: {e}");
     }
+    if r.total_tokens > 0 {
+        println!(
+            "    tokens: {} prompt + {} completion = {} ({} via {}, ${:.4})",
+            r.prompt_tokens, r.completion_tokens, r.total_tokens, r.model, r.provider, r.cost_usd
+        );
+    }
     for c in &r.commits {
         println!("    commit {} on {}", c.sha, c.branch);
     }
@@ -82,6 +88,24 @@ fn print_result(r: &AttemptDto) {
         println!("    output{}:", if lines.len() > OUTPUT_LINES { " (last lines)" } else { "" });
         for line in &lines[lines.len().saturating_sub(OUTPUT_LINES)..] {
             println!("    | {line}");
+        }
+    }
+}
+
+/// A conversation, one block per message: `[turn] role`, the calls, the content.
+pub(super) fn print_conversation(c: &ConversationDto) {
+    println!("{} attempt {} (dispatch {}): {} messages", c.bead_id, c.attempt, c.dispatch_id, c.messages.len());
+    for m in &c.messages {
+        let role = m["role"].as_str().unwrap_or("?");
+        let turn = m["turn"].as_u64().map(|t| format!("[{t}] ")).unwrap_or_default();
+        let answers = m["tool_call_id"].as_str().map(|id| format!(" (answers {id})")).unwrap_or_default();
+        println!("\n--- {turn}{role}{answers}");
+        for call in m["tool_calls"].as_array().into_iter().flatten() {
+            println!("call {} {}", call["name"].as_str().unwrap_or("?"), call["arguments"].as_str().unwrap_or(""));
+        }
+        let content = m["content"].as_str().unwrap_or_default();
+        if !content.is_empty() {
+            println!("{content}");
         }
     }
 }

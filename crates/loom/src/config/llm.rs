@@ -43,6 +43,9 @@ pub struct LlmConfig {
     /// The model's context window in tokens; past 75 % of it older action results are
     /// condensed to one line each.
     pub context_window_tokens: u32,
+    /// `[llm.prices."model-name"]`: `prompt_per_mtok` and `completion_per_mtok`, US dollars per
+    /// million tokens; each attempt's cost is computed from them (0 for a model without a price).
+    pub prices: std::collections::BTreeMap<String, loom_agent::Price>,
 }
 
 impl Default for LlmConfig {
@@ -61,6 +64,7 @@ impl Default for LlmConfig {
             max_retries: agent.max_retries,
             retry_max_wait_secs: agent.retry_max_wait.as_secs(),
             context_window_tokens: agent.context_window_tokens,
+            prices: agent.prices,
         }
     }
 }
@@ -136,6 +140,13 @@ impl LlmConfig {
              not {}",
             self.context_window_tokens
         );
+        for (model, price) in &self.prices {
+            let fine = |v: f64| v.is_finite() && v >= 0.0;
+            anyhow::ensure!(
+                fine(price.prompt_per_mtok) && fine(price.completion_per_mtok),
+                "invalid configuration: llm.prices.{model:?}: prices must be finite and at least 0"
+            );
+        }
         Ok(())
     }
 
@@ -163,6 +174,7 @@ impl LlmConfig {
             max_retries: self.max_retries,
             retry_max_wait: Duration::from_secs(self.retry_max_wait_secs),
             context_window_tokens: self.context_window_tokens,
+            prices: self.prices.clone(),
             ..loom_agent::LlmConfig::default()
         }
     }
@@ -198,5 +210,16 @@ mod tests {
         assert!(err.contains("llm.context_window_tokens must be at least 1024 and more than"), "{err}");
         assert_eq!(LlmConfig::default().agent(None).context_window_tokens, 32768);
         assert_eq!(parse("context_window_tokens = 128000").agent(None).context_window_tokens, 128000);
+    }
+
+    #[test]
+    fn prices_per_model_reach_the_agent_and_are_checked() {
+        let c = parse("[prices.\"gpt-x\"]\nprompt_per_mtok = 2.5\ncompletion_per_mtok = 10\n");
+        c.validate().unwrap();
+        let price = c.agent(None).prices["gpt-x"];
+        assert!((price.cost(1_000_000, 100_000) - 3.5).abs() < 1e-9, "{price:?}");
+        let err = parse("[prices.m]\nprompt_per_mtok = -1").validate().unwrap_err().to_string();
+        assert!(err.contains("llm.prices.\"m\": prices must be finite and at least 0"), "{err}");
+        assert!(toml::from_str::<LlmConfig>("[prices.m]\nprompt = 1").is_err(), "unknown price keys are refused");
     }
 }

@@ -122,6 +122,9 @@ fn variables(dir: &Path) -> Vec<(&'static str, String, String)> {
         ("LOOM_BUILD", "make", "http_addr = \"127.0.0.1:8080\""),
         ("LOOM_TEST", "make test", "http_addr = \"127.0.0.1:8080\""),
         ("LOOM_LINT", "make lint", "http_addr = \"127.0.0.1:8080\""),
+        // The opt-in smoke tier's switches (scripts/real-llm.sh).
+        ("LOOM_TEST_REAL_LLM", "1", "http_addr = \"127.0.0.1:8080\""),
+        ("LOOM_REAL_LLM_VENV", "/tmp/venv", "http_addr = \"127.0.0.1:8080\""),
     ]
     .into_iter()
     .map(|(name, value, shown)| (name, value.to_owned(), shown.to_owned()))
