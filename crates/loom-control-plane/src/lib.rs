@@ -26,6 +26,7 @@ mod dispatcher;
 mod error;
 mod relay;
 mod results;
+mod traces;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -124,6 +125,8 @@ pub(crate) struct Shared {
     pub counts: counts::CountsCache,
     /// The audit log of API writes.
     pub audit: audit::Audit,
+    /// The trace each bead's messages continue.
+    pub traces: traces::BeadTraces,
 }
 
 impl Shared {
@@ -190,6 +193,7 @@ pub async fn run(
         contexts: Default::default(),
         counts: Default::default(),
         audit,
+        traces: Default::default(),
     });
     let tasks = [
         tokio::spawn(dispatcher::run_leadership(shared.clone(), shutdown.clone())),
