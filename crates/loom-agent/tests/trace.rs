@@ -6,20 +6,15 @@
 #[allow(dead_code, unreachable_pub)]
 #[path = "it/support.rs"]
 mod support;
+#[allow(dead_code)]
+mod whole;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use loom_agent::ApiFence;
-use loom_domain::{AgentId, ProjectId};
-use loom_store::Store;
 use loom_telemetry::receiver::{ReceivedSpan, Receiver};
-use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
-
-use support::{Agent, Repo, nats, nats_cleanup};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_bead_is_one_trace_from_the_api_through_the_database_service_bus_and_agent_back_to_the_result() {
@@ -31,93 +26,20 @@ async fn one_bead_is_one_trace_from_the_api_through_the_database_service_bus_and
     )
     .unwrap();
     assert!(telemetry.exporting());
-
-    // The database service over a scratch database; the control plane reaches it over gRPC.
-    let db =
-        loom_store::scratch::ScratchDatabase::create_on(&loom_store::testing::admin_url(), "loom_trace").await.unwrap();
-    let pg: Arc<dyn Store> = Arc::new(db.store().await);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let db_url = format!("http://{}", listener.local_addr().unwrap());
-    let stop_db = CancellationToken::new();
-    let served = tokio::spawn(loom_db::serve(loom_db::ServerConfig::default(), listener, pg, stop_db.clone()));
-    let store: Arc<dyn Store> = Arc::new(loom_db::GrpcStore::connect(loom_db::ClientConfig::new(&db_url)).unwrap());
-
-    let bus = nats().await;
-    let key = loom_control_plane::bootstrap_admin_key(&*store).await.unwrap().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let stop_cp = CancellationToken::new();
-    let cp_config = loom_control_plane::Config {
-        sweep_interval: Duration::from_millis(100),
-        leader_ttl: Duration::from_secs(1),
-        ..loom_control_plane::Config::default()
-    };
-    let cp = tokio::spawn(loom_control_plane::run(cp_config, listener, store.clone(), bus.clone(), stop_cp.clone()));
-    let http = reqwest::Client::new();
-    let post = |path: &str, body: Value| http.post(format!("{url}{path}")).bearer_auth(&key).json(&body).send();
-    let repo = Repo::new();
-    let created = post("/api/v1/projects", json!({ "id": "traced", "git_repo": repo.remote })).await.unwrap();
-    assert!(created.status().is_success(), "{}", created.text().await.unwrap());
+    let system = whole::Whole::start("traced", loom_agent::ExecutorKind::Shell).await;
 
     // Tasks as NATS carries them: a plain subscriber on the tasks subjects sees each publish.
     let nats_url = std::env::var("LOOM_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let watcher = async_nats::connect(nats_url).await.unwrap();
-    let project = ProjectId::parse("traced").unwrap();
-    let mut tasks = watcher.subscribe(bus.subjects().tasks(&project, None)).await.unwrap();
+    let mut tasks = watcher.subscribe(system.bus.subjects().tasks(&system.project, None)).await.unwrap();
 
-    let api = loom_client::Client::new(&url, Some(key.clone()));
-    let mut config = repo.config("traced");
-    config.agent_id = Some(AgentId::parse("tracer").unwrap());
-    config.fence = Some(Arc::new(ApiFence::new(api.clone(), project.clone())));
-    let agent = Agent::start(config, &bus);
-    // Dispatch follows advertised slots: wait until the agent is online.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let agents: Value =
-            http.get(format!("{url}/api/v1/agents")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
-        if agents.to_string().contains("tracer") {
-            break;
-        }
-        if agent.handle.is_finished() {
-            panic!("the agent stopped: {:?}", agent.handle.await);
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the agent never came online: {agents}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-
-    let body = json!({
-        "project_id": "traced",
-        "title": "write hello",
-        "context": { "executor": "shell", "command": "echo hello > hello.txt" },
-    });
-    let created = post("/api/v1/beads", body).await.unwrap();
-    assert_eq!(created.status(), 201);
-    let bead = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-
+    let bead = system.bead("write hello", json!({ "executor": "shell", "command": "echo hello > hello.txt" })).await;
     let task = tokio::time::timeout(Duration::from_secs(20), tasks.next()).await.expect("a task on NATS").unwrap();
     let headers = task.headers.expect("the task has headers");
     let traceparent = headers.get("traceparent").expect("the task carries traceparent").as_str().to_owned();
     assert!(traceparent.starts_with("00-"), "{traceparent}");
-
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let got: Value = http
-            .get(format!("{url}/api/v1/beads/{bead}"))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let status = got["status"].as_str().or_else(|| got["bead"]["status"].as_str()).unwrap_or("").to_owned();
-        if status == "closed" {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the bead was not closed: {got}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(repo.show("main", "hello.txt").is_some(), "the work was pushed");
+    system.closed(&bead).await;
+    assert!(system.repo.show("main", "hello.txt").is_some(), "the work was pushed");
 
     // Everything is exported (the batch processor sends on flush).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -130,6 +52,7 @@ async fn one_bead_is_one_trace_from_the_api_through_the_database_service_bus_and
         assert!(tokio::time::Instant::now() < deadline, "no result span was exported: {:?}", names(&spans));
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    assert!(spans.iter().all(|s| s.service == "loom-trace-test"), "the service name is the configured one");
 
     let http_span = one(&spans, |s| s.name() == "POST /api/v1/beads");
     let trace = http_span.trace_id();
@@ -189,12 +112,7 @@ async fn one_bead_is_one_trace_from_the_api_through_the_database_service_bus_and
         names_of(&in_trace)
     );
 
-    agent.stop().await;
-    stop_cp.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(20), cp).await;
-    stop_db.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(10), served).await;
-    nats_cleanup(bus).await;
+    system.stop().await;
     telemetry.shutdown();
 }
 

@@ -418,9 +418,17 @@ async fn block_dead_letter(shared: &Shared, letter: &loom_bus::DeadLetter) -> Re
     }
     let Some(dispatch) = &letter.dispatch_id else { return Ok(()) };
     let reason = format!("task dead-lettered after {} deliveries: {}", letter.deliveries, letter.reason);
-    if let Some(bead) = shared.store.block_dispatch(dispatch, &reason).await? {
-        tracing::warn!(bead = %bead.id, %reason, "bead blocked");
-        shared.changed();
-    }
+    let started = std::time::Instant::now();
+    let outcome = match shared.store.block_dispatch(dispatch, &reason).await? {
+        Some(bead) => {
+            tracing::warn!(bead = %bead.id, %reason, "bead blocked");
+            shared.changed();
+            "blocked"
+        }
+        None => "stale",
+    };
+    metrics::counter!("loom_bus_messages_total", "handler" => "dead_letters", "outcome" => outcome).increment(1);
+    metrics::histogram!("loom_bus_handler_duration_seconds", "handler" => "dead_letters")
+        .record(started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -201,6 +201,10 @@ impl GrpcStore {
             })
             .collect();
         let breaker = Breaker::new(config.breaker, config.deadline);
+        // Present from the start, so an alert on it has a series to watch (the recorder first, or
+        // the value would go nowhere).
+        let _ = loom_telemetry::prometheus();
+        metrics::gauge!("loom_db_client_breaker_open").set(0.0);
         Ok(Self {
             inner: Arc::new(Inner {
                 endpoint: config.endpoint,

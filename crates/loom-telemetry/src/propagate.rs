@@ -185,7 +185,8 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let span = if enabled() {
+        // Health checks and reflection are not traced: a prober would make a trace a second.
+        let span = if enabled() && !request.uri().path().starts_with("/grpc.") {
             let name = request.uri().path().trim_start_matches('/');
             let span = tracing::info_span!("rpc.server", otel.name = name, otel.kind = "server", rpc.system = "grpc");
             set_parent_from_headers(&span, request.headers());
