@@ -33,7 +33,10 @@ async fn one_bead_is_one_trace_from_the_api_through_the_database_service_bus_and
     let watcher = async_nats::connect(nats_url).await.unwrap();
     let mut tasks = watcher.subscribe(system.bus.subjects().tasks(&system.project, None)).await.unwrap();
 
-    let bead = system.bead("write hello", json!({ "executor": "shell", "command": "echo hello > hello.txt" })).await;
+    // The first attempt fails; the retry (a new dispatch) succeeds.
+    let marker = system.repo.shared().join("attempted");
+    let command = format!("test -f {m} || {{ touch {m}; exit 1; }}; echo hello > hello.txt", m = marker.display());
+    let bead = system.bead("write hello", json!({ "executor": "shell", "command": command })).await;
     let task = tokio::time::timeout(Duration::from_secs(20), tasks.next()).await.expect("a task on NATS").unwrap();
     let headers = task.headers.expect("the task has headers");
     let traceparent = headers.get("traceparent").expect("the task carries traceparent").as_str().to_owned();
@@ -84,27 +87,38 @@ async fn one_bead_is_one_trace_from_the_api_through_the_database_service_bus_and
         names_of(&in_trace)
     );
     // API request → task publish → the agent's consumer span → executor → command, push.
-    let publish = find("publish loom.tasks")[0];
-    assert_eq!(publish.attr("bead_id").as_deref(), Some(&*bead));
-    assert_eq!(publish.parent_id(), http_span.span_id(), "the publish continues the request");
-    assert_eq!(traceparent.split('-').nth(2), Some(&*publish.span_id()), "the task names its publish span");
-    let process = find("process loom.tasks")[0];
-    assert_eq!(process.parent_id(), publish.span_id(), "the agent's span is a child of the publish");
-    let executor = find("executor shell")[0];
-    assert!(descends(executor, process));
-    assert!(descends(find("command shell")[0], executor));
+    // Both attempts are published in the bead's trace, continuing the request; the second is
+    // linked to the first.
+    let publishes = find("publish loom.tasks");
+    let attempt = |n: &str| {
+        *publishes.iter().find(|s| s.attr("attempt").as_deref() == Some(n)).unwrap_or_else(|| panic!("attempt {n}"))
+    };
+    let (first, publish) = (attempt("1"), attempt("2"));
+    for p in [first, publish] {
+        assert_eq!(p.attr("bead_id").as_deref(), Some(&*bead));
+        assert_eq!(p.parent_id(), http_span.span_id(), "the publish continues the request");
+    }
+    assert_eq!(traceparent.split('-').nth(2), Some(&*first.span_id()), "the task names its publish span");
+    assert_eq!(publish.links(), vec![first.span_id()], "the retry is linked to the first attempt");
+    let processes = find("process loom.tasks");
+    assert_eq!(processes.len(), 2, "one consumer span per attempt");
+    assert!(processes.iter().any(|p| p.parent_id() == first.span_id()));
+    let process = *processes.iter().find(|p| p.parent_id() == publish.span_id()).expect("the retry's consumer span");
+    let executor = *find("executor shell").iter().find(|e| descends(e, process)).expect("the retry's executor");
+    assert!(find("command shell").iter().any(|c| descends(c, executor)));
     assert!(descends(find("git.push")[0], executor));
     // The agent's fence calls reach the control plane in the same trace.
-    let start = find("POST /api/v1/beads/{id}/start")[0];
-    assert!(descends(start, process));
+    assert!(find("POST /api/v1/beads/{id}/start").iter().any(|s| descends(s, process)));
     // The result goes back under the agent's span and is applied in the same trace.
-    let result_publish = find("publish loom.results")[0];
-    assert!(descends(result_publish, process));
+    let result_publish =
+        *find("publish loom.results").iter().find(|r| descends(r, process)).expect("the retry's result publish");
     let applied = find("apply loom.results")
         .into_iter()
         .find(|s| s.attr("kind").is_some_and(|k| k.contains("Completed")))
         .expect("the final result's apply span");
     assert!(descends(applied, result_publish), "the apply is below the result's publish");
+    let failed = find("apply loom.results").into_iter().find(|s| s.attr("kind").is_some_and(|k| k.contains("Failed")));
+    assert_eq!(failed.and_then(|f| f.attr("outcome")).as_deref(), Some("retrying"), "the first attempt's result");
     assert_eq!(applied.attr("outcome").as_deref(), Some("closed"));
     assert!(
         in_trace.iter().any(|s| s.name().starts_with("loom.db.v1.Database/RecordResult") && descends(s, applied)),

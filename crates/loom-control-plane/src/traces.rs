@@ -23,7 +23,8 @@ pub(crate) struct BeadTraces {
 /// forgotten bead, or one remembered again later under a newer generation).
 #[derive(Debug, Default)]
 struct Inner {
-    map: HashMap<String, (u64, Carrier)>,
+    /// Bead → (generation, the creating request's context, the last task publish's context).
+    map: HashMap<String, (u64, Carrier, Option<Carrier>)>,
     order: VecDeque<(String, u64)>,
     generation: u64,
 }
@@ -42,11 +43,11 @@ impl BeadTraces {
         let inner = &mut *guard;
         inner.generation += 1;
         let generation = inner.generation;
-        inner.map.insert(bead.to_owned(), (generation, carrier));
+        inner.map.insert(bead.to_owned(), (generation, carrier, None));
         inner.order.push_back((bead.to_owned(), generation));
         while inner.order.len() > CAPACITY {
             if let Some((old, generation)) = inner.order.pop_front()
-                && inner.map.get(&old).is_some_and(|(g, _)| *g == generation)
+                && inner.map.get(&old).is_some_and(|(g, _, _)| *g == generation)
             {
                 inner.map.remove(&old);
             }
@@ -58,7 +59,7 @@ impl BeadTraces {
         if !propagate::enabled() {
             return None;
         }
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).map.get(bead).map(|(_, c)| c.clone())
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).map.get(bead).map(|(_, c, _)| c.clone())
     }
 
     /// The bead is done: nothing more will be published for it.
@@ -85,8 +86,18 @@ impl BeadTraces {
             correlation_id = dispatch,
             attempt
         );
-        if let Some(c) = self.get(bead) {
+        let known = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).map.get(bead).cloned();
+        if let Some((_, c, previous)) = known {
             propagate::set_parent(&span, c.traceparent.as_deref(), c.tracestate.as_deref());
+            // A later attempt (a retry, a redispatch) is linked to the publish before it.
+            if let Some(p) = previous {
+                propagate::add_link(&span, p.traceparent.as_deref(), p.tracestate.as_deref());
+            }
+            let this = propagate::carrier_of(&span);
+            if let Some(entry) = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).map.get_mut(bead)
+            {
+                entry.2 = Some(this);
+            }
         }
         span
     }

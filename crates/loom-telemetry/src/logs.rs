@@ -45,7 +45,9 @@ where
         }
         if let Some(current) = ctx.lookup_current() {
             line.insert("span".into(), Value::String(current.name().to_owned()));
-            // Trace and span id of the innermost span (no extensions of it are held here).
+            // Trace and span id of the innermost span (no extensions of it are held here). The
+            // subscriber must be the global one (as `init_with` installs it): a scoped default
+            // is not reachable from inside an event's dispatch.
             if crate::propagate::enabled() {
                 let cx =
                     tracing::dispatcher::get_default(|d| tracing_opentelemetry::get_otel_context(&current.id(), d));
@@ -113,5 +115,85 @@ impl Visit for Fields {
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         self.0.insert(field.name().into(), Value::String(value.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use serde_json::Value;
+    use tracing_subscriber::fmt::MakeWriter;
+    use tracing_subscriber::fmt::format::JsonFields;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    use super::JsonLines;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Buffer {
+        type Writer = Buffer;
+        fn make_writer(&'a self) -> Buffer {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn json_lines_carry_the_trace_and_the_ids_of_their_spans() {
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        crate::propagate::set_enabled(true);
+        let buffer = Buffer::default();
+        let subscriber = tracing_subscriber::registry().with(crate::otel::layer(&provider)).with(
+            tracing_subscriber::fmt::layer()
+                .fmt_fields(JsonFields::new())
+                .event_format(JsonLines)
+                .with_writer(buffer.clone()),
+        );
+        // Global, as in a service: a scoped default is not visible from inside an event's dispatch,
+        // where the trace ids are read.
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber of this test binary");
+        let (trace, span_id) = {
+            let task =
+                tracing::info_span!("agent.task", bead_id = "demo-abc", dispatch_id = "d-1", correlation_id = "c-1");
+            let _task = task.enter();
+            let step = tracing::info_span!("agent.step");
+            let _step = step.enter();
+            tracing::info!(attempt = 2, "hello");
+            tracing::warn!(bead = "other-xyz", "about another bead");
+            (crate::propagate::trace_id(&step).unwrap(), crate::propagate::carrier_of(&step).traceparent.unwrap())
+        };
+        tracing::info!("outside any span");
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        let first = &lines[0];
+        assert_eq!(first["message"], "hello");
+        assert_eq!(first["level"], "INFO");
+        assert_eq!(first["attempt"], 2);
+        assert_eq!(first["span"], "agent.step");
+        assert_eq!(
+            (&first["bead_id"], &first["dispatch_id"], &first["correlation_id"]),
+            (&"demo-abc".into(), &"d-1".into(), &"c-1".into())
+        );
+        assert_eq!(first["trace_id"], Value::String(trace.clone()));
+        assert_eq!(span_id.split('-').nth(2), first["span_id"].as_str(), "the innermost span's id");
+        assert!(first["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+        // An event's own field wins over its spans'.
+        let second = &lines[1];
+        assert_eq!((&second["bead_id"], &second["dispatch_id"]), (&"other-xyz".into(), &"d-1".into()));
+        assert_eq!(second["trace_id"], Value::String(trace));
+        let outside = &lines[2];
+        assert!(outside.get("trace_id").is_none() && outside.get("bead_id").is_none(), "{outside}");
     }
 }

@@ -53,6 +53,7 @@ impl Whole {
         let cp_config = loom_control_plane::Config {
             sweep_interval: Duration::from_millis(100),
             leader_ttl: Duration::from_secs(1),
+            retry_backoff: Duration::from_millis(100),
             ..loom_control_plane::Config::default()
         };
         let cp = tokio::spawn(loom_control_plane::run(cp_config, listener, store, bus.clone(), stop_cp.clone()));
