@@ -74,6 +74,25 @@ impl Telemetry {
     }
 }
 
+/// The provider [`init_with`] installed, for [`set_exporting`] and [`flush`].
+static INSTALLED: std::sync::OnceLock<opentelemetry_sdk::trace::SdkTracerProvider> = std::sync::OnceLock::new();
+
+/// Stops (`false`) or resumes (`true`) tracing while keeping the exporter: while paused no span
+/// reaches it and nothing is propagated — what a process without export does, so a benchmark
+/// can measure both in one run. No-op when no exporter was installed.
+pub fn set_exporting(on: bool) {
+    if INSTALLED.get().is_some() {
+        propagate::set_enabled(on);
+    }
+}
+
+/// Exports the spans queued so far (no-op without an exporter).
+pub fn flush() {
+    if let Some(provider) = INSTALLED.get() {
+        let _ = provider.force_flush();
+    }
+}
+
 /// Installs the global subscriber and, when `export` has an endpoint, the OTLP trace exporter
 /// (call it inside a multi-thread tokio runtime then). A later call installs nothing (the first
 /// subscriber stays) and returns an empty [`Telemetry`]; an exporter that cannot be built is an
@@ -112,7 +131,9 @@ pub fn init_with(format: LogFormat, default_level: &str, export: &TraceExport) -
             .with_target("opentelemetry", LevelFilter::OFF)
             .with_target("opentelemetry_sdk", LevelFilter::OFF)
             .with_target("opentelemetry_otlp", LevelFilter::OFF);
-        layers.push(otel::layer(provider).with_filter(spans).boxed());
+        // While paused (`Telemetry::set_exporting(false)`) the layer sees nothing.
+        let on = tracing_subscriber::filter::filter_fn(|_| propagate::enabled());
+        layers.push(otel::layer(provider).with_filter(spans).with_filter(on).boxed());
     }
     if tracing_subscriber::registry().with(layers).try_init().is_err() {
         if let Some(provider) = provider {
@@ -120,7 +141,8 @@ pub fn init_with(format: LogFormat, default_level: &str, export: &TraceExport) -
         }
         return Ok(Telemetry::default());
     }
-    if provider.is_some() {
+    if let Some(provider) = &provider {
+        let _ = INSTALLED.set(provider.clone());
         propagate::set_enabled(true);
         tracing::info!(endpoint = export.endpoint.as_deref().unwrap_or(""), service = %export.service_name, "exporting traces over OTLP");
     }

@@ -6,7 +6,7 @@ mod agent;
 mod backlog;
 pub mod bus;
 mod db;
-mod e2e;
+pub(crate) mod e2e;
 mod faults;
 mod reads;
 mod store;

@@ -153,7 +153,15 @@ fn main() -> ExitCode {
         if config.log_format == "json" { loom_telemetry::LogFormat::Json } else { loom_telemetry::LogFormat::Text };
     // Multi-thread: the trace exporter's batch thread hands its exports to the runtime.
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let export = trace_service(&cli.command).map(loom_telemetry::TraceExport::from_env).unwrap_or_default();
+    let mut export = trace_service(&cli.command).map(loom_telemetry::TraceExport::from_env).unwrap_or_default();
+    if matches!(&cli.command, Command::Bench(bench::BenchCommand::E2e(_))) {
+        // `loom bench e2e` measures the cost of tracing: spans go to a receiver in this process,
+        // exported only while the bench says so.
+        match runtime.block_on(bench::e2e::start_receiver()) {
+            Ok(endpoint) => export = loom_telemetry::TraceExport::to(endpoint, "loom-bench"),
+            Err(e) => eprintln!("warning: no in-process OTLP receiver, so no tracing overhead figure: {e}"),
+        }
+    }
     let telemetry = {
         let _in_runtime = runtime.enter();
         match loom_telemetry::init_with(format, &config.log_level, &export) {
@@ -164,6 +172,9 @@ fn main() -> ExitCode {
             }
         }
     };
+    if matches!(&cli.command, Command::Bench(_)) {
+        loom_telemetry::set_exporting(false);
+    }
     let code = match runtime.block_on(run(cli.command, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

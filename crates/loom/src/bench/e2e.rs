@@ -66,6 +66,24 @@ struct Report {
     raw_pg_tx_per_s: f64,
     /// `beads_per_s ÷ raw_pg_tx_per_s`: the figure that holds from one machine to the next.
     raw_pg_ratio: f64,
+    /// The same workload again in the same run with traces exported to an OTLP receiver in this
+    /// process: its beads/s ÷ `beads_per_s` (untraced). `None` without the receiver.
+    tracing_overhead_ratio: Option<f64>,
+    /// Beads per second of that traced run.
+    traced_beads_per_s: Option<f64>,
+    /// Spans the receiver got during the traced run.
+    traced_spans: Option<usize>,
+}
+
+/// The in-process OTLP receiver of the traced run, started by `main` before the subscriber.
+static RECEIVER: std::sync::OnceLock<loom_telemetry::receiver::Receiver> = std::sync::OnceLock::new();
+
+/// Starts the receiver; returns its endpoint for the exporter.
+pub(crate) async fn start_receiver() -> std::io::Result<String> {
+    let receiver = loom_telemetry::receiver::Receiver::start().await?;
+    let endpoint = receiver.endpoint();
+    let _ = RECEIVER.set(receiver);
+    Ok(endpoint)
 }
 
 /// Raw PostgreSQL figures: what one commit costs on this server right now.
@@ -107,25 +125,21 @@ async fn raw_pg(pool: &sqlx::PgPool) -> anyhow::Result<RawPg> {
 type Received = Arc<Mutex<HashMap<String, chrono::DateTime<Utc>>>>;
 
 pub async fn run(args: E2eArgs, config: &Config) -> anyhow::Result<()> {
-    let scratch = ScratchDatabase::create_on(&super::database_url(config), "loom_bench").await?;
-    let mut pg = crate::storage::pg_options(config);
-    pg.max_connections = pg.max_connections.max(24);
-    let pg_store = scratch.open(&pg).await?;
-    let pool = pg_store.pool().clone();
-    let raw = raw_pg(&pool).await.context("raw PostgreSQL baseline")?;
-    let store: Arc<dyn Store> = Arc::new(pg_store);
-    let bus = super::scratch_bus(config, "bench").await?;
-    let outcome = drive(&args, store.clone(), bus.clone(), raw).await;
-    // The baseline again after the run: the figure is the mean of both, so a load that came or
-    // went on this machine meanwhile moves the ratio less.
-    let after = raw_pg(&pool).await.context("raw PostgreSQL baseline after the run");
-    bus.destroy().await?;
-    drop(pool);
-    drop(scratch);
-    let mut report = outcome?;
-    let after = after?;
-    report.raw_pg_tx_per_s = (report.raw_pg_tx_per_s + after.tx_per_s) / 2.0;
-    report.raw_pg_ratio = report.beads_per_s / report.raw_pg_tx_per_s;
+    let mut report = measure(&args, config).await?;
+    if let Some(receiver) = RECEIVER.get() {
+        // The same workload with every span exported (to the receiver in this process).
+        loom_telemetry::set_exporting(true);
+        let before = receiver.count();
+        let traced = measure(&args, config).await;
+        loom_telemetry::flush();
+        loom_telemetry::set_exporting(false);
+        let traced = traced?;
+        report.traced_beads_per_s = Some(traced.beads_per_s);
+        report.traced_spans = Some(receiver.count() - before);
+        if report.beads_per_s > 0.0 {
+            report.tracing_overhead_ratio = Some(traced.beads_per_s / report.beads_per_s);
+        }
+    }
     if args.common.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -143,8 +157,37 @@ pub async fn run(args: E2eArgs, config: &Config) -> anyhow::Result<()> {
             "raw PostgreSQL (same server, same run): one-row commit p50 {:.2} ms, p99 {:.2} ms; {:.0} tx/s with 8 clients",
             report.raw_pg_commit_p50_ms, report.raw_pg_commit_p99_ms, report.raw_pg_tx_per_s
         );
+        if let (Some(ratio), Some(traced), Some(spans)) =
+            (report.tracing_overhead_ratio, report.traced_beads_per_s, report.traced_spans)
+        {
+            println!("traced (same run, {spans} spans exported in process): {traced:.0} beads/s, ratio {ratio:.2}");
+        }
     }
     Ok(())
+}
+
+/// One measured run on a scratch database and bus of its own.
+async fn measure(args: &E2eArgs, config: &Config) -> anyhow::Result<Report> {
+    let scratch = ScratchDatabase::create_on(&super::database_url(config), "loom_bench").await?;
+    let mut pg = crate::storage::pg_options(config);
+    pg.max_connections = pg.max_connections.max(24);
+    let pg_store = scratch.open(&pg).await?;
+    let pool = pg_store.pool().clone();
+    let raw = raw_pg(&pool).await.context("raw PostgreSQL baseline")?;
+    let store: Arc<dyn Store> = Arc::new(pg_store);
+    let bus = super::scratch_bus(config, "bench").await?;
+    let outcome = drive(args, store.clone(), bus.clone(), raw).await;
+    // The baseline again after the run: the figure is the mean of both, so a load that came or
+    // went on this machine meanwhile moves the ratio less.
+    let after = raw_pg(&pool).await.context("raw PostgreSQL baseline after the run");
+    bus.destroy().await?;
+    drop(pool);
+    drop(scratch);
+    let mut report = outcome?;
+    let after = after?;
+    report.raw_pg_tx_per_s = (report.raw_pg_tx_per_s + after.tx_per_s) / 2.0;
+    report.raw_pg_ratio = report.beads_per_s / report.raw_pg_tx_per_s;
+    Ok(report)
 }
 
 async fn drive(args: &E2eArgs, store: Arc<dyn Store>, bus: Bus, raw: RawPg) -> anyhow::Result<Report> {
@@ -229,6 +272,9 @@ async fn drive(args: &E2eArgs, store: Arc<dyn Store>, bus: Bus, raw: RawPg) -> a
         raw_pg_commit_p99_ms: raw.commit_p99_ms,
         raw_pg_tx_per_s: raw.tx_per_s,
         raw_pg_ratio: beads_per_s / raw.tx_per_s,
+        tracing_overhead_ratio: None,
+        traced_beads_per_s: None,
+        traced_spans: None,
     })
 }
 
