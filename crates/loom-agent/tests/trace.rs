@@ -126,6 +126,54 @@ async fn one_bead_is_one_trace_from_the_api_through_the_database_service_bus_and
         names_of(&in_trace)
     );
 
+    // A JetStream redelivery of one message: each delivery's consumer span is a child of the
+    // publisher's span, in its trace; the redelivery is also linked to it and counted.
+    let project = loom_domain::ProjectId::parse("redelivered").unwrap();
+    let options = loom_bus::ConsumeOptions { max_in_flight: 1, prefetch: false };
+    let mut sub = system.bus.consume_tasks(&project, None, options).await.unwrap();
+    let publisher = tracing::info_span!("test.publish");
+    let out = publisher.in_scope(|| {
+        system
+            .bus
+            .task(&support::task("redelivered", "red-1", "noop", &[]), &loom_bus::TraceContext::default())
+            .unwrap()
+    });
+    system.bus.publish(out).await.unwrap();
+    let consumer_span = || tracing::info_span!("test.consume", messaging.delivery_count = tracing::field::Empty);
+    let first = tokio::time::timeout(Duration::from_secs(20), sub.next()).await.unwrap().unwrap();
+    let first_span = consumer_span();
+    first.delivery.follow(&first_span);
+    drop(first_span);
+    drop(first); // unsettled: redelivered after the ack wait
+    let again = tokio::time::timeout(Duration::from_secs(20), sub.next()).await.unwrap().unwrap();
+    assert_eq!(again.delivery.deliveries(), 2);
+    let again_span = consumer_span();
+    again.delivery.follow(&again_span);
+    drop(again_span);
+    again.delivery.ack().await.unwrap();
+    drop(publisher);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let spans = loop {
+        telemetry.flush();
+        let spans = receiver.spans();
+        let publish = spans.iter().find(|s| s.name() == "test.publish");
+        if publish.is_some() && spans.iter().filter(|s| s.name() == "test.consume").count() == 2 {
+            break spans;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the redelivery spans were not exported");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let publish = spans.iter().find(|s| s.name() == "test.publish").unwrap();
+    let consumes: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.name() == "test.consume").collect();
+    for c in &consumes {
+        assert_eq!((c.trace_id(), c.parent_id()), (publish.trace_id(), publish.span_id()), "a child of the publish");
+    }
+    let redelivery = consumes.iter().find(|c| c.attr("messaging.delivery_count").as_deref() == Some("2"));
+    let redelivery = redelivery.expect("the redelivery's span is counted");
+    assert_eq!(redelivery.links(), vec![publish.span_id()], "and linked to the publish");
+    assert!(consumes.iter().any(|c| c.links().is_empty()), "the first delivery is not a redelivery");
+    drop(sub);
+
     system.stop().await;
     telemetry.shutdown();
 }

@@ -59,17 +59,19 @@ impl Telemetry {
     pub fn shutdown(self) {
         if let Some(provider) = self.provider {
             propagate::set_enabled(false);
-            if let Err(e) = provider.force_flush() {
-                tracing::warn!(error = %e, "flushing the last spans failed");
-            }
-            let _ = provider.shutdown();
+            blocking(|| {
+                if let Err(e) = provider.force_flush() {
+                    tracing::warn!(error = %e, "flushing the last spans failed");
+                }
+                let _ = provider.shutdown();
+            });
         }
     }
 
     /// Exports what is queued now, keeping the exporter.
     pub fn flush(&self) {
         if let Some(provider) = &self.provider {
-            let _ = provider.force_flush();
+            blocking(|| provider.force_flush().map_err(|e| tracing::warn!(error = %e, "flushing spans failed")).ok());
         }
     }
 }
@@ -89,7 +91,17 @@ pub fn set_exporting(on: bool) {
 /// Exports the spans queued so far (no-op without an exporter).
 pub fn flush() {
     if let Some(provider) = INSTALLED.get() {
-        let _ = provider.force_flush();
+        blocking(|| provider.force_flush().map_err(|e| tracing::warn!(error = %e, "flushing spans failed")).ok());
+    }
+}
+
+/// Runs `f`, which blocks until the batch processor's thread has exported, off the async
+/// scheduler when called on a multi-thread runtime worker: the export needs the runtime (the
+/// channel's worker task), which a blocked worker thread would hold up.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
