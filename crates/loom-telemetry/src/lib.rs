@@ -116,6 +116,7 @@ pub fn init_with(format: LogFormat, default_level: &str, export: &TraceExport) -
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt: Boxed = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .fmt_fields(logs::TextFields)
             .compact()
             .with_target(false)
             .with_ansi(ansi)

@@ -196,4 +196,79 @@ mod tests {
         let outside = &lines[2];
         assert!(outside.get("trace_id").is_none() && outside.get("bead_id").is_none(), "{outside}");
     }
+
+    #[test]
+    fn text_lines_leave_out_the_trace_backends_attributes() {
+        let buffer = Buffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(super::TextFields)
+            .compact()
+            .with_ansi(false)
+            .with_writer(buffer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "http.request",
+                otel.name = "POST /api/v1/beads",
+                http.route = "/x",
+                bead_id = "demo-abc"
+            );
+            let _entered = span.enter();
+            tracing::info!(attempt = 2, reason = "slow", "task started");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("task started attempt=2 reason=\"slow\""), "{text}");
+        assert!(text.contains("bead_id=\"demo-abc\""), "{text}");
+        assert!(!text.contains("otel.") && !text.contains("http.route"), "{text}");
+    }
+}
+
+/// Text log fields for people: `name=value` separated by spaces, the message bare, without the
+/// span attributes meant for the trace backend (`otel.*`, `http.*`, `rpc.*`, `messaging.*`) —
+/// a line inside a traced request still names its bead and dispatch.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TextFields;
+
+impl<'w> FormatFields<'w> for TextFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(&self, writer: Writer<'w>, fields: R) -> fmt::Result {
+        let mut visitor = TextVisitor { writer, first: true, result: Ok(()) };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct TextVisitor<'w> {
+    writer: Writer<'w>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl TextVisitor<'_> {
+    fn write(&mut self, field: &Field, value: fmt::Arguments<'_>) {
+        let name = field.name();
+        let hidden = ["otel.", "http.", "rpc.", "messaging.", "log."].iter().any(|p| name.starts_with(p));
+        if self.result.is_err() || hidden {
+            return;
+        }
+        let sep = if self.first { "" } else { " " };
+        self.first = false;
+        self.result = if name == "message" {
+            write!(self.writer, "{sep}{value}")
+        } else {
+            write!(self.writer, "{sep}{name}={value}")
+        };
+    }
+}
+
+impl Visit for TextVisitor<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.write(field, format_args!("{value:?}"));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.write(field, format_args!("{value}"));
+        } else {
+            self.write(field, format_args!("{value:?}"));
+        }
+    }
 }
