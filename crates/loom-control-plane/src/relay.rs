@@ -136,7 +136,7 @@ pub(crate) async fn run_publisher(
             // A producer span per task, in its bead's trace; its context goes out in the headers.
             let span = shared.traces.producer_span(claim.bead.id.as_str(), claim.dispatch_id.as_str(), claim.attempt);
             let built_task = match shared.contexts.get(&*shared.store, &claim.bead.project_id).await {
-                Ok(project_context) => span.in_scope(|| claimed_task(&shared.bus, claim, project_context)),
+                Ok(project_context) => span.in_scope(|| claimed_task(&shared, claim, project_context)),
                 Err(e) => Err(e.into()),
             };
             spans.push(span);
@@ -187,7 +187,7 @@ async fn mark_sent(shared: &Arc<Shared>, ids: Vec<i64>) {
     }
 }
 
-fn claimed_task(bus: &Bus, claim: &Claim, project_context: ContextMap) -> Result<Outgoing, Error> {
+fn claimed_task(shared: &Shared, claim: &Claim, project_context: ContextMap) -> Result<Outgoing, Error> {
     let snapshot = TaskSnapshot::of(&claim.bead);
     let row = Assignment {
         project_id: &claim.bead.project_id,
@@ -195,10 +195,21 @@ fn claimed_task(bus: &Bus, claim: &Claim, project_context: ContextMap) -> Result
         dispatch_id: &claim.dispatch_id,
         attempt: claim.attempt,
     };
-    Ok(bus.task(
-        &assigned(&row, snapshot, project_context),
-        &crate::traces::trace_context(loom_telemetry::propagate::current()),
-    )?)
+    let mut task = assigned(&row, snapshot, project_context);
+    route(shared, &mut task);
+    Ok(shared.bus.task(&task, &crate::traces::trace_context(loom_telemetry::propagate::current()))?)
+}
+
+/// Sends a task with a role to that role's queue only while a live agent is bound to the role
+/// (`loom serve agent --role`); otherwise to the project's queue, whose agents play the bead's
+/// persona from its context. So a bead with a role nobody is bound to still runs (it never waits
+/// on a queue no agent reads), and a dedicated pool gets its role's work when it exists.
+fn route(shared: &Shared, task: &mut TaskMessage) {
+    if let Some(role) = &task.metadata.role
+        && !shared.slots().role_served(&task.project_id, role)
+    {
+        task.metadata.role = None;
+    }
 }
 
 /// Refuses a bead whose task could not be published (a role that is no subject token, a body
@@ -262,11 +273,13 @@ fn task_message(shared: &Shared, row: &OutboxMessage, project_context: ContextMa
         OutboxKind::TaskAssigned => {
             let snap: TaskSnapshot = serde_json::from_value(row.payload.clone())
                 .map_err(|e| Error::Io(format!("corrupt outbox payload: {e}")))?;
-            assigned(&a, snap, project_context)
+            let mut task = assigned(&a, snap, project_context);
+            route(shared, &mut task);
+            task
         }
         OutboxKind::TaskCancelled => {
             let role = row.payload.get("role").and_then(|r| r.as_str()).map(str::to_owned);
-            TaskMessage {
+            let mut task = TaskMessage {
                 kind: TaskKind::Cancelled,
                 project_id: row.project_id.clone(),
                 bead_id: row.bead_id.clone(),
@@ -280,7 +293,9 @@ fn task_message(shared: &Shared, row: &OutboxMessage, project_context: ContextMa
                     role,
                     executor: String::new(),
                 },
-            }
+            };
+            route(shared, &mut task);
+            task
         }
     };
     Ok(shared.bus.task(&msg, &crate::traces::trace_context(loom_telemetry::propagate::current()))?)

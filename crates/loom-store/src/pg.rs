@@ -94,6 +94,19 @@ impl PgStore {
         Ok(applied(&self.pool).await? - before)
     }
 
+    /// How many of the embedded migrations the database has not applied (successfully). Unlike
+    /// `migrate` it takes no lock, so it works through a transaction-pooling PgBouncer.
+    pub async fn pending_migrations(&self) -> Result<usize> {
+        let exists: bool =
+            sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(&self.pool).await?;
+        let applied: Vec<i64> = if exists {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(&self.pool).await?
+        } else {
+            Vec::new()
+        };
+        Ok(MIGRATOR.iter().filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version)).count())
+    }
+
     /// The underlying pool.
     pub fn pool(&self) -> &PgPool {
         &self.pool

@@ -1,7 +1,8 @@
 //! The small HTTP listener a service without an HTTP API of its own (the database service, an
 //! agent) serves for its orchestrator and its scraper: `/metrics` (the process's Prometheus
 //! text), `/healthz` (live: the process answers) and `/readyz` (ready: every named check of a
-//! [`Readiness`] passes; 503 naming the failing ones otherwise).
+//! [`Readiness`] passes; 503 naming the failing ones otherwise), and the earlier
+//! implementation's `/health`, `/health/live`, `/health/ready` answering like them.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,7 +57,9 @@ impl Readiness {
     }
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown` is cancelled.
+/// Serves `/metrics`, `/healthz` and `/readyz` (and the earlier implementation's `/health`,
+/// `/health/live`, `/health/ready`, which answer like `/readyz`, `/healthz`, `/readyz`) on
+/// `listener` until `shutdown` is cancelled.
 pub async fn serve_probes(
     listener: TcpListener,
     readiness: Readiness,
@@ -69,6 +72,10 @@ pub async fn serve_probes(
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
+        // The earlier implementation's probe paths, which its manifests and monitors use.
+        .route("/health", get(ready))
+        .route("/health/live", get(|| async { "ok\n" }))
+        .route("/health/ready", get(ready))
         .with_state(readiness);
     tracing::info!(?addr, "metrics and probes listening (/metrics, /healthz, /readyz)");
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await

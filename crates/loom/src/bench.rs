@@ -3,8 +3,10 @@
 //! to a terminal. Every bench creates its own scratch database or stream namespace and removes it.
 
 mod agent;
+mod api;
 mod backlog;
 pub mod bus;
+pub(crate) mod cpu;
 mod db;
 pub(crate) mod e2e;
 mod faults;
@@ -38,6 +40,9 @@ pub enum BenchCommand {
     Faults(faults::FaultsArgs),
     /// Control plane RSS with 100 k beads after calling every read route once (PostgreSQL).
     Reads(reads::ReadsArgs),
+    /// The HTTP API under load (create, get, ready, SSE subscribers) next to the trivial
+    /// `/healthz` handler of the same process; the control plane's RSS at the end.
+    Api(api::ApiArgs),
 }
 
 /// Options every bench shares.
@@ -58,6 +63,7 @@ pub async fn run(cmd: BenchCommand, config: &Config) -> anyhow::Result<()> {
         BenchCommand::Backlog(args) => backlog::run(args, config).await,
         BenchCommand::Faults(args) => faults::run(args, config).await,
         BenchCommand::Reads(args) => reads::run(args, config).await,
+        BenchCommand::Api(args) => api::run(args, config).await,
     }
 }
 

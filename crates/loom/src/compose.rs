@@ -25,10 +25,9 @@ pub async fn bus(config: &Config, service: Service) -> anyhow::Result<(Bus, Stri
     match &config.nats_url {
         Some(url) => {
             let who = bus_config.credentials.describe();
-            let bus = Bus::connect(bus_config)
+            let bus = connect_waiting(bus_config, BUS_WAIT)
                 .await
                 .with_context(|| format!("cannot connect to NATS at {} as {who}", loom_store::redact_url(url)))?;
-            bus.provision().await.context("provisioning JetStream streams")?;
             Ok((bus, format!("NATS JetStream at {} as {who}; {keys}", loom_store::redact_url(url))))
         }
         None => {
@@ -36,6 +35,48 @@ pub async fn bus(config: &Config, service: Service) -> anyhow::Result<(Bus, Stri
             bus.provision().await?;
             Ok((bus, format!("embedded in-process bus (its queues do not survive a restart); {keys}")))
         }
+    }
+}
+
+/// How long a service starting while NATS is unreachable (restarting, not up yet) waits for it
+/// before giving up: a service started beside a restarting NATS does not exit at once.
+const BUS_WAIT: Duration = Duration::from_secs(120);
+
+/// Connects and provisions, retrying with backoff for up to `wait` while the failure is one that
+/// passes (the server unreachable or restarting); a refusal that will not (credentials, TLS, a
+/// stream with other settings) fails at once.
+async fn connect_waiting(config: loom_bus::BusConfig, wait: Duration) -> anyhow::Result<Bus> {
+    let started = std::time::Instant::now();
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let attempt = async {
+            let bus = Bus::connect(config.clone()).await?;
+            bus.provision().await?;
+            Ok::<_, loom_bus::Error>(bus)
+        };
+        match attempt.await {
+            Ok(bus) => return Ok(bus),
+            Err(e) if passes(&e) && started.elapsed() + delay < wait => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "NATS is not reachable yet; waiting for it");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Whether a bus error is one that waiting can cure.
+fn passes(e: &loom_bus::Error) -> bool {
+    match e {
+        loom_bus::Error::Connect { reason, .. } => {
+            let reason = reason.to_ascii_lowercase();
+            !["authoriz", "authentic", "tls", "certificate", "credentials", "permission"]
+                .iter()
+                .any(|w| reason.contains(w))
+        }
+        loom_bus::Error::Backend { .. } | loom_bus::Error::Closed => true,
+        _ => false,
     }
 }
 

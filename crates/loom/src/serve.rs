@@ -82,7 +82,11 @@ async fn control_plane(args: ControlPlaneArgs, config: &Config) -> anyhow::Resul
     crate::compose::control_plane(&config, store, bus, shutdown_on_signals()).await
 }
 
-/// Opens and migrates PostgreSQL, then serves until Ctrl-C or SIGTERM.
+/// Opens and migrates PostgreSQL, then serves until Ctrl-C or SIGTERM. Behind a transaction-pooling
+/// PgBouncer (`[database] pgbouncer = true`) it does not migrate — the migrator's session advisory
+/// lock would be left on a pooled server connection — and refuses to start while a migration is
+/// missing: `loom db migrate` against PostgreSQL itself applies them (the deployments' migration
+/// Job).
 async fn db(args: DbArgs, config: &Config) -> anyhow::Result<()> {
     let url = config.database_url.as_deref().context(
         "`loom serve db` serves PostgreSQL: set --database-url, LOOM_DATABASE_URL or database_url in loom.toml",
@@ -90,7 +94,17 @@ async fn db(args: DbArgs, config: &Config) -> anyhow::Result<()> {
     let store = PgStore::connect(url, &pg_options(config))
         .await
         .with_context(|| format!("cannot connect to PostgreSQL at {}", redact_url(url)))?;
-    store.migrate().await.context("migrating PostgreSQL")?;
+    if config.database.pgbouncer {
+        let pending = store.pending_migrations().await.context("reading the applied migrations")?;
+        anyhow::ensure!(
+            pending == 0,
+            "{pending} PostgreSQL migration(s) not applied: with [database] pgbouncer = true `loom serve db` does not \
+             migrate (the migrator's session lock does not survive transaction pooling); run `loom db migrate` with \
+             a database URL that reaches PostgreSQL itself, then start it again"
+        );
+    } else {
+        store.migrate().await.context("migrating PostgreSQL")?;
+    }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(ServerTls::from_files(cert, key, args.tls_client_ca.as_deref())?),
         _ => None,

@@ -111,12 +111,45 @@ pub(crate) async fn stream(
 
 /// Where a stream reads from: every event through the [`EventCursor`] (each as soon as it is
 /// visible), or one project's through the store's settled pages (its index, in `seq` order).
-enum Reader {
+/// The web UI's live stream (`web::live`) reads through it too.
+pub(crate) enum Reader {
     All(EventCursor),
     Project { project: ProjectId, after: i64 },
 }
 
 impl Reader {
+    /// A reader of every event (or `project`'s) after the resume token `after`.
+    pub(crate) fn new(project: Option<ProjectId>, after: i64) -> Self {
+        match project {
+            Some(project) => Reader::Project { project, after },
+            None => Reader::All(EventCursor::after(after)),
+        }
+    }
+
+    /// The next events, marked handled: after them, [`Reader::token`] resumes without a loss.
+    pub(crate) async fn read(&mut self, store: &dyn Store) -> loom_store::Result<Vec<loom_domain::Event>> {
+        match self {
+            Reader::All(cursor) => {
+                let batch = cursor.pending(store, STREAM_BATCH).await?;
+                cursor.handled(&batch);
+                Ok(batch)
+            }
+            Reader::Project { project, after } => {
+                let page = settled_page(store, *after, STREAM_BATCH, Some(project.clone())).await?;
+                *after = page.next;
+                Ok(page.events)
+            }
+        }
+    }
+
+    /// A resume token: a reader made with it misses no event this one has not read yet.
+    pub(crate) fn token(&self) -> i64 {
+        match self {
+            Reader::All(cursor) => cursor.resume_token(),
+            Reader::Project { after, .. } => *after,
+        }
+    }
+
     /// The next events to send, each with its SSE id.
     async fn next(&mut self, store: &dyn Store) -> loom_store::Result<Vec<Event>> {
         match self {

@@ -56,6 +56,7 @@ pub(crate) async fn create_key(
 
 pub(crate) async fn revoke_key(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Result<StatusCode, Error> {
     s.store.revoke_api_key(&id).await?;
+    s.keys.clear();
     Ok(StatusCode::NO_CONTENT)
 }
 

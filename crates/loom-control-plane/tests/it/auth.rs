@@ -70,6 +70,25 @@ async fn every_route_checks_the_key_and_its_role() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = c.call_as(Some(&operator), Method::GET, "/api/v1/projects", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Revoked elsewhere (another control plane, straight in the store): this instance trusts the
+    // key it found for at most a couple of seconds, then refuses it too.
+    let viewer_id =
+        keys.as_array().unwrap().iter().find(|k| k["name"] == "viewer").unwrap()["id"].as_str().unwrap().to_owned();
+    let (status, _) = c.call_as(Some(&viewer), Method::GET, "/api/v1/projects", None).await;
+    assert_eq!(status, StatusCode::OK);
+    c.store.revoke_api_key(&viewer_id).await.unwrap();
+    let revoked = std::time::Instant::now();
+    loop {
+        let (status, _) = c.call_as(Some(&viewer), Method::GET, "/api/v1/projects", None).await;
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            revoked.elapsed() < std::time::Duration::from_secs(5),
+            "a key revoked in the store still works: {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     c.stop().await;
 }
 

@@ -488,3 +488,79 @@ async fn a_task_the_agent_cannot_verify_blocks_its_bead_with_the_reason() {
     agent.stop().await;
     c.stop().await;
 }
+
+/// Waits until the control plane has recorded an `agent.online` event for an agent bound to
+/// `role` (it records it after updating its view of the registry).
+async fn wait_role_online(c: &Cluster, role: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let events = c.store.list_events(0, 1000).await.unwrap();
+        if events.iter().any(|e| e.kind == loom_domain::EventKind::AgentOnline && e.data["role"] == role) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no agent.online for role {role}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bead_with_a_role_runs_on_the_roles_agents_or_else_on_the_projects() {
+    let c = Cluster::start(fast_config()).await;
+    c.project("roles").await;
+    let general = TestAgent::start(&c.bus, "roles", succeed).await;
+    let with_role = |title: &str| json!({ "project_id": "roles", "title": title, "context": { "role": "qa" } });
+    // Nobody is bound to `qa`: the project's agents take the bead (playing its persona) rather
+    // than leaving it on a queue no agent reads.
+    let first = c.post("/api/v1/beads", with_role("qa, nobody bound")).await["id"].as_str().unwrap().to_owned();
+    let v = c.wait_bead(&first, WAIT, closed).await;
+    assert!(closed(&v), "a bead whose role no agent is bound to still runs: {v}");
+    assert_eq!(general.ran(), ["qa, nobody bound"]);
+    // With an agent bound to `qa`, the role's beads go to it; the others stay with the project's.
+    let qa = TestAgent::start_bound(&c.bus, "roles", Some("qa"), succeed).await;
+    wait_role_online(&c, "qa").await;
+    let second = c.post("/api/v1/beads", with_role("qa, bound")).await["id"].as_str().unwrap().to_owned();
+    let plain = c.bead("roles", "no role", 1, &[]).await;
+    assert!(closed(&c.wait_bead(&second, WAIT, closed).await));
+    assert!(closed(&c.wait_bead(&plain, WAIT, closed).await));
+    assert_eq!(qa.ran(), ["qa, bound"], "the bound agent runs its role's bead");
+    assert_eq!(general.ran(), ["qa, nobody bound", "no role"]);
+    qa.stop().await;
+    general.stop().await;
+    c.stop().await;
+}
+
+/// A burst of creates with no free slot is written in shared transactions (group commit): every
+/// client is answered for its own bead, a bad bead in the burst is refused alone, and the store
+/// holds exactly the beads that were answered `201`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_creates_is_committed_together_and_each_client_gets_its_own_answer() {
+    let c = Cluster::start(fast_config()).await;
+    c.project("burst").await;
+    let requests = (0..300).map(|i| {
+        let mut body = json!({ "project_id": "burst", "title": format!("burst {i}") });
+        if i % 50 == 7 {
+            body["blocked_by"] = json!(["bd-nosuchbead0"]);
+        }
+        let c = &c;
+        async move { (i, c.call(Method::POST, "/api/v1/beads", Some(body)).await) }
+    });
+    let answers = futures::future::join_all(requests).await;
+    let mut created = std::collections::BTreeSet::new();
+    for (i, (status, v)) in &answers {
+        if i % 50 == 7 {
+            assert_eq!(*status, StatusCode::UNPROCESSABLE_ENTITY, "bead {i} waits on a bead that does not exist: {v}");
+            assert!(v.to_string().contains("bd-nosuchbead0"), "{v}");
+        } else {
+            assert_eq!(*status, StatusCode::CREATED, "bead {i}: {v}");
+            assert_eq!(v["title"], format!("burst {i}"), "each client gets its own bead");
+            assert!(created.insert(v["id"].as_str().unwrap().to_owned()), "an id answered twice: {v}");
+        }
+    }
+    assert_eq!(created.len(), 294);
+    let filter =
+        loom_store::BeadFilter { project: Some(loom_domain::ProjectId::parse("burst").unwrap()), ..Default::default() };
+    let stored = c.store.list_beads(&filter, &loom_store::PageRequest::first(1000)).await.unwrap();
+    let stored: std::collections::BTreeSet<String> = stored.beads.iter().map(|b| b.id.to_string()).collect();
+    assert_eq!(stored, created, "the store holds exactly the beads whose creation was acknowledged");
+    c.stop().await;
+}

@@ -7,3 +7,4 @@ mod flow;
 mod projects;
 mod reads;
 mod support;
+mod web;

@@ -208,9 +208,17 @@ pub struct TestAgent {
 
 impl TestAgent {
     pub async fn start(bus: &Bus, project: &str, decide: fn(&str) -> Behaviour) -> TestAgent {
+        TestAgent::start_bound(bus, project, None, decide).await
+    }
+
+    /// An agent bound to `role`'s queue (`loom serve agent --role`), or the project's.
+    pub async fn start_bound(bus: &Bus, project: &str, role: Option<&str>, decide: fn(&str) -> Behaviour) -> TestAgent {
         let project = loom_domain::ProjectId::parse(project).unwrap();
-        let mut sub =
-            bus.consume_tasks(&project, None, ConsumeOptions { max_in_flight: 1, prefetch: false }).await.unwrap();
+        let bound = role.map(|r| loom_bus::Role::parse(r).unwrap());
+        let mut sub = bus
+            .consume_tasks(&project, bound.as_ref(), ConsumeOptions { max_in_flight: 1, prefetch: false })
+            .await
+            .unwrap();
         let (bus, log, stop) = (bus.clone(), Arc::new(Mutex::new(Vec::new())), CancellationToken::new());
         let (log2, stop2) = (log.clone(), stop.clone());
         static N: AtomicU32 = AtomicU32::new(0);
@@ -218,7 +226,7 @@ impl TestAgent {
         let record = loom_bus::AgentRecord {
             agent_id: agent.clone(),
             project_id: project.clone(),
-            role: String::new(),
+            role: role.unwrap_or_default().to_owned(),
             instance: "test".into(),
             status: loom_domain::AgentStatus::Idle,
             current_bead: None,

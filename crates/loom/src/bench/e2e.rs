@@ -20,7 +20,7 @@ use loom_store::{DispatchStart, StartOutcome, Store};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::{Common, progress, quantile_ms};
+use super::{Common, cpu, progress, quantile_ms};
 use crate::config::Config;
 
 #[derive(Debug, Args)]
@@ -37,6 +37,11 @@ pub struct E2eArgs {
     /// Give up waiting for the last beads after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
+    /// Then run the same workload again with the control plane and agents on the gRPC store,
+    /// through a database service (`loom serve db`) in this process on its own scratch database;
+    /// `vs_direct` is its beads/s ÷ the direct run's.
+    #[arg(long)]
+    via_db_service: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -66,12 +71,24 @@ struct Report {
     raw_pg_tx_per_s: f64,
     /// `beads_per_s ÷ raw_pg_tx_per_s`: the figure that holds from one machine to the next.
     raw_pg_ratio: f64,
-    /// The same workload again in the same run with traces exported to an OTLP receiver in this
-    /// process: its beads/s ÷ `beads_per_s` (untraced). `None` without the receiver.
+    /// CPU time per bead of this process (the control plane and the no-op agents), plus the
+    /// PostgreSQL backends and nats-server where they run on this machine.
+    cpu_ms_per_bead: f64,
+    cpu_ms_per_bead_by_process: Option<cpu::PerBead>,
+    /// With `--via-db-service`: the same workload through the database service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    via_db_service: Option<Box<Report>>,
+    /// With `--via-db-service`: its beads/s ÷ the direct run's (target ≥ 0.7).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vs_direct: Option<f64>,
+    /// The direct workload again in the same run with traces exported to an OTLP receiver in
+    /// this process: its beads/s ÷ `beads_per_s` (untraced). `None` without the receiver.
     tracing_overhead_ratio: Option<f64>,
     /// Beads per second of that traced run.
+    #[serde(skip_serializing_if = "Option::is_none")]
     traced_beads_per_s: Option<f64>,
     /// Spans the receiver got during the traced run.
+    #[serde(skip_serializing_if = "Option::is_none")]
     traced_spans: Option<usize>,
 }
 
@@ -87,6 +104,7 @@ pub(crate) async fn start_receiver() -> std::io::Result<String> {
 }
 
 /// Raw PostgreSQL figures: what one commit costs on this server right now.
+#[derive(Clone, Copy)]
 struct RawPg {
     commit_p50_ms: f64,
     commit_p99_ms: f64,
@@ -125,23 +143,58 @@ async fn raw_pg(pool: &sqlx::PgPool) -> anyhow::Result<RawPg> {
 type Received = Arc<Mutex<HashMap<String, chrono::DateTime<Utc>>>>;
 
 pub async fn run(args: E2eArgs, config: &Config) -> anyhow::Result<()> {
-    let mut report = measure(&args, config).await?;
+    let (mut report, raw, nats) = direct(&args, config).await?;
+    if args.via_db_service {
+        let via = via_db_service(&args, config, raw, nats).await.context("the run through the database service")?;
+        report.vs_direct = Some(if report.beads_per_s > 0.0 { via.beads_per_s / report.beads_per_s } else { 0.0 });
+        report.via_db_service = Some(Box::new(via));
+    }
     if let Some(receiver) = RECEIVER.get() {
-        // The same workload with every span exported (to the receiver in this process).
+        // The direct workload again with every span exported (to the receiver in this process).
         loom_telemetry::set_exporting(true);
         let before = receiver.count();
-        let traced = measure(&args, config).await;
+        let traced = direct(&args, config).await;
         loom_telemetry::flush();
         loom_telemetry::set_exporting(false);
-        let traced = traced?;
+        let (traced, _, _) = traced.context("the traced run")?;
         report.traced_beads_per_s = Some(traced.beads_per_s);
         report.traced_spans = Some(receiver.count() - before);
         if report.beads_per_s > 0.0 {
             report.tracing_overhead_ratio = Some(traced.beads_per_s / report.beads_per_s);
         }
     }
+    print(&args, &report)
+}
+
+/// The direct run (the control plane on PostgreSQL) on a scratch database and bus of its own,
+/// with the raw PostgreSQL baseline before and after it.
+async fn direct(args: &E2eArgs, config: &Config) -> anyhow::Result<(Report, RawPg, Option<u32>)> {
+    let scratch = ScratchDatabase::create_on(&super::database_url(config), "loom_bench").await?;
+    let mut pg = crate::storage::pg_options(config);
+    pg.max_connections = pg.max_connections.max(24);
+    let pg_store = scratch.open(&pg).await?;
+    let pool = pg_store.pool().clone();
+    let raw = raw_pg(&pool).await.context("raw PostgreSQL baseline")?;
+    let store: Arc<dyn Store> = Arc::new(pg_store);
+    let bus = super::scratch_bus(config, "bench").await?;
+    let nats = nats_port(&super::nats_url(config)).and_then(cpu::nats_server);
+    let outcome = measured(args, store.clone(), &pool, bus.clone(), raw, nats).await;
+    // The baseline again after the run: the figure is the mean of both, so a load that came or
+    // went on this machine meanwhile moves the ratio less.
+    let after = raw_pg(&pool).await.context("raw PostgreSQL baseline after the run");
+    bus.destroy().await?;
+    drop(pool);
+    drop(scratch);
+    let mut report = outcome?;
+    let after = after?;
+    report.raw_pg_tx_per_s = (report.raw_pg_tx_per_s + after.tx_per_s) / 2.0;
+    report.raw_pg_ratio = report.beads_per_s / report.raw_pg_tx_per_s;
+    Ok((report, raw, nats))
+}
+
+fn print(args: &E2eArgs, report: &Report) -> anyhow::Result<()> {
     if args.common.json {
-        println!("{}", serde_json::to_string(&report)?);
+        println!("{}", serde_json::to_string(report)?);
     } else {
         println!(
             "e2e: {} beads, {:.0} beads/s; dispatch p50 {:.2} ms, p99 {:.2} ms (after {} warm-up beads); lost {}, duplicated {}",
@@ -157,6 +210,13 @@ pub async fn run(args: E2eArgs, config: &Config) -> anyhow::Result<()> {
             "raw PostgreSQL (same server, same run): one-row commit p50 {:.2} ms, p99 {:.2} ms; {:.0} tx/s with 8 clients",
             report.raw_pg_commit_p50_ms, report.raw_pg_commit_p99_ms, report.raw_pg_tx_per_s
         );
+        println!("cpu: {:.3} ms per bead (this process, PostgreSQL backends, nats-server)", report.cpu_ms_per_bead);
+        if let (Some(via), Some(ratio)) = (&report.via_db_service, report.vs_direct) {
+            println!(
+                "through the database service: {:.0} beads/s ({ratio:.2} × direct); dispatch p99 {:.2} ms; lost {}, duplicated {}; cpu {:.3} ms per bead",
+                via.beads_per_s, via.dispatch_p99_ms, via.lost, via.duplicated, via.cpu_ms_per_bead
+            );
+        }
         if let (Some(ratio), Some(traced), Some(spans)) =
             (report.tracing_overhead_ratio, report.traced_beads_per_s, report.traced_spans)
         {
@@ -166,28 +226,60 @@ pub async fn run(args: E2eArgs, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One measured run on a scratch database and bus of its own.
-async fn measure(args: &E2eArgs, config: &Config) -> anyhow::Result<Report> {
+/// `drive`, with the CPU time the run cost: this process, the backends of `pool`'s database
+/// (those open at the end; the pool grows during the run) and the local nats-server.
+async fn measured(
+    args: &E2eArgs,
+    store: Arc<dyn Store>,
+    pool: &sqlx::PgPool,
+    bus: Bus,
+    raw: RawPg,
+    nats: Option<u32>,
+) -> anyhow::Result<Report> {
+    let mut watched = cpu::Watched { postgres: cpu::postgres_backends(pool).await, nats };
+    let before = cpu::sample(&watched);
+    let mut report = drive(args, store, bus, raw).await?;
+    for pid in cpu::postgres_backends(pool).await {
+        if !watched.postgres.contains(&pid) {
+            watched.postgres.push(pid);
+        }
+    }
+    let spent = cpu::per_bead(&before, &cpu::sample(&watched), &watched, report.beads);
+    report.cpu_ms_per_bead = spent.total();
+    report.cpu_ms_per_bead_by_process = Some(spent);
+    Ok(report)
+}
+
+/// The same workload with the control plane and the agents on `GrpcStore`, through a database
+/// service served in this process over loopback on a scratch database of its own.
+async fn via_db_service(args: &E2eArgs, config: &Config, raw: RawPg, nats: Option<u32>) -> anyhow::Result<Report> {
     let scratch = ScratchDatabase::create_on(&super::database_url(config), "loom_bench").await?;
     let mut pg = crate::storage::pg_options(config);
     pg.max_connections = pg.max_connections.max(24);
     let pg_store = scratch.open(&pg).await?;
     let pool = pg_store.pool().clone();
-    let raw = raw_pg(&pool).await.context("raw PostgreSQL baseline")?;
-    let store: Arc<dyn Store> = Arc::new(pg_store);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let shutdown = CancellationToken::new();
+    let server =
+        tokio::spawn(loom_db::serve(loom_db::ServerConfig::default(), listener, Arc::new(pg_store), shutdown.clone()));
+    let grpc: Arc<dyn Store> = Arc::new(loom_db::GrpcStore::connect(loom_db::ClientConfig::new(url))?);
     let bus = super::scratch_bus(config, "bench").await?;
-    let outcome = drive(args, store.clone(), bus.clone(), raw).await;
-    // The baseline again after the run: the figure is the mean of both, so a load that came or
-    // went on this machine meanwhile moves the ratio less.
-    let after = raw_pg(&pool).await.context("raw PostgreSQL baseline after the run");
+    let outcome = measured(args, grpc, &pool, bus.clone(), raw, nats).await;
     bus.destroy().await?;
+    shutdown.cancel();
+    server.await??;
     drop(pool);
     drop(scratch);
-    let mut report = outcome?;
-    let after = after?;
-    report.raw_pg_tx_per_s = (report.raw_pg_tx_per_s + after.tx_per_s) / 2.0;
-    report.raw_pg_ratio = report.beads_per_s / report.raw_pg_tx_per_s;
-    Ok(report)
+    outcome
+}
+
+/// The port of a `nats://host:port` URL on this machine (a remote server's CPU is not readable).
+fn nats_port(url: &str) -> Option<u16> {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    let host_port = rest.rsplit('@').next()?.split(',').next()?;
+    let (host, port) = host_port.rsplit_once(':')?;
+    matches!(host, "127.0.0.1" | "localhost" | "[::1]").then(|| port.parse().ok())?
 }
 
 async fn drive(args: &E2eArgs, store: Arc<dyn Store>, bus: Bus, raw: RawPg) -> anyhow::Result<Report> {
@@ -272,6 +364,10 @@ async fn drive(args: &E2eArgs, store: Arc<dyn Store>, bus: Bus, raw: RawPg) -> a
         raw_pg_commit_p99_ms: raw.commit_p99_ms,
         raw_pg_tx_per_s: raw.tx_per_s,
         raw_pg_ratio: beads_per_s / raw.tx_per_s,
+        cpu_ms_per_bead: 0.0,
+        cpu_ms_per_bead_by_process: None,
+        via_db_service: None,
+        vs_direct: None,
         tracing_overhead_ratio: None,
         traced_beads_per_s: None,
         traced_spans: None,

@@ -117,6 +117,8 @@ struct Output {
     invariants_failed: Vec<&'static str>,
     invariants: Vec<Invariant>,
     faults: BTreeMap<String, FaultSummary>,
+    /// Loom services that exited on their own (not by a fault) and were started again.
+    unexpected_exits: Vec<String>,
     settled_after_last_fault_ms: u64,
     seconds: f64,
     dir: Option<String>,
@@ -141,7 +143,13 @@ pub async fn run(args: FaultsArgs, _config: &Config) -> anyhow::Result<()> {
     eprintln!("loom bench faults: tier {:?}, seed {seed} (replay with --seed {seed}), {} beads", args.tier, plan.beads);
     let dir = tempfile::Builder::new().prefix("loom-faults-").tempdir()?;
     let started = Instant::now();
-    let outcome = drive(&args, &plan, dir.path()).await;
+    // Ctrl-C or SIGTERM ends the run by dropping it, which stops every server it started (by
+    // pid) — never orphaned nats-servers, PostgreSQL clusters or Loom processes left behind.
+    let interrupted = crate::compose::shutdown_on_signals();
+    let outcome = tokio::select! {
+        outcome = drive(&args, &plan, dir.path()) => outcome,
+        _ = interrupted.cancelled() => Err(anyhow::anyhow!("interrupted: every server the run started was stopped")),
+    };
     let (output, report) = match outcome {
         Ok(done) => done,
         Err(err) => {
@@ -185,6 +193,9 @@ fn print(output: &Output, report: &Report, json: bool) -> anyhow::Result<()> {
         let sample: Vec<&String> = v.offending.iter().take(5).collect();
         println!("  {} {:<4} {} {:?}", v.name, if v.pass { "PASS" } else { "FAIL" }, v.what, sample);
     }
+    if !output.unexpected_exits.is_empty() {
+        println!("  exited on their own and were started again: {:?}", output.unexpected_exits);
+    }
     for (kind, f) in &output.faults {
         println!(
             "  {kind:<12} x{:<3} recovery p50 {:.0} ms, p99 {:.0} ms",
@@ -206,13 +217,15 @@ async fn drive(args: &FaultsArgs, plan: &Plan, dir: &Path) -> anyhow::Result<(Ou
     let project = ProjectId::parse(PROJECT)?;
     let up = schedule::Up::new(cluster.cp_urls.len());
     let cp_urls = cluster.cp_urls.clone();
+    let mut exits = Vec::new();
     let (created, last_fault) = tokio::join!(
         schedule::produce(plan, &cp_urls, &up, &effects, &recorder),
-        schedule::inject(plan, &mut cluster, &up, &store, &bus, &recorder),
+        schedule::inject(plan, &mut cluster, &up, &store, &bus, &recorder, &mut exits),
     );
     created?;
     let last_fault = last_fault?;
     let settled_at = schedule::settle(&store, &project, last_fault + SETTLE_WITHIN).await?;
+    exits.extend(cluster.revive()?);
     let settled_after_last_fault_ms = settled_at.saturating_duration_since(last_fault).as_millis() as u64;
     // Let acks of the last results land before reading what the system left behind.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -220,17 +233,22 @@ async fn drive(args: &FaultsArgs, plan: &Plan, dir: &Path) -> anyhow::Result<(Ou
     let t_end = recorder.now_ms();
     // The effect log's times are wall-clock ms; the recorder's are from its start.
     let epoch_ms = (chrono::Utc::now().timestamp_millis() as u64).saturating_sub(t_end);
+    // The final states first, then the events, then the effect log: what made a bead closed (its
+    // dispatch events, its effect, committed before its result) is then always in the sources
+    // read after it, so a run cut off at the settle deadline with work still moving shows no
+    // false gaps.
+    entries.extend(sources::finals(&store, &project, t_end).await?);
+    entries.extend(sources::events(&store, epoch).await?);
     let log = std::fs::read_to_string(&effects).unwrap_or_default();
     entries.extend(history::parse_effect_log(&log, epoch_ms));
-    entries.extend(sources::events(&store, epoch).await?);
-    entries.extend(sources::finals(&store, &project, t_end).await?);
     entries.extend(sources::dead_letters(&bus, t_end).await?);
     entries.sort_by_key(|e| e.t_ms);
     history::write_jsonl(&dir.join("history.jsonl"), &entries)?;
     cluster.stop().await;
     let report = check(&entries, SETTLE_WITHIN);
     std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
-    let output = summarize(plan, &cluster, &entries, &report, settled_after_last_fault_ms);
+    let mut output = summarize(plan, &cluster, &entries, &report, settled_after_last_fault_ms);
+    output.unexpected_exits = exits;
     Ok((output, report))
 }
 
@@ -294,6 +312,7 @@ fn summarize(plan: &Plan, cluster: &Cluster, entries: &[Entry], report: &Report,
         invariants_failed: report.failed(),
         invariants,
         faults,
+        unexpected_exits: Vec::new(),
         settled_after_last_fault_ms: settled_ms,
         seconds: 0.0,
         dir: None,

@@ -156,14 +156,14 @@ fn concrete(path: &str, bead: &BeadId) -> String {
 
 /// `loom serve control-plane` on the scratch database, as a child process (the embedded bus:
 /// nothing is dispatched, no agent advertises slots); killed when dropped.
-struct Server {
+pub(super) struct Server {
     child: tokio::process::Child,
-    url: String,
+    pub(super) url: String,
     dir: std::path::PathBuf,
 }
 
 impl Server {
-    async fn start(database_url: &str) -> anyhow::Result<Self> {
+    pub(super) async fn start(database_url: &str) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let dir = super::temp_dir()?;
         let child = tokio::process::Command::new(std::env::current_exe()?)
@@ -198,7 +198,7 @@ impl Drop for Server {
 
 impl Server {
     /// A memory figure of the child from `/proc/{pid}/status` (`VmRSS`, `VmHWM`), in MiB.
-    fn memory_mib(&self, field: &str) -> anyhow::Result<f64> {
+    pub(super) fn memory_mib(&self, field: &str) -> anyhow::Result<f64> {
         let pid = self.child.id().context("the control plane exited")?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         let kib: f64 = status

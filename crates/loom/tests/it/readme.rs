@@ -32,12 +32,17 @@ fn command(line: &str) -> &str {
     line.split("  #").next().unwrap().trim()
 }
 
-/// The set-up line that runs Loom: `cargo install … --path crates/loom && loom up`. Returns the
-/// part that runs it, after checking the install names this crate.
+/// The set-up line that runs Loom: `./scripts/install.sh && loom up`. Returns the part that runs
+/// it, after checking that the install script installs what `loom up` needs and this crate.
 fn run_command(setup: &[String]) -> String {
     let line = setup.iter().find(|l| command(l).ends_with("loom up")).expect("a set-up line runs `loom up`");
     let (install, run) = command(line).split_once(" && ").expect("install && run");
-    assert!(install.starts_with("cargo install ") && install.contains("--path crates/loom"), "{install}");
+    assert_eq!(install, "./scripts/install.sh");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let script = std::fs::read_to_string(root.join("scripts/install.sh")).unwrap();
+    for step in ["need git git", "need bwrap bubblewrap", "cargo install --locked --path crates/loom"] {
+        assert!(script.lines().any(|l| l.trim_start().starts_with(step)), "scripts/install.sh runs {step:?}");
+    }
     assert!(Path::new(env!("CARGO_MANIFEST_DIR")).ends_with("crates/loom"), "`--path crates/loom` is this crate");
     assert_eq!(setup.len(), 2, "two set-up commands: run Loom, run the tests: {setup:?}");
     run.to_owned()

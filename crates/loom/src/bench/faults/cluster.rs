@@ -281,6 +281,25 @@ fn count_agents(v: &serde_json::Value) -> usize {
     }
 }
 
+impl Cluster {
+    /// What a supervisor (systemd, Kubernetes) does for a process that exits on its own:
+    /// starts it again. Returns the names of the Loom services that had exited; a fault's own
+    /// kills are restarted by the fault itself before this runs.
+    pub fn revive(&mut self) -> anyhow::Result<Vec<String>> {
+        let mut revived = Vec::new();
+        let services =
+            std::iter::once(&mut self.db).chain(self.control_planes.iter_mut()).chain(self.agents.iter_mut());
+        for service in services {
+            if service.child.is_some() && !service.is_running() {
+                service.child = None;
+                service.spawn()?;
+                revived.push(service.name.clone());
+            }
+        }
+        Ok(revived)
+    }
+}
+
 /// Waits until `addr` accepts connections (the service is up) or the service exits.
 pub async fn wait_port(addr: SocketAddr, service: &mut Service) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);

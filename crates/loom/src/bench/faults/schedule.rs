@@ -202,12 +202,28 @@ pub async fn inject(
     store: &dyn Store,
     bus: &loom_bus::Bus,
     rec: &Recorder,
+    exits: &mut Vec<String>,
 ) -> anyhow::Result<Instant> {
     let started = Instant::now();
     let mut last = Instant::now();
     let project = ProjectId::parse(PROJECT)?;
     for (at, fault) in &plan.faults {
-        tokio::time::sleep_until((started + *at).into()).await;
+        // Between faults, a supervisor's watch: a Loom process that exited on its own is started
+        // again and reported (`unexpected_exits`), so one crash does not end the run unseen.
+        loop {
+            for name in cluster.revive()? {
+                eprintln!(
+                    "loom bench faults: {:>6.1} s {name} had exited on its own: started again",
+                    started.elapsed().as_secs_f64()
+                );
+                exits.push(name);
+            }
+            let left = (started + *at).saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            tokio::time::sleep(left.min(Duration::from_secs(1))).await;
+        }
         last = Instant::now();
         let target = strike(*fault, cluster, up, bus, rec).await?;
         eprintln!("loom bench faults: {:>6.1} s {} {target}", started.elapsed().as_secs_f64(), fault.kind());
