@@ -61,12 +61,6 @@ PENDING = {
         "env": [],
         "files": [],
     },
-    "issue 16 (observability)": {
-        "subcommands": [],
-        "config_sections": [],
-        "env": ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"],
-        "files": ["prometheus/alerts.yml", "grafana/loom-dashboard.json"],
-    },
 }
 # ---------------------------------------------------------------------------------------------
 
