@@ -54,14 +54,7 @@ ROOT = DEPLOY.parent
 # ---------------------------------------------------------------------------------------------
 # What deploy/ names that the binary on this branch does not have yet, by the issue building it.
 # When the issue is merged, its entry goes (the run prints "pending … now present: drop it").
-PENDING = {
-    "issue 16 (observability)": {
-        "subcommands": [],
-        "config_sections": [],
-        "env": ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"],
-        "files": ["prometheus/alerts.yml", "grafana/loom-dashboard.json"],
-    },
-}
+PENDING: dict = {}
 # ---------------------------------------------------------------------------------------------
 
 # The contract of issue 15 for `loom serve connectors` (contracts.md), used for its ports while

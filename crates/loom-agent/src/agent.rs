@@ -9,6 +9,7 @@
 //! `task.failed` with `context.cancelled = "true"`; the control plane ignores it as stale.
 
 mod task;
+pub(crate) use task::step;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};

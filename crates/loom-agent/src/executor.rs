@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use loom_bus::{TaskMessage, TaskMetadata};
 use loom_domain::{AgentId, ContextMap, DispatchId, limits};
 use runner::{CommandLog, Runner};
+use tracing::Instrument as _;
+
+use crate::agent::step;
 
 use crate::config::ExecutorKind;
 use crate::llm;
@@ -118,13 +121,26 @@ impl Executors {
         let started = Instant::now();
         let limit = self.config.task_timeout;
         let log = CommandLog::new(agent, task);
-        let mut outcome = match tokio::time::timeout(limit, self.dispatch(task, &log)).await {
+        let span = if loom_telemetry::propagate::enabled() {
+            let kind = self.kind(&task.metadata).map(ExecutorKind::as_str).unwrap_or("unknown");
+            tracing::info_span!(
+                "agent.executor",
+                otel.name = format!("executor {kind}"),
+                executor = kind,
+                success = tracing::field::Empty
+            )
+        } else {
+            tracing::Span::none()
+        };
+        let work = tracing::Instrument::instrument(self.dispatch(task, &log), span.clone());
+        let mut outcome = match tokio::time::timeout(limit, work).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(err)) => Outcome::failure(err.to_string()),
             Err(_) => Outcome::failure(format!("the task exceeded its wall-clock limit of {limit:?}")),
         };
         log.report(&mut outcome.context);
         self.steps.remove(&task.metadata.dispatch_id);
+        span.record("success", outcome.success);
         outcome.executor_time = started.elapsed();
         outcome.capped()
     }
@@ -166,7 +182,7 @@ impl Executors {
             )));
         };
         let persona = if kind == ExecutorKind::Llm { Some(llm::persona(&self.config, task)?) } else { None };
-        let wt = ws.checkout(&task.bead_id).await?;
+        let wt = ws.checkout(&task.bead_id).instrument(step("git.checkout")).await?;
         let runner = Runner::new(&self.config, ws, &wt, task, log).await?;
         let mut outcome = match persona {
             None => shell::run(&runner, task).await?,
@@ -190,7 +206,7 @@ impl Executors {
             return Ok(outcome);
         }
         let message = commit_message(task);
-        ws.commit(&wt, &message).await?;
+        ws.commit(&wt, &message).instrument(step("git.commit")).await?;
         let fence = self.config.fence.as_deref();
         match crate::fence::current_before_push(fence, &task.bead_id, &task.metadata.dispatch_id).await {
             Some(true) => {}
@@ -209,7 +225,7 @@ impl Executors {
                 return Ok(o);
             }
         }
-        outcome.commits = ws.push(&wt).await?;
+        outcome.commits = ws.push(&wt).instrument(step("git.push")).await?;
         if !outcome.commits.is_empty() {
             outcome.branch = ws.landing_branch(&task.bead_id);
         }

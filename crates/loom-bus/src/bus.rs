@@ -297,6 +297,15 @@ impl Bus {
             .collect())
     }
 
+    /// How many messages the stream of `kind` holds now (for `LOOM_TASKS`, a work queue: the
+    /// tasks queued or running; for `LOOM_DLQ`: the dead letters kept).
+    pub async fn stream_messages(&self, kind: StreamKind) -> Result<u64, Error> {
+        match &self.inner.backend {
+            Backend::JetStream(js) => js.stream_messages(kind).await,
+            Backend::Embedded(e) => Ok(e.stream_messages(kind)),
+        }
+    }
+
     /// Connection state, JetStream reachability and the lag of the consumers this bus bound to.
     pub async fn health(&self) -> Health {
         match &self.inner.backend {

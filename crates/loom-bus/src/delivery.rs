@@ -91,6 +91,22 @@ impl Delivery {
         Headers(self.raw.headers.clone())
     }
 
+    /// Makes `span` a child of the span that published this message (its `traceparent` and
+    /// `tracestate` headers); a redelivery's span is also linked to that span and marked, so
+    /// every attempt is a span of the same trace. Nothing while trace export is off.
+    pub fn follow(&self, span: &tracing::Span) {
+        if !loom_telemetry::propagate::enabled() {
+            return;
+        }
+        let tp = self.raw.headers.get_last(header::TRACEPARENT).map(|v| v.as_str());
+        let ts = self.raw.headers.get_last(header::TRACESTATE).map(|v| v.as_str());
+        loom_telemetry::propagate::set_parent(span, tp, ts);
+        if self.raw.deliveries > 1 {
+            loom_telemetry::propagate::add_link(span, tp, ts);
+            span.record("messaging.delivery_count", self.raw.deliveries);
+        }
+    }
+
     /// Its `Nats-Msg-Id`.
     pub fn msg_id(&self) -> Option<&str> {
         self.raw.headers.get_last(header::MSG_ID).map(|v| v.as_str())

@@ -166,6 +166,10 @@ impl Embedded {
         stream.messages.range(from..).take(limit).map(|(seq, m)| (*seq, m.headers.clone(), m.payload.clone())).collect()
     }
 
+    pub(crate) fn stream_messages(&self, kind: StreamKind) -> u64 {
+        self.shared.lock().streams.get(&kind).map_or(0, |s| s.messages.len() as u64)
+    }
+
     pub(crate) fn read_dlq(&self, subjects: &Subjects, from: u64, limit: usize) -> Vec<DeadLetter> {
         let core = self.shared.lock();
         let Some(stream) = core.streams.get(&StreamKind::Dlq) else { return vec![] };

@@ -86,6 +86,16 @@ impl Outgoing {
         if !correlation_id.is_empty() {
             headers.insert(header::CORRELATION_ID, correlation_id);
         }
+        // No context given: the current span's (while trace export is on), so every message a
+        // traced operation publishes continues its trace.
+        let current;
+        let trace = if trace.traceparent.is_none() && loom_telemetry::propagate::enabled() {
+            let c = loom_telemetry::propagate::current();
+            current = TraceContext { traceparent: c.traceparent, tracestate: c.tracestate };
+            &current
+        } else {
+            trace
+        };
         if let Some(tp) = &trace.traceparent {
             headers.insert(header::TRACEPARENT, tp.as_str());
         }

@@ -190,6 +190,14 @@ impl JetStream {
         Health { connected, jetstream, consumers }
     }
 
+    /// How many messages `kind`'s stream holds now.
+    pub(crate) async fn stream_messages(&self, kind: crate::config::StreamKind) -> Result<u64, Error> {
+        let name = self.names.stream(kind);
+        let mut stream = self.js.get_stream(&name).await.map_err(|e| Error::backend("stream info", e))?;
+        let info = stream.info().await.map_err(|e| Error::backend("stream info", e))?;
+        Ok(info.state.messages)
+    }
+
     pub(crate) async fn provision(&self, config: &BusConfig) -> Result<(), Error> {
         provision::ensure_streams(&self.js, &self.names, config).await?;
         self.kv_store().await?;

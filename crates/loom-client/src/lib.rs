@@ -59,7 +59,7 @@ impl Client {
     ) -> Result<T, Error> {
         let url = format!("{}/api/v1{path}", self.base);
         // Every call but the event stream is bounded: a hung control plane is an error, not a hang.
-        let mut req = self.http.request(method, &url).timeout(CALL_TIMEOUT);
+        let mut req = traced(self.http.request(method, &url).timeout(CALL_TIMEOUT));
         if let Some(k) = &self.key {
             req = req.bearer_auth(k);
         }
@@ -72,7 +72,7 @@ impl Client {
     }
 
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let req = self.http.request(method, format!("{}/api/v1{path}", self.base));
+        let req = traced(self.http.request(method, format!("{}/api/v1{path}", self.base)));
         match &self.key {
             Some(k) => req.bearer_auth(k),
             None => req,
@@ -317,6 +317,20 @@ fn sse_data(
 }
 
 /// The body of a response as `T`, or the error it carries.
+/// The request with the caller's trace context (`traceparent`, `tracestate`) while trace
+/// export is on, so the control plane's spans continue the caller's trace.
+fn traced(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    let carrier = loom_telemetry::propagate::current();
+    let req = match carrier.traceparent {
+        Some(tp) => req.header(loom_telemetry::propagate::TRACEPARENT, tp),
+        None => req,
+    };
+    match carrier.tracestate {
+        Some(ts) => req.header(loom_telemetry::propagate::TRACESTATE, ts),
+        None => req,
+    }
+}
+
 async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, Error> {
     let status = resp.status();
     let bytes = resp.bytes().await.map_err(|e| Error::Decode(e.to_string()))?;

@@ -81,7 +81,7 @@ impl ClientConfig {
     }
 }
 
-type Rpc = ConnectorsClient<InterceptedService<Channel, SendToken>>;
+type Rpc = ConnectorsClient<InterceptedService<loom_telemetry::propagate::TraceClient<Channel>, SendToken>>;
 
 /// The connectors service over gRPC. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -106,7 +106,10 @@ impl Client {
             (Some(_), false) => return Err(Error::Config("TLS is configured: the endpoint must be https://".into())),
             (None, true) => return Err(Error::Config("an https:// endpoint needs a TLS configuration (CA)".into())),
         }
-        let rpc = ConnectorsClient::with_interceptor(endpoint.connect_lazy(), SendToken::new(config.token));
+        let rpc = ConnectorsClient::with_interceptor(
+            tower::Layer::layer(&loom_telemetry::propagate::TraceClientLayer, endpoint.connect_lazy()),
+            SendToken::new(config.token),
+        );
         Ok(Client { rpc, endpoint: config.endpoint, deadline: config.deadline })
     }
 

@@ -87,7 +87,25 @@ async fn record_request(request: Request, next: middleware::Next) -> axum::respo
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().to_string();
     let started = std::time::Instant::now();
-    let response = next.run(request).await;
+    // A server span per request, continuing the caller's trace (`traceparent`), named by the
+    // route template (never a raw id).
+    let span = if loom_telemetry::propagate::enabled() {
+        let name = format!("{method} {route}");
+        let span = tracing::info_span!(
+            "http.request",
+            otel.name = name.as_str(),
+            otel.kind = "server",
+            http.request.method = method.as_str(),
+            http.route = route.as_str(),
+            http.response.status_code = tracing::field::Empty,
+        );
+        loom_telemetry::propagate::set_parent_from_headers(&span, request.headers());
+        span
+    } else {
+        tracing::Span::none()
+    };
+    let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
     let status = response.status().as_u16().to_string();
     metrics::counter!("loom_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
         .increment(1);

@@ -104,6 +104,13 @@ pub(crate) struct Slots {
 }
 
 impl Slots {
+    /// Slots in use (claimed beads in progress), reserved (claims under way) and advertised by
+    /// live agents, over all projects.
+    pub(crate) fn totals(&self) -> (u32, u32, u32) {
+        let total = |m: &HashMap<ProjectId, u32>| m.values().fold(0u32, |a, n| a.saturating_add(*n));
+        (total(&self.running), total(&self.reserved), total(&self.agent_slots))
+    }
+
     /// Reserves up to `want` slots of `project` within the per-project and global limits;
     /// returns how many it got. Each must be given back with `settle`.
     pub(crate) fn reserve(&mut self, project: &ProjectId, want: u32, config: &crate::Config) -> u32 {
@@ -260,6 +267,7 @@ pub(crate) async fn create(shared: &Shared, new: NewBead) -> Result<Bead, Error>
     let reservation = if plain && shared.is_leader() { Reservation::take(shared, &new.project_id) } else { None };
     let Some(mut reservation) = reservation else {
         let bead = shared.creates.create(&shared.store, new).await?;
+        shared.traces.remember_current(bead.id.as_str());
         shared.changed();
         return Ok(bead);
     };
@@ -276,6 +284,7 @@ pub(crate) async fn create(shared: &Shared, new: NewBead) -> Result<Bead, Error>
             drop(reservation);
             metrics::counter!("loom_beads_dispatched_total").increment(1);
             let bead = claim.bead.clone();
+            shared.traces.remember_current(bead.id.as_str());
             // The publisher sends it now; if it is gone (shutdown) the relay will.
             let _ = shared.claimed.send(vec![claim]).await;
             shared.events_wake.send_replace(());
@@ -283,6 +292,7 @@ pub(crate) async fn create(shared: &Shared, new: NewBead) -> Result<Bead, Error>
         }
         CreatedBead::Open(bead) => {
             drop(reservation);
+            shared.traces.remember_current(bead.id.as_str());
             shared.changed();
             Ok(bead)
         }

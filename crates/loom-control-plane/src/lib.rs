@@ -30,6 +30,7 @@ mod error;
 mod oversight;
 mod relay;
 mod results;
+mod traces;
 mod web;
 
 use std::net::SocketAddr;
@@ -139,6 +140,8 @@ pub(crate) struct Shared {
     pub keys: auth::KeyCache,
     /// Group commit of creates that are not claimed at once.
     pub creates: creates::Creates,
+    /// The trace each bead's messages continue.
+    pub traces: traces::BeadTraces,
 }
 
 impl Shared {
@@ -208,6 +211,7 @@ pub async fn run(
         connectors_seen: Default::default(),
         keys: Default::default(),
         creates: Default::default(),
+        traces: Default::default(),
     });
     let tasks = [
         tokio::spawn(dispatcher::run_leadership(shared.clone(), shutdown.clone())),

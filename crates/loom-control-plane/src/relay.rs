@@ -48,6 +48,11 @@ pub(crate) async fn relay_outbox(shared: &Shared) -> Result<usize, Error> {
         let rows = shared.store.take_outbox(BATCH).await?;
         let due = Utc::now() - GRACE;
         let taken = rows.len();
+        if published == 0 {
+            // Unsent outbox rows, young ones included, read at most a batch at a time: a value
+            // of `BATCH` means "at least that many".
+            metrics::gauge!("loom_outbox_backlog").set(taken as f64);
+        }
         let rows: Vec<OutboxMessage> =
             rows.into_iter().filter(|r| r.kind != OutboxKind::TaskAssigned || r.created_at < due).collect();
         if rows.is_empty() {
@@ -55,6 +60,7 @@ pub(crate) async fn relay_outbox(shared: &Shared) -> Result<usize, Error> {
         }
         let mut sendable = Vec::with_capacity(rows.len());
         let mut ids = Vec::with_capacity(rows.len());
+        let mut spans = Vec::new();
         for row in &rows {
             let project_context = shared.contexts.get(&*shared.store, &row.project_id).await?;
             let remaining = if row.kind == OutboxKind::TaskAssigned {
@@ -64,7 +70,10 @@ pub(crate) async fn relay_outbox(shared: &Shared) -> Result<usize, Error> {
             } else {
                 None
             };
-            match task_message(shared, row, project_context, remaining) {
+            let span = shared.traces.producer_span(row.bead_id.as_str(), row.dispatch_id.as_str(), row.attempt);
+            let built = span.in_scope(|| task_message(shared, row, project_context, remaining));
+            spans.push(span);
+            match built {
                 Ok(msg) => {
                     sendable.push(msg);
                     ids.push(row.id);
@@ -75,6 +84,7 @@ pub(crate) async fn relay_outbox(shared: &Shared) -> Result<usize, Error> {
             }
         }
         let results = shared.bus.publish_batch(sendable).await;
+        drop(spans);
         let sent: Vec<i64> = ids.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(id, _)| *id).collect();
         shared.store.mark_outbox_sent(&sent).await?;
         published += sent.len();
@@ -128,19 +138,23 @@ pub(crate) async fn run_publisher(
         }
         let mut msgs = Vec::with_capacity(batch.len());
         let mut built = Vec::with_capacity(batch.len());
+        let mut spans = Vec::new();
         for claim in &batch {
+            // A producer span per task, in its bead's trace; its context goes out in the headers.
+            let span = shared.traces.producer_span(claim.bead.id.as_str(), claim.dispatch_id.as_str(), claim.attempt);
             let built_task = match shared.contexts.get(&*shared.store, &claim.bead.project_id).await {
                 Ok(project_context) => {
                     let mut snapshot = TaskSnapshot::of(&claim.bead);
                     match budgeted(&shared, &claim.bead.id, &claim.bead.project_id, &mut snapshot, &project_context)
                         .await
                     {
-                        Ok(()) => claimed_task(&shared, claim, snapshot, project_context),
+                        Ok(()) => span.in_scope(|| claimed_task(&shared, claim, snapshot, project_context)),
                         Err(e) => Err(e.into()),
                     }
                 }
                 Err(e) => Err(e.into()),
             };
+            spans.push(span);
             match built_task {
                 Ok(msg) => {
                     msgs.push(msg);
@@ -152,6 +166,7 @@ pub(crate) async fn run_publisher(
             }
         }
         let results = shared.bus.publish_batch(msgs).await;
+        drop(spans);
         let published: Vec<&Claim> = built.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(c, _)| *c).collect();
         if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
             tracing::warn!(error = %e, failed = built.len() - published.len(), "publishing claimed tasks failed; the relay will retry");
@@ -213,7 +228,7 @@ fn claimed_task(
     };
     let mut task = assigned(&row, snapshot, project_context);
     route(shared, &mut task);
-    Ok(shared.bus.task(&task, &TraceContext::default())?)
+    Ok(shared.bus.task(&task, &crate::traces::trace_context(loom_telemetry::propagate::current()))?)
 }
 
 /// Sends a task with a role to that role's queue only while a live agent is bound to the role
@@ -322,7 +337,7 @@ fn task_message(
             task
         }
     };
-    Ok(shared.bus.task(&msg, &TraceContext::default())?)
+    Ok(shared.bus.task(&msg, &crate::traces::trace_context(loom_telemetry::propagate::current()))?)
 }
 
 pub(crate) async fn run_events(shared: Arc<Shared>, shutdown: CancellationToken) {
@@ -373,6 +388,18 @@ async fn relay_events(shared: &Shared, cursor: &mut Option<EventCursor>) -> Resu
     };
     let events = cursor.pending(&*shared.store, EVENT_BATCH).await?;
     let mut msgs = Vec::with_capacity(events.len());
+    // An event about a bead continues the bead's trace; any other, this pass's.
+    let pass = if loom_telemetry::propagate::enabled() && !events.is_empty() {
+        tracing::info_span!(
+            "events.publish",
+            otel.name = "publish loom.events",
+            otel.kind = "producer",
+            count = events.len()
+        )
+    } else {
+        tracing::Span::none()
+    };
+    let pass_trace = loom_telemetry::propagate::carrier_of(&pass);
     for e in &events {
         let msg = EventMessage {
             kind: e.kind,
@@ -388,7 +415,8 @@ async fn relay_events(shared: &Shared, cursor: &mut Option<EventCursor>) -> Resu
             correlation_id: e.correlation_id.clone().unwrap_or_default(),
             timestamp: e.created_at,
         };
-        msgs.push(shared.bus.event(&msg, &e.id, &TraceContext::default())?);
+        let trace = shared.traces.get(&e.entity_id).unwrap_or_else(|| pass_trace.clone());
+        msgs.push(shared.bus.event(&msg, &e.id, &crate::traces::trace_context(trace))?);
     }
     for r in shared.bus.publish_batch(msgs).await {
         r?;

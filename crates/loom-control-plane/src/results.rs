@@ -10,6 +10,7 @@ use loom_domain::{BeadType, Priority};
 use loom_store::{Commit, Discovered, DispatchResult, Outcome, Report, ResultOutcome, TokenUsage};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::dispatcher::RETRY_DELAY;
 use crate::{Shared, oversight};
@@ -87,36 +88,75 @@ async fn read(
 async fn apply_batch(shared: &Shared, batch: Vec<Received<ResultMessage>>) {
     let (progress, finals): (Vec<_>, Vec<_>) = batch.into_iter().partition(|r| r.message.kind == ResultKind::Progress);
     for received in progress {
+        let started = std::time::Instant::now();
+        let span = result_span(&received);
         let dispatch = received.message.metadata.dispatch_id.clone();
         let outcome = until_stored(shared, std::slice::from_ref(&received), || {
             shared.store.extend_lease(&dispatch, Utc::now() + shared.config.lease)
         })
+        .instrument(span.clone())
         .await;
         if let Ok(true) = outcome {
             record_steps(shared, &received.message).await;
         }
-        settle(shared, received, outcome.map(|_| None)).await;
+        settle(shared, received, outcome.map(|_| None), started).instrument(span).await;
     }
     if finals.is_empty() {
         return;
     }
     let results: Vec<DispatchResult> = finals.iter().map(|r| dispatch_result(shared, &r.message)).collect();
     let started = std::time::Instant::now();
-    match until_stored(shared, &finals, || shared.store.record_results(&results)).await {
+    // A span per result, in its bead's trace; the batch's store call runs in the first one's
+    // (the only one, usually), linked from the others.
+    let spans: Vec<tracing::Span> = finals.iter().map(result_span).collect();
+    for span in spans.iter().skip(1) {
+        loom_telemetry::propagate::link_spans(span, &spans[0]);
+    }
+    let batch_span = spans.first().cloned().unwrap_or_else(tracing::Span::none);
+    match until_stored(shared, &finals, || shared.store.record_results(&results)).instrument(batch_span).await {
         Ok(outcomes) => {
             metrics::histogram!("loom_result_batch_seconds").record(started.elapsed().as_secs_f64());
-            let settled = finals.into_iter().zip(outcomes).map(|(r, o)| settle(shared, r, Ok(Some(o))));
+            let settled = finals
+                .into_iter()
+                .zip(outcomes)
+                .zip(spans)
+                .map(|((r, o), span)| settle(shared, r, Ok(Some(o)), started).instrument(span));
             futures::future::join_all(settled).await;
         }
         Err(e) => {
             tracing::warn!(error = %e, count = finals.len(), "a result batch was refused; applying its results one by one");
-            for (received, result) in finals.into_iter().zip(results) {
+            for ((received, result), span) in finals.into_iter().zip(results).zip(spans) {
                 let outcome =
-                    until_stored(shared, std::slice::from_ref(&received), || shared.store.record_result(&result)).await;
-                settle(shared, received, outcome.map(Some)).await;
+                    until_stored(shared, std::slice::from_ref(&received), || shared.store.record_result(&result))
+                        .instrument(span.clone())
+                        .await;
+                settle(shared, received, outcome.map(Some), started).instrument(span).await;
             }
         }
     }
+}
+
+/// The consumer span of one result: a child of the agent's span that published it (its
+/// `traceparent`); `Span::none()` while trace export is off.
+fn result_span(received: &Received<ResultMessage>) -> tracing::Span {
+    if !loom_telemetry::propagate::enabled() {
+        return tracing::Span::none();
+    }
+    let m = &received.message;
+    let span = tracing::info_span!(
+        "result.apply",
+        otel.name = "apply loom.results",
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        bead_id = %m.bead_id,
+        dispatch_id = %m.metadata.dispatch_id,
+        correlation_id = %m.correlation_id,
+        kind = ?m.kind,
+        outcome = tracing::field::Empty,
+        messaging.delivery_count = tracing::field::Empty,
+    );
+    received.delivery.follow(&span);
+    span
 }
 
 /// Runs `op` until the store answers with anything but a transient error, backing off up to
@@ -258,6 +298,7 @@ async fn settle(
     shared: &Shared,
     received: Received<ResultMessage>,
     outcome: Result<Option<ResultOutcome>, loom_store::Error>,
+    started: std::time::Instant,
 ) {
     let Received { message: msg, delivery } = received;
     let label = match &outcome {
@@ -269,6 +310,14 @@ async fn settle(
         Err(_) => "error",
     };
     metrics::counter!("loom_results_total", "outcome" => label).increment(1);
+    let handler = if label == "progress" { "progress" } else { "results" };
+    metrics::counter!("loom_bus_messages_total", "handler" => handler, "outcome" => label).increment(1);
+    metrics::histogram!("loom_bus_handler_duration_seconds", "handler" => handler)
+        .record(started.elapsed().as_secs_f64());
+    tracing::Span::current().record("outcome", label);
+    if let Ok(Some(ResultOutcome::Closed(_))) = &outcome {
+        shared.traces.forget(msg.bead_id.as_str());
+    }
     match outcome {
         Ok(applied) => {
             if let Some(o) = &applied {
@@ -465,9 +514,17 @@ async fn block_dead_letter(shared: &Shared, letter: &loom_bus::DeadLetter) -> Re
     }
     let Some(dispatch) = &letter.dispatch_id else { return Ok(()) };
     let reason = format!("task dead-lettered after {} deliveries: {}", letter.deliveries, letter.reason);
-    if let Some(bead) = shared.store.block_dispatch(dispatch, &reason).await? {
-        tracing::warn!(bead = %bead.id, %reason, "bead blocked");
-        shared.changed();
-    }
+    let started = std::time::Instant::now();
+    let outcome = match shared.store.block_dispatch(dispatch, &reason).await? {
+        Some(bead) => {
+            tracing::warn!(bead = %bead.id, %reason, "bead blocked");
+            shared.changed();
+            "blocked"
+        }
+        None => "stale",
+    };
+    metrics::counter!("loom_bus_messages_total", "handler" => "dead_letters", "outcome" => outcome).increment(1);
+    metrics::histogram!("loom_bus_handler_duration_seconds", "handler" => "dead_letters")
+        .record(started.elapsed().as_secs_f64());
     Ok(())
 }

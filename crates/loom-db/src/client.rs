@@ -140,8 +140,8 @@ impl ClientTls {
     }
 }
 
-/// A generated client that sends the bearer token.
-type Client = DatabaseClient<InterceptedService<Channel, SendToken>>;
+/// A generated client that sends the bearer token and the caller's trace context.
+type Client = DatabaseClient<InterceptedService<loom_telemetry::propagate::TraceClient<Channel>, SendToken>>;
 
 /// Whether a call may be sent again after a transient failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,12 +193,18 @@ impl GrpcStore {
         }
         let clients = (0..config.channels)
             .map(|_| {
-                DatabaseClient::with_interceptor(endpoint.connect_lazy(), SendToken(config.token.clone()))
+                let channel =
+                    tower::Layer::layer(&loom_telemetry::propagate::TraceClientLayer, endpoint.connect_lazy());
+                DatabaseClient::with_interceptor(channel, SendToken(config.token.clone()))
                     .max_decoding_message_size(config.max_message_bytes)
                     .max_encoding_message_size(config.max_message_bytes)
             })
             .collect();
         let breaker = Breaker::new(config.breaker, config.deadline);
+        // Present from the start, so an alert on it has a series to watch (the recorder first, or
+        // the value would go nowhere).
+        let _ = loom_telemetry::prometheus();
+        metrics::gauge!("loom_db_client_breaker_open").set(0.0);
         Ok(Self {
             inner: Arc::new(Inner {
                 endpoint: config.endpoint,

@@ -129,6 +129,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .layer(metrics::GrpcMetrics)
+        .layer(loom_telemetry::propagate::TraceServerLayer)
         .add_service(health)
         .add_service(reflection)
         .add_service(database);

@@ -1,12 +1,29 @@
-//! Logging and tracing setup shared by every Loom service: one call at start-up, before any
-//! service runs, installs the global subscriber.
+//! Logging, tracing and metrics setup shared by every Loom service: one call at start-up, before
+//! any service runs, installs the global subscriber (and, when configured, the OpenTelemetry
+//! exporter).
 //!
-//! Invariants: logs go to stderr (stdout belongs to command output such as `--json`); the filter
-//! comes from `RUST_LOG`, else the configured level; JSON lines for machines, compact text for
-//! people. Metrics go through the `metrics` facade into one process-wide Prometheus recorder that
-//! `/metrics` renders. OpenTelemetry export is not wired yet (see ARCHITECTURE.md).
+//! Invariants: logs go to stderr (stdout belongs to command output such as `--json`); the log
+//! filter comes from `RUST_LOG`, else the configured level; JSON lines for machines (each with
+//! `trace_id`/`span_id` while traces are exported, and the `correlation_id`, `bead_id`,
+//! `dispatch_id` of its spans), compact text for people. Traces are exported over OTLP/gRPC with
+//! a batch processor only when an endpoint is set (`OTEL_EXPORTER_OTLP_ENDPOINT`); their filter
+//! is independent of the log level (INFO spans of Loom's crates, never the exporter's own
+//! transport, so exporting never feeds itself); [`Telemetry::shutdown`] flushes what is queued.
+//! While export is off nothing is propagated and the trace helpers cost a relaxed load. Trace
+//! context crosses processes only through [`propagate`] (W3C `traceparent`/`tracestate`).
+//! Metrics go through the `metrics` facade into one process-wide Prometheus recorder that
+//! `/metrics` renders.
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+mod logs;
+mod otel;
+pub mod propagate;
+
+pub use otel::TraceExport;
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -18,15 +35,131 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. Later calls are ignored, so tests may call it freely.
+/// Installs the global subscriber without trace export. Later calls are ignored, so tests may
+/// call it freely.
 pub fn init(format: LogFormat, default_level: &str) {
+    let _ = init_with(format, default_level, &TraceExport::default());
+}
+
+/// What [`init_with`] installed; keep it for the life of the process and call
+/// [`Telemetry::shutdown`] before exiting, so the last spans are exported.
+#[derive(Debug, Default)]
+#[must_use = "dropping it does not flush; call shutdown() before the process exits"]
+pub struct Telemetry {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Whether spans are exported.
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Exports what is queued (waiting up to the exporter's timeout) and stops exporting.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            propagate::set_enabled(false);
+            blocking(|| {
+                if let Err(e) = provider.force_flush() {
+                    tracing::warn!(error = %e, "flushing the last spans failed");
+                }
+                let _ = provider.shutdown();
+            });
+        }
+    }
+
+    /// Exports what is queued now, keeping the exporter.
+    pub fn flush(&self) {
+        if let Some(provider) = &self.provider {
+            blocking(|| provider.force_flush().map_err(|e| tracing::warn!(error = %e, "flushing spans failed")).ok());
+        }
+    }
+}
+
+/// The provider [`init_with`] installed, for [`set_exporting`] and [`flush`].
+static INSTALLED: std::sync::OnceLock<opentelemetry_sdk::trace::SdkTracerProvider> = std::sync::OnceLock::new();
+
+/// Stops (`false`) or resumes (`true`) tracing while keeping the exporter: while paused no span
+/// reaches it and nothing is propagated — what a process without export does, so a benchmark
+/// can measure both in one run. No-op when no exporter was installed.
+pub fn set_exporting(on: bool) {
+    if INSTALLED.get().is_some() {
+        propagate::set_enabled(on);
+    }
+}
+
+/// Exports the spans queued so far (no-op without an exporter).
+pub fn flush() {
+    if let Some(provider) = INSTALLED.get() {
+        blocking(|| provider.force_flush().map_err(|e| tracing::warn!(error = %e, "flushing spans failed")).ok());
+    }
+}
+
+/// Runs `f`, which blocks until the batch processor's thread has exported, off the async
+/// scheduler when called on a multi-thread runtime worker: the export needs the runtime (the
+/// channel's worker task), which a blocked worker thread would hold up.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// Installs the global subscriber and, when `export` has an endpoint, the OTLP trace exporter
+/// (call it inside a multi-thread tokio runtime then). A later call installs nothing (the first
+/// subscriber stays) and returns an empty [`Telemetry`]; an exporter that cannot be built is an
+/// error naming the endpoint.
+pub fn init_with(format: LogFormat, default_level: &str, export: &TraceExport) -> Result<Telemetry, String> {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    type Boxed = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    let _ = match format {
-        LogFormat::Text => builder.compact().with_target(false).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+    let fmt: Boxed = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .fmt_fields(logs::TextFields)
+            .compact()
+            .with_target(false)
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(logs::JsonLines)
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
     };
+    let provider = otel::provider(export)?;
+    let mut layers = vec![fmt];
+    if let Some(provider) = &provider {
+        // Spans of Loom (and of whatever else is at INFO), never the exporter's own transport.
+        let spans = Targets::new()
+            .with_default(LevelFilter::INFO)
+            .with_target("h2", LevelFilter::OFF)
+            .with_target("hyper", LevelFilter::OFF)
+            .with_target("hyper_util", LevelFilter::OFF)
+            .with_target("tonic", LevelFilter::OFF)
+            .with_target("tower", LevelFilter::OFF)
+            .with_target("opentelemetry", LevelFilter::OFF)
+            .with_target("opentelemetry_sdk", LevelFilter::OFF)
+            .with_target("opentelemetry_otlp", LevelFilter::OFF);
+        // While paused (`Telemetry::set_exporting(false)`) the layer sees nothing.
+        let on = tracing_subscriber::filter::filter_fn(|_| propagate::enabled());
+        layers.push(otel::layer(provider).with_filter(spans).with_filter(on).boxed());
+    }
+    if tracing_subscriber::registry().with(layers).try_init().is_err() {
+        if let Some(provider) = provider {
+            let _ = provider.shutdown();
+        }
+        return Ok(Telemetry::default());
+    }
+    if let Some(provider) = &provider {
+        let _ = INSTALLED.set(provider.clone());
+        propagate::set_enabled(true);
+        tracing::info!(endpoint = export.endpoint.as_deref().unwrap_or(""), service = %export.service_name, "exporting traces over OTLP");
+    }
+    Ok(Telemetry { provider })
 }
 
 /// The process-wide Prometheus recorder, installed on first use; `render()` gives the text
@@ -46,5 +179,7 @@ pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
 }
 
 mod probes;
+#[cfg(feature = "receiver")]
+pub mod receiver;
 pub mod scrape;
 pub use probes::{Check, Readiness, serve_probes};

@@ -9,7 +9,7 @@ pub mod bus;
 mod connectors;
 pub(crate) mod cpu;
 mod db;
-mod e2e;
+pub(crate) mod e2e;
 mod faults;
 mod reads;
 mod store;

@@ -157,15 +157,54 @@ fn main() -> ExitCode {
     };
     let format =
         if config.log_format == "json" { loom_telemetry::LogFormat::Json } else { loom_telemetry::LogFormat::Text };
-    loom_telemetry::init(format, &config.log_level);
+    // Multi-thread: the trace exporter's batch thread hands its exports to the runtime.
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match runtime.block_on(run(cli.command, config)) {
+    let mut export = trace_service(&cli.command).map(loom_telemetry::TraceExport::from_env).unwrap_or_default();
+    if matches!(&cli.command, Command::Bench(bench::BenchCommand::E2e(_))) {
+        // `loom bench e2e` measures the cost of tracing: spans go to a receiver in this process,
+        // exported only while the bench says so.
+        match runtime.block_on(bench::e2e::start_receiver()) {
+            Ok(endpoint) => export = loom_telemetry::TraceExport::to(endpoint, "loom-bench"),
+            Err(e) => eprintln!("warning: no in-process OTLP receiver, so no tracing overhead figure: {e}"),
+        }
+    }
+    let telemetry = {
+        let _in_runtime = runtime.enter();
+        match loom_telemetry::init_with(format, &config.log_level, &export) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    if matches!(&cli.command, Command::Bench(_)) {
+        loom_telemetry::set_exporting(false);
+    }
+    let code = match runtime.block_on(run(cli.command, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The last spans go out before the runtime stops.
+    telemetry.shutdown();
+    code
+}
+
+/// The default OpenTelemetry `service.name` of a command (`OTEL_SERVICE_NAME` overrides it);
+/// `None`: the command never exports traces (benchmarks measure with tracing on their own terms).
+fn trace_service(command: &Command) -> Option<&'static str> {
+    Some(match command {
+        Command::Up => "loom",
+        Command::Serve(serve::ServeCommand::Db(_)) => "loom-db",
+        Command::Serve(serve::ServeCommand::ControlPlane(_)) => "loom-control-plane",
+        Command::Serve(serve::ServeCommand::Agent(_)) => "loom-agent",
+        Command::Serve(serve::ServeCommand::Connectors(_)) => "loom-connectors",
+        Command::Bench(_) => return None,
+        _ => "loom-cli",
+    })
 }
 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {

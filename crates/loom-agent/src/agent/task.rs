@@ -12,6 +12,7 @@ use loom_bus::{
     Delivery, Received, ResultData, ResultKind, ResultMessage, ResultMetadata, ResultStatus, TaskMessage, TraceContext,
 };
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::{Shared, lock};
 use crate::executor::Outcome;
@@ -24,8 +25,44 @@ enum Ending {
 }
 
 pub(super) async fn handle(shared: Arc<Shared>, received: Received<TaskMessage>) {
-    let outcome = handle_one(&shared, received).await;
+    let span = task_span(&received);
+    let outcome = handle_one(&shared, received).instrument(span.clone()).await;
+    span.record("outcome", outcome);
     shared.bus_message("task", outcome);
+}
+
+/// The consumer span of one delivery of a task: a child of the control plane's publish span
+/// (the message's `traceparent`), so the bead's trace continues here; a redelivery is a new
+/// span of the same trace, linked. `Span::none()` while trace export is off.
+fn task_span(received: &Received<TaskMessage>) -> tracing::Span {
+    if !loom_telemetry::propagate::enabled() {
+        return tracing::Span::none();
+    }
+    let t = &received.message;
+    let span = tracing::info_span!(
+        "agent.task",
+        otel.name = "process loom.tasks",
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        bead_id = %t.bead_id,
+        dispatch_id = %t.metadata.dispatch_id,
+        correlation_id = %t.correlation_id,
+        attempt = t.metadata.attempt,
+        outcome = tracing::field::Empty,
+        messaging.delivery_count = tracing::field::Empty,
+    );
+    received.delivery.follow(&span);
+    span
+}
+
+/// A child span of the current one for one step of a task (`git.checkout`, `git.push`, …);
+/// `Span::none()` while trace export is off.
+pub(crate) fn step(name: &'static str) -> tracing::Span {
+    if loom_telemetry::propagate::enabled() {
+        tracing::info_span!("agent.step", otel.name = name)
+    } else {
+        tracing::Span::none()
+    }
 }
 
 /// Handles one `task.assigned`; returns what became of it, a label of
@@ -44,7 +81,9 @@ async fn handle_one(shared: &Arc<Shared>, received: Received<TaskMessage>) -> &'
     };
     let _slot = super::Slot::take(&shared.config.project);
     let started = Instant::now();
-    let trace = delivery.headers().trace();
+    // Traced: the result continues this agent's span (the bus takes the current one); else the
+    // task's own context is passed on as it came.
+    let trace = if loom_telemetry::propagate::enabled() { TraceContext::default() } else { delivery.headers().trace() };
     if shared.was_cancelled(&dispatch) {
         tracing::info!(bead = %task.bead_id, %dispatch, "task was cancelled before it started");
         settle_ack(delivery).await;
@@ -72,7 +111,12 @@ async fn handle_one(shared: &Arc<Shared>, received: Received<TaskMessage>) -> &'
         return "not_rerun";
     }
     match start(shared, &task, &delivery).await {
-        Some(StartAnswer::Run) => {}
+        Some(StartAnswer::Run) => {
+            // Queue wait: from the control plane building the task to this agent starting it.
+            let waited = (Utc::now() - task.timestamp).to_std().unwrap_or_default();
+            metrics::histogram!("loom_agent_queue_wait_seconds", "project" => shared.config.project.to_string())
+                .record(waited.as_secs_f64());
+        }
         Some(answer) => {
             tracing::info!(bead = %task.bead_id, %dispatch, ?answer, "dispatch is not to be run here; skipping it");
             settle_ack(delivery).await;
@@ -249,6 +293,15 @@ fn envelope(shared: &Shared, task: &TaskMessage, kind: ResultKind, result: Resul
 /// an outage of NATS is waited out. False if it gave up (the agent stops; the result stays in
 /// the journal and is published when the agent starts again).
 async fn publish(shared: &Shared, result: &ResultMessage, trace: &TraceContext, delivery: &Delivery) -> bool {
+    let span = if loom_telemetry::propagate::enabled() {
+        tracing::info_span!("result.publish", otel.name = "publish loom.results", otel.kind = "producer")
+    } else {
+        tracing::Span::none()
+    };
+    publish_in(shared, result, trace, delivery).instrument(span).await
+}
+
+async fn publish_in(shared: &Shared, result: &ResultMessage, trace: &TraceContext, delivery: &Delivery) -> bool {
     let outgoing = match shared.bus.result(result, trace) {
         Ok(o) => o,
         Err(err) => {

@@ -135,7 +135,22 @@ impl<'a> Runner<'a> {
     /// `test`) and records it.
     pub(crate) async fn run(&self, kind: &str, script: &str) -> Result<CommandOutput, Error> {
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let out = run_command(&self.isolation, &self.dir, script, &self.limits, &env).await?;
+        // The span names the command's kind and exit, never its text (it may hold anything).
+        let span = if loom_telemetry::propagate::enabled() {
+            tracing::info_span!(
+                "agent.command",
+                otel.name = format!("command {kind}"),
+                command.kind = kind,
+                exit_code = tracing::field::Empty
+            )
+        } else {
+            tracing::Span::none()
+        };
+        let running = run_command(&self.isolation, &self.dir, script, &self.limits, &env);
+        let out = tracing::Instrument::instrument(running, span.clone()).await?;
+        if let Some(code) = out.code {
+            span.record("exit_code", code);
+        }
         self.log.record(kind, script, &self.isolation, &out);
         Ok(out)
     }

@@ -68,6 +68,25 @@ pub(crate) async fn metrics(State(s): State<Arc<Shared>>) -> Result<String, Erro
     }
     if let Ok(agents) = s.bus.list_agents().await {
         metrics::gauge!("loom_agents_live").set(agents.len() as f64);
+        for status in ["idle", "busy", "draining", "offline"] {
+            let n = agents.iter().filter(|a| a.status.as_str() == status).count();
+            metrics::gauge!("loom_agents", "status" => status).set(n as f64);
+        }
+    }
+    let (running, reserved, advertised) = s.slots().totals();
+    metrics::gauge!("loom_dispatch_slots", "state" => "in_use").set(f64::from(running));
+    metrics::gauge!("loom_dispatch_slots", "state" => "reserved").set(f64::from(reserved));
+    metrics::gauge!("loom_dispatch_slots", "state" => "advertised").set(f64::from(advertised));
+    metrics::gauge!("loom_leader").set(if s.is_leader() { 1.0 } else { 0.0 });
+    // Queue depth and dead letters: the stream sizes (one cheap server call each).
+    for kind in [loom_bus::StreamKind::Tasks, loom_bus::StreamKind::Dlq] {
+        if let Ok(n) = s.bus.stream_messages(kind).await {
+            metrics::gauge!("loom_bus_stream_messages", "stream" => kind.token()).set(n as f64);
+        }
+    }
+    for c in s.bus.health().await.consumers {
+        metrics::gauge!("loom_bus_consumer_pending", "consumer" => c.consumer.clone()).set(c.num_pending as f64);
+        metrics::gauge!("loom_bus_consumer_ack_pending", "consumer" => c.consumer).set(c.num_ack_pending as f64);
     }
     Ok(loom_telemetry::prometheus().render())
 }

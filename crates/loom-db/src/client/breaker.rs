@@ -70,7 +70,11 @@ impl Breaker {
 
     /// The service answered (whatever it said): close the circuit.
     pub(crate) fn success(&self) {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Closed { failures: 0 };
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !matches!(*state, State::Closed { .. }) {
+            metrics::gauge!("loom_db_client_breaker_open").set(0.0);
+        }
+        *state = State::Closed { failures: 0 };
     }
 
     /// The service could not be reached: count it, and open the circuit at the threshold.
@@ -84,6 +88,8 @@ impl Breaker {
         *state = if failures >= self.config.failure_threshold {
             if !matches!(*state, State::Open { .. }) {
                 tracing::warn!(failures, cool_down = ?self.config.cool_down, error, "database service circuit opened");
+                metrics::counter!("loom_db_client_breaker_opened_total").increment(1);
+                metrics::gauge!("loom_db_client_breaker_open").set(1.0);
             }
             State::Open { until: Instant::now() + self.config.cool_down }
         } else {

@@ -81,6 +81,26 @@ struct Report {
     /// With `--via-db-service`: its beads/s ÷ the direct run's (target ≥ 0.7).
     #[serde(skip_serializing_if = "Option::is_none")]
     vs_direct: Option<f64>,
+    /// The direct workload again in the same run with traces exported to an OTLP receiver in
+    /// this process: its beads/s ÷ `beads_per_s` (untraced). `None` without the receiver.
+    tracing_overhead_ratio: Option<f64>,
+    /// Beads per second of that traced run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traced_beads_per_s: Option<f64>,
+    /// Spans the receiver got during the traced run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traced_spans: Option<usize>,
+}
+
+/// The in-process OTLP receiver of the traced run, started by `main` before the subscriber.
+static RECEIVER: std::sync::OnceLock<loom_telemetry::receiver::Receiver> = std::sync::OnceLock::new();
+
+/// Starts the receiver; returns its endpoint for the exporter.
+pub(crate) async fn start_receiver() -> std::io::Result<String> {
+    let receiver = loom_telemetry::receiver::Receiver::start().await?;
+    let endpoint = receiver.endpoint();
+    let _ = RECEIVER.set(receiver);
+    Ok(endpoint)
 }
 
 /// Raw PostgreSQL figures: what one commit costs on this server right now.
@@ -123,6 +143,32 @@ async fn raw_pg(pool: &sqlx::PgPool) -> anyhow::Result<RawPg> {
 type Received = Arc<Mutex<HashMap<String, chrono::DateTime<Utc>>>>;
 
 pub async fn run(args: E2eArgs, config: &Config) -> anyhow::Result<()> {
+    let (mut report, raw, nats) = direct(&args, config).await?;
+    if args.via_db_service {
+        let via = via_db_service(&args, config, raw, nats).await.context("the run through the database service")?;
+        report.vs_direct = Some(if report.beads_per_s > 0.0 { via.beads_per_s / report.beads_per_s } else { 0.0 });
+        report.via_db_service = Some(Box::new(via));
+    }
+    if let Some(receiver) = RECEIVER.get() {
+        // The direct workload again with every span exported (to the receiver in this process).
+        loom_telemetry::set_exporting(true);
+        let before = receiver.count();
+        let traced = direct(&args, config).await;
+        loom_telemetry::flush();
+        loom_telemetry::set_exporting(false);
+        let (traced, _, _) = traced.context("the traced run")?;
+        report.traced_beads_per_s = Some(traced.beads_per_s);
+        report.traced_spans = Some(receiver.count() - before);
+        if report.beads_per_s > 0.0 {
+            report.tracing_overhead_ratio = Some(traced.beads_per_s / report.beads_per_s);
+        }
+    }
+    print(&args, &report)
+}
+
+/// The direct run (the control plane on PostgreSQL) on a scratch database and bus of its own,
+/// with the raw PostgreSQL baseline before and after it.
+async fn direct(args: &E2eArgs, config: &Config) -> anyhow::Result<(Report, RawPg, Option<u32>)> {
     let scratch = ScratchDatabase::create_on(&super::database_url(config), "loom_bench").await?;
     let mut pg = crate::storage::pg_options(config);
     pg.max_connections = pg.max_connections.max(24);
@@ -132,7 +178,7 @@ pub async fn run(args: E2eArgs, config: &Config) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = Arc::new(pg_store);
     let bus = super::scratch_bus(config, "bench").await?;
     let nats = nats_port(&super::nats_url(config)).and_then(cpu::nats_server);
-    let outcome = measured(&args, store.clone(), &pool, bus.clone(), raw, nats).await;
+    let outcome = measured(args, store.clone(), &pool, bus.clone(), raw, nats).await;
     // The baseline again after the run: the figure is the mean of both, so a load that came or
     // went on this machine meanwhile moves the ratio less.
     let after = raw_pg(&pool).await.context("raw PostgreSQL baseline after the run");
@@ -143,13 +189,12 @@ pub async fn run(args: E2eArgs, config: &Config) -> anyhow::Result<()> {
     let after = after?;
     report.raw_pg_tx_per_s = (report.raw_pg_tx_per_s + after.tx_per_s) / 2.0;
     report.raw_pg_ratio = report.beads_per_s / report.raw_pg_tx_per_s;
-    if args.via_db_service {
-        let via = via_db_service(&args, config, raw, nats).await.context("the run through the database service")?;
-        report.vs_direct = Some(if report.beads_per_s > 0.0 { via.beads_per_s / report.beads_per_s } else { 0.0 });
-        report.via_db_service = Some(Box::new(via));
-    }
+    Ok((report, raw, nats))
+}
+
+fn print(args: &E2eArgs, report: &Report) -> anyhow::Result<()> {
     if args.common.json {
-        println!("{}", serde_json::to_string(&report)?);
+        println!("{}", serde_json::to_string(report)?);
     } else {
         println!(
             "e2e: {} beads, {:.0} beads/s; dispatch p50 {:.2} ms, p99 {:.2} ms (after {} warm-up beads); lost {}, duplicated {}",
@@ -171,6 +216,11 @@ pub async fn run(args: E2eArgs, config: &Config) -> anyhow::Result<()> {
                 "through the database service: {:.0} beads/s ({ratio:.2} × direct); dispatch p99 {:.2} ms; lost {}, duplicated {}; cpu {:.3} ms per bead",
                 via.beads_per_s, via.dispatch_p99_ms, via.lost, via.duplicated, via.cpu_ms_per_bead
             );
+        }
+        if let (Some(ratio), Some(traced), Some(spans)) =
+            (report.tracing_overhead_ratio, report.traced_beads_per_s, report.traced_spans)
+        {
+            println!("traced (same run, {spans} spans exported in process): {traced:.0} beads/s, ratio {ratio:.2}");
         }
     }
     Ok(())
@@ -318,6 +368,9 @@ async fn drive(args: &E2eArgs, store: Arc<dyn Store>, bus: Bus, raw: RawPg) -> a
         cpu_ms_per_bead_by_process: None,
         via_db_service: None,
         vs_direct: None,
+        tracing_overhead_ratio: None,
+        traced_beads_per_s: None,
+        traced_spans: None,
     })
 }
 

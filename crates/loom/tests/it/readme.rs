@@ -112,6 +112,7 @@ fn variables(dir: &Path) -> Vec<(&'static str, String, String)> {
         ("LOOM_LLM_URL", "https://llm.example/v1", "base_url = \"https://llm.example/v1\""),
         ("LOOM_LLM__BASE_URL", "https://llm2.example", "base_url = \"https://llm2.example\""),
         ("LOOM_LLM__MODEL", "llama", "model = \"llama\""),
+        ("LOOM_LOG_FORMAT", "json", "log_format = \"json\""),
         ("LOOM_NATS_URL", "nats://nats.example:4222", "nats_url = \"nats://nats.example:4222\""),
         // What a shell bead's command is given; not configuration, so `loom` run from inside a
         // bead's command (with them set) still starts, configured as before.
