@@ -15,7 +15,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 out="$here/secrets"
 [ ! -e "$out" ] || { echo "make-secrets.sh: $out exists; remove it to make new secrets" >&2; exit 1; }
 command -v openssl >/dev/null || { echo "make-secrets.sh: needs openssl" >&2; exit 1; }
-random() { head -c 24 /dev/urandom | base64 | tr -d '/+=\n'; }
+# A letter first: nats-server reads an unquoted `$VAR` value that starts with a digit as a number
+# (and refuses the configuration), so every password starts with one.
+random() { printf 'k%s' "$(head -c 24 /dev/urandom | base64 | tr -d '/+=\n')"; }
 mkdir -p "$out"
 chmod 700 "$out"
 keys="$out/.keys"

@@ -13,7 +13,9 @@ loom=${1:-loom}
 out="$here/secrets"
 [ ! -e "$out" ] || { echo "make-secrets.sh: $out exists; remove it to make new secrets" >&2; exit 1; }
 umask 077
-random() { head -c 24 /dev/urandom | base64 | tr -d '/+=\n'; }
+# A letter first: nats-server reads an unquoted `$VAR` value that starts with a digit as a number
+# (and refuses the configuration), so every password starts with one.
+random() { printf 'k%s' "$(head -c 24 /dev/urandom | base64 | tr -d '/+=\n')"; }
 mkdir -p "$out/nats" "$out/postgres" "$out/loom-control-plane" "$out/loom-db" "$out/loom-connectors" \
   "$out/loom-agent-demo"
 keys=$(mktemp -d)
