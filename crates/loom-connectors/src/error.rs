@@ -68,6 +68,12 @@ impl Error {
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
                 Error::Unavailable(format!("the connectors service: {m}"))
             }
+            // A broken connection (tonic maps an HTTP/2 protocol error to `Internal` or
+            // `Unknown`), made by this process's transport: it carries its cause as a source,
+            // which a status the service sent never does.
+            Code::Internal | Code::Unknown if std::error::Error::source(status).is_some() => {
+                Error::Unavailable(format!("the connection to the connectors service failed: {m}"))
+            }
             Code::Unauthenticated | Code::PermissionDenied => Error::Config(m),
             _ => Error::Internal(m),
         }

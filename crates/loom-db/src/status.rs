@@ -96,8 +96,11 @@ pub(crate) fn never_sent(status: &Status) -> bool {
 pub(crate) fn is_transient(status: &Status) -> bool {
     match status.code() {
         Code::Unavailable | Code::DeadlineExceeded => true,
-        // Connection-level failures without a gRPC status (reset mid-call, timeout in the stack).
-        Code::Unknown | Code::Cancelled => status.details().is_empty() && status.source().is_some(),
+        // Connection-level failures without a gRPC status (reset mid-call, timeout in the stack;
+        // tonic maps an HTTP/2 protocol error of the connection to `Internal`): made by this
+        // process's transport, so they carry their cause as a source, which a status the service
+        // sent never does.
+        Code::Unknown | Code::Cancelled | Code::Internal => status.details().is_empty() && status.source().is_some(),
         _ => false,
     }
 }
@@ -162,5 +165,20 @@ mod tests {
         assert!(matches!(from_status(&Status::unavailable("tcp connect error")), Error::Unavailable(_)));
         assert!(matches!(from_status(&Status::invalid_argument("bad")), Error::Domain(_)));
         assert!(matches!(from_status(&Status::unknown("?")), Error::Internal(_)));
+    }
+
+    /// Found by the fault suite: a connection broken by a proxy mid-call surfaced as `Internal`
+    /// ("h2 protocol error"), which the result consumer took for a refusal and dead-lettered.
+    #[test]
+    fn a_transport_error_is_unavailable_whatever_its_code() {
+        for mut status in [Status::internal("h2 protocol error: http2 error"), Status::unknown("reset")] {
+            let cause = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection error received");
+            status.set_source(std::sync::Arc::new(cause));
+            assert!(is_transient(&status), "{status:?}");
+            assert!(matches!(from_status(&status), Error::Unavailable(_)), "{status:?}");
+        }
+        // The same code sent by the service (no source) is its answer, not a transport failure.
+        assert!(!is_transient(&Status::internal("bug")));
+        assert!(matches!(from_status(&Status::internal("bug")), Error::Internal(_)));
     }
 }
