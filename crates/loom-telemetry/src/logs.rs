@@ -149,8 +149,14 @@ mod tests {
         }
     }
 
+    /// Held by a test while it logs: a scoped default subscriber on any thread (the text test's
+    /// `with_default`) takes every thread off tracing-core's global fast path, and an event's
+    /// dispatch then sees no default, so the JSON test would lose its trace ids at random.
+    static SUBSCRIBERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn json_lines_carry_the_trace_and_the_ids_of_their_spans() {
+        let _one_at_a_time = SUBSCRIBERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
         crate::propagate::set_enabled(true);
         let buffer = Buffer::default();
@@ -199,6 +205,7 @@ mod tests {
 
     #[test]
     fn text_lines_leave_out_the_trace_backends_attributes() {
+        let _one_at_a_time = SUBSCRIBERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let buffer = Buffer::default();
         let subscriber = tracing_subscriber::fmt()
             .fmt_fields(super::TextFields)
