@@ -30,13 +30,14 @@ async fn a_scrape_after_a_known_workload_has_the_expected_names_labels_and_count
         system.closed(bead).await;
     }
 
-    // Results are counted right after they commit: wait for the last of them.
+    // Results are counted right after they commit: wait for the last of them, and for the
+    // outbox relay's first pass (every 250 ms on the leader), which sets the backlog gauge.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let text = loop {
         let (status, text) = loom_telemetry::scrape::get(system.cp_addr, "/metrics").await.unwrap();
         assert_eq!(status, 200);
         let closed = sample(&text, "loom_bus_messages_total", &[("handler", "results"), ("outcome", "closed")]);
-        if closed == Some(BEADS as f64) {
+        if closed == Some(BEADS as f64) && sample(&text, "loom_outbox_backlog", &[]).is_some() {
             break text;
         }
         assert!(tokio::time::Instant::now() < deadline, "the results were not counted: {closed:?}\n{text}");
