@@ -25,7 +25,7 @@ use loom_store::Store;
 use serde::Serialize;
 
 use self::cluster::{Cluster, PROJECT};
-use self::schedule::Plan;
+use self::schedule::{Fault, Plan};
 use super::{Common, quantile_ms};
 use crate::config::Config;
 
@@ -226,6 +226,7 @@ async fn drive(args: &FaultsArgs, plan: &Plan, dir: &Path) -> anyhow::Result<(Ou
     let last_fault = last_fault?;
     let settled_at = schedule::settle(&store, &project, last_fault + SETTLE_WITHIN).await?;
     exits.extend(cluster.revive()?);
+    poison_dead_lettered(plan, &bus).await?;
     let settled_after_last_fault_ms = settled_at.saturating_duration_since(last_fault).as_millis() as u64;
     // Let acks of the last results land before reading what the system left behind.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -250,6 +251,25 @@ async fn drive(args: &FaultsArgs, plan: &Plan, dir: &Path) -> anyhow::Result<(Ou
     let mut output = summarize(plan, &cluster, &entries, &report, settled_after_last_fault_ms);
     output.unexpected_exits = exits;
     Ok((output, report))
+}
+
+/// Waits (up to the ack wait and a margin) until every injected poison message is in the DLQ:
+/// one pulled by an agent that a fault then killed comes back only after its ack wait, which the
+/// beads' settling does not wait for. A poison still missing after that is left for I6 to report.
+async fn poison_dead_lettered(plan: &Plan, bus: &loom_bus::Bus) -> anyhow::Result<()> {
+    let injected = plan.faults.iter().filter(|(_, f)| matches!(f, Fault::Poison { .. })).count();
+    let deadline = Instant::now() + loom_bus::BusConfig::default().ack_wait + Duration::from_secs(15);
+    loop {
+        let dead = sources::dead_letters(bus, 0).await?;
+        let poison = dead
+            .iter()
+            .filter(|e| matches!(&e.record, Record::DeadLettered { msg_id, .. } if msg_id.starts_with("poison-")))
+            .count();
+        if poison >= injected || Instant::now() > deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 fn summarize(plan: &Plan, cluster: &Cluster, entries: &[Entry], report: &Report, settled_ms: u64) -> Output {
