@@ -136,12 +136,13 @@ fn escape(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::Utc;
     use loom_domain::{NewBead, ProjectId};
 
-    fn bead(id: &str, title: &str, blocked_by: &[&str], status: Status) -> Bead {
+    /// A bead as the store returns it, for the web module's tests.
+    pub(crate) fn bead(id: &str, title: &str, blocked_by: &[&str], status: Status) -> Bead {
         let now = Utc::now();
         let new = NewBead::new(ProjectId::parse("demo").unwrap(), title);
         Bead {

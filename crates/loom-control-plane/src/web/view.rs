@@ -192,37 +192,10 @@ pub(crate) fn enc(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use loom_domain::{DispatchId, NewBead, ProjectId};
+    use loom_domain::DispatchId;
 
     fn bead(status: Status) -> Bead {
-        let new = NewBead::new(ProjectId::parse("demo").unwrap(), "t");
-        let now = Utc::now();
-        Bead {
-            id: BeadId::parse("dm-1").unwrap(),
-            project_id: new.project_id,
-            title: new.title,
-            description: String::new(),
-            bead_type: new.bead_type,
-            priority: new.priority,
-            status,
-            assignee: None,
-            tags: vec![],
-            context: Default::default(),
-            parent: None,
-            blocked_by: vec![],
-            attempts: 0,
-            last_error: None,
-            close_reason: None,
-            dispatch_id: None,
-            lease_expires_at: None,
-            started_at: None,
-            started_by: None,
-            not_before: None,
-            created_at: now,
-            updated_at: now,
-            closed_at: None,
-            version: 1,
-        }
+        super::super::graph::tests::bead("dm-1", "t", &[], status)
     }
 
     #[test]
