@@ -117,7 +117,7 @@ pub(crate) async fn run_with(
     // a running task learns that it was superseded from the fence at each progress report.
     let config_readiness = config.readiness.clone();
     let options = ConsumeOptions { max_in_flight: config.concurrency, prefetch: false };
-    let mut sub = bus.consume_tasks(&config.project, config.role.as_ref(), options).await?;
+    let Some(mut sub) = bind(&bus, &config, options, &shutdown).await? else { return Ok(()) };
     let shared = Arc::new(Shared {
         executors: Executors::new(&config)?,
         slots: Arc::new(Semaphore::new(config.concurrency)),
@@ -132,8 +132,14 @@ pub(crate) async fn run_with(
         stats,
         ready: Ready::new(config_readiness),
     });
-    shared.bus.register_agent(&shared.record()).await?;
-    shared.ready.bus.set(true);
+    // A registration that fails (NATS restarting) is retried by the first heartbeats.
+    match shared.bus.register_agent(&shared.record()).await {
+        Ok(()) => shared.ready.bus.set(true),
+        Err(err) if err.is_transient() => {
+            tracing::warn!(agent = %shared.agent_id, %err, "cannot register yet; the heartbeat will");
+        }
+        Err(err) => return Err(err.into()),
+    }
     let _slots = Slots::open(&shared.config.project, shared.config.concurrency);
     tracing::info!(agent = %shared.agent_id, consumer = sub.consumer(), "agent online");
     shared.republish_kept_results().await;
@@ -146,16 +152,49 @@ pub(crate) async fn run_with(
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => log_join(joined),
             received = sub.next() => match received {
                 Some(received) => shared.clone().accept(received, &mut tasks).await,
-                None => break,
+                // The subscription ends only when the bus is shut down under it.
+                None => {
+                    tracing::warn!(agent = %shared.agent_id, "the task subscription ended; stopping");
+                    break;
+                }
             },
         }
     }
     drop(sub);
     shared.ready.bus.set(false);
     shared.drain(tasks).await;
-    shared.bus.deregister_agent(&shared.agent_id).await?;
+    // The registry forgets an agent whose heartbeats stop within its TTL anyway.
+    if let Err(err) = shared.bus.deregister_agent(&shared.agent_id).await {
+        tracing::warn!(agent = %shared.agent_id, %err, "cannot deregister; the registry drops this agent after its TTL");
+    }
     tracing::info!(agent = %shared.agent_id, "agent offline");
     Ok(())
+}
+
+/// Binds to the project's task consumer, waiting out a bus that cannot serve it yet (NATS
+/// restarting, JetStream not ready after a restart) with backoff; a refusal that waiting
+/// cannot cure fails at once. `None` when shutdown came first.
+async fn bind(
+    bus: &Bus,
+    config: &AgentConfig,
+    options: ConsumeOptions,
+    shutdown: &CancellationToken,
+) -> Result<Option<loom_bus::Subscription<TaskMessage>>, Error> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match bus.consume_tasks(&config.project, config.role.as_ref(), options).await {
+            Ok(sub) => return Ok(Some(sub)),
+            Err(err) if err.is_transient() => {
+                tracing::warn!(project = %config.project, %err, retry_in = ?delay, "cannot bind to the task consumer yet; retrying");
+            }
+            Err(err) => return Err(err.into()),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => return Ok(None),
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
 }
 
 fn default_agent_id(config: &AgentConfig) -> Result<AgentId, Error> {

@@ -34,6 +34,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether waiting can cure it: the bus is unreachable or slow (restarting, a lost
+    /// connection, a timeout) rather than refusing the request for what it is.
+    /// A refused connection counts only when it is not about who is asking (credentials, TLS).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Connect { reason, .. } => {
+                let reason = reason.to_ascii_lowercase();
+                !["authoriz", "authentic", "tls", "certificate", "credentials", "permission"]
+                    .iter()
+                    .any(|w| reason.contains(w))
+            }
+            Error::Publish { .. } | Error::Ack { .. } | Error::Backend { .. } => true,
+            Error::Invalid { .. } | Error::Encode(_) | Error::Mismatch { .. } | Error::Closed => false,
+        }
+    }
+
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         Error::Invalid { field, reason: reason.into() }
     }

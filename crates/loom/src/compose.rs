@@ -66,18 +66,10 @@ async fn connect_waiting(config: loom_bus::BusConfig, wait: Duration) -> anyhow:
     }
 }
 
-/// Whether a bus error is one that waiting can cure.
+/// Whether a bus error is one that waiting can cure (`Closed`: the connection dropped while
+/// provisioning).
 fn passes(e: &loom_bus::Error) -> bool {
-    match e {
-        loom_bus::Error::Connect { reason, .. } => {
-            let reason = reason.to_ascii_lowercase();
-            !["authoriz", "authentic", "tls", "certificate", "credentials", "permission"]
-                .iter()
-                .any(|w| reason.contains(w))
-        }
-        loom_bus::Error::Backend { .. } | loom_bus::Error::Closed => true,
-        _ => false,
-    }
+    e.is_transient() || matches!(e, loom_bus::Error::Closed)
 }
 
 /// The control plane's settings from the configuration.

@@ -7,7 +7,9 @@ use loom_agent::ExecutorKind;
 use loom_bus::{ConsumeOptions, ResultKind};
 use loom_domain::{AgentId, AgentStatus, ProjectId};
 
-use crate::support::{Agent, Repo, cancel_of, final_result, nats, nats_cleanup, next_of, publish, results, task};
+use crate::support::{
+    Agent, Repo, cancel_of, final_result, nats, nats_cleanup, nats_unprovisioned, next_of, publish, results, task,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_is_run_reported_and_only_then_acked() {
@@ -36,6 +38,35 @@ async fn a_task_is_run_reported_and_only_then_acked() {
     let again = tokio::time::timeout(Duration::from_secs(3), tasks.next()).await;
     assert!(again.is_err(), "the task was acked, yet redelivered: {again:?}");
     drop(tasks);
+    nats_cleanup(bus).await;
+}
+
+/// An agent started while its stream cannot serve it (here: not provisioned yet, as after a
+/// NATS restart before JetStream has recovered its streams) waits and binds once it can,
+/// instead of exiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_whose_consumer_cannot_be_bound_yet_waits_for_it() {
+    let repo = Repo::new();
+    let bus = nats_unprovisioned().await;
+    let mut config = repo.config("demo");
+    config.agent_id = Some(AgentId::parse("agent-late").unwrap());
+    config.default_executor = ExecutorKind::Noop;
+    let agent = Agent::start(config, &bus);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!agent.handle.is_finished(), "the agent exited instead of waiting: {:?}", agent.handle.await);
+    bus.provision().await.unwrap();
+    let mut sub = results(&bus).await;
+    let t = task("demo", "demo-1", "", &[]);
+    publish(&bus, &t).await;
+    let r = final_result(&mut sub).await;
+    assert_eq!((r.kind, r.agent_id.as_str()), (ResultKind::Completed, "agent-late"));
+    // Registered by a heartbeat once the bucket exists.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bus.list_agents().await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the agent never registered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    agent.stop().await;
     nats_cleanup(bus).await;
 }
 

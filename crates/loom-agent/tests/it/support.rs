@@ -255,6 +255,11 @@ pub async fn nats() -> Bus {
     bus
 }
 
+/// A bus on the real NATS whose streams and bucket do not exist yet (call `provision` later).
+pub async fn nats_unprovisioned() -> Bus {
+    Bus::connect(bus_config()).await.expect("NATS must be running at LOOM_NATS_URL (scripts/test.sh)")
+}
+
 pub async fn nats_cleanup(bus: Bus) {
     bus.destroy().await.unwrap();
     bus.shutdown();
