@@ -148,11 +148,15 @@ async fn a_scrape_after_a_known_workload_has_the_expected_names_labels_and_count
     system.stop().await;
 }
 
-/// Waits until the control plane's scrape has `want` for each `(metric, labels)`.
-async fn scraped_until(system: &whole::Whole, want: &[(&str, &[(&str, &str)], f64)]) {
+/// A metric, its labels and a value.
+type Expected<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
+
+/// Waits until the control plane's scrape has the value of each expected `(metric, labels)`.
+async fn scraped_until(system: &whole::Whole, want: &[Expected<'_>]) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let (_, text) = loom_telemetry::scrape::get(system.cp_addr, "/metrics").await.unwrap();
+        let scrape = loom_telemetry::scrape::get(system.cp_addr, "/metrics");
+        let (_, text) = tokio::time::timeout(Duration::from_secs(10), scrape).await.expect("a scrape answers").unwrap();
         let got: Vec<Option<f64>> = want.iter().map(|(name, labels, _)| sample(&text, name, labels)).collect();
         if want.iter().zip(&got).all(|((_, _, v), g)| *g == Some(*v)) {
             return;
