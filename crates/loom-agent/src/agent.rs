@@ -8,6 +8,7 @@
 //! (so a later redelivery of that dispatch is acked without running). A cancelled task reports
 //! `task.failed` with `context.cancelled = "true"`; the control plane ignores it as stale.
 
+mod lag;
 mod task;
 pub(crate) use task::step;
 
@@ -304,6 +305,7 @@ impl Shared {
         if let Err(err) = beat {
             tracing::warn!(agent = %self.agent_id, %err, "heartbeat failed");
         }
+        lag::report(&self.bus, &self.config.project, self.config.role.as_ref()).await;
     }
 
     /// Counts one bus message by handler (`task`, `cancel`) and what became of it.

@@ -142,7 +142,84 @@ async fn a_scrape_after_a_known_workload_has_the_expected_names_labels_and_count
             assert!(scraped.contains(base_name(&metric)), "{metric} (in {expr:?}) is not emitted");
         }
     }
+
+    consumer_lag_is_the_agents_own_consumers(&system).await;
+    outbox_backlog_is_exact_past_one_relay_batch(&system).await;
     system.stop().await;
+}
+
+/// A metric, its labels and a value.
+type Expected<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
+
+/// Waits until the control plane's scrape has the value of each expected `(metric, labels)`.
+async fn scraped_until(system: &whole::Whole, want: &[Expected<'_>]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let scrape = loom_telemetry::scrape::get(system.cp_addr, "/metrics");
+        let (_, text) = tokio::time::timeout(Duration::from_secs(10), scrape).await.expect("a scrape answers").unwrap();
+        let got: Vec<Option<f64>> = want.iter().map(|(name, labels, _)| sample(&text, name, labels)).collect();
+        if want.iter().zip(&got).all(|((_, _, v), g)| *g == Some(*v)) {
+            return;
+        }
+        let names: Vec<&str> = want.iter().map(|(n, ..)| *n).collect();
+        assert!(tokio::time::Instant::now() < deadline, "{names:?} never reached {want:?}: {got:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An agent of its own (its own bus namespace, which the control plane never binds) holding
+/// one task that waits, with three queued behind it: its task consumer's pending and ack
+/// pending, as the agent reports them, are JetStream's figures — and drop to zero once it runs.
+async fn consumer_lag_is_the_agents_own_consumers(system: &whole::Whole) {
+    let bus = support::nats().await;
+    let mut config = system.repo.config("lagging");
+    config.default_executor = loom_agent::ExecutorKind::Shell;
+    config.concurrency = 1;
+    config.heartbeat_interval = Duration::from_millis(200);
+    let agent = support::Agent::start(config, &bus);
+    let gate = system.repo.shared().join("lag-gate");
+    let wait = format!("while [ ! -f {} ]; do sleep 0.1; done", gate.display());
+    support::publish(&bus, &support::task("lagging", "lag-0", "shell", &[("command", &wait)])).await;
+    for n in 1..=3 {
+        support::publish(&bus, &support::task("lagging", &format!("lag-{n}"), "noop", &[])).await;
+    }
+    let consumer = [("consumer", "agents-lagging")];
+    scraped_until(
+        system,
+        &[("loom_bus_consumer_pending", &consumer, 3.0), ("loom_bus_consumer_ack_pending", &consumer, 1.0)],
+    )
+    .await;
+    std::fs::write(&gate, "").unwrap();
+    scraped_until(
+        system,
+        &[("loom_bus_consumer_pending", &consumer, 0.0), ("loom_bus_consumer_ack_pending", &consumer, 0.0)],
+    )
+    .await;
+    agent.stop().await;
+    support::nats_cleanup(bus).await;
+}
+
+/// 600 claims left by a control plane that died before publishing them (one transaction, so
+/// the backlog appears at once): the gauge shows all of them, past the relay's batch of 512,
+/// and zero once the relay has published them (after their grace period).
+async fn outbox_backlog_is_exact_past_one_relay_batch(system: &whole::Whole) {
+    const CLAIMED: usize = 600;
+    let (status, body) =
+        system.post("/api/v1/projects", json!({ "id": "backlogged", "git_repo": system.repo.remote })).await;
+    assert!(status.is_success(), "{body}");
+    let project = loom_domain::ProjectId::parse("backlogged").unwrap();
+    let beads = (0..CLAIMED).map(|n| loom_domain::NewBead::new(project.clone(), format!("queued {n}"))).collect();
+    system.store.create_beads(beads).await.unwrap();
+    let request = loom_store::ClaimRequest {
+        project,
+        max: CLAIMED as u32,
+        now: chrono::Utc::now(),
+        lease: Duration::from_secs(120),
+        claimer: "a-dead-control-plane".into(),
+    };
+    assert_eq!(system.store.claim_ready(&request).await.unwrap().len(), CLAIMED);
+    scraped_until(system, &[("loom_outbox_backlog", &[], CLAIMED as f64)]).await;
+    scraped_until(system, &[("loom_outbox_backlog", &[], 0.0)]).await;
 }
 
 /// A histogram's series name without its `_bucket`, `_count` or `_sum`.

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use loom_telemetry::receiver::{ReceivedSpan, Receiver};
+use loom_telemetry::receiver::{ReceivedSpan, Receiver, SpanKind};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -22,7 +22,8 @@ async fn one_bead_is_one_trace_from_the_api_through_the_database_service_bus_and
     let telemetry = loom_telemetry::init_with(
         loom_telemetry::LogFormat::Text,
         "info",
-        &loom_telemetry::TraceExport::to(receiver.endpoint(), "loom-trace-test"),
+        // Named by part, as `loom up` exports them.
+        &loom_telemetry::TraceExport::to(receiver.endpoint(), "loom-trace-test").by_part(),
     )
     .unwrap();
     assert!(telemetry.exporting());
@@ -55,7 +56,6 @@ async fn one_bead_is_one_trace_from_the_api_through_the_database_service_bus_and
         assert!(tokio::time::Instant::now() < deadline, "no result span was exported: {:?}", names(&spans));
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert!(spans.iter().all(|s| s.service == "loom-trace-test"), "the service name is the configured one");
 
     let http_span = one(&spans, |s| s.name() == "POST /api/v1/beads");
     let trace = http_span.trace_id();
@@ -82,10 +82,17 @@ async fn one_bead_is_one_trace_from_the_api_through_the_database_service_bus_and
     // The database service answered the create in the same trace, below the HTTP request.
     let db_calls = in_trace.iter().filter(|s| s.name().starts_with("loom.db.v1.Database/")).collect::<Vec<_>>();
     assert!(
-        db_calls.iter().any(|s| descends(s, http_span)),
+        db_calls.iter().any(|s| descends(s, http_span) && s.service == "loom-db"),
         "no database service span below the API request: {:?}",
         names_of(&in_trace)
     );
+    // Each part under its own service name: the client side of a call is the caller's.
+    let is = |s: &ReceivedSpan, service: &str| assert_eq!(s.service, service, "the service of {}", s.name());
+    is(http_span, "loom-control-plane");
+    for call in &db_calls {
+        let server = call.span.kind == SpanKind::Server as i32;
+        is(call, if server { "loom-db" } else { "loom-control-plane" });
+    }
     // API request → task publish → the agent's consumer span → executor → command, push.
     // Both attempts are published in the bead's trace, continuing the request; the second is
     // linked to the first.
@@ -95,6 +102,7 @@ async fn one_bead_is_one_trace_from_the_api_through_the_database_service_bus_and
     };
     let (first, publish) = (attempt("1"), attempt("2"));
     for p in [first, publish] {
+        is(p, "loom-control-plane");
         assert_eq!(p.attr("bead_id").as_deref(), Some(&*bead));
         assert_eq!(p.parent_id(), http_span.span_id(), "the publish continues the request");
     }
@@ -105,10 +113,14 @@ async fn one_bead_is_one_trace_from_the_api_through_the_database_service_bus_and
     assert!(processes.iter().any(|p| p.parent_id() == first.span_id()));
     let process = *processes.iter().find(|p| p.parent_id() == publish.span_id()).expect("the retry's consumer span");
     let executor = *find("executor shell").iter().find(|e| descends(e, process)).expect("the retry's executor");
-    assert!(find("command shell").iter().any(|c| descends(c, executor)));
+    let command = *find("command shell").iter().find(|c| descends(c, executor)).expect("the retry's command");
     assert!(descends(find("git.push")[0], executor));
+    for agent_span in [process, executor, command, find("git.push")[0]] {
+        is(agent_span, "loom-agent");
+    }
     // The agent's fence calls reach the control plane in the same trace.
-    assert!(find("POST /api/v1/beads/{id}/start").iter().any(|s| descends(s, process)));
+    let start = *find("POST /api/v1/beads/{id}/start").iter().find(|s| descends(s, process)).expect("the fence call");
+    is(start, "loom-control-plane");
     // The result goes back under the agent's span and is applied in the same trace.
     let result_publish =
         *find("publish loom.results").iter().find(|r| descends(r, process)).expect("the retry's result publish");
@@ -117,6 +129,8 @@ async fn one_bead_is_one_trace_from_the_api_through_the_database_service_bus_and
         .find(|s| s.attr("kind").is_some_and(|k| k.contains("Completed")))
         .expect("the final result's apply span");
     assert!(descends(applied, result_publish), "the apply is below the result's publish");
+    is(result_publish, "loom-agent");
+    is(applied, "loom-control-plane");
     let failed = find("apply loom.results").into_iter().find(|s| s.attr("kind").is_some_and(|k| k.contains("Failed")));
     assert_eq!(failed.and_then(|f| f.attr("outcome")).as_deref(), Some("retrying"), "the first attempt's result");
     assert_eq!(applied.attr("outcome").as_deref(), Some("closed"));
@@ -164,6 +178,7 @@ async fn one_bead_is_one_trace_from_the_api_through_the_database_service_bus_and
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let publish = spans.iter().find(|s| s.name() == "test.publish").unwrap();
+    assert_eq!(publish.service, "loom-trace-test", "a span of no part has the process's name");
     let consumes: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.name() == "test.consume").collect();
     for c in &consumes {
         assert_eq!((c.trace_id(), c.parent_id()), (publish.trace_id(), publish.span_id()), "a child of the publish");

@@ -15,7 +15,7 @@ use crate::config::{BusConfig, Names, StreamKind};
 use crate::dead_letter::DeadLetter;
 use crate::embedded::Embedded;
 use crate::envelope::{Outgoing, Receipt, TraceContext};
-use crate::health::Health;
+use crate::health::{ConsumerLag, Health};
 use crate::jetstream::JetStream;
 use crate::message::{EventMessage, ResultMessage, TaskMessage};
 use crate::registry::{AgentRecord, AgentWatch};
@@ -303,6 +303,20 @@ impl Bus {
         match &self.inner.backend {
             Backend::JetStream(js) => js.stream_messages(kind).await,
             Backend::Embedded(e) => Ok(e.stream_messages(kind)),
+        }
+    }
+
+    /// How far the durable `consumer` on `kind`'s stream is behind: one server call (the
+    /// consumer's info), whoever bound it.
+    pub async fn consumer_lag(&self, kind: StreamKind, consumer: &str) -> Result<ConsumerLag, Error> {
+        match &self.inner.backend {
+            Backend::JetStream(js) => js.consumer_lag(kind, consumer).await,
+            Backend::Embedded(e) => e
+                .health()
+                .consumers
+                .into_iter()
+                .find(|c| c.consumer == consumer && c.stream == e.stream_name(kind))
+                .ok_or_else(|| Error::backend("consumer info", format!("no consumer {consumer}"))),
         }
     }
 

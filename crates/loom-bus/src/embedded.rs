@@ -181,6 +181,10 @@ impl Embedded {
             .collect()
     }
 
+    pub(crate) fn stream_name(&self, kind: StreamKind) -> String {
+        self.shared.subjects.names().stream(kind)
+    }
+
     pub(crate) fn health(&self) -> Health {
         let core = self.shared.lock();
         let mut consumers: Vec<ConsumerLag> = core

@@ -190,6 +190,22 @@ impl JetStream {
         Health { connected, jetstream, consumers }
     }
 
+    pub(crate) async fn consumer_lag(
+        &self,
+        kind: crate::config::StreamKind,
+        consumer: &str,
+    ) -> Result<ConsumerLag, Error> {
+        let stream = self.names.stream(kind);
+        let s = self.js.get_stream_no_info(&stream).await.map_err(|e| Error::backend("consumer info", e))?;
+        let info = s.consumer_info(consumer).await.map_err(|e| Error::backend("consumer info", e))?;
+        Ok(ConsumerLag {
+            stream,
+            consumer: consumer.to_owned(),
+            num_pending: info.num_pending,
+            num_ack_pending: info.num_ack_pending as u64,
+        })
+    }
+
     /// How many messages `kind`'s stream holds now.
     pub(crate) async fn stream_messages(&self, kind: crate::config::StreamKind) -> Result<u64, Error> {
         let name = self.names.stream(kind);

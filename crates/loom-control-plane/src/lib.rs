@@ -19,6 +19,7 @@
 mod api;
 mod audit;
 mod auth;
+mod backlog;
 pub mod bd;
 mod capacity;
 mod contexts;

@@ -49,9 +49,8 @@ pub(crate) async fn relay_outbox(shared: &Shared) -> Result<usize, Error> {
         let due = Utc::now() - GRACE;
         let taken = rows.len();
         if published == 0 {
-            // Unsent outbox rows, young ones included, read at most a batch at a time: a value
-            // of `BATCH` means "at least that many".
-            metrics::gauge!("loom_outbox_backlog").set(taken as f64);
+            // Unsent outbox rows, young ones included.
+            crate::backlog::observe(&*shared.store, taken, BATCH).await;
         }
         let rows: Vec<OutboxMessage> =
             rows.into_iter().filter(|r| r.kind != OutboxKind::TaskAssigned || r.created_at < due).collect();

@@ -162,6 +162,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn take_outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>>;
     /// Forgets rows the relay has published.
     async fn mark_outbox_sent(&self, ids: &[i64]) -> Result<()>;
+    /// How many rows the outbox holds, exactly: every one is unsent (published rows are
+    /// deleted), so this counts the backlog itself and costs time in its size, not the history's.
+    async fn outbox_backlog(&self) -> Result<u64>;
 
     /// Records an agent's registration or heartbeat (the bus registry is live; this is history).
     async fn upsert_agent(&self, agent: &Agent) -> Result<()>;

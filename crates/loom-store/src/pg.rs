@@ -488,6 +488,11 @@ impl Store for PgStore {
         rows.iter().map(outbox_from_row).collect()
     }
 
+    async fn outbox_backlog(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&self.pool).await?;
+        Ok(n.max(0) as u64)
+    }
+
     async fn mark_outbox_sent(&self, ids: &[i64]) -> Result<()> {
         sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(ids).execute(&self.pool).await?;
         Ok(())

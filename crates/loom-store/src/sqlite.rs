@@ -268,6 +268,11 @@ impl Store for SqliteStore {
         records::take_outbox(&self.reader, limit).await
     }
 
+    async fn outbox_backlog(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&self.reader).await?;
+        Ok(n.max(0) as u64)
+    }
+
     async fn mark_outbox_sent(&self, ids: &[i64]) -> Result<()> {
         records::mark_outbox_sent(self, ids).await
     }

@@ -9,6 +9,8 @@
 //! a batch processor only when an endpoint is set (`OTEL_EXPORTER_OTLP_ENDPOINT`); their filter
 //! is independent of the log level (INFO spans of Loom's crates, never the exporter's own
 //! transport, so exporting never feeds itself); [`Telemetry::shutdown`] flushes what is queued.
+//! A process running several services ([`TraceExport::by_part`], `loom up`) exports each one's
+//! spans under its own `service.name`, in the same traces.
 //! While export is off nothing is propagated and the trace helpers cost a relaxed load. Trace
 //! context crosses processes only through [`propagate`] (W3C `traceparent`/`tracestate`).
 //! Metrics go through the `metrics` facade into one process-wide Prometheus recorder that
@@ -23,7 +25,7 @@ mod logs;
 mod otel;
 pub mod propagate;
 
-pub use otel::TraceExport;
+pub use otel::{PARTS, Part, TraceExport};
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -46,7 +48,7 @@ pub fn init(format: LogFormat, default_level: &str) {
 #[derive(Debug, Default)]
 #[must_use = "dropping it does not flush; call shutdown() before the process exits"]
 pub struct Telemetry {
-    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+    provider: Option<otel::Providers>,
 }
 
 impl Telemetry {
@@ -63,7 +65,7 @@ impl Telemetry {
                 if let Err(e) = provider.force_flush() {
                     tracing::warn!(error = %e, "flushing the last spans failed");
                 }
-                let _ = provider.shutdown();
+                provider.shutdown();
             });
         }
     }
@@ -77,7 +79,7 @@ impl Telemetry {
 }
 
 /// The provider [`init_with`] installed, for [`set_exporting`] and [`flush`].
-static INSTALLED: std::sync::OnceLock<opentelemetry_sdk::trace::SdkTracerProvider> = std::sync::OnceLock::new();
+static INSTALLED: std::sync::OnceLock<otel::Providers> = std::sync::OnceLock::new();
 
 /// Stops (`false`) or resumes (`true`) tracing while keeping the exporter: while paused no span
 /// reaches it and nothing is propagated — what a process without export does, so a benchmark
@@ -130,7 +132,7 @@ pub fn init_with(format: LogFormat, default_level: &str, export: &TraceExport) -
             .with_filter(filter)
             .boxed(),
     };
-    let provider = otel::provider(export)?;
+    let provider = otel::providers(export)?;
     let mut layers = vec![fmt];
     if let Some(provider) = &provider {
         // Spans of Loom (and of whatever else is at INFO), never the exporter's own transport.
@@ -150,14 +152,15 @@ pub fn init_with(format: LogFormat, default_level: &str, export: &TraceExport) -
     }
     if tracing_subscriber::registry().with(layers).try_init().is_err() {
         if let Some(provider) = provider {
-            let _ = provider.shutdown();
+            provider.shutdown();
         }
         return Ok(Telemetry::default());
     }
     if let Some(provider) = &provider {
         let _ = INSTALLED.set(provider.clone());
         propagate::set_enabled(true);
-        tracing::info!(endpoint = export.endpoint.as_deref().unwrap_or(""), service = %export.service_name, "exporting traces over OTLP");
+        let parts = export.parts.iter().map(|p| p.service).collect::<Vec<_>>().join(",");
+        tracing::info!(endpoint = export.endpoint.as_deref().unwrap_or(""), service = %export.service_name, parts = %parts, "exporting traces over OTLP");
     }
     Ok(Telemetry { provider })
 }

@@ -160,7 +160,7 @@ mod tests {
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
         crate::propagate::set_enabled(true);
         let buffer = Buffer::default();
-        let subscriber = tracing_subscriber::registry().with(crate::otel::layer(&provider)).with(
+        let subscriber = tracing_subscriber::registry().with(crate::otel::layer(&provider.clone().into())).with(
             tracing_subscriber::fmt::layer()
                 .fmt_fields(JsonFields::new())
                 .event_format(JsonLines)

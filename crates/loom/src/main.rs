@@ -160,6 +160,10 @@ fn main() -> ExitCode {
     // Multi-thread: the trace exporter's batch thread hands its exports to the runtime.
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let mut export = trace_service(&cli.command).map(loom_telemetry::TraceExport::from_env).unwrap_or_default();
+    if matches!(&cli.command, Command::Up) {
+        // Every service in one process: each part's spans under its own service name.
+        export = export.by_part();
+    }
     if matches!(&cli.command, Command::Bench(bench::BenchCommand::E2e(_))) {
         // `loom bench e2e` measures the cost of tracing: spans go to a receiver in this process,
         // exported only while the bench says so.
@@ -193,7 +197,8 @@ fn main() -> ExitCode {
     code
 }
 
-/// The default OpenTelemetry `service.name` of a command (`OTEL_SERVICE_NAME` overrides it);
+/// The default OpenTelemetry `service.name` of a command (`OTEL_SERVICE_NAME` overrides it; under
+/// `loom up`, the name of the spans of none of its parts);
 /// `None`: the command never exports traces (benchmarks measure with tracing on their own terms).
 fn trace_service(command: &Command) -> Option<&'static str> {
     Some(match command {

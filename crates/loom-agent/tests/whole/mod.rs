@@ -23,6 +23,8 @@ pub struct Whole {
     pub http: reqwest::Client,
     pub repo: Repo,
     pub bus: Bus,
+    /// The control plane's store: the database service, through `GrpcStore`.
+    pub store: Arc<dyn Store>,
     pub project: ProjectId,
     agent: Option<Agent>,
     stop_cp: CancellationToken,
@@ -56,7 +58,8 @@ impl Whole {
             retry_backoff: Duration::from_millis(100),
             ..loom_control_plane::Config::default()
         };
-        let cp = tokio::spawn(loom_control_plane::run(cp_config, listener, store, bus.clone(), stop_cp.clone()));
+        let cp =
+            tokio::spawn(loom_control_plane::run(cp_config, listener, store.clone(), bus.clone(), stop_cp.clone()));
         let repo = Repo::new();
         let mut whole = Whole {
             url,
@@ -65,6 +68,7 @@ impl Whole {
             http: reqwest::Client::new(),
             repo,
             bus,
+            store,
             project: ProjectId::parse(project).unwrap(),
             agent: None,
             stop_cp,

@@ -225,6 +225,10 @@ impl Store for GrpcStore {
         answer(rpc!(self.take_outbox(v1::TakeOutboxRequest { limit }), Always).messages)
     }
 
+    async fn outbox_backlog(&self) -> Result<u64> {
+        Ok(rpc!(self.outbox_backlog(v1::OutboxBacklogRequest {}), Always).count)
+    }
+
     async fn mark_outbox_sent(&self, ids: &[i64]) -> Result<()> {
         rpc!(self.mark_outbox_sent(v1::MarkOutboxSentRequest { ids: ids.to_vec() }), Always);
         Ok(())

@@ -281,6 +281,10 @@ impl Database for DatabaseService {
         reply(v1::MarkOutboxSentResponse {})
     }
 
+    async fn outbox_backlog(&self, _: Request<v1::OutboxBacklogRequest>) -> Reply<v1::OutboxBacklogResponse> {
+        reply(v1::OutboxBacklogResponse { count: self.store.outbox_backlog().await.map_err(fail)? })
+    }
+
     async fn upsert_agent(&self, r: Request<v1::UpsertAgentRequest>) -> Reply<v1::UpsertAgentResponse> {
         let agent = decode_required(r.into_inner().agent, "agent")?;
         self.store.upsert_agent(&agent).await.map_err(fail)?;

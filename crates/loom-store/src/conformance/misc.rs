@@ -113,6 +113,7 @@ pub async fn outbox_take_and_mark_sent(store: &dyn Store) {
         bead(store, &p, &format!("b{i}"), 1, &[]).await;
     }
     let claims = store.claim_ready(&claim_req(&p, 5)).await.unwrap();
+    assert_eq!(store.outbox_backlog().await.unwrap(), 5, "every unsent row is counted");
     let first = store.take_outbox(3).await.unwrap();
     assert_eq!(
         first.iter().map(|m| &m.dispatch_id).collect::<Vec<_>>(),
@@ -120,6 +121,7 @@ pub async fn outbox_take_and_mark_sent(store: &dyn Store) {
     );
     assert_eq!(store.take_outbox(3).await.unwrap(), first, "unsent rows are taken again (at-least-once)");
     store.mark_outbox_sent(&first.iter().map(|m| m.id).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(store.outbox_backlog().await.unwrap(), 2, "sent rows are not");
     let rest = store.take_outbox(10).await.unwrap();
     assert_eq!(rest.len(), 2);
     store.mark_outbox_sent(&rest.iter().map(|m| m.id).collect::<Vec<_>>()).await.unwrap();
