@@ -34,6 +34,9 @@ pub struct NatsServer {
     child: Option<Child>,
     /// A configuration file (`-c`) and the environment it reads (`$VAR` references).
     config: Option<(PathBuf, Vec<(OsString, OsString)>)>,
+    /// The store is a tmpfs of this many bytes mounted by [`NatsServer::store_on_tmpfs`]
+    /// (unmounted when dropped).
+    tmpfs: Option<u64>,
 }
 
 impl NatsServer {
@@ -60,7 +63,7 @@ impl NatsServer {
             .prefix("loom-nats-")
             .tempdir()
             .map_err(|err| Error::io("create a temporary directory for nats-server", err))?;
-        let mut server = NatsServer { binary, version, port: free_port(), dir, child: None, config };
+        let mut server = NatsServer { binary, version, port: free_port(), dir, child: None, config, tmpfs: None };
         server.start_again().await?;
         Ok(server)
     }
@@ -119,6 +122,63 @@ impl NatsServer {
             self.kill().await.ok();
         }
         ready
+    }
+
+    /// Moves the store onto a tmpfs of `bytes` (stops the server, mounts, starts it again), so
+    /// [`NatsServer::fill_store`] can fill its disk. Call it before anything is stored: what the
+    /// store held is hidden under the mount. `Err` with the reason where mounting is not allowed
+    /// (no root, no `CAP_SYS_ADMIN`); the server then runs on as it was.
+    pub async fn store_on_tmpfs(&mut self, bytes: u64) -> Result<()> {
+        self.stop().await?;
+        let store = self.store_dir();
+        std::fs::create_dir_all(&store).map_err(|err| Error::io("create the nats-server store dir", err))?;
+        let output = tokio::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(&store)
+            .output()
+            .await
+            .map_err(|err| Error::io("run mount", err));
+        let mounted = output.and_then(|o| process::check("mount -t tmpfs", &o));
+        if mounted.is_ok() {
+            self.tmpfs = Some(bytes);
+        }
+        self.start_again().await?;
+        mounted
+    }
+
+    /// Fills the store's file system (a tmpfs from [`NatsServer::store_on_tmpfs`]) with a
+    /// ballast file until a write fails for want of space; returns the bytes written.
+    pub fn fill_store(&self) -> Result<u64> {
+        if self.tmpfs.is_none() {
+            return Err(Error::io("fill the nats-server store", std::io::Error::other("the store is not on a tmpfs")));
+        }
+        let mut file = File::create(self.ballast()).map_err(|err| Error::io("create the store ballast", err))?;
+        let chunk = vec![0u8; 1 << 20];
+        let mut written = 0u64;
+        loop {
+            match std::io::Write::write(&mut file, &chunk) {
+                Ok(0) | Err(_) => return Ok(written),
+                Ok(n) => written += n as u64,
+            }
+        }
+    }
+
+    /// Removes the ballast of [`NatsServer::fill_store`]: the disk has room again.
+    pub fn free_store(&self) -> Result<()> {
+        match std::fs::remove_file(self.ballast()) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove the store ballast", err)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the running server greets clients with JetStream enabled (a server whose store
+    /// ran out of space disables JetStream until restarted).
+    pub async fn jetstream_enabled(&self) -> bool {
+        answers_with_jetstream(self.port).await
+    }
+
+    fn ballast(&self) -> PathBuf {
+        self.store_dir().join("ballast")
     }
 
     /// Stops the server gracefully and starts it again.
@@ -206,6 +266,11 @@ impl Drop for NatsServer {
         if let Some(mut child) = self.child.take() {
             child.kill().ok();
             child.wait().ok();
+        }
+        if self.tmpfs.is_some() {
+            // Lazily, so a file still open elsewhere does not keep the mount (and the temporary
+            // directory under it) alive.
+            let _ = std::process::Command::new("umount").arg("-l").arg(self.store_dir()).status();
         }
     }
 }

@@ -61,6 +61,51 @@ async fn dropping_a_server_kills_it_and_removes_its_store() -> anyhow::Result<()
     Ok(())
 }
 
+/// The disk-full fault: with its store on a small tmpfs filled by a ballast, the server refuses
+/// to store a message; once the ballast is gone (and the server restarted if JetStream turned
+/// itself off) it stores them again, and what it acknowledged before is still there.
+#[tokio::test]
+async fn a_full_store_refuses_messages_until_it_has_room_again() -> anyhow::Result<()> {
+    let mut server = NatsServer::start().await?;
+    if let Err(why) = server.store_on_tmpfs(32 << 20).await {
+        eprintln!("skipped: cannot mount a tmpfs here ({why})");
+        return Ok(());
+    }
+    request(server.port(), &format!("$JS.API.STREAM.CREATE.{STREAM}"), &stream_config()).await?;
+    let ack = request(server.port(), "faults.one", "before").await?;
+    ensure!(ack.contains("\"seq\":1"), "no publish ack: {ack}");
+    let ballast = server.fill_store()?;
+    assert!(ballast > 16 << 20, "only {ballast} bytes of ballast fit in a 32 MiB store");
+    let big = "x".repeat(64 << 10);
+    let mut refused = None;
+    for _ in 0..8 {
+        match request(server.port(), "faults.one", &big).await {
+            Ok(reply) if !reply.contains("\"error\"") => {}
+            other => {
+                refused = Some(format!("{other:?}"));
+                break;
+            }
+        }
+    }
+    assert!(refused.is_some(), "a full store kept acknowledging 512 KiB of messages");
+    server.free_store()?;
+    if !server.jetstream_enabled().await || request(server.port(), "faults.one", "after").await.is_err() {
+        server.kill().await?;
+        server.start_again().await?;
+    }
+    let ack = request(server.port(), "faults.one", "after").await?;
+    ensure!(
+        ack.contains(&format!("\"stream\":\"{STREAM}\"")) && !ack.contains("\"error\""),
+        "no ack after freeing: {ack}"
+    );
+    let info = request(server.port(), &format!("$JS.API.STREAM.INFO.{STREAM}"), "").await?;
+    assert!(!info.contains("\"messages\":0"), "the message acked before the disk filled is gone: {info}");
+    let store = server.store_dir();
+    drop(server);
+    assert!(!store.exists(), "{} is still there (the tmpfs was not unmounted)", store.display());
+    Ok(())
+}
+
 fn stream_config() -> String {
     format!(r#"{{"name":"{STREAM}","subjects":["faults.>"],"storage":"file","num_replicas":1}}"#)
 }

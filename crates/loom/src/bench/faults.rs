@@ -120,6 +120,8 @@ struct Output {
     /// Loom services that exited on their own (not by a fault) and were started again.
     unexpected_exits: Vec<String>,
     settled_after_last_fault_ms: u64,
+    /// Faults of the issue this run could not inject here, each with the reason.
+    skipped: Vec<String>,
     seconds: f64,
     dir: Option<String>,
 }
@@ -192,6 +194,9 @@ fn print(output: &Output, report: &Report, json: bool) -> anyhow::Result<()> {
     for v in &report.verdicts {
         let sample: Vec<&String> = v.offending.iter().take(5).collect();
         println!("  {} {:<4} {} {:?}", v.name, if v.pass { "PASS" } else { "FAIL" }, v.what, sample);
+    }
+    for why in &output.skipped {
+        println!("  skipped {why}");
     }
     if !output.unexpected_exits.is_empty() {
         println!("  exited on their own and were started again: {:?}", output.unexpected_exits);
@@ -334,9 +339,23 @@ fn summarize(plan: &Plan, cluster: &Cluster, entries: &[Entry], report: &Report,
         faults,
         unexpected_exits: Vec::new(),
         settled_after_last_fault_ms: settled_ms,
+        skipped: skipped(cluster),
         seconds: 0.0,
         dir: None,
     }
+}
+
+/// What the run left out, and why.
+fn skipped(cluster: &Cluster) -> Vec<String> {
+    let mut skipped = vec![
+        "partition: no network namespaces + nftables; the fault proxy's black holes on the agents' NATS link \
+         and the database service link cut connections the same way at the TCP level"
+            .to_owned(),
+    ];
+    if let Err(why) = &cluster.nats_disk {
+        skipped.push(format!("disk_full: NATS's store could not be put on a tmpfs ({why})"));
+    }
+    skipped
 }
 
 /// Counts of the project's beads by status.

@@ -14,6 +14,10 @@ use loom_faults::{NatsServer, PgCluster, Proxy, free_port};
 /// The bead lease of every control plane of the run.
 pub(super) const LEASE: Duration = Duration::from_secs(30);
 
+/// The size of the tmpfs NATS's store lives on: room for a full run's streams, small enough to
+/// fill in a moment.
+const NATS_STORE_BYTES: u64 = 256 << 20;
+
 /// The settings every Loom process of the run gets, as `LOOM_*` variables. A short lease and
 /// backoff so a killed agent's bead comes back within the run; a budget of attempts that a bead
 /// hit by a few faults does not spend, while an always-failing one does.
@@ -119,6 +123,10 @@ pub struct Cluster {
     pub pg: PgCluster,
     /// Between the second control plane and the database service.
     pub proxy: Proxy,
+    /// Between the agents and nats-server (the control planes connect directly).
+    pub nats_proxy: Proxy,
+    /// Whether NATS's store is on a small tmpfs the disk-full fault can fill (else why not).
+    pub nats_disk: Result<(), String>,
     pub db: Service,
     pub db_addr: SocketAddr,
     /// `[0]` on PostgreSQL directly, `[1]` through the database service (behind the proxy).
@@ -138,7 +146,11 @@ impl Cluster {
         std::fs::OpenOptions::new().create(true).append(true).open(effects).context("creating the effect log")?;
         let writable = format!("[{:?}]", effects.display().to_string());
         let exe = std::env::current_exe().context("the path of this loom binary")?;
-        let nats = NatsServer::start().await?;
+        let mut nats = NatsServer::start().await?;
+        // Before anything is stored: the store moves onto a tmpfs the disk-full fault can fill.
+        let nats_disk = nats.store_on_tmpfs(NATS_STORE_BYTES).await.map_err(|e| e.to_string());
+        let nats_proxy = Proxy::start(([127, 0, 0, 1], nats.port()).into()).await?;
+        let agent_nats = format!("nats://{}", nats_proxy.addr());
         let pg = PgCluster::start().await?;
         let db_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         // The control planes sign tasks with this key; the agents get its public half only.
@@ -205,6 +217,7 @@ impl Cluster {
                 let work = dir.join(format!("agent{i}"));
                 let env = common(&[
                     ("LOOM_API_URL", cp_urls[i % cp_urls.len()].clone()),
+                    ("LOOM_NATS_URL", agent_nats.clone()),
                     ("LOOM_AGENT__SANDBOX_WRITABLE", writable.clone()),
                 ]);
                 let args = [
@@ -222,7 +235,7 @@ impl Cluster {
                 Service::new(&format!("agent{i}"), &exe, dir, &args, env)
             })
             .collect();
-        Ok(Cluster { nats, pg, proxy, db, db_addr, control_planes, cp_urls, agents })
+        Ok(Cluster { nats, pg, proxy, nats_proxy, nats_disk, db, db_addr, control_planes, cp_urls, agents })
     }
 
     /// Starts every agent and waits until the registry lists them all.

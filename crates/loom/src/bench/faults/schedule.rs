@@ -43,6 +43,15 @@ pub enum Fault {
     AgentStop { agent: usize },
     /// Every agent, then every control plane, stopped gracefully (SIGTERM) and started again.
     RollingRestart,
+    /// The proxy between the agents and nats-server black-holes (a partition: connections hang)
+    /// or, with `reset`, resets every connection, for `ms`.
+    NatsLink { ms: u64, reset: bool },
+    /// NATS's store runs out of space for `ms` (a ballast file fills its tmpfs), then has room
+    /// again; a server that disabled JetStream for it is restarted, as an operator would.
+    DiskFull { ms: u64 },
+    /// The control plane holding the dispatcher lease (and with it the outbox relay and the
+    /// publisher) killed `n` times in a row, each time a second after it came back.
+    RelayCrashLoop { n: usize },
 }
 
 impl Fault {
@@ -58,6 +67,9 @@ impl Fault {
             Fault::DbKill => "db_kill",
             Fault::AgentStop { .. } => "agent_stop",
             Fault::RollingRestart => "rolling_restart",
+            Fault::NatsLink { .. } => "nats_link",
+            Fault::DiskFull { .. } => "disk_full",
+            Fault::RelayCrashLoop { .. } => "relay_crash_loop",
         }
     }
 }
@@ -87,6 +99,11 @@ impl Plan {
             Tier::Ci => (0, 0, 0, 0),
             Tier::Full => (3, 3, 2, 1),
         };
+        // (NATS link faults, full NATS disks, relay crash loops)
+        let (links, disks, crash_loops) = match tier {
+            Tier::Ci => (0, 0, 0),
+            Tier::Full => (4, 2, 2),
+        };
         let beads = beads.unwrap_or(n);
         let window = Duration::from_secs(window);
         let always_fail = (0..failing.min(beads)).map(|_| rng.random_range(0..beads)).collect();
@@ -107,6 +124,9 @@ impl Plan {
         add(&mut rng, db_kills, &|_, _| Fault::DbKill);
         add(&mut rng, zombies, &|rng, _| Fault::AgentStop { agent: rng.random_range(0..1_000) });
         add(&mut rng, rolling, &|_, _| Fault::RollingRestart);
+        add(&mut rng, links, &|rng, i| Fault::NatsLink { ms: rng.random_range(2_000..8_000), reset: i % 2 == 1 });
+        add(&mut rng, disks, &|rng, _| Fault::DiskFull { ms: rng.random_range(2_000..6_000) });
+        add(&mut rng, crash_loops, &|_, _| Fault::RelayCrashLoop { n: 3 });
         faults.sort_by_key(|(at, _)| *at);
         Plan { tier, seed, beads, window, always_fail, faults }
     }
@@ -314,6 +334,43 @@ async fn strike(
             }
             "every agent and control plane".to_owned()
         }
+        Fault::NatsLink { ms, reset } => {
+            let mode = if reset { Mode::Reset } else { Mode::BlackHole };
+            cluster.nats_proxy.set(mode);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            cluster.nats_proxy.set(Mode::Pass);
+            format!("agents' NATS link {mode:?} for {ms} ms")
+        }
+        Fault::DiskFull { ms } => match &cluster.nats_disk {
+            Err(why) => format!("skipped: NATS's store is not on a tmpfs ({why})"),
+            Ok(()) => {
+                let ballast = cluster.nats.fill_store()?;
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                cluster.nats.free_store()?;
+                let restarted = if jetstream_back(bus, Duration::from_secs(10)).await {
+                    ""
+                } else {
+                    cluster.nats.kill().await?;
+                    cluster.nats.start_again().await?;
+                    "; JetStream had not come back by itself: nats-server restarted"
+                };
+                format!("NATS store full ({} MiB ballast) for {ms} ms{restarted}", ballast >> 20)
+            }
+        },
+        Fault::RelayCrashLoop { n } => {
+            for _ in 0..n {
+                let i = cluster.leader().unwrap_or(0);
+                up.set(i, false);
+                cluster.control_planes[i].kill();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                cluster.control_planes[i].spawn()?;
+                let addr = cluster.cp_urls[i].trim_start_matches("http://").parse()?;
+                wait_port(addr, &mut cluster.control_planes[i]).await?;
+                up.set(i, true);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            format!("the dispatcher leader killed {n} times, 1 s apart")
+        }
         Fault::Poison { n } => {
             let msg_id = format!("poison-{n}");
             poison(bus, &msg_id, n).await?;
@@ -321,6 +378,18 @@ async fn strike(
             msg_id
         }
     })
+}
+
+/// Whether JetStream answers again within `within` (the suite's own client, straight to NATS).
+async fn jetstream_back(bus: &loom_bus::Bus, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if bus.health().await.jetstream {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
 }
 
 /// Publishes malformed task `n` raw on the project's task subject, retrying while NATS is back.
@@ -422,6 +491,9 @@ mod tests {
             "db_kill",
             "agent_stop",
             "rolling_restart",
+            "nats_link",
+            "disk_full",
+            "relay_crash_loop",
         ] {
             assert!(kinds.contains_key(kind), "{kind} missing from {kinds:?}");
         }
