@@ -120,7 +120,9 @@ impl Executors {
     pub(crate) async fn execute(&self, task: &TaskMessage, agent: &AgentId) -> Outcome {
         let started = Instant::now();
         let limit = self.config.task_timeout;
-        let log = CommandLog::new(agent, task);
+        // What is kept of the attempt (its output, error and command records) holds no secret.
+        let redactor = crate::redact::Redactor::new(self.llm.secrets());
+        let log = CommandLog::new(agent, task, redactor.clone());
         let span = if loom_telemetry::propagate::enabled() {
             let kind = self.kind(&task.metadata).map(ExecutorKind::as_str).unwrap_or("unknown");
             tracing::info_span!(
@@ -139,6 +141,8 @@ impl Executors {
             Err(_) => Outcome::failure(format!("the task exceeded its wall-clock limit of {limit:?}")),
         };
         log.report(&mut outcome.context);
+        outcome.output = redactor.redact(&outcome.output);
+        outcome.error = redactor.redact(&outcome.error);
         self.steps.remove(&task.metadata.dispatch_id);
         span.record("success", outcome.success);
         outcome.executor_time = started.elapsed();

@@ -14,6 +14,7 @@ use loom_domain::{AgentId, ContextMap};
 use serde_json::{Value, json};
 
 use crate::config::CommandLimits;
+use crate::redact::Redactor;
 use crate::sandbox::{CommandOutput, Isolation, run_command};
 use crate::workspace::{Workspace, Worktree};
 use crate::{AgentConfig, Error, SandboxMode};
@@ -32,18 +33,23 @@ const COMMAND_MAX: usize = 300;
 pub(crate) struct CommandLog {
     agent: AgentId,
     task: TaskMessage,
+    /// A command's text may carry a secret (`curl -H "Authorization: …"`): the audit line and
+    /// the record keep it redacted.
+    redactor: Redactor,
     records: Mutex<(Vec<Value>, usize)>,
 }
 
 impl CommandLog {
-    pub(crate) fn new(agent: &AgentId, task: &TaskMessage) -> CommandLog {
-        CommandLog { agent: agent.clone(), task: task.clone(), records: Mutex::default() }
+    pub(crate) fn new(agent: &AgentId, task: &TaskMessage, redactor: Redactor) -> CommandLog {
+        CommandLog { agent: agent.clone(), task: task.clone(), redactor, records: Mutex::default() }
     }
 
     fn record(&self, kind: &str, command: &str, isolation: &Isolation, out: &CommandOutput) {
         let t = &self.task;
         let duration_ms = out.duration.as_millis() as u64;
         let sandbox = isolation.mode().as_str();
+        let command = self.redactor.redact(command);
+        let command = command.as_str();
         tracing::info!(
             target: "audit",
             agent = %self.agent,

@@ -113,3 +113,25 @@ async fn a_hanging_command_is_killed_at_its_timeout() {
     assert!(sleeping.stdout.is_empty(), "the command's process group was killed");
     agent.stop().await;
 }
+
+/// A secret in a command or its output is not kept: the result's output and error, and the
+/// command records the control plane turns into `agent.command` audit events, hold it redacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_in_a_command_and_its_output_are_redacted_in_the_result() {
+    let repo = Repo::new();
+    let bus = embedded();
+    let mut sub = results(&bus).await;
+    let agent = Agent::start(repo.config("demo"), &bus);
+    let command = "echo 'token: ghp_abcdefghijklmnopqrstuvwxyz0123' && echo password=hunter2-long-secret >&2 && exit 3";
+    publish(&bus, &task("demo", "demo-9", "shell", &[("command", command)])).await;
+    let r = final_result(&mut sub).await;
+    assert_eq!(r.kind, ResultKind::Failed, "{r:?}");
+    let kept = format!("{} {} {:?}", r.result.output, r.result.error, r.result.context);
+    for secret in ["ghp_abcdefghijklmnopqrstuvwxyz0123", "hunter2-long-secret"] {
+        assert!(!kept.contains(secret), "{secret} kept in {kept}");
+    }
+    assert!(r.result.output.contains("<redacted>"), "{r:?}");
+    let commands = r.result.context.get("commands").expect("the command records");
+    assert!(commands.contains("<redacted>") && commands.contains("echo"), "{commands}");
+    agent.stop().await;
+}
