@@ -125,6 +125,21 @@ async fn applied(pool: &PgPool) -> Result<usize> {
 
 type Tx<'a> = Transaction<'a, Postgres>;
 
+/// Begins a transaction in a task of its own. sqlx (0.8.6; launchbadge/sqlx#4393) cannot roll
+/// back a transaction whose caller is cancelled during `BEGIN`'s round trip (a client gone, a
+/// gRPC deadline, a timeout): the connection goes back to the pool inside an open transaction,
+/// and the next borrower's single statements run in it, reported done but not committed. The
+/// fault suite saw a claim applied that way, its task published, and the agent told the
+/// dispatch was stale. Here a cancelled caller only drops the task's finished transaction,
+/// which sqlx rolls back on the connection's next use.
+pub(crate) async fn begin(pool: &PgPool) -> Result<Tx<'static>> {
+    let pool = pool.clone();
+    match tokio::spawn(async move { pool.begin().await }).await {
+        Ok(tx) => Ok(tx?),
+        Err(e) => Err(Error::Internal(format!("beginning a transaction: {e}"))),
+    }
+}
+
 /// Ends a transaction: commits after `Ok`; after `Err` rolls back before returning. A dropped
 /// sqlx transaction is rolled back only when its connection goes back to the pool, in a
 /// background task; until then it keeps its row locks, and concurrent `SKIP LOCKED` claims skip
@@ -177,7 +192,7 @@ const PROJECT_COLS: &str =
 impl Store for PgStore {
     async fn create_project(&self, p: NewProject) -> Result<Project> {
         p.validate()?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin(&self.pool).await?;
         let result: Result<Project> = async {
             let now = crate::now();
             let res = sqlx::query(&format!(
@@ -223,7 +238,7 @@ impl Store for PgStore {
 
     async fn update_project(&self, p: NewProject) -> Result<Project> {
         p.validate()?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin(&self.pool).await?;
         let result: Result<Project> = async {
             let prefix: Option<String> =
                 sqlx::query_scalar("SELECT bead_prefix FROM projects WHERE id = $1 FOR UPDATE")
@@ -260,7 +275,7 @@ impl Store for PgStore {
     }
 
     async fn delete_project(&self, id: &ProjectId) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin(&self.pool).await?;
         let result: Result<()> = async {
             let row = sqlx::query(&format!("SELECT {PROJECT_COLS} FROM projects WHERE id = $1 FOR UPDATE"))
                 .bind(id.as_str())
@@ -431,7 +446,7 @@ impl Store for PgStore {
     }
 
     async fn append_events(&self, events: Vec<NewEvent>) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin(&self.pool).await?;
         insert_events(&mut tx, &events).await?;
         tx.commit().await?;
         Ok(())

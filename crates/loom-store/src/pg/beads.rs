@@ -22,7 +22,7 @@ pub(super) async fn create(pool: &PgPool, new: Vec<NewBead>) -> Result<Vec<Bead>
     if new.iter().all(|b| b.parent.is_none() && b.blocked_by.is_empty()) {
         return create_plain(pool, new).await;
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let result = create_in(&mut tx, new).await;
     super::finish(tx, result).await
 }
@@ -340,7 +340,7 @@ pub(super) async fn persist(tx: &mut Tx<'_>, bead: &Bead, effects: Effects) -> R
 }
 
 pub(super) async fn update(pool: &PgPool, id: &BeadId, expected: i64, patch: BeadPatch) -> Result<Bead> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let result: Result<Bead> = async {
         let mut bead = lock(&mut tx, id).await?;
         transitions::check_version(&bead, Some(expected))?;
@@ -362,7 +362,7 @@ pub(super) async fn update(pool: &PgPool, id: &BeadId, expected: i64, patch: Bea
 }
 
 pub(super) async fn claim(pool: &PgPool, id: &BeadId, claimer: &str, lease: std::time::Duration) -> Result<Bead> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let result: Result<Bead> = async {
         let mut bead = lock(&mut tx, id).await?;
         let open_blocker: Option<String> = sqlx::query_scalar(
@@ -388,7 +388,7 @@ pub(super) async fn set_status(
     reason: Option<&str>,
     expected: Option<i64>,
 ) -> Result<Bead> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let result: Result<Bead> = async {
         let mut bead = lock(&mut tx, id).await?;
         transitions::check_version(&bead, expected)?;
@@ -405,7 +405,7 @@ pub(super) async fn set_status(
 }
 
 pub(super) async fn add_dependency(pool: &PgPool, id: &BeadId, blocker: &BeadId) -> Result<Bead> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let result: Result<Bead> = async {
         let mut bead = lock(&mut tx, id).await?;
         // One edge change at a time per database: two concurrent edges could otherwise close a cycle
@@ -501,7 +501,7 @@ fn timed_out(e: sqlx::Error) -> Error {
 }
 
 pub(super) async fn remove_dependency(pool: &PgPool, id: &BeadId, blocker: &BeadId) -> Result<Bead> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let result: Result<Bead> = async {
         let mut bead = lock(&mut tx, id).await?;
         let n = sqlx::query("DELETE FROM bead_deps WHERE bead_id = $1 AND blocker_id = $2")

@@ -198,7 +198,7 @@ pub(super) async fn record_results(pool: &PgPool, results: &[DispatchResult]) ->
         return Ok(Vec::new());
     }
     let ids: Vec<String> = results.iter().map(|r| r.bead_id.to_string()).collect::<BTreeSet<_>>().into_iter().collect();
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let result: Result<Vec<ResultOutcome>> = async {
         // Locked in id order, so two batches that share a bead cannot deadlock.
         let rows =
@@ -251,7 +251,7 @@ pub(super) async fn release_expired(
     max_attempts: u32,
     limit: u32,
 ) -> Result<Vec<Bead>> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let result: Result<Vec<Bead>> = async {
         let rows = sqlx::query(&format!(
             "SELECT {BEAD_COLS} FROM beads b
@@ -290,7 +290,7 @@ async fn lock_current(tx: &mut super::Tx<'_>, dispatch: &DispatchId) -> Result<O
 }
 
 pub(super) async fn block(pool: &PgPool, dispatch: &DispatchId, reason: &str) -> Result<Option<Bead>> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let result: Result<Option<Bead>> = async {
         let Some(mut bead) = lock_current(&mut tx, dispatch).await? else { return Ok(None) };
         let effects = transitions::block(&mut bead, reason, false, crate::now())?;
@@ -305,7 +305,7 @@ pub(super) async fn block(pool: &PgPool, dispatch: &DispatchId, reason: &str) ->
 /// dispatch, a stale one). First starts normally arrive batched (`starts.rs`); this is the path
 /// for what a batch did not settle.
 pub(super) async fn start(pool: &PgPool, start: &DispatchStart) -> Result<StartOutcome> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let result: Result<StartOutcome> = async {
         let Some(mut bead) = lock_current(&mut tx, &start.dispatch_id).await? else { return Ok(StartOutcome::Stale) };
         if bead.id != start.bead_id {
@@ -325,7 +325,7 @@ pub(super) async fn start(pool: &PgPool, start: &DispatchStart) -> Result<StartO
 }
 
 pub(super) async fn hand_back(pool: &PgPool, dispatch: &DispatchId, agent: &str, reason: &str) -> Result<Option<Bead>> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let result: Result<Option<Bead>> = async {
         let Some(mut bead) = lock_current(&mut tx, dispatch).await? else { return Ok(None) };
         let Some(effects) = transitions::hand_back(&mut bead, agent, reason, crate::now()) else { return Ok(None) };

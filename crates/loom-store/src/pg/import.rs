@@ -15,7 +15,7 @@ pub(super) async fn import(pool: &PgPool, project: &ProjectId, batch: Vec<Import
     if batch.is_empty() {
         return Ok(Vec::new());
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let result = import_in(&mut tx, project, batch).await;
     super::finish(tx, result).await
 }

@@ -14,9 +14,10 @@ use loom_faults::{NatsServer, PgCluster, Proxy, free_port};
 /// The bead lease of every control plane of the run.
 pub(super) const LEASE: Duration = Duration::from_secs(30);
 
-/// The size of the tmpfs NATS's store lives on: room for a full run's streams, small enough to
-/// fill in a moment.
-const NATS_STORE_BYTES: u64 = 256 << 20;
+/// The size of the tmpfs NATS's store lives on (memory only as it fills): JetStream takes 75 %
+/// of it as its file store limit, which must cover the events stream's 1 GiB `max_bytes`
+/// reservation; filling it takes a second or two.
+const NATS_STORE_BYTES: u64 = 1536 << 20;
 
 /// The settings every Loom process of the run gets, as `LOOM_*` variables. A short lease and
 /// backoff so a killed agent's bead comes back within the run; a budget of attempts that a bead
