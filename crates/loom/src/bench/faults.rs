@@ -34,7 +34,8 @@ use crate::config::Config;
 pub enum Tier {
     /// 1,000 beads; 3 NATS kills, agent kills, a leader kill, ambiguous DB timeouts, poison.
     Ci,
-    /// 10,000 beads and more of every fault.
+    /// 10,000 beads over 25 minutes and more of every fault (NATS link, full NATS disk, relay
+    /// crash loops too).
     Full,
 }
 
