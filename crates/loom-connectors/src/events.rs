@@ -7,7 +7,9 @@
 //! that recorded it; status 0 unknown, 1 healthy, 2 unhealthy): positions only move forward, so
 //! a writer that lost the lease mid-way cannot set an older state over a newer one. A replica that
 //! takes the lease over records at once where its view differs from the stored state, so a change
-//! the previous holder saw last but did not record (it died) is not lost either.
+//! the previous holder saw last but did not record (it died) is not lost either. The same
+//! happens when the store comes back after an outage: the state then is recorded, not every
+//! flap seen meanwhile.
 
 use std::sync::Arc;
 use std::time::Duration;
