@@ -546,7 +546,21 @@ def check_loom_process(loom: Loom, where: str, argv: list[str], toml_text: str, 
                 fail(f"{where}: `loom {' '.join(sub)}` has no flag {f}")
     cfg = check_config(loom, where, toml_text, {k: v for k, v in env.items() if k.startswith("LOOM_")})
     check_env_names(loom, where, set(env))
+    if sub == ("serve", "connectors"):
+        no_bus(where, toml_text, env)
     return sub, listeners(loom, where, sub, flags, cfg)
+
+
+def no_bus(where: str, toml_text: str, env: dict[str, str]) -> None:
+    """The connectors service never connects to NATS, so deploy/nats/ gives it no user: bus
+    settings on it would be a credential without a use (or a sign it started needing a user)."""
+    bus = [k for k in flatten(tomllib.loads(toml_text)) if k == "nats_url" or k.startswith("bus.")]
+    bus += [k for k in env if k == "LOOM_NATS_URL" or k.startswith("LOOM_BUS__")]
+    if bus:
+        fail(f"{where}: the connectors service has bus settings {sorted(bus)}, but it never connects to NATS "
+             "and has no NATS user in deploy/nats/ (add one there with the subjects it needs first)")
+    else:
+        ok(f"{where}: the connectors service has no NATS settings (it has no NATS user)")
 
 
 def placeholder_env(env_list: list[dict]) -> dict[str, str]:
@@ -918,6 +932,8 @@ FAULTS = [
     ("compose/loom/agent.toml", 'sandbox = "bubblewrap"', 'sandbox = "bubblewrapp"', 'agent.sandbox must be'),
     ("compose/compose.yaml", "OTEL_SERVICE_NAME: loom-db", "OTEL_SERVICE_NAME: loom-db\n      RUST_LOGG: debug",
      "the variable RUST_LOGG is not read by the binary"),
+    ("compose/compose.yaml", "OTEL_SERVICE_NAME: loom-connectors", "OTEL_SERVICE_NAME: loom-connectors\n      LOOM_BUS__USER: connectors",
+     "but it never connects to NATS"),
     ("k8s/base/linkerd.yaml", "  name: loom-db-metrics\nspec:\n  targetRef", "  name: loom-db-metrix\nspec:\n  targetRef: {group: x, kind: X, name: x}\n  t",
      "Server/loom-db-metrics has no AuthorizationPolicy"),
 ]

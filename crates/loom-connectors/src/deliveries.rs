@@ -3,7 +3,12 @@
 //! each event goes to every enabled webhook connector subscribed to its type (`*` = all) as a
 //! Standard Webhooks message `{type, timestamp, data}` whose id is the event's id. The position
 //! advances after a page is delivered (or given up on), so a restart redelivers at most a page.
-//! One replica delivers at a time: the one holding the store lease `connectors-deliveries`.
+//! One replica delivers at a time: the one holding the store lease `connectors-deliveries`,
+//! renewed every third of its time to live *while* a page is delivered too (a receiver failing
+//! for longer than the lease is retried under it, so no other replica takes the page over and
+//! delivers it again); a replica that loses the lease mid-page stops at once without moving the
+//! position. Every attempt of a message carries the same `webhook-id` (the event's id), the
+//! receiver's idempotency key.
 
 use std::time::Duration;
 
@@ -23,7 +28,6 @@ const POLL: Duration = Duration::from_millis(250);
 
 /// The store lease that makes one replica of the service the one that delivers.
 const LEASE: &str = "connectors-deliveries";
-const LEASE_TTL: Duration = Duration::from_secs(15);
 
 pub(crate) async fn run(connectors: Connectors, shutdown: CancellationToken) {
     let holder = format!("connectors-{}", uuid::Uuid::now_v7());
@@ -33,7 +37,7 @@ pub(crate) async fn run(connectors: Connectors, shutdown: CancellationToken) {
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep(POLL) => {}
         }
-        match connectors.store().acquire_lease(LEASE, &holder, Utc::now(), LEASE_TTL).await {
+        match connectors.store().acquire_lease(LEASE, &holder, Utc::now(), connectors.lease_ttl()).await {
             Ok(true) => {}
             Ok(false) => {
                 // Another replica delivers; read the position afresh when this one takes over.
@@ -46,12 +50,32 @@ pub(crate) async fn run(connectors: Connectors, shutdown: CancellationToken) {
                 continue;
             }
         }
-        if let Err(e) = step(&connectors, &mut after).await {
+        let stepped = tokio::select! {
+            stepped = step(&connectors, &mut after) => stepped,
+            why = keep_lease(&connectors, &holder) => {
+                tracing::warn!(error = %why, "webhook deliveries stopped mid-page: the lease was lost (another replica takes over)");
+                after = None;
+                continue;
+            }
+        };
+        if let Err(e) = stepped {
             tracing::warn!(error = %e, "webhook deliveries paused");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
     let _ = connectors.store().release_lease(LEASE, &holder).await;
+}
+
+/// Renews the lease every third of its time to live; returns (why) when it is lost.
+async fn keep_lease(connectors: &Connectors, holder: &str) -> String {
+    loop {
+        tokio::time::sleep(connectors.lease_ttl() / 3).await;
+        match connectors.store().acquire_lease(LEASE, holder, Utc::now(), connectors.lease_ttl()).await {
+            Ok(true) => {}
+            Ok(false) => return "another replica holds it".into(),
+            Err(e) => return format!("cannot renew it: {e}"),
+        }
+    }
 }
 
 async fn step(connectors: &Connectors, after: &mut Option<i64>) -> Result<(), crate::Error> {

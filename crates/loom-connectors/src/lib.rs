@@ -14,7 +14,9 @@
 //! - Health: each enabled connector is checked on its jittered interval within its timeout
 //!   (`schedule.rs`, `health.rs`), `HealthCheckAll` checks all concurrently; only a change of
 //!   status is broadcast (`WatchHealth`) and appended as a `connector.health_changed` event,
-//!   which the control plane's event relay publishes on `loom.events.connector.health_changed`.
+//!   which the control plane's event relay publishes on `loom.events.connector.health_changed`;
+//!   with several replicas on one store, one (the holder of a store lease) appends, against the
+//!   stored health state, so each change is one event (`events.rs`).
 //! - Webhooks are signed per Standard Webhooks 1.0 (`webhook.rs`) and receive the event types
 //!   they subscribe to (`deliveries.rs`); a `410 Gone` disables the connector.
 //! - This is the only crate that talks to connector endpoints.
@@ -24,6 +26,7 @@ mod client;
 mod convert;
 mod deliveries;
 mod error;
+mod events;
 mod health;
 pub mod model;
 mod registry;
@@ -36,6 +39,6 @@ pub use client::{Api, Client, ClientConfig};
 pub use deliveries::POSITION as DELIVERY_POSITION;
 pub use error::Error;
 pub use model::{Connector, Health, HealthChange, Kind, LlmEndpoint, Mode, Spec, Status};
-pub use registry::{Connectors, redacted};
+pub use registry::{Connectors, LEASE_TTL, redacted};
 pub use seal::{Key, Keyring};
 pub use server::{ServerConfig, serve};

@@ -7,9 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use loom_domain::EventKind;
-use loom_store::{ConnectorRecord, NewConnector, NewEvent, Store};
-use serde_json::json;
+use loom_store::{ConnectorRecord, NewConnector, Store};
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +32,12 @@ struct Inner {
     appends: Mutex<Option<mpsc::UnboundedReceiver<HealthChange>>>,
     /// Wakes the scheduler when connectors were added, changed or removed.
     pub(crate) changed: Notify,
+    /// How long a replica's hold on the health events and the webhook deliveries lasts unrenewed.
+    lease_ttl: Duration,
 }
+
+/// The default of [`Connectors::with_lease_ttl`].
+pub const LEASE_TTL: Duration = Duration::from_secs(15);
 
 impl Connectors {
     /// The service over `store`, sealing secrets with `keys`. Nothing runs until [`Self::run`].
@@ -57,8 +60,21 @@ impl Connectors {
                 to_append,
                 appends: Mutex::new(Some(appends)),
                 changed: Notify::new(),
+                lease_ttl: LEASE_TTL,
             }),
         }
+    }
+
+    /// How long this replica's hold on the health events and the webhook deliveries lasts
+    /// unrenewed (renewed every third of it; another replica takes over after it): 15 s by
+    /// default. Set it before the service is cloned or run.
+    pub fn with_lease_ttl(mut self, ttl: Duration) -> Connectors {
+        Arc::get_mut(&mut self.inner).expect("set before the service is cloned").lease_ttl = ttl;
+        self
+    }
+
+    pub(crate) fn lease_ttl(&self) -> Duration {
+        self.inner.lease_ttl
     }
 
     pub(crate) fn http(&self) -> &reqwest::Client {
@@ -82,7 +98,7 @@ impl Connectors {
             tracing::warn!("the connectors' background work runs already");
             return;
         };
-        let writer = tokio::spawn(append_changes(self.inner.store.clone(), appends, shutdown.clone()));
+        let writer = tokio::spawn(crate::events::write(self.clone(), appends, shutdown.clone()));
         let scheduler = tokio::spawn(crate::schedule::run(self.clone(), shutdown.clone()));
         let webhooks = tokio::spawn(crate::deliveries::run(self.clone(), shutdown.clone()));
         let _ = scheduler.await;
@@ -139,6 +155,7 @@ impl Connectors {
         tracing::info!(connector = %spec.id, version = record.version, "connector updated");
         if spec.mode == Mode::Disabled {
             self.forget(&spec.id);
+            crate::events::reset(&self.inner.store, &spec.id).await;
         }
         self.inner.changed.notify_one();
         self.view(record)
@@ -149,6 +166,7 @@ impl Connectors {
         crate::model::validate_id(id)?;
         self.inner.store.delete_connector(id).await?;
         self.forget(id);
+        crate::events::reset(&self.inner.store, id).await;
         tracing::info!(connector = %id, "connector removed");
         self.inner.changed.notify_one();
         Ok(())
@@ -305,12 +323,18 @@ impl Connectors {
         health.get(id).cloned().unwrap_or_else(|| Health::unknown(id, "not checked yet"))
     }
 
-    fn forget(&self, id: &str) {
+    pub(crate) fn forget(&self, id: &str) {
         self.inner.health.lock().expect("not poisoned").remove(id);
     }
 
+    /// The last checked health of every connector.
+    pub(crate) fn health_snapshot(&self) -> Vec<Health> {
+        let health = self.inner.health.lock().expect("not poisoned");
+        health.values().filter(|h| h.status != Status::Unknown).cloned().collect()
+    }
+
     /// Keeps a check's outcome unless a later-begun check's is kept already; a change of status
-    /// is broadcast and queued for the event log.
+    /// is broadcast and queued for the event log (`events.rs`: recorded by one replica).
     pub(crate) fn record(&self, health: Health) {
         let change = {
             let mut all = self.inner.health.lock().expect("not poisoned");
@@ -345,6 +369,7 @@ impl Connectors {
         let spec = Spec { mode: Mode::Disabled, ..spec };
         self.inner.store.update_connector(version, self.sealed(&spec)).await?;
         self.forget(id);
+        crate::events::reset(&self.inner.store, id).await;
         tracing::warn!(connector = %id, why, "connector disabled");
         self.inner.changed.notify_one();
         Ok(())
@@ -354,55 +379,6 @@ impl Connectors {
 fn stored_config(record: &ConnectorRecord) -> Result<StoredConfig, Error> {
     serde_json::from_value(record.config.clone())
         .map_err(|e| Error::Internal(format!("connector {} has a corrupt configuration: {e}", record.id)))
-}
-
-/// Appends each change as a `connector.health_changed` event, in order, waiting out store
-/// outages; at shutdown, what is queued is still appended (a bounded number of tries).
-async fn append_changes(
-    store: Arc<dyn Store>,
-    mut rx: mpsc::UnboundedReceiver<HealthChange>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let change = tokio::select! {
-            change = rx.recv() => change,
-            () = shutdown.cancelled() => rx.try_recv().ok(),
-        };
-        let Some(change) = change else { return };
-        let event = event_of(&change);
-        let mut tries = 0u32;
-        while let Err(e) = store.append_event(event.clone()).await {
-            tries += 1;
-            if !e.is_transient() || (shutdown.is_cancelled() && tries >= 3) {
-                tracing::error!(connector = %change.health.connector_id, error = %e, "health change not recorded");
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-}
-
-fn event_of(change: &HealthChange) -> NewEvent {
-    let h = &change.health;
-    let description = match h.status {
-        Status::Healthy => format!("connector {} is healthy", h.connector_id),
-        status => format!("connector {} is {}: {}", h.connector_id, status.as_str(), h.message),
-    };
-    NewEvent {
-        kind: EventKind::ConnectorHealthChanged,
-        source: "connectors".into(),
-        project_id: None,
-        entity_id: h.connector_id.clone(),
-        action: "health_changed".into(),
-        description,
-        data: json!({
-            "previous": change.previous.as_str(),
-            "status": h.status.as_str(),
-            "message": h.message,
-            "latency_ms": h.latency.as_millis() as u64,
-        }),
-        correlation_id: None,
-    }
 }
 
 /// Secrets by name with the value redacted, as `GetConnector` shows them.

@@ -53,7 +53,7 @@ pub(crate) async fn run(connectors: Connectors, shutdown: CancellationToken) {
 }
 
 /// Re-reads the connectors: a new or changed one is due soon (within a second, jittered), a
-/// removed or disabled one is dropped.
+/// removed or disabled one is dropped (and its health forgotten).
 async fn refresh(connectors: &Connectors, entries: &mut HashMap<String, Entry>, now: Instant) {
     let specs = match connectors.specs().await {
         Ok(specs) => specs,
@@ -73,6 +73,11 @@ async fn refresh(connectors: &Connectors, entries: &mut HashMap<String, Entry>, 
                 entries.insert(id, Entry { spec: Arc::new(spec), version, due: now + first });
             }
         }
+    }
+    // One removed or disabled through another replica: its last health goes too, so a connector
+    // registered again under its id starts from `unknown` here as well.
+    for gone in entries.keys().filter(|id| !seen.contains(*id)) {
+        connectors.forget(gone);
     }
     entries.retain(|id, _| seen.contains(id));
 }

@@ -11,15 +11,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::{Behaviour, Endpoint, Fixture};
 
-const TOKEN: &str = "connectors-token-0123456789";
+pub(crate) const TOKEN: &str = "connectors-token-0123456789";
 
-struct Served {
-    addr: SocketAddr,
-    stop: CancellationToken,
-    task: JoinHandle<Result<(), Error>>,
+pub(crate) struct Served {
+    pub addr: SocketAddr,
+    pub stop: CancellationToken,
+    pub task: JoinHandle<Result<(), Error>>,
 }
 
-async fn serve(f: &Fixture, addr: SocketAddr) -> Served {
+pub(crate) async fn serve(f: &Fixture, addr: SocketAddr) -> Served {
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
@@ -28,7 +28,7 @@ async fn serve(f: &Fixture, addr: SocketAddr) -> Served {
     Served { addr, stop, task }
 }
 
-fn client(addr: SocketAddr, token: Option<&str>) -> Client {
+pub(crate) fn client(addr: SocketAddr, token: Option<&str>) -> Client {
     let mut config = ClientConfig::new(format!("http://{addr}"));
     config.token = token.map(|t| loom_db::Token::new(t).unwrap());
     config.deadline = Duration::from_secs(5);

@@ -125,3 +125,54 @@ async fn background_checks_run_on_the_interval_and_stop_for_a_disabled_connector
     assert_eq!(endpoint.received().len(), after, "a disabled connector is not checked");
     assert_eq!(c.check("bg").await.unwrap().status, Status::Unknown);
 }
+
+/// Two replicas of the service over one store check the same flapping endpoint, each on its own
+/// schedule: every change of its health is one event, not one per replica — also when the
+/// replica recording them stops and the other takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_record_one_event_per_change() {
+    let ttl = Duration::from_secs(2);
+    // The first replica takes the events' lease as it starts; the second cannot while it runs.
+    let f = Fixture::start_with_lease(ttl).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (b, stop_b) = f.replica(ttl).await;
+    let flapping = Endpoint::start(Behaviour::Ok).await;
+    let mut s = spec("flap", Kind::Http, &flapping.url(), 300);
+    s.check_interval = Duration::from_millis(200);
+    f.connectors.register(s).await.unwrap();
+    let replicas = [f.connectors.clone(), b.clone()];
+
+    let mut expected: Vec<(String, String)> = Vec::new();
+    let mut previous = Status::Unknown;
+    let steps = [Behaviour::Ok, Behaviour::Status(500), Behaviour::Ok, Behaviour::Status(503), Behaviour::Ok];
+    for (i, behaviour) in steps.into_iter().enumerate() {
+        // The last step runs on the second replica alone: the first, which recorded so far, stops.
+        let running = if i == 4 {
+            f.stop.cancel();
+            &replicas[1..]
+        } else {
+            &replicas[..]
+        };
+        let want = if matches!(behaviour, Behaviour::Ok) { Status::Healthy } else { Status::Unhealthy };
+        flapping.set(behaviour);
+        eventually(Duration::from_secs(10), &format!("every running replica in step {i}"), || async {
+            for r in running {
+                if r.get("flap").await.unwrap().health.status != want {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        expected.push((previous.as_str().to_owned(), want.as_str().to_owned()));
+        previous = want;
+        eventually(Duration::from_secs(5), &format!("the event of step {i}"), || async {
+            f.changes("flap").await.len() >= expected.len()
+        })
+        .await;
+        // Both replicas check a few more times (and saw the change): still one event.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(f.changes("flap").await, expected, "step {i}: one event per change, in order");
+    }
+    stop_b.cancel();
+}

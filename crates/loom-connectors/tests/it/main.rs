@@ -3,6 +3,7 @@
 
 mod grpc;
 mod health;
+mod logs;
 mod secrets;
 mod support;
 mod webhooks;

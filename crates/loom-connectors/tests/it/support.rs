@@ -25,6 +25,8 @@ pub enum Behaviour {
     Slow(Duration),
     /// Answers these statuses in turn, then 200.
     Script(Vec<u16>),
+    /// Answers 503 until this instant, then 200.
+    FailUntil(std::time::Instant),
 }
 
 /// A request an endpoint received.
@@ -33,6 +35,8 @@ pub struct Received {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The status it was answered.
+    pub answered: u16,
 }
 
 #[derive(Debug)]
@@ -89,26 +93,31 @@ async fn answer(
     headers: HeaderMap,
     body: Bytes,
 ) -> axum::response::Response {
-    state.received.lock().unwrap().push(Received { path: uri.path().to_owned(), headers, body });
-    if method == axum::http::Method::HEAD && matches!(*state.behaviour.lock().unwrap(), Behaviour::Script(_)) {
-        // A webhook's health check does not consume a delivery's scripted answers.
-        return StatusCode::OK.into_response();
-    }
     let behaviour = {
         let mut b = state.behaviour.lock().unwrap();
         match &mut *b {
+            // A webhook's health check does not consume a delivery's scripted answers.
+            Behaviour::Script(_) | Behaviour::FailUntil(_) if method == axum::http::Method::HEAD => Behaviour::Ok,
             Behaviour::Script(codes) if !codes.is_empty() => Behaviour::Status(codes.remove(0)),
             Behaviour::Script(_) => Behaviour::Ok,
+            Behaviour::FailUntil(t) if std::time::Instant::now() < *t => Behaviour::Status(503),
+            Behaviour::FailUntil(_) => Behaviour::Ok,
             other => other.clone(),
         }
     };
+    let answered = match behaviour {
+        Behaviour::Status(code) => code,
+        _ => 200,
+    };
+    let path = uri.path().to_owned();
+    state.received.lock().unwrap().push(Received { path: path.clone(), headers, body, answered });
     match behaviour {
         Behaviour::Status(code) => StatusCode::from_u16(code).unwrap().into_response(),
         Behaviour::Slow(d) => {
             tokio::time::sleep(d).await;
-            ok(uri.path())
+            ok(&path)
         }
-        _ => ok(uri.path()),
+        _ => ok(&path),
     }
 }
 
@@ -136,13 +145,21 @@ pub struct Fixture {
 
 impl Fixture {
     pub async fn start() -> Fixture {
+        Fixture::start_with_lease(loom_connectors::LEASE_TTL).await
+    }
+
+    /// With the replicas' leases (health events, webhook deliveries) lasting `ttl` unrenewed.
+    pub async fn start_with_lease(ttl: Duration) -> Fixture {
         let db = TestDatabase::create().await;
         let store: Arc<dyn Store> = Arc::new(db.store().await);
-        let connectors = Connectors::new(store.clone(), Keyring::new(key(1), vec![]));
-        let stop = CancellationToken::new();
-        let (c, s) = (connectors.clone(), stop.clone());
-        tokio::spawn(async move { c.run(s).await });
+        let (connectors, stop) = running(store.clone(), ttl);
         Fixture { db, store, connectors, stop }
+    }
+
+    /// Another replica of the service over the same database (its own connection), running
+    /// until the token is cancelled.
+    pub async fn replica(&self, ttl: Duration) -> (Connectors, CancellationToken) {
+        running(Arc::new(self.db.store().await), ttl)
     }
 
     /// The `connector.health_changed` events of `id` in the store, as `(previous, status)`.
@@ -154,6 +171,14 @@ impl Fixture {
             .map(|e| (e.data["previous"].as_str().unwrap().to_owned(), e.data["status"].as_str().unwrap().to_owned()))
             .collect()
     }
+}
+
+fn running(store: Arc<dyn Store>, ttl: Duration) -> (Connectors, CancellationToken) {
+    let connectors = Connectors::new(store, Keyring::new(key(1), vec![])).with_lease_ttl(ttl);
+    let stop = CancellationToken::new();
+    let (c, s) = (connectors.clone(), stop.clone());
+    tokio::spawn(async move { c.run(s).await });
+    (connectors, stop)
 }
 
 impl Drop for Fixture {

@@ -134,3 +134,34 @@ async fn failed_deliveries_are_retried_and_a_410_disables_the_webhook() {
     .await;
     assert_eq!(gone.received().iter().filter(|r| !r.body.is_empty()).count(), 1, "a disabled webhook gets nothing");
 }
+
+/// A receiver failing for longer than the deliveries' lease, two replicas delivering: the one
+/// delivering keeps its lease while it retries, so the receiver gets one logical delivery —
+/// every attempt with the same `webhook-id`, none after the one it accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_longer_than_the_lease_is_one_delivery() {
+    let ttl = Duration::from_secs(1);
+    let f = Fixture::start_with_lease(ttl).await;
+    let (_b, stop_b) = f.replica(ttl).await;
+    let receiver = Endpoint::start(Behaviour::Ok).await;
+    let mut h = hook("slow", &receiver.url(), &["bead.closed"]);
+    h.settings.insert("max_attempts".into(), "10".into());
+    f.connectors.register(h).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let failing_for = 3 * ttl + Duration::from_millis(500);
+    receiver.set(Behaviour::FailUntil(std::time::Instant::now() + failing_for));
+    let appended = f.store.append_event(event(EventKind::BeadClosed, "b-1")).await.unwrap();
+    let posts = || receiver.received().into_iter().filter(|r| !r.body.is_empty()).collect::<Vec<Received>>();
+    eventually(Duration::from_secs(20), "an accepted delivery", || async { posts().iter().any(|r| r.answered == 200) })
+        .await;
+    // Time enough for another replica to take the lease over and deliver the page again.
+    tokio::time::sleep(4 * ttl).await;
+    let posts = posts();
+    let answered: Vec<u16> = posts.iter().map(|r| r.answered).collect();
+    assert!(posts.len() >= 3, "retried across the lease: {answered:?}");
+    assert_eq!(answered.iter().filter(|a| **a == 200).count(), 1, "one accepted delivery: {answered:?}");
+    assert_eq!(answered.last(), Some(&200), "nothing after the accepted one: {answered:?}");
+    assert!(posts.iter().all(|r| r.headers["webhook-id"] == appended.id.as_str()), "one message id throughout");
+    assert!(posts.iter().all(|r| verify(r, SECRET).is_ok()));
+    stop_b.cancel();
+}
