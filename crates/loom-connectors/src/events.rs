@@ -66,14 +66,16 @@ pub(crate) async fn write(
         let change = tokio::select! {
             change = rx.recv() => change,
             _ = renew.tick() => {
-                leading = lead(&connectors, &holder, leading, &shutdown).await;
+                leading = lead(&connectors, &holder, leading, None, &mut rx, &shutdown).await;
                 continue;
             }
             () = shutdown.cancelled() => rx.try_recv().ok(),
         };
         let Some(change) = change else { break };
-        leading = lead(&connectors, &holder, leading, &shutdown).await;
-        if leading {
+        let was_leading = leading;
+        leading = lead(&connectors, &holder, leading, Some(&change), &mut rx, &shutdown).await;
+        // On taking the lease, `lead` recorded this change already.
+        if leading && was_leading {
             record(&store, &change, &shutdown).await;
         }
         // Otherwise the holder of the lease, checking the same connector, records it.
@@ -85,11 +87,29 @@ pub(crate) async fn write(
 
 /// Takes or renews the lease; on taking it, records where this replica's view differs from
 /// the stored state.
-async fn lead(connectors: &Connectors, holder: &str, leading: bool, shutdown: &CancellationToken) -> bool {
+///
+/// On taking it, the changes queued until then (`pending` first) are recorded in order before
+/// the view: each is older than the view taken after it, so recording one after the view would
+/// put an old state over a newer one. A change queued after the view is newer, or the view's
+/// own (`record` skips it).
+async fn lead(
+    connectors: &Connectors,
+    holder: &str,
+    leading: bool,
+    pending: Option<&HealthChange>,
+    queued: &mut mpsc::UnboundedReceiver<HealthChange>,
+    shutdown: &CancellationToken,
+) -> bool {
     let store = connectors.store();
     match store.acquire_lease(LEASE, holder, Utc::now(), connectors.lease_ttl()).await {
         Ok(true) if !leading => {
             tracing::info!("this replica records the connectors' health changes");
+            if let Some(change) = pending {
+                record(store, change, shutdown).await;
+            }
+            while let Ok(change) = queued.try_recv() {
+                record(store, &change, shutdown).await;
+            }
             for health in connectors.health_snapshot() {
                 record(store, &HealthChange { previous: Status::Unknown, health }, shutdown).await;
             }
