@@ -1,39 +1,12 @@
 //! The service over gRPC: every RPC through [`Client`], the bearer token, `WatchHealth`, a clear
 //! error while the service is down and recovery when it is back.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use loom_connectors::{Api, Client, ClientConfig, Error, Kind, ServerConfig, Spec, Status};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use loom_connectors::{Api, Error, Kind, Spec, Status};
 
-use crate::support::{Behaviour, Endpoint, Fixture};
-
-pub(crate) const TOKEN: &str = "connectors-token-0123456789";
-
-pub(crate) struct Served {
-    pub addr: SocketAddr,
-    pub stop: CancellationToken,
-    pub task: JoinHandle<Result<(), Error>>,
-}
-
-pub(crate) async fn serve(f: &Fixture, addr: SocketAddr) -> Served {
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    let config = ServerConfig { token: Some(loom_db::Token::new(TOKEN).unwrap()), ..ServerConfig::default() };
-    let task = tokio::spawn(loom_connectors::serve(config, listener, f.connectors.clone(), stop.clone()));
-    Served { addr, stop, task }
-}
-
-pub(crate) fn client(addr: SocketAddr, token: Option<&str>) -> Client {
-    let mut config = ClientConfig::new(format!("http://{addr}"));
-    config.token = token.map(|t| loom_db::Token::new(t).unwrap());
-    config.deadline = Duration::from_secs(5);
-    Client::connect(config).unwrap()
-}
+use crate::support::{Behaviour, Endpoint, Fixture, TOKEN, client, serve};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rpc_over_grpc_with_the_token() {

@@ -13,8 +13,7 @@ use loom_store::NewEvent;
 use serde_json::json;
 use tracing_subscriber::layer::SubscriberExt as _;
 
-use crate::grpc::{TOKEN, client, serve};
-use crate::support::{Behaviour, Endpoint, Fixture, eventually};
+use crate::support::{Behaviour, Endpoint, Fixture, TOKEN, client, eventually, serve};
 
 const API_KEY: &str = "sk-log-secret-first-0123456789";
 const ROTATED: &str = "sk-log-secret-second-0123456789";

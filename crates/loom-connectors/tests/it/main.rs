@@ -3,7 +3,6 @@
 
 mod grpc;
 mod health;
-mod logs;
 mod secrets;
 mod support;
 mod webhooks;

@@ -10,9 +10,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use loom_connectors::{Connectors, Key, Keyring};
+use loom_connectors::{Client, ClientConfig, Connectors, Error, Key, Keyring, ServerConfig};
 use loom_store::Store;
 use loom_store::testing::TestDatabase;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// How an endpoint answers.
@@ -198,4 +199,29 @@ where
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// The gRPC service of a fixture, on a free port, with a bearer token.
+pub const TOKEN: &str = "connectors-token-0123456789";
+
+pub struct Served {
+    pub addr: SocketAddr,
+    pub stop: CancellationToken,
+    pub task: JoinHandle<Result<(), Error>>,
+}
+
+pub async fn serve(f: &Fixture, addr: SocketAddr) -> Served {
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let config = ServerConfig { token: Some(loom_db::Token::new(TOKEN).unwrap()), ..ServerConfig::default() };
+    let task = tokio::spawn(loom_connectors::serve(config, listener, f.connectors.clone(), stop.clone()));
+    Served { addr, stop, task }
+}
+
+pub fn client(addr: SocketAddr, token: Option<&str>) -> Client {
+    let mut config = ClientConfig::new(format!("http://{addr}"));
+    config.token = token.map(|t| loom_db::Token::new(t).unwrap());
+    config.deadline = Duration::from_secs(5);
+    Client::connect(config).unwrap()
 }
