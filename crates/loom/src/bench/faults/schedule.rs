@@ -283,14 +283,7 @@ async fn strike(
             cluster.agents[i].name.clone()
         }
         Fault::LeaderKill => {
-            let i = cluster.leader().unwrap_or(0);
-            up.set(i, false);
-            cluster.control_planes[i].kill();
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            cluster.control_planes[i].spawn()?;
-            let addr = cluster.cp_urls[i].trim_start_matches("http://").parse()?;
-            wait_port(addr, &mut cluster.control_planes[i]).await?;
-            up.set(i, true);
+            let i = kill_leader(cluster, up, Duration::from_secs(2)).await?;
             cluster.control_planes[i].name.clone()
         }
         Fault::DbTimeout { ms } | Fault::DbReset { ms } => {
@@ -362,14 +355,7 @@ async fn strike(
         },
         Fault::RelayCrashLoop { n } => {
             for _ in 0..n {
-                let i = cluster.leader().unwrap_or(0);
-                up.set(i, false);
-                cluster.control_planes[i].kill();
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                cluster.control_planes[i].spawn()?;
-                let addr = cluster.cp_urls[i].trim_start_matches("http://").parse()?;
-                wait_port(addr, &mut cluster.control_planes[i]).await?;
-                up.set(i, true);
+                kill_leader(cluster, up, Duration::from_millis(300)).await?;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             format!("the dispatcher leader killed {n} times, 1 s apart")
@@ -381,6 +367,20 @@ async fn strike(
             msg_id
         }
     })
+}
+
+/// kill -9 of the control plane holding the dispatcher lease (the first one if none says so),
+/// started again after `down`; returns its index once it listens again.
+async fn kill_leader(cluster: &mut Cluster, up: &Up, down: Duration) -> anyhow::Result<usize> {
+    let i = cluster.leader().unwrap_or(0);
+    up.set(i, false);
+    cluster.control_planes[i].kill();
+    tokio::time::sleep(down).await;
+    cluster.control_planes[i].spawn()?;
+    let addr = cluster.cp_urls[i].trim_start_matches("http://").parse()?;
+    wait_port(addr, &mut cluster.control_planes[i]).await?;
+    up.set(i, true);
+    Ok(i)
 }
 
 /// Whether JetStream answers again within `within` (the suite's own client, straight to NATS).
