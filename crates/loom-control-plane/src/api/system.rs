@@ -62,11 +62,16 @@ pub(crate) async fn revoke_key(State(s): State<Arc<Shared>>, Path(id): Path<Stri
 }
 
 /// Prometheus text format; bead gauges are at most `counts::TTL` old, agents are read live.
+/// The longest one bus call of a scrape may take.
+const SCRAPE_CALL: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub(crate) async fn metrics(State(s): State<Arc<Shared>>) -> Result<String, Error> {
     for (status, n) in s.counts.get(&*s.store).await? {
         metrics::gauge!("loom_beads", "status" => status.as_str()).set(n as f64);
     }
-    if let Ok(agents) = s.bus.list_agents().await {
+    // Each bus figure is bounded: a scrape answers with what it has within Prometheus's scrape
+    // timeout even when the bus is slow or restarting (a stale gauge keeps its last value).
+    if let Ok(Ok(agents)) = tokio::time::timeout(SCRAPE_CALL, s.bus.list_agents()).await {
         metrics::gauge!("loom_agents_live").set(agents.len() as f64);
         for status in ["idle", "busy", "draining", "offline"] {
             let n = agents.iter().filter(|a| a.status.as_str() == status).count();
@@ -80,11 +85,12 @@ pub(crate) async fn metrics(State(s): State<Arc<Shared>>) -> Result<String, Erro
     metrics::gauge!("loom_leader").set(if s.is_leader() { 1.0 } else { 0.0 });
     // Queue depth and dead letters: the stream sizes (one cheap server call each).
     for kind in [loom_bus::StreamKind::Tasks, loom_bus::StreamKind::Dlq] {
-        if let Ok(n) = s.bus.stream_messages(kind).await {
+        if let Ok(Ok(n)) = tokio::time::timeout(SCRAPE_CALL, s.bus.stream_messages(kind)).await {
             metrics::gauge!("loom_bus_stream_messages", "stream" => kind.token()).set(n as f64);
         }
     }
-    for c in s.bus.health().await.consumers {
+    let consumers = tokio::time::timeout(SCRAPE_CALL, s.bus.health()).await.map(|h| h.consumers).unwrap_or_default();
+    for c in consumers {
         metrics::gauge!("loom_bus_consumer_pending", "consumer" => c.consumer.clone()).set(c.num_pending as f64);
         metrics::gauge!("loom_bus_consumer_ack_pending", "consumer" => c.consumer).set(c.num_ack_pending as f64);
     }
