@@ -2,9 +2,10 @@
 # Runs Loom's whole test suite against real PostgreSQL and NATS (JetStream).
 #
 # It makes sure both services are installed and running first: a stopped one is started, a
-# missing one is installed with apt-get (Debian) and started; git and bubblewrap (the agents'
-# command sandbox) are installed when missing. With CI=true a service that still
-# cannot be reached fails the run; nothing is ever skipped silently.
+# missing one is installed with apt-get (Debian) and started; git, bubblewrap (the agents'
+# command sandbox), iproute2 and nftables (the fault suite's network-namespace partitions) are
+# installed when missing. With CI=true a service that still cannot be reached fails the run;
+# nothing is ever skipped silently.
 #
 # Environment: LOOM_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres),
 # LOOM_NATS_URL (default nats://127.0.0.1:4222), DEPLOY_TOOLS (the deployment validation tools'
@@ -122,6 +123,9 @@ ensure_browser_tests() {
 command -v cargo >/dev/null || die "cargo is missing: install the Rust toolchain named in rust-toolchain.toml"
 command -v git >/dev/null || apt_install git   # the agent's tests work on real repositories
 command -v bwrap >/dev/null || apt_install bubblewrap   # bead commands run in its sandbox
+# The fault suite's partitions: network namespaces (`ip netns`) cut with nftables rules.
+command -v ip >/dev/null || [ -x /usr/sbin/ip ] || apt_install iproute2
+command -v nft >/dev/null || [ -x /usr/sbin/nft ] || apt_install nftables
 ensure_postgres
 ensure_nats
 ensure_deploy_tools

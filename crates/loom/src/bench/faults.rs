@@ -2,8 +2,9 @@
 //! PostgreSQL, the database service behind a fault proxy, two control planes, N agents — Loom as
 //! separate processes of this binary), feeds it beads whose shell step appends `(bead,
 //! dispatch)` to a log outside Loom, some always-failing beads and raw poison on the task
-//! subject, and meanwhile kills and restarts NATS, agents and the dispatcher leader and makes
-//! calls to the database service time out ambiguously. Afterwards it rebuilds the history from
+//! subject, and meanwhile kills and restarts NATS, agents and the dispatcher leader, makes
+//! calls to the database service time out ambiguously and (where network namespaces can be
+//! made) cuts agents and the leader off the network. Afterwards it rebuilds the history from
 //! its own records, the effect log, the store and the DLQ and checks invariants I1–I7 on it
 //! (`loom_faults::check`). The schedule is random from a seed, printed and replayable.
 
@@ -35,7 +36,7 @@ pub enum Tier {
     /// 1,000 beads; 3 NATS kills, agent kills, a leader kill, ambiguous DB timeouts, poison.
     Ci,
     /// 10,000 beads over 25 minutes and more of every fault (NATS link, full NATS disk, relay
-    /// crash loops too).
+    /// crash loops, partitions of agents and of the dispatcher leader too).
     Full,
 }
 
@@ -58,6 +59,13 @@ pub struct FaultsArgs {
     /// Keep the run's directory (logs, effect log, history.jsonl) even when it passes.
     #[arg(long)]
     keep: bool,
+    /// Only these fault kinds of the tier's schedule (at the times the seed gives them), e.g.
+    /// `--only partition,leader_partition`.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Spread the creates (and the faults) over this many seconds instead of the tier's window.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(20..))]
+    window: Option<u64>,
     #[command(flatten)]
     common: Common,
 }
@@ -142,7 +150,10 @@ pub async fn run(args: FaultsArgs, _config: &Config) -> anyhow::Result<()> {
             ^ u64::from(std::process::id())
             ^ chrono::Utc::now().timestamp_micros() as u64
     });
-    let plan = Plan::new(args.tier, seed, args.beads);
+    let mut plan = Plan::new(args.tier, seed, args.beads, args.window.map(Duration::from_secs));
+    if !args.only.is_empty() {
+        plan.keep_only(&args.only)?;
+    }
     eprintln!("loom bench faults: tier {:?}, seed {seed} (replay with --seed {seed}), {} beads", args.tier, plan.beads);
     let dir = tempfile::Builder::new().prefix("loom-faults-").tempdir()?;
     let started = Instant::now();
@@ -348,11 +359,10 @@ fn summarize(plan: &Plan, cluster: &Cluster, entries: &[Entry], report: &Report,
 
 /// What the run left out, and why.
 fn skipped(cluster: &Cluster) -> Vec<String> {
-    let mut skipped = vec![
-        "partition: no network namespaces + nftables; the fault proxy's black holes on the agents' NATS link \
-         and the database service link cut connections the same way at the TCP level"
-            .to_owned(),
-    ];
+    let mut skipped = Vec::new();
+    if let Err(why) = &cluster.netns {
+        skipped.push(format!("partition, leader_partition: no network namespace could be made here ({why})"));
+    }
     if let Err(why) = &cluster.nats_disk {
         skipped.push(format!("disk_full: NATS's store could not be put on a tmpfs ({why})"));
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use loom_domain::ProjectId;
 use loom_faults::Mode;
 use loom_faults::history::Record;
@@ -52,6 +53,13 @@ pub enum Fault {
     /// The control plane holding the dispatcher lease (and with it the outbox relay and the
     /// publisher) killed `n` times in a row, each time a second after it came back.
     RelayCrashLoop { n: usize },
+    /// Agent `agent`'s network namespace cut off from everything (NATS and the API at once) for
+    /// `ms`, then healed: its connections hang as in a real partition, and resume.
+    Partition { agent: usize, ms: u64 },
+    /// The network namespace of the control plane holding the dispatcher lease cut off from
+    /// everything (NATS, PostgreSQL or the database service, the agents, the run's API calls) for
+    /// `ms`: its lease renewals fail, so it stands down, and the other one takes the lease.
+    LeaderPartition { ms: u64 },
 }
 
 impl Fault {
@@ -70,6 +78,8 @@ impl Fault {
             Fault::NatsLink { .. } => "nats_link",
             Fault::DiskFull { .. } => "disk_full",
             Fault::RelayCrashLoop { .. } => "relay_crash_loop",
+            Fault::Partition { .. } => "partition",
+            Fault::LeaderPartition { .. } => "leader_partition",
         }
     }
 }
@@ -87,10 +97,12 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn new(tier: Tier, seed: u64, beads: Option<usize>) -> Plan {
+    /// The tier's plan for `seed`, with `beads` and a `window` other than the tier's if given
+    /// (faults are then drawn inside that window).
+    pub fn new(tier: Tier, seed: u64, beads: Option<usize>, window: Option<Duration>) -> Plan {
         let mut rng = StdRng::seed_from_u64(seed);
         // (beads, window s, always failing, poison, NATS kills, agent kills, leader kills, DB timeouts, DB resets)
-        let (n, window, failing, poison, nats, agents, leaders, timeouts, resets) = match tier {
+        let (n, tier_window, failing, poison, nats, agents, leaders, timeouts, resets) = match tier {
             Tier::Ci => (1_000, 60, 10, 5, 3, 3, 1, 2, 0),
             // 10,000 beads over 25 minutes: about 6.7 a second, under what 4 agents × 4 slots
             // of sandboxed git work sustain on a 2-core machine (7–9 a second), so I5 measures
@@ -102,13 +114,13 @@ impl Plan {
             Tier::Ci => (0, 0, 0, 0),
             Tier::Full => (3, 3, 2, 1),
         };
-        // (NATS link faults, full NATS disks, relay crash loops)
-        let (links, disks, crash_loops) = match tier {
-            Tier::Ci => (0, 0, 0),
-            Tier::Full => (4, 2, 2),
+        // (NATS link faults, full NATS disks, relay crash loops, agent partitions, leader partitions)
+        let (links, disks, crash_loops, partitions, leader_partitions) = match tier {
+            Tier::Ci => (0, 0, 0, 0, 0),
+            Tier::Full => (4, 2, 2, 4, 2),
         };
         let beads = beads.unwrap_or(n);
-        let window = Duration::from_secs(window);
+        let window = window.unwrap_or(Duration::from_secs(tier_window));
         let always_fail = (0..failing.min(beads)).map(|_| rng.random_range(0..beads)).collect();
         let mut faults = Vec::new();
         let mut add = |rng: &mut StdRng, count: usize, make: &dyn Fn(&mut StdRng, usize) -> Fault| {
@@ -130,8 +142,30 @@ impl Plan {
         add(&mut rng, links, &|rng, i| Fault::NatsLink { ms: rng.random_range(2_000..8_000), reset: i % 2 == 1 });
         add(&mut rng, disks, &|rng, _| Fault::DiskFull { ms: rng.random_range(2_000..6_000) });
         add(&mut rng, crash_loops, &|_, _| Fault::RelayCrashLoop { n: 3 });
+        // Drawn last, so the faults above keep their times for a seed of an earlier run.
+        add(&mut rng, partitions, &|rng, _| Fault::Partition {
+            agent: rng.random_range(0..1_000),
+            ms: rng.random_range(5_000..20_000),
+        });
+        // At least 14 s: the leader's lease lives 10 s from its last renewal (every 3.3 s) and
+        // the other control plane tries every 3.3 s, so it has always taken over before the heal.
+        add(&mut rng, leader_partitions, &|rng, _| Fault::LeaderPartition { ms: rng.random_range(14_000..20_000) });
         faults.sort_by_key(|(at, _)| *at);
         Plan { tier, seed, beads, window, always_fail, faults }
+    }
+
+    /// Keeps only the faults of `kinds` (each must be in the schedule), at the times they had.
+    pub fn keep_only(&mut self, kinds: &[String]) -> anyhow::Result<()> {
+        let scheduled: BTreeSet<&str> = self.faults.iter().map(|(_, f)| f.kind()).collect();
+        for kind in kinds {
+            anyhow::ensure!(
+                scheduled.contains(kind.as_str()),
+                "--only {kind}: the {:?} tier schedules no such fault (it has {scheduled:?})",
+                self.tier
+            );
+        }
+        self.faults.retain(|(_, f)| kinds.iter().any(|k| k == f.kind()));
+        Ok(())
     }
 }
 
@@ -249,7 +283,12 @@ pub async fn inject(
         }
         // A fault this machine cannot inject is listed under `skipped`, not recorded as injected
         // (nor waited on for a recovery).
-        if matches!(fault, Fault::DiskFull { .. }) && cluster.nats_disk.is_err() {
+        let unavailable = match fault {
+            Fault::DiskFull { .. } => cluster.nats_disk.is_err(),
+            Fault::Partition { .. } | Fault::LeaderPartition { .. } => cluster.netns.is_err(),
+            _ => false,
+        };
+        if unavailable {
             continue;
         }
         last = Instant::now();
@@ -329,8 +368,7 @@ async fn strike(
                 up.set(i, false);
                 cluster.control_planes[i].stop().await;
                 cluster.control_planes[i].spawn()?;
-                let addr = cluster.cp_urls[i].trim_start_matches("http://").parse()?;
-                wait_port(addr, &mut cluster.control_planes[i]).await?;
+                cluster.wait_control_plane(i).await?;
                 up.set(i, true);
             }
             "every agent and control plane".to_owned()
@@ -362,6 +400,15 @@ async fn strike(
             }
             format!("the dispatcher leader killed {n} times, 1 s apart")
         }
+        Fault::Partition { agent, ms } => {
+            let i = agent % cluster.agents.len();
+            let netns = cluster.agents[i].netns().context("the agents run in network namespaces")?;
+            netns.partition().await?;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            netns.heal().await?;
+            format!("{} cut off for {ms} ms", cluster.agents[i].name)
+        }
+        Fault::LeaderPartition { ms } => leader_partition(cluster, up, Duration::from_millis(ms)).await?,
         Fault::Poison { n } => {
             let msg_id = format!("poison-{n}");
             poison(bus, &msg_id, n).await?;
@@ -379,10 +426,49 @@ async fn kill_leader(cluster: &mut Cluster, up: &Up, down: Duration) -> anyhow::
     cluster.control_planes[i].kill();
     tokio::time::sleep(down).await;
     cluster.control_planes[i].spawn()?;
-    let addr = cluster.cp_urls[i].trim_start_matches("http://").parse()?;
-    wait_port(addr, &mut cluster.control_planes[i]).await?;
+    cluster.wait_control_plane(i).await?;
     up.set(i, true);
     Ok(i)
+}
+
+/// Cuts the dispatcher leader's namespace off for `cut`, watching (from their logs) the other
+/// control plane take the lease and the old leader stand down — during the cut, or within 30 s
+/// of the heal; returns what it saw. The producer sends no creates to the cut one meanwhile.
+async fn leader_partition(cluster: &mut Cluster, up: &Up, cut: Duration) -> anyhow::Result<String> {
+    let i = cluster.leader().unwrap_or(0);
+    let netns = cluster.control_planes[i].netns().context("the control planes run in network namespaces")?;
+    let others: Vec<usize> = (0..cluster.control_planes.len()).filter(|&j| j != i).collect();
+    let started = Instant::now();
+    up.set(i, false);
+    netns.partition().await?;
+    let (mut taken, mut stood_down, mut healed) = (None, None, false);
+    while started.elapsed() < cut + Duration::from_secs(30) && (taken.is_none() || stood_down.is_none()) {
+        if !healed && started.elapsed() >= cut {
+            netns.heal().await?;
+            healed = true;
+        }
+        if taken.is_none() && others.iter().any(|&j| cluster.leads(j) == Some(true)) {
+            taken = Some(started.elapsed());
+        }
+        if stood_down.is_none() && cluster.leads(i) != Some(true) {
+            stood_down = Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let left = cut.saturating_sub(started.elapsed());
+    tokio::time::sleep(left).await;
+    if !healed {
+        netns.heal().await?;
+    }
+    up.set(i, true);
+    let ms = |at: Duration| at.as_millis();
+    let stood_down = stood_down.map_or("it still said leader 30 s after the heal".to_owned(), |at| {
+        format!("it stood down after {} ms", ms(at))
+    });
+    let taken = taken.map_or("no other took the lease by 30 s after the heal".to_owned(), |at| {
+        format!("the other took the lease after {} ms", ms(at))
+    });
+    Ok(format!("{} cut off for {} ms; {stood_down}; {taken}", cluster.control_planes[i].name, ms(cut)))
 }
 
 /// Whether JetStream answers again within `within` (the suite's own client, straight to NATS).
@@ -466,14 +552,14 @@ mod tests {
 
     #[test]
     fn a_seed_replays_its_schedule() {
-        let (a, b) = (Plan::new(Tier::Ci, 42, None), Plan::new(Tier::Ci, 42, None));
+        let (a, b) = (Plan::new(Tier::Ci, 42, None, None), Plan::new(Tier::Ci, 42, None, None));
         assert_eq!((&a.faults, &a.always_fail), (&b.faults, &b.always_fail));
-        assert_ne!(a.faults, Plan::new(Tier::Ci, 43, None).faults, "another seed, another schedule");
+        assert_ne!(a.faults, Plan::new(Tier::Ci, 43, None, None).faults, "another seed, another schedule");
     }
 
     #[test]
     fn the_ci_tier_has_the_faults_the_issue_names_inside_its_window() {
-        let plan = Plan::new(Tier::Ci, 7, None);
+        let plan = Plan::new(Tier::Ci, 7, None, None);
         assert_eq!(plan.beads, 1_000);
         let want = [("agent_kill", 3), ("db_timeout", 2), ("leader_kill", 1), ("nats_kill", 3), ("poison", 5)];
         assert_eq!(kinds(&plan), want.into_iter().collect());
@@ -484,7 +570,7 @@ mod tests {
 
     #[test]
     fn the_full_tier_kills_nats_at_least_ten_times_and_has_every_fault() {
-        let plan = Plan::new(Tier::Full, 7, None);
+        let plan = Plan::new(Tier::Full, 7, None, None);
         let kinds = kinds(&plan);
         assert!(kinds["nats_kill"] >= 10, "{kinds:?}");
         for kind in [
@@ -499,9 +585,34 @@ mod tests {
             "nats_link",
             "disk_full",
             "relay_crash_loop",
+            "partition",
+            "leader_partition",
         ] {
             assert!(kinds.contains_key(kind), "{kind} missing from {kinds:?}");
         }
+    }
+
+    #[test]
+    fn only_keeps_those_kinds_at_their_times_and_refuses_one_not_scheduled() {
+        let all = Plan::new(Tier::Full, 11, None, None);
+        let mut only = Plan::new(Tier::Full, 11, None, None);
+        only.keep_only(&["partition".to_owned(), "leader_partition".to_owned()]).unwrap();
+        let want: Vec<_> = all
+            .faults
+            .iter()
+            .filter(|(_, f)| matches!(f, Fault::Partition { .. } | Fault::LeaderPartition { .. }))
+            .cloned()
+            .collect();
+        assert_eq!((only.faults.len(), &only.faults), (6, &want));
+        let err = Plan::new(Tier::Ci, 11, None, None).keep_only(&["partition".to_owned()]).unwrap_err();
+        assert!(err.to_string().contains("schedules no such fault"), "{err}");
+    }
+
+    #[test]
+    fn a_shorter_window_holds_the_creates_and_the_faults() {
+        let plan = Plan::new(Tier::Full, 11, Some(600), Some(Duration::from_secs(120)));
+        assert_eq!((plan.beads, plan.window), (600, Duration::from_secs(120)));
+        assert!(plan.faults.iter().all(|(at, _)| *at >= Duration::from_secs(5) && *at < plan.window));
     }
 
     #[test]
