@@ -1,28 +1,34 @@
-//! Group commit of API creates. A bead created through `POST /beads` that is not claimed at once
-//! (the project has no free slot, or the bead waits on others) is queued here; concurrent creates
-//! are written together, a batch at a time, with one `create_beads` call — one transaction and one
-//! commit on PostgreSQL, one RPC through the database service — and while a batch commits the
-//! next one fills. At low load a batch is one bead: nothing waits for a window to close.
+//! Group commit of API creates. Concurrent `POST /beads` are written together, a batch at a
+//! time — one transaction and one commit on PostgreSQL, one RPC through the database service —
+//! and while a batch commits the next one fills. At low load a batch is one bead: nothing waits
+//! for a window to close.
+//!
+//! A create that reserved a slot of its project (this instance dispatches and the project has
+//! room, `dispatcher::create`) also claims: alone, with `create_claimed` (one statement: created
+//! and, when nothing else in its project is ready, claimed); in a batch, with `create_and_claim`,
+//! which claims as many of the project's best ready beads as the batch reserved slots, in the
+//! batch's own transaction. Claims go to the publisher from here, before any caller is answered.
 //!
 //! What a client is told still holds: each caller gets its bead (and its `201`) only after the
 //! transaction that wrote it committed. `create_beads` is all or none, so a batch refused because
 //! of one bead's values (a missing blocker, an id that exists) wrote nothing, and each bead is then
 //! created alone, getting its own answer. A batch that failed for any other reason (the store
 //! unreachable, an unknown outcome) is not retried: every caller gets the error, as a create of
-//! its own would have, so no bead is written twice. Beads of one batch get consecutive `seq`s in
-//! the order their requests arrived, so creation order — the ready order among equal priorities —
-//! is the order clients were answered in.
+//! its own would have, so no bead is written twice. Beads of one project in one batch get
+//! consecutive `seq`s in the order their requests arrived, so creation order — the ready order
+//! among equal priorities — is the order clients were answered in.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use loom_domain::{Bead, NewBead};
-use loom_store::{Error, Store};
+use loom_domain::{Bead, BeadId, NewBead, ProjectId};
+use loom_store::{Claim, ClaimRequest, CreatedBead, Error, Store};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most beads written by one call.
 const BATCH: usize = 128;
 
-/// The queue of plain creates (started with the first).
+/// The queue of API creates (started with the first).
 #[derive(Debug, Default)]
 pub(crate) struct Creates {
     queue: OnceLock<mpsc::Sender<Pending>>,
@@ -31,32 +37,82 @@ pub(crate) struct Creates {
 #[derive(Debug)]
 struct Pending {
     bead: NewBead,
-    reply: oneshot::Sender<Result<Bead, Error>>,
+    /// The claim this create may make (it reserved a slot for it), `max` 1.
+    claim: Option<ClaimRequest>,
+    reply: oneshot::Sender<Result<Created, Error>>,
+}
+
+/// What a create came to.
+#[derive(Debug)]
+pub(crate) struct Created {
+    /// The bead as stored when the caller is answered: `in_progress` if it was claimed.
+    pub bead: Bead,
+    /// Whether the bead itself was claimed (its task is with the publisher).
+    pub claimed: bool,
+    /// Whether the slot this create reserved holds a claimed bead now: this one, or an older
+    /// ready bead of its project that went first.
+    pub slot_used: bool,
+}
+
+impl Created {
+    fn open(bead: Bead) -> Created {
+        Created { bead, claimed: false, slot_used: false }
+    }
 }
 
 impl Creates {
-    /// Creates `bead`, together with any other creates under way.
-    pub(crate) async fn create(&self, store: &Arc<dyn Store>, bead: NewBead) -> Result<Bead, Error> {
+    /// Creates `bead`, together with any other creates under way; with `claim`, also claims
+    /// (see the module doc). Claimed beads' tasks are handed to `publisher`.
+    pub(crate) async fn create(
+        &self,
+        store: &Arc<dyn Store>,
+        publisher: &mpsc::Sender<Vec<Claim>>,
+        bead: NewBead,
+        claim: Option<ClaimRequest>,
+    ) -> Result<Created, Error> {
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::channel(4 * BATCH);
-            tokio::spawn(apply(store.clone(), rx));
+            tokio::spawn(apply(store.clone(), publisher.clone(), rx));
             tx
         });
         let (reply, answer) = oneshot::channel();
-        if let Err(mpsc::error::SendError(pending)) = queue.send(Pending { bead, reply }).await {
-            return alone(store, pending.bead).await;
+        if let Err(mpsc::error::SendError(pending)) = queue.send(Pending { bead, claim, reply }).await {
+            return alone(store, publisher, pending.bead, pending.claim).await;
         }
         // The writer is gone only when its runtime shuts down; then nothing was written for us.
         answer.await.unwrap_or_else(|_| Err(Error::Unavailable("the control plane is shutting down".into())))
     }
 }
 
-async fn alone(store: &Arc<dyn Store>, bead: NewBead) -> Result<Bead, Error> {
-    store.create_beads(vec![bead]).await?.pop().ok_or_else(|| Error::Internal("a create returned no bead".into()))
+/// One create on its own: `create_claimed` when it may claim, else `create_beads`.
+async fn alone(
+    store: &Arc<dyn Store>,
+    publisher: &mpsc::Sender<Vec<Claim>>,
+    bead: NewBead,
+    claim: Option<ClaimRequest>,
+) -> Result<Created, Error> {
+    let Some(request) = claim else {
+        let bead = store.create_beads(vec![bead]).await?.pop();
+        return bead.map(Created::open).ok_or_else(|| Error::Internal("a create returned no bead".into()));
+    };
+    match store.create_claimed(bead, &request).await? {
+        CreatedBead::Claimed(claim) => {
+            let bead = claim.bead.clone();
+            publish(publisher, vec![claim]).await;
+            Ok(Created { bead, claimed: true, slot_used: true })
+        }
+        CreatedBead::Open(bead) => Ok(Created::open(bead)),
+    }
+}
+
+/// Hands claims to the publisher (gone only at shutdown; then the relay sends them).
+async fn publish(publisher: &mpsc::Sender<Vec<Claim>>, claims: Vec<Claim>) {
+    metrics::counter!("loom_beads_dispatched_total").increment(claims.len() as u64);
+    let _ = publisher.send(claims).await;
 }
 
 /// Writes queued creates in batches until every sender is gone.
-async fn apply(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Pending>) {
+async fn apply(store: Arc<dyn Store>, publisher: mpsc::Sender<Vec<Claim>>, mut rx: mpsc::Receiver<Pending>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -66,35 +122,66 @@ async fn apply(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Pending>) {
             }
         }
         metrics::histogram!("loom_create_batch_size").record(batch.len() as f64);
-        if batch.len() == 1 {
-            let p = batch.pop().expect("one pending create");
-            let _ = p.reply.send(alone(&store, p.bead).await);
-            continue;
+        // A claim is of one project: a batch is written project by project, each in arrival order.
+        let mut groups: Vec<(ProjectId, Vec<Pending>)> = Vec::new();
+        for p in batch {
+            match groups.iter_mut().find(|(project, _)| *project == p.bead.project_id) {
+                Some((_, group)) => group.push(p),
+                None => groups.push((p.bead.project_id.clone(), vec![p])),
+            }
         }
-        let beads: Vec<NewBead> = batch.iter().map(|p| p.bead.clone()).collect();
-        match store.create_beads(beads).await {
-            Ok(created) if created.len() == batch.len() => {
-                for (p, bead) in batch.into_iter().zip(created) {
-                    let _ = p.reply.send(Ok(bead));
-                }
+        for (_, group) in groups {
+            write(&store, &publisher, group).await;
+        }
+    }
+}
+
+/// Writes one project's creates of a batch and answers each caller.
+async fn write(store: &Arc<dyn Store>, publisher: &mpsc::Sender<Vec<Claim>>, mut group: Vec<Pending>) {
+    if group.len() == 1 {
+        let p = group.pop().expect("one pending create");
+        let _ = p.reply.send(alone(store, publisher, p.bead, p.claim).await);
+        return;
+    }
+    let beads: Vec<NewBead> = group.iter().map(|p| p.bead.clone()).collect();
+    let reserved = group.iter().filter(|p| p.claim.is_some()).count() as u32;
+    let written = match group.iter().find_map(|p| p.claim.clone()) {
+        Some(request) => store.create_and_claim(beads, &ClaimRequest { max: reserved, ..request }).await,
+        None => store.create_beads(beads).await.map(|created| (created, Vec::new())),
+    };
+    match written {
+        Ok((created, claims)) if created.len() == group.len() => {
+            let mut free = claims.len();
+            let mut claimed: HashMap<BeadId, Bead> = claims.iter().map(|c| (c.bead.id.clone(), c.bead.clone())).collect();
+            if !claims.is_empty() {
+                publish(publisher, claims).await;
             }
-            Ok(created) => {
-                let e = format!("a batch of {} creates returned {} beads", batch.len(), created.len());
-                for p in batch {
-                    let _ = p.reply.send(Err(Error::Internal(e.clone())));
-                }
+            for (p, bead) in group.into_iter().zip(created) {
+                let slot_used = p.claim.is_some() && free > 0;
+                free -= usize::from(slot_used);
+                let created = match claimed.remove(&bead.id) {
+                    Some(bead) => Created { bead, claimed: true, slot_used },
+                    None => Created { bead, claimed: false, slot_used },
+                };
+                let _ = p.reply.send(Ok(created));
             }
-            // Refused for a bead's values: nothing was written; each on its own, for its answer.
-            Err(e) if refused(&e) => {
-                for p in batch {
-                    let _ = p.reply.send(alone(&store, p.bead).await);
-                }
+        }
+        Ok((created, _)) => {
+            let e = format!("a batch of {} creates returned {} beads", group.len(), created.len());
+            for p in group {
+                let _ = p.reply.send(Err(Error::Internal(e.clone())));
             }
-            Err(e) => {
-                let message = e.to_string();
-                for p in batch {
-                    let _ = p.reply.send(Err(copy(&e, &message)));
-                }
+        }
+        // Refused for a bead's values: nothing was written; each on its own, for its answer.
+        Err(e) if refused(&e) => {
+            for p in group {
+                let _ = p.reply.send(alone(store, publisher, p.bead, p.claim).await);
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            for p in group {
+                let _ = p.reply.send(Err(copy(&e, &message)));
             }
         }
     }

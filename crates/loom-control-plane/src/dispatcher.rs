@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use loom_domain::{Bead, NewBead, ProjectId, ProjectStatus};
-use loom_store::{ClaimRequest, CreatedBead};
+use loom_store::ClaimRequest;
 use tokio_util::sync::CancellationToken;
 
 use crate::{Error, Shared};
@@ -258,45 +258,31 @@ pub(crate) async fn dispatch_once(shared: &Shared, view: &mut View) -> Result<Pa
 }
 
 /// Creates a bead for the API. While this instance dispatches and the bead's project has room,
-/// the store claims the bead in the create's own transaction when nothing else in the project
-/// is ready (`Store::create_claimed`), and the publisher sends its task at once: one commit and
-/// one wake fewer between a create and an agent holding the task. Otherwise the bead is created
-/// open and the dispatcher is woken for it.
+/// the create reserves a slot and claims with it (`creates`): in the create's own transaction,
+/// so the publisher sends the task at once — one commit and one wake fewer between a create and
+/// an agent holding the task. Otherwise the bead is created open and the dispatcher is woken.
 pub(crate) async fn create(shared: &Shared, new: NewBead) -> Result<Bead, Error> {
     let plain = new.parent.is_none() && new.blocked_by.is_empty();
-    let reservation = if plain && shared.is_leader() { Reservation::take(shared, &new.project_id) } else { None };
-    let Some(mut reservation) = reservation else {
-        let bead = shared.creates.create(&shared.store, new).await?;
-        shared.traces.remember_current(bead.id.as_str());
-        shared.changed();
-        return Ok(bead);
-    };
-    let request = ClaimRequest {
+    let mut reservation = if plain && shared.is_leader() { Reservation::take(shared, &new.project_id) } else { None };
+    let claim = reservation.as_ref().map(|_| ClaimRequest {
         project: new.project_id.clone(),
         max: 1,
         now: Utc::now(),
         lease: shared.config.lease,
         claimer: shared.config.instance.clone(),
-    };
-    match shared.store.create_claimed(new, &request).await? {
-        CreatedBead::Claimed(claim) => {
-            reservation.claimed = 1;
-            drop(reservation);
-            metrics::counter!("loom_beads_dispatched_total").increment(1);
-            let bead = claim.bead.clone();
-            shared.traces.remember_current(bead.id.as_str());
-            // The publisher sends it now; if it is gone (shutdown) the relay will.
-            let _ = shared.claimed.send(vec![claim]).await;
-            shared.events_wake.send_replace(());
-            Ok(bead)
-        }
-        CreatedBead::Open(bead) => {
-            drop(reservation);
-            shared.traces.remember_current(bead.id.as_str());
-            shared.changed();
-            Ok(bead)
-        }
+    });
+    let created = shared.creates.create(&shared.store, &shared.claimed, new, claim).await?;
+    if let Some(r) = reservation.as_mut() {
+        r.claimed = u32::from(created.slot_used);
     }
+    drop(reservation);
+    shared.traces.remember_current(created.bead.id.as_str());
+    if created.claimed {
+        shared.events_wake.send_replace(());
+    } else {
+        shared.changed();
+    }
+    Ok(created.bead)
 }
 
 /// One slot reserved for a create that may claim its bead; given back when dropped (also when

@@ -36,7 +36,7 @@ macro_rules! conformance_tests {
             bead_update_with_version, bead_illegal_transitions_change_nothing, close_and_reopen,
             dependencies_add_remove, dependency_cycle_rejected, dependency_missing_blocker_rejected, dependency_cycles_match_reference,
             ready_order_and_rules, ready_matches_domain_definition,
-            claim_assigns_lease_outbox_and_event, create_claimed_only_when_nothing_else_is_ready, claim_by_hand, claim_skips_paused_projects, concurrent_claims_never_overlap,
+            claim_assigns_lease_outbox_and_event, create_claimed_only_when_nothing_else_is_ready, create_and_claim_takes_the_best_ready_beads, claim_by_hand, claim_skips_paused_projects, concurrent_claims_never_overlap,
             result_success_closes_and_unblocks, result_repeated_or_stale_is_ignored, result_failure_retries_then_blocks,
             results_batch_applies_in_order,
             expired_leases_are_redispatched_with_new_dispatch, extend_lease_only_for_current_dispatch,

@@ -99,6 +99,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// caller checks the concurrency limits and that it may dispatch (leader). One commit
     /// instead of two on the path from create to agent.
     async fn create_claimed(&self, bead: NewBead, request: &ClaimRequest) -> Result<CreatedBead>;
+    /// Creates `beads` (as `create_beads`: all or none, in order) and claims up to
+    /// `request.max` ready beads of `request.project` — the project's best in ready order, so an
+    /// older ready bead goes before the new ones — for the API's creates that arrived together
+    /// while their project had room. One transaction where the backend can (PostgreSQL);
+    /// elsewhere the beads are created first and a claim that then fails only leaves them open
+    /// for the dispatcher's next pass (it is logged, not returned: the creates did happen).
+    async fn create_and_claim(&self, beads: Vec<NewBead>, request: &ClaimRequest) -> Result<(Vec<Bead>, Vec<Claim>)> {
+        let beads = self.create_beads(beads).await?;
+        match self.claim_ready(request).await {
+            Ok(claims) => Ok((beads, claims)),
+            Err(e) => {
+                tracing::warn!(project = %request.project, error = %e, "created beads could not be claimed at once; the dispatcher will");
+                Ok((beads, Vec::new()))
+            }
+        }
+    }
     /// Claims one open bead for `claimer`, who does the work itself (no task is published): it
     /// goes `in_progress` under a new `dispatch_id` with a lease of `lease`, assigned to the
     /// claimer. Refused (conflict) unless the bead is open and every blocker is closed. The

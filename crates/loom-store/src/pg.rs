@@ -365,6 +365,10 @@ impl Store for PgStore {
         dispatch::claim(&self.pool, request).await
     }
 
+    async fn create_and_claim(&self, beads: Vec<NewBead>, request: &ClaimRequest) -> Result<(Vec<Bead>, Vec<Claim>)> {
+        dispatch::create_and_claim(&self.pool, beads, request).await
+    }
+
     async fn start_dispatch(&self, start: &DispatchStart) -> Result<StartOutcome> {
         self.starts.start(&self.pool, start).await
     }

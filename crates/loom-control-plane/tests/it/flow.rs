@@ -564,3 +564,48 @@ async fn a_burst_of_creates_is_committed_together_and_each_client_gets_its_own_a
     assert_eq!(stored, created, "the store holds exactly the beads whose creation was acknowledged");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_creates_with_free_slots_runs_each_bead_once_and_never_past_the_slots() {
+    let c = Cluster::start(fast_config()).await;
+    c.project("slots").await;
+    let mut agents = Vec::new();
+    for _ in 0..3 {
+        agents.push(TestAgent::start(&c.bus, "slots", succeed).await);
+    }
+    // The creates of a burst are written (and claimed, while the project has free slots) in
+    // batches that share a transaction.
+    let requests = (0..120).map(|i| {
+        let c = &c;
+        async move { c.call(Method::POST, "/api/v1/beads", Some(json!({ "project_id": "slots", "title": format!("b{i}") }))).await }
+    });
+    let answers = futures::future::join_all(requests).await;
+    for (status, v) in &answers {
+        assert_eq!(*status, StatusCode::CREATED, "{v}");
+        assert!(["open", "in_progress"].contains(&v["status"].as_str().unwrap()), "{v}");
+    }
+    let count = |status: &'static str| {
+        let c = &c;
+        async move {
+            let page = c.get(&format!("/api/v1/beads?project_id=slots&status={status}&limit=500")).await;
+            page["beads"].as_array().unwrap().len()
+        }
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while count("closed").await < 120 {
+        let running = count("in_progress").await;
+        assert!(running <= 3, "{running} beads in progress for 3 agent slots");
+        assert!(tokio::time::Instant::now() < deadline, "only {} of 120 closed", count("closed").await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut ran: Vec<String> = Vec::new();
+    for agent in agents {
+        ran.extend(agent.ran());
+        agent.stop().await;
+    }
+    ran.sort();
+    let mut expected: Vec<String> = (0..120).map(|i| format!("b{i}")).collect();
+    expected.sort();
+    assert_eq!(ran, expected, "every bead ran exactly once");
+    c.stop().await;
+}

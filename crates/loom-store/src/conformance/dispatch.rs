@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use loom_domain::graph::{self, Graph, Node};
-use loom_domain::{BeadType, DispatchId, NewBead, ProjectStatus, Status};
+use loom_domain::{Bead, BeadType, DispatchId, NewBead, ProjectStatus, Status};
 
 use super::{bead, claim_req, ids, project};
 use crate::{DispatchResult, Error, OutboxKind, Outcome, ResultOutcome, Store};
@@ -134,6 +134,42 @@ pub async fn claim_assigns_lease_outbox_and_event(store: &dyn Store) {
     assert_eq!(first.data["attempt"], 1);
     assert!(first.data["lease_expires_at"].as_str().is_some_and(|t| t.parse::<chrono::DateTime<Utc>>().is_ok()));
     assert!(store.claim_ready(&req).await.unwrap().is_empty(), "nothing else is ready");
+}
+
+pub async fn create_and_claim_takes_the_best_ready_beads(store: &dyn Store) {
+    let p = project(store, "batch").await;
+    let older = bead(store, &p, "older", 2, &[]).await;
+    let new = |title: &str, priority: i64| {
+        let mut b = NewBead::new(p.clone(), title);
+        b.priority = loom_domain::Priority::try_from(priority).unwrap();
+        b
+    };
+    let (created, claims) =
+        store.create_and_claim(vec![new("a", 1), new("b", 3), new("c", 2)], &claim_req(&p, 2)).await.unwrap();
+    assert_eq!(created.iter().map(|b| b.title.as_str()).collect::<Vec<_>>(), ["a", "b", "c"], "in request order");
+    // The project's best two: the most urgent new bead, then the older of the two P2s.
+    let claimed: Vec<Bead> = claims.iter().map(|c| c.bead.clone()).collect();
+    assert_eq!(ids(&claimed), ids(&[created[0].clone(), older.clone()]));
+    for c in &claims {
+        assert_eq!(store.get_bead(&c.bead.id).await.unwrap(), c.bead, "a claim returns the bead as stored");
+        assert_eq!((c.bead.status, c.attempt), (Status::InProgress, 1));
+    }
+    let outbox = store.take_outbox(10).await.unwrap();
+    let sent: Vec<_> = outbox.iter().map(|o| (o.id, o.bead_id.clone())).collect();
+    assert_eq!(sent, claims.iter().map(|c| (c.outbox_id, c.bead.id.clone())).collect::<Vec<_>>(), "one task each");
+    for b in &created[1..] {
+        assert_eq!(store.get_bead(&b.id).await.unwrap().status, Status::Open, "{} waits for a slot", b.title);
+    }
+
+    // A batch naming a project that does not exist writes nothing, claims nothing.
+    let missing = loom_domain::ProjectId::parse("nowhere").unwrap();
+    let err = store
+        .create_and_claim(vec![new("d", 0), NewBead::new(missing, "lost")], &claim_req(&p, 2))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+    let open = store.list_ready(&p, 100, Utc::now()).await.unwrap();
+    assert_eq!(ids(&open), ids(&[created[2].clone(), created[1].clone()]), "nothing written, nothing claimed");
 }
 
 pub async fn create_claimed_only_when_nothing_else_is_ready(store: &dyn Store) {

@@ -2,6 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use chrono::{DateTime, Utc};
+
 use loom_domain::{Bead, BeadId, BeadPrefix, EventKind, NewBead, Status};
 use serde_json::json;
 use sqlx::types::Json;
@@ -80,8 +82,23 @@ pub(super) async fn create_in(tx: &mut Tx<'_>, new: Vec<NewBead>) -> Result<Vec<
 /// `bead.created` events (as `transitions::created_event`; the conformance suite compares).
 async fn create_plain(pool: &PgPool, new: Vec<NewBead>) -> Result<Vec<Bead>> {
     let now = crate::now();
+    match insert_plain(pool, &new, now).await {
+        Err(e) if e.as_database_error().and_then(|d| d.constraint()) == Some("beads_project_id_fkey") => {
+            Err(missing_project(pool, &new).await)
+        }
+        rows => fresh_beads(rows?, new, now),
+    }
+}
+
+/// `create_plain`'s statement, on any connection (a pool, or a transaction that goes on to
+/// claim some of the beads); returns each bead's (order, id, seq).
+pub(super) async fn insert_plain<'e>(
+    on: impl sqlx::PgExecutor<'e>,
+    new: &[NewBead],
+    now: DateTime<Utc>,
+) -> std::result::Result<Vec<(i64, String, i64)>, sqlx::Error> {
     let text = |f: fn(&NewBead) -> String| new.iter().map(f).collect::<Vec<_>>();
-    let rows: std::result::Result<Vec<(i64, String, i64)>, sqlx::Error> = sqlx::query_as(
+    sqlx::query_as(
         "WITH input AS (
            SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[],
                                 $7::jsonb[], $8::jsonb[])
@@ -116,15 +133,12 @@ async fn create_plain(pool: &PgPool, new: Vec<NewBead>) -> Result<Vec<Bead>> {
     .bind(new.iter().map(|b| json!(b.tags)).collect::<Vec<_>>())
     .bind(new.iter().map(|b| json!(b.context)).collect::<Vec<_>>())
     .bind(now)
-    .fetch_all(pool)
-    .await;
-    let rows = match rows {
-        Ok(rows) => rows,
-        Err(e) if e.as_database_error().and_then(|d| d.constraint()) == Some("beads_project_id_fkey") => {
-            return Err(missing_project(pool, &new).await);
-        }
-        Err(e) => return Err(e.into()),
-    };
+    .fetch_all(on)
+    .await
+}
+
+/// The beads `insert_plain` wrote, from what it returned.
+pub(super) fn fresh_beads(rows: Vec<(i64, String, i64)>, new: Vec<NewBead>, now: DateTime<Utc>) -> Result<Vec<Bead>> {
     let mut beads = Vec::with_capacity(new.len());
     for ((n, id, _seq), b) in rows.into_iter().zip(new) {
         debug_assert_eq!(n as usize, beads.len() + 1);

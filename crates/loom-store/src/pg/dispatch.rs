@@ -45,7 +45,7 @@ pub(super) async fn list_ready(
 /// build (the conformance suite compares them). Each claimed row takes its outbox id from the
 /// outbox's sequence before the insert, so no join pairs rows with ids afterwards (a young
 /// table's statistics once made that join a nested loop, quadratic in the batch).
-pub(super) async fn claim(pool: &PgPool, req: &ClaimRequest) -> Result<Vec<Claim>> {
+pub(super) async fn claim<'e>(on: impl sqlx::PgExecutor<'e>, req: &ClaimRequest) -> Result<Vec<Claim>> {
     if req.max == 0 {
         return Ok(Vec::new());
     }
@@ -86,7 +86,7 @@ pub(super) async fn claim(pool: &PgPool, req: &ClaimRequest) -> Result<Vec<Claim
     .bind(lease_until)
     .bind(&req.claimer)
     .bind(lease_until.to_rfc3339())
-    .fetch_all(pool)
+    .fetch_all(on)
     .await?;
     let mut beads = rows
         .iter()
@@ -103,6 +103,34 @@ pub(super) async fn claim(pool: &PgPool, req: &ClaimRequest) -> Result<Vec<Claim
             bead,
         })
         .collect())
+}
+
+/// Creates `new` and claims up to `req.max` ready beads of `req.project` (the project's best,
+/// the new ones among them), in one transaction: one commit for the API's creates of a busy
+/// moment (`Store::create_and_claim`). Plain beads are written by `create_plain`'s statement,
+/// others as `create_in` does; the claim is `claim`'s statement, which sees the new rows.
+pub(super) async fn create_and_claim(pool: &PgPool, new: Vec<NewBead>, req: &ClaimRequest) -> Result<(Vec<Bead>, Vec<Claim>)> {
+    for b in &new {
+        b.validate()?;
+    }
+    let mut tx = super::begin(pool).await?;
+    let created = if new.iter().all(|b| b.parent.is_none() && b.blocked_by.is_empty()) {
+        let now = crate::now();
+        match super::beads::insert_plain(&mut *tx, &new, now).await {
+            Err(e) if e.as_database_error().and_then(|d| d.constraint()) == Some("beads_project_id_fkey") => {
+                let _ = tx.rollback().await;
+                return Err(super::beads::missing_project(pool, &new).await);
+            }
+            rows => rows.map_err(Into::into).and_then(|rows| super::beads::fresh_beads(rows, new, now)),
+        }
+    } else {
+        create_in(&mut tx, new).await
+    };
+    let result = match created {
+        Ok(beads) => claim(&mut *tx, req).await.map(|claims| (beads, claims)),
+        Err(e) => Err(e),
+    };
+    super::finish(tx, result).await
 }
 
 /// A bead that is claimable on its own (see `transitions::claimable_at_create`) is created and,
