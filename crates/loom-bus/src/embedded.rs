@@ -198,7 +198,7 @@ impl Embedded {
             })
             .collect();
         consumers.sort_by(|a, b| (&a.stream, &a.consumer).cmp(&(&b.stream, &b.consumer)));
-        Health { connected: true, jetstream: true, consumers }
+        Health { connected: true, jetstream: true, unanswered: Vec::new(), consumers }
     }
 
     pub(crate) fn kv_put(&self, key: &str, value: Bytes) -> Result<(), Error> {

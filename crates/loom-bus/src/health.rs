@@ -5,8 +5,10 @@
 pub struct Health {
     /// The client is connected to a server (always true for the embedded bus).
     pub connected: bool,
-    /// The JetStream API answered.
+    /// Every stream of this bus answered (JetStream is enabled and none is stuck).
     pub jetstream: bool,
+    /// The streams that did not answer (while connected).
+    pub unanswered: Vec<String>,
     /// The consumers this bus bound to.
     pub consumers: Vec<ConsumerLag>,
 }

@@ -35,6 +35,9 @@ const MAX_INFLIGHT_ACKS: usize = 4096;
 const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
 const PULL_EXPIRES: Duration = Duration::from_secs(30);
 
+/// How long a health check waits for each stream to answer.
+const STREAM_CHECK: Duration = Duration::from_secs(2);
+
 #[derive(Clone, Debug)]
 pub(crate) struct JetStream {
     client: Client,
@@ -169,8 +172,24 @@ impl JetStream {
 
     pub(crate) async fn health(&self) -> Health {
         let connected = self.client.connection_state() == async_nats::connection::State::Connected;
-        let tasks = self.names.stream(crate::config::StreamKind::Tasks);
-        let jetstream = connected && self.js.get_stream(&tasks).await.is_ok();
+        // Every stream, not only one: nats-server 2.9 can leave a stream that failed a write on a
+        // full disk unanswering (its info requests and publishes time out) while the others and
+        // the JetStream API still answer. Each is asked at once, bounded by `STREAM_CHECK`.
+        let unanswered: Vec<String> = if connected {
+            let checks = crate::config::StreamKind::ALL.map(|kind| {
+                let name = self.names.stream(kind);
+                async move {
+                    let answered = tokio::time::timeout(STREAM_CHECK, self.js.get_stream(&name))
+                        .await
+                        .is_ok_and(|r| r.is_ok());
+                    (!answered).then_some(name)
+                }
+            });
+            futures::future::join_all(checks).await.into_iter().flatten().collect()
+        } else {
+            Vec::new()
+        };
+        let jetstream = connected && unanswered.is_empty();
         let bound: Vec<(String, String)> =
             self.bound.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
         let mut consumers = Vec::new();
@@ -187,7 +206,7 @@ impl JetStream {
                 }
             }
         }
-        Health { connected, jetstream, consumers }
+        Health { connected, jetstream, unanswered, consumers }
     }
 
     pub(crate) async fn consumer_lag(

@@ -41,6 +41,23 @@ async fn a_stream_with_other_settings_is_reported_and_left_alone() -> anyhow::Re
 }
 
 #[tokio::test]
+async fn health_names_a_stream_that_does_not_answer() -> anyhow::Result<()> {
+    let config = fast_config();
+    let bus = TestBus::new(Kind::JetStream, config.clone()).await?;
+    let health = bus.health().await;
+    assert!(health.is_ready() && health.unanswered.is_empty(), "{health:?}");
+    // The events stream gone (as good as stuck: JetStream answers, that stream does not).
+    let names = loom_bus::Names::new(config.namespace.as_deref())?;
+    let js = jetstream::new(async_nats::connect(config.url.as_str()).await?);
+    let events = names.stream(loom_bus::StreamKind::Events);
+    js.delete_stream(&events).await?;
+    let health = bus.health().await;
+    assert!(!health.is_ready(), "not ready while a stream does not answer: {health:?}");
+    assert_eq!(health.unanswered, [events], "{health:?}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_consumer_with_other_settings_is_refused() -> anyhow::Result<()> {
     let config = fast_config();
     let bus = TestBus::new(Kind::JetStream, config.clone()).await?;

@@ -48,7 +48,8 @@ pub enum Fault {
     /// or, with `reset`, resets every connection, for `ms`.
     NatsLink { ms: u64, reset: bool },
     /// NATS's store runs out of space for `ms` (a ballast file fills its tmpfs), then has room
-    /// again; a server that disabled JetStream for it is restarted, as an operator would.
+    /// again; a server that disabled JetStream for it, or left a stream that failed a write
+    /// unanswering (nats-server 2.9 does), is restarted, as an operator would.
     DiskFull { ms: u64 },
     /// The control plane holding the dispatcher lease (and with it the outbox relay and the
     /// publisher) killed `n` times in a row, each time a second after it came back.
@@ -389,7 +390,7 @@ async fn strike(
             } else {
                 cluster.nats.kill().await?;
                 cluster.nats.start_again().await?;
-                "; JetStream had not come back by itself: nats-server restarted"
+                "; JetStream or one of its streams had not come back by itself within 10 s: nats-server restarted"
             };
             format!("NATS store full ({} MiB ballast) for {ms} ms{restarted}", ballast >> 20)
         }
