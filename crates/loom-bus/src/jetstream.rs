@@ -179,9 +179,8 @@ impl JetStream {
             let checks = crate::config::StreamKind::ALL.map(|kind| {
                 let name = self.names.stream(kind);
                 async move {
-                    let answered = tokio::time::timeout(STREAM_CHECK, self.js.get_stream(&name))
-                        .await
-                        .is_ok_and(|r| r.is_ok());
+                    let answered =
+                        tokio::time::timeout(STREAM_CHECK, self.js.get_stream(&name)).await.is_ok_and(|r| r.is_ok());
                     (!answered).then_some(name)
                 }
             });

@@ -152,7 +152,8 @@ async fn write(store: &Arc<dyn Store>, publisher: &mpsc::Sender<Vec<Claim>>, mut
     match written {
         Ok((created, claims)) if created.len() == group.len() => {
             let mut free = claims.len();
-            let mut claimed: HashMap<BeadId, Bead> = claims.iter().map(|c| (c.bead.id.clone(), c.bead.clone())).collect();
+            let mut claimed: HashMap<BeadId, Bead> =
+                claims.iter().map(|c| (c.bead.id.clone(), c.bead.clone())).collect();
             if !claims.is_empty() {
                 publish(publisher, claims).await;
             }

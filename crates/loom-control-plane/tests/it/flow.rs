@@ -577,7 +577,10 @@ async fn a_burst_of_creates_with_free_slots_runs_each_bead_once_and_never_past_t
     // batches that share a transaction.
     let requests = (0..120).map(|i| {
         let c = &c;
-        async move { c.call(Method::POST, "/api/v1/beads", Some(json!({ "project_id": "slots", "title": format!("b{i}") }))).await }
+        async move {
+            c.call(Method::POST, "/api/v1/beads", Some(json!({ "project_id": "slots", "title": format!("b{i}") })))
+                .await
+        }
     });
     let answers = futures::future::join_all(requests).await;
     for (status, v) in &answers {

@@ -163,10 +163,8 @@ pub async fn create_and_claim_takes_the_best_ready_beads(store: &dyn Store) {
 
     // A batch naming a project that does not exist writes nothing, claims nothing.
     let missing = loom_domain::ProjectId::parse("nowhere").unwrap();
-    let err = store
-        .create_and_claim(vec![new("d", 0), NewBead::new(missing, "lost")], &claim_req(&p, 2))
-        .await
-        .unwrap_err();
+    let err =
+        store.create_and_claim(vec![new("d", 0), NewBead::new(missing, "lost")], &claim_req(&p, 2)).await.unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
     let open = store.list_ready(&p, 100, Utc::now()).await.unwrap();
     assert_eq!(ids(&open), ids(&[created[2].clone(), created[1].clone()]), "nothing written, nothing claimed");

@@ -109,7 +109,11 @@ pub(super) async fn claim<'e>(on: impl sqlx::PgExecutor<'e>, req: &ClaimRequest)
 /// the new ones among them), in one transaction: one commit for the API's creates of a busy
 /// moment (`Store::create_and_claim`). Plain beads are written by `create_plain`'s statement,
 /// others as `create_in` does; the claim is `claim`'s statement, which sees the new rows.
-pub(super) async fn create_and_claim(pool: &PgPool, new: Vec<NewBead>, req: &ClaimRequest) -> Result<(Vec<Bead>, Vec<Claim>)> {
+pub(super) async fn create_and_claim(
+    pool: &PgPool,
+    new: Vec<NewBead>,
+    req: &ClaimRequest,
+) -> Result<(Vec<Bead>, Vec<Claim>)> {
     for b in &new {
         b.validate()?;
     }
