@@ -7,7 +7,9 @@
 //! room, `dispatcher::create`) also claims: alone, with `create_claimed` (one statement: created
 //! and, when nothing else in its project is ready, claimed); in a batch, with `create_and_claim`,
 //! which claims as many of the project's best ready beads as the batch reserved slots, in the
-//! batch's own transaction. Claims go to the publisher from here, before any caller is answered.
+//! batch's own transaction. Each claim goes back to a caller to hand to the publisher — a new
+//! bead's to its own caller, after it remembered the bead's trace; an older bead's to the batch's
+//! first caller that reserved a slot. A claim whose caller has gone is published by the relay.
 //!
 //! What a client is told still holds: each caller gets its bead (and its `201`) only after the
 //! transaction that wrote it committed. `create_beads` is all or none, so a batch refused because
@@ -47,37 +49,39 @@ struct Pending {
 pub(crate) struct Created {
     /// The bead as stored when the caller is answered: `in_progress` if it was claimed.
     pub bead: Bead,
-    /// Whether the bead itself was claimed (its task is with the publisher).
+    /// Whether the bead itself was claimed.
     pub claimed: bool,
     /// Whether the slot this create reserved holds a claimed bead now: this one, or an older
     /// ready bead of its project that went first.
     pub slot_used: bool,
+    /// Claims for the caller to hand to the publisher (this bead's, and older beads' claimed by
+    /// its batch).
+    pub claims: Vec<Claim>,
 }
 
 impl Created {
     fn open(bead: Bead) -> Created {
-        Created { bead, claimed: false, slot_used: false }
+        Created { bead, claimed: false, slot_used: false, claims: Vec::new() }
     }
 }
 
 impl Creates {
     /// Creates `bead`, together with any other creates under way; with `claim`, also claims
-    /// (see the module doc). Claimed beads' tasks are handed to `publisher`.
+    /// (see the module doc).
     pub(crate) async fn create(
         &self,
         store: &Arc<dyn Store>,
-        publisher: &mpsc::Sender<Vec<Claim>>,
         bead: NewBead,
         claim: Option<ClaimRequest>,
     ) -> Result<Created, Error> {
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::channel(4 * BATCH);
-            tokio::spawn(apply(store.clone(), publisher.clone(), rx));
+            tokio::spawn(apply(store.clone(), rx));
             tx
         });
         let (reply, answer) = oneshot::channel();
         if let Err(mpsc::error::SendError(pending)) = queue.send(Pending { bead, claim, reply }).await {
-            return alone(store, publisher, pending.bead, pending.claim).await;
+            return alone(store, pending.bead, pending.claim).await;
         }
         // The writer is gone only when its runtime shuts down; then nothing was written for us.
         answer.await.unwrap_or_else(|_| Err(Error::Unavailable("the control plane is shutting down".into())))
@@ -85,34 +89,21 @@ impl Creates {
 }
 
 /// One create on its own: `create_claimed` when it may claim, else `create_beads`.
-async fn alone(
-    store: &Arc<dyn Store>,
-    publisher: &mpsc::Sender<Vec<Claim>>,
-    bead: NewBead,
-    claim: Option<ClaimRequest>,
-) -> Result<Created, Error> {
+async fn alone(store: &Arc<dyn Store>, bead: NewBead, claim: Option<ClaimRequest>) -> Result<Created, Error> {
     let Some(request) = claim else {
         let bead = store.create_beads(vec![bead]).await?.pop();
         return bead.map(Created::open).ok_or_else(|| Error::Internal("a create returned no bead".into()));
     };
     match store.create_claimed(bead, &request).await? {
         CreatedBead::Claimed(claim) => {
-            let bead = claim.bead.clone();
-            publish(publisher, vec![claim]).await;
-            Ok(Created { bead, claimed: true, slot_used: true })
+            Ok(Created { bead: claim.bead.clone(), claimed: true, slot_used: true, claims: vec![claim] })
         }
         CreatedBead::Open(bead) => Ok(Created::open(bead)),
     }
 }
 
-/// Hands claims to the publisher (gone only at shutdown; then the relay sends them).
-async fn publish(publisher: &mpsc::Sender<Vec<Claim>>, claims: Vec<Claim>) {
-    metrics::counter!("loom_beads_dispatched_total").increment(claims.len() as u64);
-    let _ = publisher.send(claims).await;
-}
-
 /// Writes queued creates in batches until every sender is gone.
-async fn apply(store: Arc<dyn Store>, publisher: mpsc::Sender<Vec<Claim>>, mut rx: mpsc::Receiver<Pending>) {
+async fn apply(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Pending>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -131,16 +122,16 @@ async fn apply(store: Arc<dyn Store>, publisher: mpsc::Sender<Vec<Claim>>, mut r
             }
         }
         for (_, group) in groups {
-            write(&store, &publisher, group).await;
+            write(&store, group).await;
         }
     }
 }
 
 /// Writes one project's creates of a batch and answers each caller.
-async fn write(store: &Arc<dyn Store>, publisher: &mpsc::Sender<Vec<Claim>>, mut group: Vec<Pending>) {
+async fn write(store: &Arc<dyn Store>, mut group: Vec<Pending>) {
     if group.len() == 1 {
         let p = group.pop().expect("one pending create");
-        let _ = p.reply.send(alone(store, publisher, p.bead, p.claim).await);
+        let _ = p.reply.send(alone(store, p.bead, p.claim).await);
         return;
     }
     let beads: Vec<NewBead> = group.iter().map(|p| p.bead.clone()).collect();
@@ -152,18 +143,26 @@ async fn write(store: &Arc<dyn Store>, publisher: &mpsc::Sender<Vec<Claim>>, mut
     match written {
         Ok((created, claims)) if created.len() == group.len() => {
             let mut free = claims.len();
-            let mut claimed: HashMap<BeadId, Bead> =
-                claims.iter().map(|c| (c.bead.id.clone(), c.bead.clone())).collect();
-            if !claims.is_empty() {
-                publish(publisher, claims).await;
+            let mut claimed: HashMap<BeadId, Claim> = claims.into_iter().map(|c| (c.bead.id.clone(), c)).collect();
+            let mut answers: Vec<Created> = created
+                .into_iter()
+                .zip(&group)
+                .map(|(bead, p)| {
+                    let slot_used = p.claim.is_some() && free > 0;
+                    free -= usize::from(slot_used);
+                    match claimed.remove(&bead.id) {
+                        Some(claim) => {
+                            Created { bead: claim.bead.clone(), claimed: true, slot_used, claims: vec![claim] }
+                        }
+                        None => Created { bead, claimed: false, slot_used, claims: Vec::new() },
+                    }
+                })
+                .collect();
+            // Older beads the batch claimed go with the first caller that reserved a slot.
+            if let Some(first) = group.iter().position(|p| p.claim.is_some()) {
+                answers[first].claims.extend(claimed.into_values());
             }
-            for (p, bead) in group.into_iter().zip(created) {
-                let slot_used = p.claim.is_some() && free > 0;
-                free -= usize::from(slot_used);
-                let created = match claimed.remove(&bead.id) {
-                    Some(bead) => Created { bead, claimed: true, slot_used },
-                    None => Created { bead, claimed: false, slot_used },
-                };
+            for (p, created) in group.into_iter().zip(answers) {
                 let _ = p.reply.send(Ok(created));
             }
         }
@@ -176,7 +175,7 @@ async fn write(store: &Arc<dyn Store>, publisher: &mpsc::Sender<Vec<Claim>>, mut
         // Refused for a bead's values: nothing was written; each on its own, for its answer.
         Err(e) if refused(&e) => {
             for p in group {
-                let _ = p.reply.send(alone(store, publisher, p.bead, p.claim).await);
+                let _ = p.reply.send(alone(store, p.bead, p.claim).await);
             }
         }
         Err(e) => {

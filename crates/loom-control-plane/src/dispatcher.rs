@@ -101,6 +101,11 @@ pub(crate) struct Slots {
     agent_slots: HashMap<ProjectId, u32>,
     agent_roles: HashMap<ProjectId, std::collections::HashSet<String>>,
     counted_at: Option<Instant>,
+    /// Claims settled while a read of the store's counts is under way: that read may have been
+    /// taken before they committed, so they are added to it (counted twice at worst, until the
+    /// next read — the safe side). Without it a claim committed during the read was lost from the
+    /// count and one slot too many could be handed out.
+    claimed_during_read: Option<HashMap<ProjectId, u32>>,
 }
 
 impl Slots {
@@ -142,6 +147,9 @@ impl Slots {
         }
         if claimed > 0 {
             *self.running.entry(project.clone()).or_default() += claimed;
+            if let Some(during) = self.claimed_during_read.as_mut() {
+                *during.entry(project.clone()).or_default() += claimed;
+            }
         }
     }
 
@@ -194,7 +202,8 @@ impl View {
         let projects = shared.store.list_projects().await?;
         shared.contexts.set(&projects);
         self.projects = projects.into_iter().filter(|p| p.status == ProjectStatus::Active).map(|p| p.id).collect();
-        let running = shared
+        shared.slots().claimed_during_read = Some(HashMap::new());
+        let mut running: HashMap<ProjectId, u32> = shared
             .store
             .running_by_project()
             .await?
@@ -202,6 +211,10 @@ impl View {
             .map(|(p, n)| (p, u32::try_from(n).unwrap_or(u32::MAX)))
             .collect();
         let mut slots = shared.slots();
+        for (project, n) in slots.claimed_during_read.take().unwrap_or_default() {
+            let count = running.entry(project).or_default();
+            *count = count.saturating_add(n);
+        }
         slots.running = running;
         slots.counted_at = Some(Instant::now());
         self.read_at = slots.counted_at;
@@ -271,12 +284,18 @@ pub(crate) async fn create(shared: &Shared, new: NewBead) -> Result<Bead, Error>
         lease: shared.config.lease,
         claimer: shared.config.instance.clone(),
     });
-    let created = shared.creates.create(&shared.store, &shared.claimed, new, claim).await?;
+    let created = shared.creates.create(&shared.store, new, claim).await?;
     if let Some(r) = reservation.as_mut() {
         r.claimed = u32::from(created.slot_used);
     }
     drop(reservation);
+    // Remembered before its task is published, so the task continues this request's trace.
     shared.traces.remember_current(created.bead.id.as_str());
+    if !created.claims.is_empty() {
+        metrics::counter!("loom_beads_dispatched_total").increment(created.claims.len() as u64);
+        // The publisher sends them now; if it is gone (shutdown) the relay will.
+        let _ = shared.claimed.send(created.claims).await;
+    }
     if created.claimed {
         shared.events_wake.send_replace(());
     } else {
