@@ -49,8 +49,6 @@ struct Pending {
 pub(crate) struct Created {
     /// The bead as stored when the caller is answered: `in_progress` if it was claimed.
     pub bead: Bead,
-    /// Whether the bead itself was claimed.
-    pub claimed: bool,
     /// Whether the slot this create reserved holds a claimed bead now: this one, or an older
     /// ready bead of its project that went first.
     pub slot_used: bool,
@@ -61,7 +59,12 @@ pub(crate) struct Created {
 
 impl Created {
     fn open(bead: Bead) -> Created {
-        Created { bead, claimed: false, slot_used: false, claims: Vec::new() }
+        Created { bead, slot_used: false, claims: Vec::new() }
+    }
+
+    /// Whether the bead itself was claimed.
+    pub(crate) fn claimed(&self) -> bool {
+        self.claims.iter().any(|c| c.bead.id == self.bead.id)
     }
 }
 
@@ -95,9 +98,7 @@ async fn alone(store: &Arc<dyn Store>, bead: NewBead, claim: Option<ClaimRequest
         return bead.map(Created::open).ok_or_else(|| Error::Internal("a create returned no bead".into()));
     };
     match store.create_claimed(bead, &request).await? {
-        CreatedBead::Claimed(claim) => {
-            Ok(Created { bead: claim.bead.clone(), claimed: true, slot_used: true, claims: vec![claim] })
-        }
+        CreatedBead::Claimed(claim) => Ok(Created { bead: claim.bead.clone(), slot_used: true, claims: vec![claim] }),
         CreatedBead::Open(bead) => Ok(Created::open(bead)),
     }
 }
@@ -151,10 +152,8 @@ async fn write(store: &Arc<dyn Store>, mut group: Vec<Pending>) {
                     let slot_used = p.claim.is_some() && free > 0;
                     free -= usize::from(slot_used);
                     match claimed.remove(&bead.id) {
-                        Some(claim) => {
-                            Created { bead: claim.bead.clone(), claimed: true, slot_used, claims: vec![claim] }
-                        }
-                        None => Created { bead, claimed: false, slot_used, claims: Vec::new() },
+                        Some(claim) => Created { bead: claim.bead.clone(), slot_used, claims: vec![claim] },
+                        None => Created { bead, slot_used, claims: Vec::new() },
                     }
                 })
                 .collect();

@@ -291,12 +291,13 @@ pub(crate) async fn create(shared: &Shared, new: NewBead) -> Result<Bead, Error>
     drop(reservation);
     // Remembered before its task is published, so the task continues this request's trace.
     shared.traces.remember_current(created.bead.id.as_str());
+    let claimed = created.claimed();
     if !created.claims.is_empty() {
         metrics::counter!("loom_beads_dispatched_total").increment(created.claims.len() as u64);
         // The publisher sends them now; if it is gone (shutdown) the relay will.
         let _ = shared.claimed.send(created.claims).await;
     }
-    if created.claimed {
+    if claimed {
         shared.events_wake.send_replace(());
     } else {
         shared.changed();

@@ -83,16 +83,35 @@ pub(super) async fn create_in(tx: &mut Tx<'_>, new: Vec<NewBead>) -> Result<Vec<
 async fn create_plain(pool: &PgPool, new: Vec<NewBead>) -> Result<Vec<Bead>> {
     let now = crate::now();
     match insert_plain(pool, &new, now).await {
-        Err(e) if e.as_database_error().and_then(|d| d.constraint()) == Some("beads_project_id_fkey") => {
-            Err(missing_project(pool, &new).await)
-        }
+        Err(e) if names_missing_project(&e) => Err(missing_project(pool, &new).await),
         rows => fresh_beads(rows?, new, now),
     }
 }
 
+/// `create`'s writes inside `tx`, which goes on to do more (claim some of the beads): the same
+/// validation, and plain beads in `create_plain`'s one statement.
+pub(super) async fn create_within(pool: &PgPool, tx: &mut Tx<'_>, new: Vec<NewBead>) -> Result<Vec<Bead>> {
+    for b in &new {
+        b.validate()?;
+    }
+    if !new.iter().all(|b| b.parent.is_none() && b.blocked_by.is_empty()) {
+        return create_in(tx, new).await;
+    }
+    let now = crate::now();
+    match insert_plain(&mut **tx, &new, now).await {
+        Err(e) if names_missing_project(&e) => Err(missing_project(pool, &new).await),
+        rows => fresh_beads(rows?, new, now),
+    }
+}
+
+/// Whether a bead insert failed because its project does not exist.
+pub(super) fn names_missing_project(e: &sqlx::Error) -> bool {
+    e.as_database_error().and_then(|d| d.constraint()) == Some("beads_project_id_fkey")
+}
+
 /// `create_plain`'s statement, on any connection (a pool, or a transaction that goes on to
 /// claim some of the beads); returns each bead's (order, id, seq).
-pub(super) async fn insert_plain<'e>(
+async fn insert_plain<'e>(
     on: impl sqlx::PgExecutor<'e>,
     new: &[NewBead],
     now: DateTime<Utc>,
@@ -138,7 +157,7 @@ pub(super) async fn insert_plain<'e>(
 }
 
 /// The beads `insert_plain` wrote, from what it returned.
-pub(super) fn fresh_beads(rows: Vec<(i64, String, i64)>, new: Vec<NewBead>, now: DateTime<Utc>) -> Result<Vec<Bead>> {
+fn fresh_beads(rows: Vec<(i64, String, i64)>, new: Vec<NewBead>, now: DateTime<Utc>) -> Result<Vec<Bead>> {
     let mut beads = Vec::with_capacity(new.len());
     for ((n, id, _seq), b) in rows.into_iter().zip(new) {
         debug_assert_eq!(n as usize, beads.len() + 1);

@@ -107,30 +107,15 @@ pub(super) async fn claim<'e>(on: impl sqlx::PgExecutor<'e>, req: &ClaimRequest)
 
 /// Creates `new` and claims up to `req.max` ready beads of `req.project` (the project's best,
 /// the new ones among them), in one transaction: one commit for the API's creates of a busy
-/// moment (`Store::create_and_claim`). Plain beads are written by `create_plain`'s statement,
-/// others as `create_in` does; the claim is `claim`'s statement, which sees the new rows.
+/// moment (`Store::create_and_claim`). The beads are written as `create` writes them
+/// (`beads::create_within`); the claim is `claim`'s statement, which sees the new rows.
 pub(super) async fn create_and_claim(
     pool: &PgPool,
     new: Vec<NewBead>,
     req: &ClaimRequest,
 ) -> Result<(Vec<Bead>, Vec<Claim>)> {
-    for b in &new {
-        b.validate()?;
-    }
     let mut tx = super::begin(pool).await?;
-    let created = if new.iter().all(|b| b.parent.is_none() && b.blocked_by.is_empty()) {
-        let now = crate::now();
-        match super::beads::insert_plain(&mut *tx, &new, now).await {
-            Err(e) if e.as_database_error().and_then(|d| d.constraint()) == Some("beads_project_id_fkey") => {
-                let _ = tx.rollback().await;
-                return Err(super::beads::missing_project(pool, &new).await);
-            }
-            rows => rows.map_err(Into::into).and_then(|rows| super::beads::fresh_beads(rows, new, now)),
-        }
-    } else {
-        create_in(&mut tx, new).await
-    };
-    let result = match created {
+    let result = match super::beads::create_within(pool, &mut tx, new).await {
         Ok(beads) => claim(&mut *tx, req).await.map(|claims| (beads, claims)),
         Err(e) => Err(e),
     };
@@ -208,7 +193,7 @@ pub(super) async fn create_claimed(pool: &PgPool, new: NewBead, req: &ClaimReque
     .await;
     let (id, _seq, go, outbox_id) = match row {
         Ok(row) => row,
-        Err(e) if e.as_database_error().and_then(|d| d.constraint()) == Some("beads_project_id_fkey") => {
+        Err(e) if super::beads::names_missing_project(&e) => {
             return Err(super::beads::missing_project(pool, std::slice::from_ref(&new)).await);
         }
         Err(e) => return Err(e.into()),
