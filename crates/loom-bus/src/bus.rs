@@ -15,7 +15,7 @@ use crate::config::{BusConfig, Names, StreamKind};
 use crate::dead_letter::DeadLetter;
 use crate::embedded::Embedded;
 use crate::envelope::{Outgoing, Receipt, TraceContext};
-use crate::health::{ConsumerLag, Health};
+use crate::health::{ConsumerAhead, ConsumerLag, Health};
 use crate::jetstream::JetStream;
 use crate::message::{EventMessage, ResultMessage, TaskMessage};
 use crate::registry::{AgentRecord, AgentWatch};
@@ -317,6 +317,27 @@ impl Bus {
                 .into_iter()
                 .find(|c| c.consumer == consumer && c.stream == e.stream_name(kind))
                 .ok_or_else(|| Error::backend("consumer info", format!("no consumer {consumer}"))),
+        }
+    }
+
+    /// The durable consumers on `kind`'s stream that had delivered past the stream's end: the
+    /// server lost acknowledged messages (see [`ConsumerAhead`]), and what it stores from now on
+    /// up to their position would never be delivered. The messages lost were tasks or results
+    /// the store believes are on the bus: the caller hands those dispatches back, then resets
+    /// the consumers with [`Bus::reset_consumer`]. The embedded bus never loses messages.
+    pub async fn consumers_ahead(&self, kind: StreamKind) -> Result<Vec<ConsumerAhead>, Error> {
+        match &self.inner.backend {
+            Backend::JetStream(js) => js.consumers_ahead(kind).await,
+            Backend::Embedded(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// Deletes a consumer [`Bus::consumers_ahead`] found; its subscribers re-bind to a new one,
+    /// which delivers what the stream holds from its start.
+    pub async fn reset_consumer(&self, ahead: &ConsumerAhead) -> Result<(), Error> {
+        match &self.inner.backend {
+            Backend::JetStream(js) => js.reset_consumer(ahead).await,
+            Backend::Embedded(_) => Ok(()),
         }
     }
 

@@ -35,3 +35,18 @@ impl Health {
         self.consumers.iter().map(|c| c.num_pending + c.num_ack_pending).sum()
     }
 }
+
+/// A durable consumer that had delivered past the end of its stream: the server lost messages
+/// it had acknowledged (nats-server 2.9 restarts a stream that failed a write on a full disk
+/// from sequence 0, and keeps its consumers' positions), so every message stored since, up to
+/// `delivered`, would never be delivered. [`crate::Bus::reset_consumer`] deletes such a
+/// consumer; its subscribers re-bind and create it again from the stream's start.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ConsumerAhead {
+    pub stream: String,
+    pub consumer: String,
+    /// The last stream sequence the consumer had delivered.
+    pub delivered: u64,
+    /// The stream's last sequence when it was checked.
+    pub stream_last: u64,
+}

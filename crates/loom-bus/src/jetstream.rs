@@ -26,7 +26,7 @@ use crate::Error;
 use crate::backend::{Acker, ConsumerSpec, RawDelivery};
 use crate::config::{BusConfig, Names};
 use crate::envelope::{Outgoing, Receipt};
-use crate::health::{ConsumerLag, Health};
+use crate::health::{ConsumerAhead, ConsumerLag, Health};
 
 /// Most publish acks this process awaits at once, below async-nats' own 5,000 limit so that
 /// its semaphore never blocks a task that holds unawaited ack futures.
@@ -222,6 +222,43 @@ impl JetStream {
             num_pending: info.num_pending,
             num_ack_pending: info.num_ack_pending as u64,
         })
+    }
+
+    /// The consumers of `kind`'s stream that had delivered past its end (see
+    /// [`crate::Bus::consumers_ahead`]). The consumers are read before the stream: a healthy
+    /// server never shows a consumer past a stream read after it.
+    pub(crate) async fn consumers_ahead(&self, kind: crate::config::StreamKind) -> Result<Vec<ConsumerAhead>, Error> {
+        let name = self.names.stream(kind);
+        let stream = self.js.get_stream_no_info(&name).await.map_err(|e| Error::backend("get stream", e))?;
+        let mut consumers = Vec::new();
+        let mut list = stream.consumers();
+        while let Some(info) = list.next().await {
+            let info = info.map_err(|e| Error::backend("list consumers", format!("{name}: {e}")))?;
+            consumers.push((info.name, info.delivered.stream_sequence));
+        }
+        let after =
+            self.js.get_stream(&name).await.map_err(|e| Error::backend("stream info", format!("{name}: {e}")))?;
+        let stream_last = after.cached_info().state.last_sequence;
+        Ok(consumers
+            .into_iter()
+            .filter(|(_, delivered)| *delivered > stream_last)
+            .map(|(consumer, delivered)| ConsumerAhead { stream: name.clone(), consumer, delivered, stream_last })
+            .collect())
+    }
+
+    /// Deletes a consumer found by [`JetStream::consumers_ahead`] (one already gone is no error).
+    pub(crate) async fn reset_consumer(&self, ahead: &ConsumerAhead) -> Result<(), Error> {
+        let (stream, consumer) = (&ahead.stream, &ahead.consumer);
+        tracing::warn!(
+            %stream, %consumer, delivered = ahead.delivered, stream_last = ahead.stream_last,
+            "the consumer had delivered past the stream's end (the server lost stored messages); deleting it so that it is made again from the stream's start"
+        );
+        let s = self.js.get_stream_no_info(stream).await.map_err(|e| Error::backend("get stream", e))?;
+        match s.delete_consumer(consumer).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("not found") => Ok(()),
+            Err(e) => Err(Error::backend("delete consumer", format!("{stream}/{consumer}: {e}"))),
+        }
     }
 
     /// How many messages `kind`'s stream holds now.

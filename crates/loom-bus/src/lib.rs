@@ -47,7 +47,7 @@ pub use dead_letter::DeadLetter;
 pub use delivery::{Delivery, Received};
 pub use envelope::{Headers, Outgoing, Receipt, SCHEMA_VERSION, TraceContext, header};
 pub use error::Error;
-pub use health::{ConsumerLag, Health};
+pub use health::{ConsumerAhead, ConsumerLag, Health};
 pub use message::{
     Body, EventBody, EventMessage, PROJECT_COMMANDS, ResultData, ResultKind, ResultMessage, ResultMetadata,
     ResultStatus, TaskData, TaskKind, TaskMessage, TaskMetadata,

@@ -177,6 +177,31 @@ impl NatsServer {
         answers_with_jetstream(self.port).await
     }
 
+    /// Stops the server, removes the stored messages of `stream` (of the default account) and
+    /// starts it again: the server has lost what it had acknowledged, and the stream restarts
+    /// from sequence 0, as nats-server 2.9 does with a stream that failed a write on a full disk.
+    /// Its consumers keep their state (2.9 keeps their positions past the stream's new end).
+    pub async fn lose_stream_messages(&mut self, stream: &str) -> Result<()> {
+        self.stop().await?;
+        let msgs = self.store_dir().join("jetstream").join("$G").join("streams").join(stream).join("msgs");
+        std::fs::remove_dir_all(&msgs).map_err(|err| Error::io(format!("remove {}", msgs.display()), err))?;
+        self.start_again().await
+    }
+
+    /// How long the server's log is now, for [`NatsServer::store_failures_since`].
+    pub fn log_len(&self) -> u64 {
+        std::fs::metadata(self.log_path()).map_or(0, |m| m.len())
+    }
+
+    /// How many writes the server logged as failed to store ("JetStream failed to store a msg")
+    /// after the log was `offset` bytes long. nats-server 2.10+ keeps failing every write to a
+    /// stream whose store failed once, even once the disk has room again, until it restarts.
+    pub fn store_failures_since(&self, offset: u64) -> usize {
+        let Ok(log) = std::fs::read(self.log_path()) else { return 0 };
+        let tail = log.get(usize::try_from(offset).unwrap_or(usize::MAX)..).unwrap_or_default();
+        String::from_utf8_lossy(tail).lines().filter(|l| l.contains("failed to store a msg")).count()
+    }
+
     fn ballast(&self) -> PathBuf {
         self.store_dir().join("ballast")
     }
