@@ -30,6 +30,7 @@ pub(crate) async fn run_leadership(shared: Arc<Shared>, shutdown: CancellationTo
         renew_leadership(&shared).await;
         if shared.is_leader() {
             sweep_leases(&shared).await;
+            repair_bus(&shared).await;
         }
     }
     shared.leader.store(false, Ordering::Relaxed);
@@ -82,6 +83,50 @@ async fn sweep_leases(shared: &Shared) {
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "lease sweep failed"),
+    }
+}
+
+/// Repairs the consumers of the tasks and results streams that had delivered past their
+/// stream's end (the server lost stored messages: nats-server 2.9 after a full disk). Lost tasks
+/// leave their beads queued with no message, and a queued bead has no lease clock: they are
+/// handed back to be dispatched again *before* the consumers are reset, so that a failed
+/// hand-back is tried again on the next pass (which finds the consumers still ahead). Lost
+/// results leave their beads running; their lease does the rest. Errors are only logged.
+async fn repair_bus(shared: &Shared) {
+    for kind in [loom_bus::StreamKind::Tasks, loom_bus::StreamKind::Results] {
+        let ahead = match shared.bus.consumers_ahead(kind).await {
+            Ok(ahead) if !ahead.is_empty() => ahead,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, stream = kind.token(), "cannot check the stream's consumers");
+                continue;
+            }
+        };
+        if kind == loom_bus::StreamKind::Tasks {
+            let reason = "the tasks stream lost its stored messages; dispatched again";
+            let by = &shared.config.instance;
+            match crate::hand_back_dispatches(&*shared.store, crate::Dispatches::Queued, by, reason).await {
+                Ok(n) => {
+                    tracing::warn!(
+                        ?ahead,
+                        handed_back = n,
+                        "the tasks stream lost stored messages: queued dispatches handed back"
+                    );
+                    shared.changed();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the tasks stream lost stored messages; handing its queued dispatches back failed, retrying on the next pass");
+                    continue;
+                }
+            }
+        } else {
+            tracing::warn!(?ahead, "results stored on the bus were lost; their beads wait for their leases");
+        }
+        for consumer in &ahead {
+            if let Err(e) = shared.bus.reset_consumer(consumer).await {
+                tracing::warn!(error = %e, consumer = %consumer.consumer, "cannot reset the consumer; retrying on the next pass");
+            }
+        }
     }
 }
 

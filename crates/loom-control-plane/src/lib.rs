@@ -30,6 +30,7 @@ mod dispatcher;
 mod error;
 mod oversight;
 mod relay;
+mod requeue;
 mod results;
 mod traces;
 mod web;
@@ -46,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use auth::{generate_key, hash_key};
 pub use error::Error;
+pub use requeue::{Dispatches, hand_back_dispatches};
 
 /// How the control plane behaves.
 #[derive(Clone, Debug)]

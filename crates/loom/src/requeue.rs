@@ -3,37 +3,13 @@
 //! lease that never starts or lapses late. They are handed back at once, attempts not counted,
 //! and dispatched again under new ids. Claims by hand (a person works on them, no task) stay.
 
-use loom_domain::{Bead, Status};
-use loom_store::{BeadFilter, PageRequest, Store};
+use loom_control_plane::{Dispatches, hand_back_dispatches};
+use loom_store::Store;
 
 /// Hands back every dispatched bead of the store; returns how many.
 pub async fn lost_dispatches(store: &dyn Store) -> anyhow::Result<usize> {
-    let filter = BeadFilter { status: Some(Status::InProgress), ..BeadFilter::default() };
-    let mut lost = Vec::new();
-    let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
-    loop {
-        let got = store.list_beads(&filter, &page).await?;
-        lost.extend(got.beads.into_iter().filter(dispatched_to_an_agent));
-        match got.next_cursor {
-            Some(c) => page.after = Some(c),
-            None => break,
-        }
-    }
-    let mut requeued = 0;
-    for bead in lost {
-        let Some(dispatch) = &bead.dispatch_id else { continue };
-        let agent = bead.started_by.clone().unwrap_or_default();
-        let reason = "loom up restarted on the embedded bus, whose queue did not survive";
-        if store.hand_back(dispatch, &agent, reason).await?.is_some() {
-            requeued += 1;
-        }
-    }
-    Ok(requeued)
-}
-
-/// A claim by hand has a dispatch id of its own kind; every other dispatch is a task for an agent.
-fn dispatched_to_an_agent(bead: &Bead) -> bool {
-    bead.dispatch_id.as_ref().is_some_and(|d| !loom_store::is_claim_by_hand(d))
+    let reason = "loom up restarted on the embedded bus, whose queue did not survive";
+    Ok(hand_back_dispatches(store, Dispatches::All, "loom up", reason).await?)
 }
 
 #[cfg(test)]
@@ -41,7 +17,8 @@ mod tests {
     use std::time::Duration;
 
     use chrono::Utc;
-    use loom_domain::{NewBead, NewProject, ProjectId};
+    use loom_control_plane::{Dispatches, hand_back_dispatches};
+    use loom_domain::{NewBead, NewProject, ProjectId, Status};
     use loom_store::{ClaimRequest, DispatchStart, SqliteStore, StartOutcome};
 
     use super::*;
@@ -73,5 +50,36 @@ mod tests {
         }
         assert_eq!(store.get_bead(&by_hand.id).await.unwrap(), by_hand, "a claim by hand is left alone");
         assert_eq!(lost_dispatches(&store).await.unwrap(), 0, "nothing left to hand back");
+    }
+
+    #[tokio::test]
+    async fn a_queued_hand_back_leaves_started_dispatches_to_their_agents() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        let p = ProjectId::parse("lost").unwrap();
+        store.create_project(NewProject::new(p.clone(), "/tmp/repo")).await.unwrap();
+        let beads: Vec<_> = ["queued", "running"].iter().map(|t| NewBead::new(p.clone(), *t)).collect();
+        store.create_beads(beads).await.unwrap();
+        let request =
+            ClaimRequest { project: p, max: 2, now: Utc::now(), lease: Duration::from_secs(600), claimer: "cp".into() };
+        let claims = store.claim_ready(&request).await.unwrap();
+        let start = DispatchStart {
+            bead_id: claims[1].bead.id.clone(),
+            dispatch_id: claims[1].dispatch_id.clone(),
+            agent_id: "agent-1".into(),
+            now: Utc::now(),
+            lease: Duration::from_secs(600),
+            max_attempts: 3,
+        };
+        assert!(matches!(store.start_dispatch(&start).await.unwrap(), StartOutcome::Started(_)));
+        let handed = hand_back_dispatches(&store, Dispatches::Queued, "cp", "the tasks stream lost messages");
+        assert_eq!(handed.await.unwrap(), 1);
+        let queued = store.get_bead(&claims[0].bead.id).await.unwrap();
+        assert_eq!((queued.status, queued.attempts, queued.dispatch_id), (Status::Open, 0, None));
+        let running = store.get_bead(&claims[1].bead.id).await.unwrap();
+        assert_eq!(running.status, Status::InProgress);
+        assert_eq!(running.dispatch_id.as_ref(), Some(&claims[1].dispatch_id), "the agent that started it runs it");
+        // The race the store closes: a dispatch listed as queued and started before its
+        // hand-back is not handed back.
+        assert!(store.hand_back(&claims[1].dispatch_id, "cp", "late").await.unwrap().is_none());
     }
 }
