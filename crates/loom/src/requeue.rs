@@ -31,18 +31,7 @@ mod tests {
         let beads: Vec<_> = ["queued", "running", "by hand"].iter().map(|t| NewBead::new(p.clone(), *t)).collect();
         let beads = store.create_beads(beads).await.unwrap();
         let by_hand = store.claim_bead(&beads[2].id, "alice", Duration::from_secs(600)).await.unwrap();
-        let request =
-            ClaimRequest { project: p, max: 2, now: Utc::now(), lease: Duration::from_secs(600), claimer: "cp".into() };
-        let claims = store.claim_ready(&request).await.unwrap();
-        let start = DispatchStart {
-            bead_id: claims[1].bead.id.clone(),
-            dispatch_id: claims[1].dispatch_id.clone(),
-            agent_id: "agent-1".into(),
-            now: Utc::now(),
-            lease: Duration::from_secs(600),
-            max_attempts: 3,
-        };
-        assert!(matches!(store.start_dispatch(&start).await.unwrap(), StartOutcome::Started(_)));
+        let claims = claim_two_and_start_the_second(&store, p).await;
         assert_eq!(lost_dispatches(&store).await.unwrap(), 2);
         for claim in &claims {
             let b = store.get_bead(&claim.bead.id).await.unwrap();
@@ -59,6 +48,21 @@ mod tests {
         store.create_project(NewProject::new(p.clone(), "/tmp/repo")).await.unwrap();
         let beads: Vec<_> = ["queued", "running"].iter().map(|t| NewBead::new(p.clone(), *t)).collect();
         store.create_beads(beads).await.unwrap();
+        let claims = claim_two_and_start_the_second(&store, p).await;
+        let handed = hand_back_dispatches(&store, Dispatches::Queued, "cp", "the tasks stream lost messages");
+        assert_eq!(handed.await.unwrap(), 1);
+        let queued = store.get_bead(&claims[0].bead.id).await.unwrap();
+        assert_eq!((queued.status, queued.attempts, queued.dispatch_id), (Status::Open, 0, None));
+        let running = store.get_bead(&claims[1].bead.id).await.unwrap();
+        assert_eq!(running.status, Status::InProgress);
+        assert_eq!(running.dispatch_id.as_ref(), Some(&claims[1].dispatch_id), "the agent that started it runs it");
+        // The race the store closes: a dispatch listed as queued and started before its
+        // hand-back is not handed back.
+        assert!(store.hand_back(&claims[1].dispatch_id, "cp", "late").await.unwrap().is_none());
+    }
+
+    /// Claims the project's two best ready beads; an agent starts the second.
+    async fn claim_two_and_start_the_second(store: &SqliteStore, p: ProjectId) -> Vec<loom_store::Claim> {
         let request =
             ClaimRequest { project: p, max: 2, now: Utc::now(), lease: Duration::from_secs(600), claimer: "cp".into() };
         let claims = store.claim_ready(&request).await.unwrap();
@@ -71,15 +75,6 @@ mod tests {
             max_attempts: 3,
         };
         assert!(matches!(store.start_dispatch(&start).await.unwrap(), StartOutcome::Started(_)));
-        let handed = hand_back_dispatches(&store, Dispatches::Queued, "cp", "the tasks stream lost messages");
-        assert_eq!(handed.await.unwrap(), 1);
-        let queued = store.get_bead(&claims[0].bead.id).await.unwrap();
-        assert_eq!((queued.status, queued.attempts, queued.dispatch_id), (Status::Open, 0, None));
-        let running = store.get_bead(&claims[1].bead.id).await.unwrap();
-        assert_eq!(running.status, Status::InProgress);
-        assert_eq!(running.dispatch_id.as_ref(), Some(&claims[1].dispatch_id), "the agent that started it runs it");
-        // The race the store closes: a dispatch listed as queued and started before its
-        // hand-back is not handed back.
-        assert!(store.hand_back(&claims[1].dispatch_id, "cp", "late").await.unwrap().is_none());
+        claims
     }
 }
