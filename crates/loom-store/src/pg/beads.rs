@@ -280,7 +280,8 @@ pub(super) async fn list(pool: &PgPool, filter: &BeadFilter, page: &PageRequest)
         q.push(" AND b.priority = ").push_bind(i64::from(p.get()));
     }
     if let Some(t) = &filter.tag {
-        q.push(" AND b.tags @> ").push_bind(Json(vec![t.clone()]));
+        // `tags <> '[]'` is the predicate of the (partial) GIN index on tags.
+        q.push(" AND b.tags <> '[]'::jsonb AND b.tags @> ").push_bind(Json(vec![t.clone()]));
     }
     q.push(" ORDER BY b.seq LIMIT ").push_bind(limit + 1);
     let rows = q.build().fetch_all(pool).await?;
