@@ -130,8 +130,10 @@ async fn measure(bus: &Bus, tasks: usize, concurrency: usize, stats: Arc<Stats>)
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let started = Instant::now();
-    let msgs =
-        (0..tasks).map(|i| bus.task(&noop_task(&project, i), &TraceContext::default())).collect::<Result<_, _>>()?;
+    let mut msgs: Vec<_> = (0..tasks)
+        .map(|i| bus.unsigned_task(&noop_task(&project, i), &TraceContext::default()))
+        .collect::<Result<_, _>>()?;
+    bus.sign_tasks(&mut msgs)?;
     for sent in bus.publish_batch(msgs).await {
         sent?;
     }

@@ -157,8 +157,10 @@ async fn run_loom(
                     let mut m = body.clone();
                     m.metadata.dispatch_id = DispatchId::parse(&format!("d{pass}{i:010}")).expect("valid id");
                     m.timestamp = Utc::now();
-                    batch.push(bus.task(&m, &TraceContext::default())?);
+                    batch.push(bus.unsigned_task(&m, &TraceContext::default())?);
                 }
+                // As the control plane's publisher does: one signature per published batch.
+                bus.sign_tasks(&mut batch)?;
                 for r in bus.publish_batch(batch).await {
                     r?;
                 }

@@ -160,6 +160,28 @@ impl Bus {
     /// `loom.tasks.{project}.{role}`; its dedupe key is the dispatch id. It is signed with
     /// `task_signing_key` (refused without one).
     pub fn task(&self, msg: &TaskMessage, trace: &TraceContext) -> Result<Outgoing, Error> {
+        let mut out = self.unsigned_task(msg, trace)?;
+        self.sign_tasks(std::slice::from_mut(&mut out))?;
+        Ok(out)
+    }
+
+    /// Signs task messages that are published together with one signature
+    /// ([`crate::SigningKey::sign_batch`]): what a publisher of many tasks calls on the messages of
+    /// [`Bus::unsigned_task`] before [`Bus::publish_batch`].
+    pub fn sign_tasks(&self, msgs: &mut [Outgoing]) -> Result<(), Error> {
+        self.signing_key()?.sign_batch(msgs);
+        Ok(())
+    }
+
+    fn signing_key(&self) -> Result<&crate::SigningKey, Error> {
+        self.inner.config.task_signing_key.as_ref().ok_or_else(|| {
+            Error::invalid("task_signing_key", "no task signing key is configured: this bus cannot publish tasks")
+        })
+    }
+
+    /// [`Bus::task`] without the signature, for [`Bus::sign_tasks`] (still refused without a
+    /// signing key, so a task that could never be signed is refused while it is built).
+    pub fn unsigned_task(&self, msg: &TaskMessage, trace: &TraceContext) -> Result<Outgoing, Error> {
         let role = msg.metadata.role.as_deref().filter(|r| !r.is_empty()).map(Role::parse).transpose()?;
         let subject = self.inner.subjects.tasks(&msg.project_id, role.as_ref());
         // A cancellation has its own dedupe key: under the assignment's it would be dropped as a
@@ -179,12 +201,8 @@ impl Bus {
                 ),
             ));
         }
-        let key = self.inner.config.task_signing_key.as_ref().ok_or_else(|| {
-            Error::invalid("task_signing_key", "no task signing key is configured: this bus cannot publish tasks")
-        })?;
-        let mut out = Outgoing::new(subject, msg_id, &msg.correlation_id, trace, body);
-        key.sign(&mut out);
-        Ok(out)
+        self.signing_key()?;
+        Ok(Outgoing::new(subject, msg_id, &msg.correlation_id, trace, body))
     }
 
     /// A result ready to publish on `loom.results.{project}`; dedupe key `{dispatch_id}:result`.

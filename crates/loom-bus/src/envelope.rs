@@ -19,6 +19,9 @@ pub mod header {
     pub const TASK_KEY: &str = "Loom-Task-Key";
     /// The task's Ed25519 signature, base64url without padding.
     pub const TASK_SIGNATURE: &str = "Loom-Task-Signature";
+    /// A batch-signed task's place in its batch: `{index}.{n}.{siblings}` (see
+    /// [`crate::SigningKey::sign_batch`]); absent or empty when the signature is the task's own.
+    pub const TASK_PROOF: &str = "Loom-Task-Proof";
     /// Why a message was dead-lettered.
     pub const DLQ_REASON: &str = "Loom-Dlq-Reason";
     /// The subject the dead-lettered message was published on.

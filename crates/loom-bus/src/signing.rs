@@ -9,13 +9,21 @@
 //! task may legitimately wait in the queue for hours; a replayed old dispatch is stopped by the
 //! fence (its dispatch id is no longer current).
 //!
+//! Tasks published together are signed together (`batch`): one signature over the root of a
+//! Merkle tree of the tasks, each task carrying its path to the root in `Loom-Task-Proof`.
+//! Agents verify a root's signature once, however many of its tasks they receive. A task without
+//! a proof (or with an empty one) carries a signature of its own.
+//!
 //! Keys are PEM files, compatible with OpenSSL (`openssl genpkey -algorithm ed25519` makes a
 //! signing key, `openssl pkey -pubout` its verify key): the signing key as PKCS#8 `PRIVATE KEY`,
 //! the verify key as `PUBLIC KEY` (or the signing key file itself, whose public half is used).
 
+mod batch;
+
+use std::collections::VecDeque;
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -35,12 +43,25 @@ pub struct SigningKey {
     id: String,
 }
 
-/// A public key agents accept task signatures from. `Debug` shows its key id.
-#[derive(Clone, PartialEq, Eq)]
+/// A public key agents accept task signatures from. `Debug` shows its key id. Clones share the
+/// roots of the batches verified lately.
+#[derive(Clone)]
 pub struct VerifyKey {
     public: [u8; 32],
     id: String,
+    verified: Arc<Mutex<VecDeque<(usize, batch::Hash)>>>,
 }
+
+/// Batch roots a verify key remembers as verified (the oldest is forgotten first).
+const VERIFIED_ROOTS: usize = 256;
+
+impl PartialEq for VerifyKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.public == other.public && self.id == other.id
+    }
+}
+
+impl Eq for VerifyKey {}
 
 impl SigningKey {
     /// A fresh random key (only in memory; see [`SigningKey::generate_pem`] for a file).
@@ -88,7 +109,7 @@ impl SigningKey {
     pub fn verify_key(&self) -> VerifyKey {
         let mut public = [0; 32];
         public.copy_from_slice(self.pair.public_key().as_ref());
-        VerifyKey { public, id: self.id.clone() }
+        VerifyKey::new(public)
     }
 
     /// The key's id: the first 8 bytes of the SHA-256 of its public key, in hex.
@@ -107,6 +128,31 @@ impl SigningKey {
         let sig = self.pair.sign(&signed_bytes(subject, body));
         headers.insert(header::TASK_KEY, self.id.as_str());
         headers.insert(header::TASK_SIGNATURE, URL_SAFE_NO_PAD.encode(sig.as_ref()).as_str());
+        if headers.get(header::TASK_PROOF).is_some() {
+            // A signature of this task alone (the header map cannot drop a header).
+            headers.insert(header::TASK_PROOF, "");
+        }
+    }
+
+    /// Signs task messages published together with one signature (see the module
+    /// documentation), replacing any signatures they had; a lone task is signed on its own.
+    pub fn sign_batch(&self, msgs: &mut [crate::Outgoing]) {
+        for chunk in msgs.chunks_mut(batch::MAX_LEAVES) {
+            if let [one] = chunk {
+                self.sign(one);
+                continue;
+            }
+            let leaves = chunk.iter().map(|m| batch::leaf(&signed_bytes(&m.subject, &m.payload))).collect();
+            let (root, proofs) = batch::tree(leaves);
+            let n = chunk.len();
+            let sig = URL_SAFE_NO_PAD.encode(self.pair.sign(&batch::signed_root(n, &root)).as_ref());
+            for (i, (msg, proof)) in chunk.iter_mut().zip(proofs).enumerate() {
+                msg.headers.insert(header::TASK_KEY, self.id.as_str());
+                msg.headers.insert(header::TASK_SIGNATURE, sig.as_str());
+                let path = URL_SAFE_NO_PAD.encode(proof.concat());
+                msg.headers.insert(header::TASK_PROOF, format!("{i}.{n}.{path}").as_str());
+            }
+        }
     }
 }
 
@@ -123,7 +169,7 @@ impl VerifyKey {
             .ok_or_else(|| Error::invalid("task_verify_key", "not an Ed25519 public key"))?;
         let mut public = [0; 32];
         public.copy_from_slice(raw);
-        Ok(VerifyKey { public, id: key_id(&public) })
+        Ok(VerifyKey::new(public))
     }
 
     /// Reads the key from a file (see [`VerifyKey::from_pem`]).
@@ -157,11 +203,49 @@ impl VerifyKey {
                 self.id
             ));
         }
+        let forged = || "task signature does not match the task: it was forged or altered".to_owned();
         let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| "task signature is not valid base64url".to_owned())?;
-        signature::UnparsedPublicKey::new(&signature::ED25519, &self.public)
-            .verify(&signed_bytes(subject, body), &sig)
-            .map_err(|_| "task signature does not match the task: it was forged or altered".to_owned())
+        let signed = signed_bytes(subject, body);
+        let Some(proof) = get(header::TASK_PROOF).filter(|p| !p.is_empty()) else {
+            return self.check(&signed, &sig).map_err(|()| forged());
+        };
+        let (index, len, siblings) = parse_proof(proof)?;
+        let root = batch::root(batch::leaf(&signed), index, len, &siblings).ok_or_else(forged)?;
+        let mut verified = self.verified.lock().expect("verified roots lock");
+        if verified.contains(&(len, root)) {
+            return Ok(());
+        }
+        self.check(&batch::signed_root(len, &root), &sig).map_err(|()| forged())?;
+        if verified.len() == VERIFIED_ROOTS {
+            verified.pop_front();
+        }
+        verified.push_back((len, root));
+        Ok(())
     }
+
+    fn new(public: [u8; 32]) -> VerifyKey {
+        VerifyKey { public, id: key_id(&public), verified: Arc::default() }
+    }
+
+    fn check(&self, msg: &[u8], sig: &[u8]) -> Result<(), ()> {
+        signature::UnparsedPublicKey::new(&signature::ED25519, &self.public).verify(msg, sig).map_err(|_| ())
+    }
+}
+
+/// `{index}.{n}.{siblings}` (the siblings' hashes concatenated, base64url).
+fn parse_proof(proof: &str) -> Result<(usize, usize, Vec<batch::Hash>), String> {
+    let bad = || format!("task signature proof {proof:?} is malformed (expected index.size.siblings)");
+    let mut parts = proof.splitn(3, '.');
+    let (Some(index), Some(len), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad());
+    };
+    let (index, len) = (index.parse().map_err(|_| bad())?, len.parse().map_err(|_| bad())?);
+    let path = URL_SAFE_NO_PAD.decode(path).map_err(|_| bad())?;
+    if path.len() % 32 != 0 || path.len() > 32 * 16 {
+        return Err(bad());
+    }
+    let siblings = path.chunks(32).map(|c| c.try_into().expect("32-byte chunks")).collect();
+    Ok((index, len, siblings))
 }
 
 fn signed_bytes(subject: &str, body: &[u8]) -> Vec<u8> {
@@ -252,6 +336,76 @@ mod tests {
         forged.insert(header::TASK_KEY, verify.id());
         let err = verify.verify("loom.tasks.p", b"{\"a\":1}", &forged).unwrap_err();
         assert!(err.starts_with("task signature does not match"), "{err}");
+    }
+
+    fn batch(key: &SigningKey, n: usize) -> Vec<crate::Outgoing> {
+        batch_of(key, n, "task")
+    }
+
+    fn batch_of(key: &SigningKey, n: usize, field: &str) -> Vec<crate::Outgoing> {
+        let mut msgs: Vec<crate::Outgoing> = (0..n)
+            .map(|i| {
+                let body = format!("{{\"{field}\":{i}}}");
+                crate::Outgoing::raw(format!("loom.tasks.p{}", i % 2), format!("d{i}"), body.into_bytes())
+            })
+            .collect();
+        key.sign_batch(&mut msgs);
+        msgs
+    }
+
+    fn check(key: &VerifyKey, m: &crate::Outgoing) -> Result<(), String> {
+        key.verify(&m.subject, &m.payload, &m.headers)
+    }
+
+    #[test]
+    fn a_batch_signature_verifies_each_of_its_tasks_and_nothing_else() {
+        let key = SigningKey::generate();
+        for n in [1, 2, 3, 7, 64, 300] {
+            let verify = key.verify_key();
+            let msgs = batch(&key, n);
+            let proof = |m: &crate::Outgoing| m.headers.get(header::TASK_PROOF).map(|v| v.as_str().to_owned());
+            assert_eq!(proof(&msgs[0]).is_some(), n > 1, "a lone task is signed on its own");
+            for m in &msgs {
+                assert_eq!(check(&verify, m), Ok(()), "n={n} {}", m.msg_id());
+                assert_eq!(check(&verify, m), Ok(()), "again, from the verified roots");
+            }
+            // A task's body or subject changed, or its proof moved to another task: forged.
+            let first = &msgs[0];
+            let err = verify.verify(first.subject(), b"{\"task\":\"evil\"}", &first.headers).unwrap_err();
+            assert!(err.starts_with("task signature does not match"), "{err}");
+            let err = verify.verify("loom.tasks.other", first.payload(), &first.headers).unwrap_err();
+            assert!(err.starts_with("task signature does not match"), "{err}");
+            if n > 1 {
+                let err = verify.verify(first.subject(), msgs[1].payload(), &first.headers).unwrap_err();
+                assert!(err.starts_with("task signature does not match"), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_proof_cannot_borrow_another_keys_root_or_a_malformed_one_pass() {
+        let (key, other) = (SigningKey::generate(), SigningKey::generate());
+        let verify = key.verify_key();
+        let genuine = batch(&key, 4);
+        assert_eq!(check(&verify, &genuine[0]), Ok(()));
+        // Another key's batch of other tasks under the trusted key's id: its root was never
+        // verified. (The same tasks would be the genuine ones, which verify whoever resends them.)
+        let forged = batch_of(&other, 4, "evil").remove(1).with_header(header::TASK_KEY, verify.id());
+        let err = check(&verify, &forged).unwrap_err();
+        assert!(err.starts_with("task signature does not match"), "{err}");
+        // The genuine root's signature, another size claimed for the same proof: not the root.
+        let p = genuine[1].headers.get(header::TASK_PROOF).unwrap().as_str().replacen(".4.", ".5.", 1);
+        let resized = genuine[1].clone().with_header(header::TASK_PROOF, &p);
+        assert!(check(&verify, &resized).unwrap_err().starts_with("task signature does not match"));
+        for bad in ["x", "1.4", "9.4.AAAA", "1.4.!!", "a.b.c"] {
+            let m = genuine[1].clone().with_header(header::TASK_PROOF, bad);
+            assert!(check(&verify, &m).is_err(), "{bad:?}");
+        }
+        // Re-signed alone, a batch-signed task drops its proof.
+        let mut alone = genuine[2].clone();
+        key.sign(&mut alone);
+        assert_eq!(alone.headers.get(header::TASK_PROOF).map(|v| v.as_str()), Some(""));
+        assert_eq!(check(&key.verify_key(), &alone), Ok(()));
     }
 
     #[test]

@@ -82,6 +82,9 @@ pub(crate) async fn relay_outbox(shared: &Shared) -> Result<usize, Error> {
                 Err(e) => unpublishable(shared, row, &e).await?,
             }
         }
+        // Built unsigned; one signature covers the batch. A bus without a signing key refused
+        // every task above.
+        shared.bus.sign_tasks(&mut sendable)?;
         let results = shared.bus.publish_batch(sendable).await;
         drop(spans);
         let sent: Vec<i64> = ids.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(id, _)| *id).collect();
@@ -164,6 +167,12 @@ pub(crate) async fn run_publisher(
                 }
             }
         }
+        // Built unsigned; one signature covers the batch (a bus without a signing key refused
+        // every task above).
+        if let Err(e) = shared.bus.sign_tasks(&mut msgs) {
+            tracing::error!(error = %e, "cannot sign claimed tasks; the relay will retry");
+            continue;
+        }
         let results = shared.bus.publish_batch(msgs).await;
         drop(spans);
         let published: Vec<&Claim> = built.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(c, _)| *c).collect();
@@ -227,7 +236,7 @@ fn claimed_task(
     };
     let mut task = assigned(&row, snapshot, project_context);
     route(shared, &mut task);
-    Ok(shared.bus.task(&task, &crate::traces::trace_context(loom_telemetry::propagate::current()))?)
+    Ok(shared.bus.unsigned_task(&task, &crate::traces::trace_context(loom_telemetry::propagate::current()))?)
 }
 
 /// Sends a task with a role to that role's queue only while a live agent is bound to the role
@@ -257,7 +266,7 @@ pub(crate) fn check_publishable(
         dispatch_id: &DispatchId::parse("00000000-0000-0000-0000-000000000000").map_err(Error::Domain)?,
         attempt: u32::MAX,
     };
-    bus.task(&assigned(&probe, snapshot, project_context), &TraceContext::default())?;
+    bus.unsigned_task(&assigned(&probe, snapshot, project_context), &TraceContext::default())?;
     Ok(())
 }
 
@@ -336,7 +345,7 @@ fn task_message(
             task
         }
     };
-    Ok(shared.bus.task(&msg, &crate::traces::trace_context(loom_telemetry::propagate::current()))?)
+    Ok(shared.bus.unsigned_task(&msg, &crate::traces::trace_context(loom_telemetry::propagate::current()))?)
 }
 
 pub(crate) async fn run_events(shared: Arc<Shared>, shutdown: CancellationToken) {

@@ -1,7 +1,8 @@
 //! Signed tasks, on both bus backends: an agent runs only tasks the control plane signed. An
 //! unsigned task, one signed by another key (under its own or the trusted key's id) and a signed
-//! task whose body was altered are dead-lettered with a `task signature …` reason, never reach
-//! the fence and never run; the genuine task behind them runs.
+//! task whose body was altered (signed alone or in a batch) are dead-lettered with a `task
+//! signature …` reason, never reach the fence and never run; the genuine task behind them, signed
+//! in one batch with an altered one, runs.
 
 use std::sync::{Arc, Mutex};
 
@@ -9,7 +10,7 @@ use loom_agent::{ExecutorKind, StartAnswer};
 use loom_bus::{Bus, Outgoing, SigningKey, TaskMessage, TraceContext, header};
 use loom_domain::{AgentId, BeadId, DispatchId};
 
-use crate::support::{Agent, Repo, WAIT, embedded, final_result, nats, nats_cleanup, publish, results, task};
+use crate::support::{Agent, Repo, WAIT, embedded, final_result, nats, nats_cleanup, results, task};
 
 /// A fence that records which dispatches asked to start.
 #[derive(Debug, Default)]
@@ -81,15 +82,28 @@ async fn forged_tasks_are_refused(bus: &Bus) {
     }
     send(bus, out).await;
 
+    // Two tasks signed as one batch, as the control plane publishes them: the first one's body
+    // swapped (its signature and proof kept), the second genuine — it runs on the batch's
+    // signature.
+    let batched = task("demo", "demo-6", "noop", &[]);
     let good = task("demo", "demo-5", "noop", &[]);
-    publish(bus, &good).await;
+    let mut batch = vec![bus.unsigned_task(&batched, &trace).unwrap(), bus.unsigned_task(&good, &trace).unwrap()];
+    bus.sign_tasks(&mut batch).unwrap();
+    let mut altered = evil("demo-6");
+    altered.metadata = batched.metadata.clone();
+    let mut out = Outgoing::raw(batch[0].subject(), batch[0].msg_id(), serde_json::to_vec(&altered).unwrap());
+    for name in [header::TASK_KEY, header::TASK_SIGNATURE, header::TASK_PROOF] {
+        out = out.with_header(name, batch[0].headers().get(name).unwrap());
+    }
+    send(bus, out).await;
+    send(bus, batch.pop().unwrap()).await;
     let r = final_result(&mut sub).await;
     assert_eq!(r.metadata.dispatch_id, good.metadata.dispatch_id, "only the genuine task produced a result");
 
     let deadline = tokio::time::Instant::now() + WAIT;
     let letters = loop {
         let letters = bus.read_dlq(1, 100).await.unwrap();
-        if letters.len() >= 4 || tokio::time::Instant::now() > deadline {
+        if letters.len() >= 5 || tokio::time::Instant::now() > deadline {
             break letters;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -101,6 +115,7 @@ async fn forged_tasks_are_refused(bus: &Bus) {
         (&other_key, "task signature by unknown key"),
         (&trusted_id, "task signature does not match"),
         (&genuine, "task signature does not match"),
+        (&batched, "task signature does not match"),
     ];
     assert_eq!(got.len(), want.len(), "{got:?}");
     for ((dispatch, reason), (task, prefix)) in got.iter().zip(want) {
