@@ -332,7 +332,9 @@ async fn settle(
                     escalate(shared, &msg, o).await;
                 }
             }
-            if let Err(e) = delivery.ack().await {
+            // Not waiting for the server's confirmation: an applied result is applied once, so
+            // the redelivery a lost ack brings is ignored (a round trip per result saved).
+            if let Err(e) = delivery.ack_nowait().await {
                 tracing::warn!(error = %e, "ack of an applied result failed; its redelivery will be ignored");
             }
         }
