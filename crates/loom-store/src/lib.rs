@@ -59,6 +59,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn create_beads(&self, beads: Vec<NewBead>) -> Result<Vec<Bead>>;
     /// One bead with its `blocked_by` edges, or `NotFound`.
     async fn get_bead(&self, id: &BeadId) -> Result<Bead>;
+    /// One bead and its latest finished attempt (what `GET /beads/{id}` shows), or `NotFound`.
+    /// The attempt's `conversation` is left empty (`list_attempts` has it). A backend may answer
+    /// in one round trip; by default this is `get_bead` then `list_attempts`.
+    async fn get_bead_view(&self, id: &BeadId) -> Result<(Bead, Option<Attempt>)> {
+        let bead = self.get_bead(id).await?;
+        let mut latest = self.list_attempts(id).await?.pop();
+        if let Some(a) = latest.as_mut() {
+            a.conversation.clear();
+        }
+        Ok((bead, latest))
+    }
     /// A page of beads matching `filter`, oldest first.
     async fn list_beads(&self, filter: &BeadFilter, page: &PageRequest) -> Result<BeadPage>;
     /// Applies `patch` if the bead is still at `expected_version`.

@@ -317,6 +317,10 @@ impl Store for PgStore {
         beads::get(&self.pool, id).await
     }
 
+    async fn get_bead_view(&self, id: &BeadId) -> Result<(Bead, Option<Attempt>)> {
+        attempts::bead_view(&self.pool, id).await
+    }
+
     async fn list_beads(&self, filter: &BeadFilter, page: &PageRequest) -> Result<BeadPage> {
         beads::list(&self.pool, filter, page).await
     }

@@ -16,9 +16,9 @@ use crate::{Error, Shared};
 /// `GET /beads/{id}`: the bead with its latest result.
 pub(crate) async fn bead(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Json<BeadDto>, Error> {
     let id = parse_id(BeadId::parse, &id)?;
-    let bead = s.store.get_bead(&id).await?;
+    let (bead, latest) = s.store.get_bead_view(&id).await?;
     let mut dto = BeadDto::from(&bead);
-    dto.latest_result = s.store.list_attempts(&id).await?.last().map(dto_of);
+    dto.latest_result = latest.as_ref().map(dto_of);
     Ok(Json(dto))
 }
 

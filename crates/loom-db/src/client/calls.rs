@@ -68,6 +68,14 @@ impl Store for GrpcStore {
         answer(rpc!(self.get_bead(v1::GetBeadRequest { id: id.to_string() }), Always))
     }
 
+    async fn get_bead_view(&self, id: &BeadId) -> Result<(Bead, Option<loom_store::Attempt>)> {
+        let view = rpc!(self.get_bead_view(v1::GetBeadRequest { id: id.to_string() }), Always);
+        let bead = answer(
+            view.bead.ok_or_else(|| Error::Internal("the database service sent a view without its bead".into()))?,
+        )?;
+        Ok((bead, view.latest.map(answer).transpose()?))
+    }
+
     async fn list_beads(&self, filter: &BeadFilter, page: &PageRequest) -> Result<BeadPage> {
         let request =
             v1::ListBeadsRequest { filter: Some(filter.clone().into_proto()), page: Some(page.clone().into_proto()) };

@@ -98,6 +98,12 @@ impl Database for DatabaseService {
         reply(self.store.get_bead(&id).await.map_err(fail)?.into_proto())
     }
 
+    async fn get_bead_view(&self, r: Request<v1::GetBeadRequest>) -> Reply<v1::BeadView> {
+        let id = valid(BeadId::parse(&r.into_inner().id))?;
+        let (bead, latest) = self.store.get_bead_view(&id).await.map_err(fail)?;
+        reply(v1::BeadView { bead: Some(bead.into_proto()), latest: latest.map(IntoProto::into_proto) })
+    }
+
     async fn list_beads(&self, r: Request<v1::ListBeadsRequest>) -> Reply<v1::ListBeadsResponse> {
         let r = r.into_inner();
         let filter = decode(r.filter.unwrap_or_default())?;

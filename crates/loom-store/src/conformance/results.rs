@@ -40,6 +40,8 @@ pub async fn results_are_kept_as_attempts(store: &dyn Store) {
     let p = project(store, "kept").await;
     let a = bead(store, &p, "a", 1, &[]).await;
     assert!(store.list_attempts(&a.id).await.unwrap().is_empty(), "no attempt before a result");
+    let (viewed, none) = store.get_bead_view(&a.id).await.unwrap();
+    assert_eq!((viewed, none), (store.get_bead(&a.id).await.unwrap(), None), "a bead without attempts");
     let first = store.claim_ready(&claim_req(&p, 1)).await.unwrap().remove(0);
     let started = start(store, &first, "agent-7", Duration::from_secs(60)).await;
     let mut failure = result(&first, Outcome::Failure { error: "tests failed".into() });
@@ -74,8 +76,15 @@ pub async fn results_are_kept_as_attempts(store: &dyn Store) {
     assert_eq!(s.commits, vec![Commit { sha: "a1b2c3".into(), branch: "main".into() }]);
     assert_eq!((s.artifacts.clone(), s.duration_ms), (vec!["target/report.html".to_owned()], 1234));
     assert!(s.started_at.is_some() && s.started_at.unwrap() <= s.finished_at);
+    // The view: the bead as `get_bead` has it and the latest attempt, without its conversation.
+    let (viewed, latest) = store.get_bead_view(&a.id).await.unwrap();
+    assert_eq!(viewed, store.get_bead(&a.id).await.unwrap());
+    let mut expected = s.clone();
+    expected.conversation.clear();
+    assert_eq!(latest, Some(expected), "the view shows the latest attempt");
     let missing = BeadId::parse("kept-zzzz").unwrap();
     assert!(matches!(store.list_attempts(&missing).await.unwrap_err(), Error::NotFound { .. }));
+    assert!(matches!(store.get_bead_view(&missing).await.unwrap_err(), Error::NotFound { .. }));
 }
 
 pub async fn a_started_bead_is_assigned_to_its_agent(store: &dyn Store) {

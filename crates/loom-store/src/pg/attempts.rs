@@ -1,12 +1,13 @@
 //! Attempts on PostgreSQL: what each applied result reported, kept in `bead_attempts` (keyed by
 //! dispatch id) in the result's transaction.
 
-use loom_domain::{BeadId, DispatchId, ProjectId};
+use loom_domain::{Bead, BeadId, DispatchId, ProjectId};
 use serde_json::json;
 use sqlx::types::Json;
 use sqlx::{PgPool, Row};
 
 use super::Tx;
+use super::rows::{BEAD_COLS, bead_from_row};
 use crate::{Attempt, Commit, Error, ProjectUsage, Result, TokenUsage};
 
 /// Inserts the attempts of a batch of applied results, in one statement.
@@ -96,18 +97,54 @@ pub(super) async fn list(pool: &PgPool, bead: &BeadId) -> Result<Vec<Attempt>> {
 }
 
 fn from_row(row: &sqlx::postgres::PgRow) -> Result<Attempt> {
+    let mut attempt = from_columns(row, "")?;
+    attempt.conversation = row.try_get("conversation")?;
+    Ok(attempt)
+}
+
+/// The attempt columns but `conversation`, as `ATTEMPT_VIEW_COLS` names them.
+const ATTEMPT_VIEW_COLS: &str = "a.dispatch_id AS a_dispatch_id, a.bead_id AS a_bead_id, a.attempt AS a_attempt,
+    a.agent_id AS a_agent_id, a.succeeded AS a_succeeded, a.error AS a_error, a.output AS a_output,
+    a.commits AS a_commits, a.artifacts AS a_artifacts, a.created_beads AS a_created_beads,
+    a.duration_ms AS a_duration_ms, a.started_at AS a_started_at, a.finished_at AS a_finished_at,
+    a.prompt_tokens AS a_prompt_tokens, a.completion_tokens AS a_completion_tokens, a.model AS a_model,
+    a.provider AS a_provider, a.cost_usd AS a_cost_usd";
+
+/// A bead and its latest attempt (its conversation left out) in one round trip.
+pub(super) async fn bead_view(pool: &PgPool, id: &BeadId) -> Result<(Bead, Option<Attempt>)> {
+    let row = sqlx::query(&format!(
+        "SELECT {BEAD_COLS}, {ATTEMPT_VIEW_COLS} FROM beads b
+         LEFT JOIN LATERAL (SELECT * FROM bead_attempts x WHERE x.bead_id = b.id ORDER BY x.seq DESC LIMIT 1) a ON true
+         WHERE b.id = $1"
+    ))
+    .bind(id.as_str())
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| Error::not_found("bead", id))?;
+    let (bead, _) = bead_from_row(&row)?;
+    let latest = match row.try_get::<Option<&str>, _>("a_dispatch_id")? {
+        Some(_) => Some(from_columns(&row, "a_")?),
+        None => None,
+    };
+    Ok((bead, latest))
+}
+
+/// An attempt from columns named `{prefix}{column}`, its conversation empty.
+fn from_columns(row: &sqlx::postgres::PgRow, prefix: &str) -> Result<Attempt> {
+    let col = |name: &str| format!("{prefix}{name}");
     let corrupt = |e: String| Error::Internal(format!("corrupt attempt row: {e}"));
-    let Json(commits): Json<Vec<Commit>> = row.try_get("commits")?;
-    let Json(artifacts): Json<Vec<String>> = row.try_get("artifacts")?;
-    let Json(created): Json<Vec<String>> = row.try_get("created_beads")?;
+    let Json(commits): Json<Vec<Commit>> = row.try_get(col("commits").as_str())?;
+    let Json(artifacts): Json<Vec<String>> = row.try_get(col("artifacts").as_str())?;
+    let Json(created): Json<Vec<String>> = row.try_get(col("created_beads").as_str())?;
     Ok(Attempt {
-        bead_id: BeadId::parse(row.try_get("bead_id")?).map_err(|e| corrupt(e.to_string()))?,
-        dispatch_id: DispatchId::parse(row.try_get("dispatch_id")?).map_err(|e| corrupt(e.to_string()))?,
-        attempt: u32::try_from(row.try_get::<i64, _>("attempt")?).map_err(|e| corrupt(e.to_string()))?,
-        agent_id: row.try_get("agent_id")?,
-        succeeded: row.try_get("succeeded")?,
-        error: row.try_get("error")?,
-        output: row.try_get("output")?,
+        bead_id: BeadId::parse(row.try_get(col("bead_id").as_str())?).map_err(|e| corrupt(e.to_string()))?,
+        dispatch_id: DispatchId::parse(row.try_get(col("dispatch_id").as_str())?)
+            .map_err(|e| corrupt(e.to_string()))?,
+        attempt: u32::try_from(row.try_get::<i64, _>(col("attempt").as_str())?).map_err(|e| corrupt(e.to_string()))?,
+        agent_id: row.try_get(col("agent_id").as_str())?,
+        succeeded: row.try_get(col("succeeded").as_str())?,
+        error: row.try_get(col("error").as_str())?,
+        output: row.try_get(col("output").as_str())?,
         commits,
         artifacts,
         created_beads: created
@@ -115,16 +152,17 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<Attempt> {
             .map(|id| BeadId::parse(id))
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| corrupt(e.to_string()))?,
-        duration_ms: u64::try_from(row.try_get::<i64, _>("duration_ms")?).unwrap_or_default(),
+        duration_ms: u64::try_from(row.try_get::<i64, _>(col("duration_ms").as_str())?).unwrap_or_default(),
         usage: TokenUsage {
-            prompt_tokens: u64::try_from(row.try_get::<i64, _>("prompt_tokens")?).unwrap_or_default(),
-            completion_tokens: u64::try_from(row.try_get::<i64, _>("completion_tokens")?).unwrap_or_default(),
-            model: row.try_get("model")?,
-            provider: row.try_get("provider")?,
-            cost_usd: row.try_get("cost_usd")?,
+            prompt_tokens: u64::try_from(row.try_get::<i64, _>(col("prompt_tokens").as_str())?).unwrap_or_default(),
+            completion_tokens: u64::try_from(row.try_get::<i64, _>(col("completion_tokens").as_str())?)
+                .unwrap_or_default(),
+            model: row.try_get(col("model").as_str())?,
+            provider: row.try_get(col("provider").as_str())?,
+            cost_usd: row.try_get(col("cost_usd").as_str())?,
         },
-        conversation: row.try_get("conversation")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
+        conversation: String::new(),
+        started_at: row.try_get(col("started_at").as_str())?,
+        finished_at: row.try_get(col("finished_at").as_str())?,
     })
 }
