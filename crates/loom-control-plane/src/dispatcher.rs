@@ -151,6 +151,8 @@ pub(crate) struct Slots {
     /// next read — the safe side). Without it a claim committed during the read was lost from the
     /// count and one slot too many could be handed out.
     claimed_during_read: Option<HashMap<ProjectId, u32>>,
+    /// Bumped each time `running` is replaced by a read of the store's counts (`generation`).
+    generation: u64,
 }
 
 impl Slots {
@@ -198,9 +200,40 @@ impl Slots {
         }
     }
 
+    /// A read of the store's in-progress counts begins.
+    fn begin_read(&mut self) {
+        self.claimed_during_read = Some(HashMap::new());
+    }
+
+    /// The read begun with `begin_read` returned `running`: it replaces the counts, plus the
+    /// claims settled while it was under way. Returns when.
+    fn counted(&mut self, mut running: HashMap<ProjectId, u32>) -> Instant {
+        for (project, n) in self.claimed_during_read.take().unwrap_or_default() {
+            let count = running.entry(project).or_default();
+            *count = count.saturating_add(n);
+        }
+        self.running = running;
+        self.generation += 1;
+        let now = Instant::now();
+        self.counted_at = Some(now);
+        now
+    }
+
+    /// Which read of the store's counts `running` comes from; taken before a result is applied,
+    /// for `release`.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// `n` beads of `project` left `in_progress` (a result was applied): their slots are free
-    /// now, before the next read of the counts.
-    pub(crate) fn release(&mut self, project: &ProjectId, n: u32) {
+    /// now, before the next read of the counts. `since` is the `generation` taken before the
+    /// result was written. If the counts were read again meanwhile, that read may already have
+    /// seen the beads leave (taking them off again would hand out a slot too many), so nothing
+    /// is taken off: at worst a slot stays counted as used until the next read, the safe side.
+    pub(crate) fn release(&mut self, project: &ProjectId, n: u32, since: u64) {
+        if since != self.generation {
+            return;
+        }
         if let Some(running) = self.running.get_mut(project) {
             *running = running.saturating_sub(n);
         }
@@ -247,22 +280,15 @@ impl View {
         let projects = shared.store.list_projects().await?;
         shared.contexts.set(&projects);
         self.projects = projects.into_iter().filter(|p| p.status == ProjectStatus::Active).map(|p| p.id).collect();
-        shared.slots().claimed_during_read = Some(HashMap::new());
-        let mut running: HashMap<ProjectId, u32> = shared
+        shared.slots().begin_read();
+        let running: HashMap<ProjectId, u32> = shared
             .store
             .running_by_project()
             .await?
             .into_iter()
             .map(|(p, n)| (p, u32::try_from(n).unwrap_or(u32::MAX)))
             .collect();
-        let mut slots = shared.slots();
-        for (project, n) in slots.claimed_during_read.take().unwrap_or_default() {
-            let count = running.entry(project).or_default();
-            *count = count.saturating_add(n);
-        }
-        slots.running = running;
-        slots.counted_at = Some(Instant::now());
-        self.read_at = slots.counted_at;
+        self.read_at = Some(shared.slots().counted(running));
         Ok(())
     }
 }
@@ -377,3 +403,55 @@ impl Drop for Reservation<'_> {
 
 /// How long a failed bus operation waits before it is retried.
 pub(crate) const RETRY_DELAY: Duration = Duration::from_millis(500);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project() -> ProjectId {
+        ProjectId::parse("p").unwrap()
+    }
+
+    fn three_slots() -> Slots {
+        let mut slots = Slots::default();
+        slots.set_agent_slots(HashMap::from([(project(), 3)]));
+        slots.begin_read();
+        slots.counted(HashMap::from([(project(), 3)]));
+        slots
+    }
+
+    #[test]
+    fn a_result_applied_before_a_read_frees_its_slot_once() {
+        let config = crate::Config::default();
+        let mut slots = three_slots();
+        // A result is written; a read of the counts runs meanwhile and already sees the bead
+        // leave; then the result's release arrives.
+        let before = slots.generation();
+        slots.begin_read();
+        slots.counted(HashMap::from([(project(), 2)]));
+        slots.release(&project(), 1, before);
+        assert_eq!(slots.reserve(&project(), 5, &config), 1, "one slot is free, not two");
+    }
+
+    #[test]
+    fn a_result_applied_between_reads_frees_its_slot_at_once() {
+        let config = crate::Config::default();
+        let mut slots = three_slots();
+        let before = slots.generation();
+        slots.release(&project(), 1, before);
+        assert_eq!(slots.reserve(&project(), 5, &config), 1);
+    }
+
+    #[test]
+    fn a_claim_settled_during_a_read_is_counted() {
+        let config = crate::Config::default();
+        let mut slots = Slots::default();
+        slots.set_agent_slots(HashMap::from([(project(), 3)]));
+        slots.begin_read();
+        assert_eq!(slots.reserve(&project(), 1, &config), 1);
+        slots.settle(&project(), 1, 1);
+        // The read's snapshot was taken before that claim committed.
+        slots.counted(HashMap::new());
+        assert_eq!(slots.reserve(&project(), 5, &config), 2);
+    }
+}

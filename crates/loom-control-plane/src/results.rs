@@ -99,11 +99,13 @@ async fn apply_batch(shared: &Shared, batch: Vec<Received<ResultMessage>>) {
         if let Ok(true) = outcome {
             record_steps(shared, &received.message).await;
         }
-        settle(shared, received, outcome.map(|_| None), started).instrument(span).await;
+        settle(shared, received, outcome.map(|_| None), started, 0).instrument(span).await;
     }
     if finals.is_empty() {
         return;
     }
+    // Before the write: which read of the slot counts a release may correct (`Slots::release`).
+    let counted = shared.slots().generation();
     let results: Vec<DispatchResult> = finals.iter().map(|r| dispatch_result(shared, &r.message)).collect();
     let started = std::time::Instant::now();
     // A span per result, in its bead's trace; the batch's store call runs in the first one's
@@ -120,7 +122,7 @@ async fn apply_batch(shared: &Shared, batch: Vec<Received<ResultMessage>>) {
                 .into_iter()
                 .zip(outcomes)
                 .zip(spans)
-                .map(|((r, o), span)| settle(shared, r, Ok(Some(o)), started).instrument(span));
+                .map(|((r, o), span)| settle(shared, r, Ok(Some(o)), started, counted).instrument(span));
             futures::future::join_all(settled).await;
         }
         Err(e) => {
@@ -130,7 +132,7 @@ async fn apply_batch(shared: &Shared, batch: Vec<Received<ResultMessage>>) {
                     until_stored(shared, std::slice::from_ref(&received), || shared.store.record_result(&result))
                         .instrument(span.clone())
                         .await;
-                settle(shared, received, outcome.map(Some), started).instrument(span).await;
+                settle(shared, received, outcome.map(Some), started, counted).instrument(span).await;
             }
         }
     }
@@ -293,12 +295,13 @@ fn discovered(list: &str) -> Vec<Discovered> {
 }
 
 /// Acks an applied (or stale) result, naks one the store could not take now, and dead-letters
-/// one the store refuses.
+/// one the store refuses. `counted` is the slot counts' generation taken before the write.
 async fn settle(
     shared: &Shared,
     received: Received<ResultMessage>,
     outcome: Result<Option<ResultOutcome>, loom_store::Error>,
     started: std::time::Instant,
+    counted: u64,
 ) {
     let Received { message: msg, delivery } = received;
     let label = match &outcome {
@@ -322,7 +325,7 @@ async fn settle(
         Ok(applied) => {
             if let Some(o) = &applied {
                 if *o != ResultOutcome::Ignored {
-                    shared.slots().release(&msg.project_id, 1);
+                    shared.slots().release(&msg.project_id, 1, counted);
                 }
                 if *o == ResultOutcome::Ignored {
                     tracing::debug!(bead = %msg.bead_id, dispatch = %msg.metadata.dispatch_id, "stale or repeated result ignored");
