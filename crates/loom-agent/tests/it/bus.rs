@@ -144,6 +144,9 @@ async fn a_busy_agent_stops_a_task_the_fence_says_is_superseded() {
     let agent = Agent::start(config, &bus);
     let t = task("demo", "demo-2", "shell", &[("command", "sleep 30")]);
     publish(&bus, &t).await;
+    // The agent asks the fence after it published a progress report and before the next one: by
+    // the second report, the first answer is in.
+    next_of(&mut sub, &[ResultKind::Progress]).await;
     next_of(&mut sub, &[ResultKind::Progress]).await;
     let asked = fence.asked.load(std::sync::atomic::Ordering::Relaxed);
     assert!(asked >= 1, "the fence is asked at each progress report");
