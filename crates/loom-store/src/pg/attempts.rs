@@ -1,6 +1,8 @@
 //! Attempts on PostgreSQL: what each applied result reported, kept in `bead_attempts` (keyed by
 //! dispatch id) in the result's transaction.
 
+use std::borrow::Cow;
+
 use loom_domain::{Bead, BeadId, DispatchId, ProjectId};
 use serde_json::json;
 use sqlx::types::Json;
@@ -102,7 +104,7 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<Attempt> {
     Ok(attempt)
 }
 
-/// The attempt columns but `conversation`, as `ATTEMPT_VIEW_COLS` names them.
+/// The attempt columns but `conversation`, each named `a_{column}`: what `from_columns(row, "a_")` reads.
 const ATTEMPT_VIEW_COLS: &str = "a.dispatch_id AS a_dispatch_id, a.bead_id AS a_bead_id, a.attempt AS a_attempt,
     a.agent_id AS a_agent_id, a.succeeded AS a_succeeded, a.error AS a_error, a.output AS a_output,
     a.commits AS a_commits, a.artifacts AS a_artifacts, a.created_beads AS a_created_beads,
@@ -131,20 +133,22 @@ pub(super) async fn bead_view(pool: &PgPool, id: &BeadId) -> Result<(Bead, Optio
 
 /// An attempt from columns named `{prefix}{column}`, its conversation empty.
 fn from_columns(row: &sqlx::postgres::PgRow, prefix: &str) -> Result<Attempt> {
-    let col = |name: &str| format!("{prefix}{name}");
+    // The list path reads unprefixed columns: borrow the name, allocate only for a prefix.
+    let col = |name: &'static str| -> Cow<'static, str> {
+        if prefix.is_empty() { Cow::Borrowed(name) } else { Cow::Owned(format!("{prefix}{name}")) }
+    };
     let corrupt = |e: String| Error::Internal(format!("corrupt attempt row: {e}"));
-    let Json(commits): Json<Vec<Commit>> = row.try_get(col("commits").as_str())?;
-    let Json(artifacts): Json<Vec<String>> = row.try_get(col("artifacts").as_str())?;
-    let Json(created): Json<Vec<String>> = row.try_get(col("created_beads").as_str())?;
+    let Json(commits): Json<Vec<Commit>> = row.try_get(&*col("commits"))?;
+    let Json(artifacts): Json<Vec<String>> = row.try_get(&*col("artifacts"))?;
+    let Json(created): Json<Vec<String>> = row.try_get(&*col("created_beads"))?;
     Ok(Attempt {
-        bead_id: BeadId::parse(row.try_get(col("bead_id").as_str())?).map_err(|e| corrupt(e.to_string()))?,
-        dispatch_id: DispatchId::parse(row.try_get(col("dispatch_id").as_str())?)
-            .map_err(|e| corrupt(e.to_string()))?,
-        attempt: u32::try_from(row.try_get::<i64, _>(col("attempt").as_str())?).map_err(|e| corrupt(e.to_string()))?,
-        agent_id: row.try_get(col("agent_id").as_str())?,
-        succeeded: row.try_get(col("succeeded").as_str())?,
-        error: row.try_get(col("error").as_str())?,
-        output: row.try_get(col("output").as_str())?,
+        bead_id: BeadId::parse(row.try_get(&*col("bead_id"))?).map_err(|e| corrupt(e.to_string()))?,
+        dispatch_id: DispatchId::parse(row.try_get(&*col("dispatch_id"))?).map_err(|e| corrupt(e.to_string()))?,
+        attempt: u32::try_from(row.try_get::<i64, _>(&*col("attempt"))?).map_err(|e| corrupt(e.to_string()))?,
+        agent_id: row.try_get(&*col("agent_id"))?,
+        succeeded: row.try_get(&*col("succeeded"))?,
+        error: row.try_get(&*col("error"))?,
+        output: row.try_get(&*col("output"))?,
         commits,
         artifacts,
         created_beads: created
@@ -152,17 +156,16 @@ fn from_columns(row: &sqlx::postgres::PgRow, prefix: &str) -> Result<Attempt> {
             .map(|id| BeadId::parse(id))
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| corrupt(e.to_string()))?,
-        duration_ms: u64::try_from(row.try_get::<i64, _>(col("duration_ms").as_str())?).unwrap_or_default(),
+        duration_ms: u64::try_from(row.try_get::<i64, _>(&*col("duration_ms"))?).unwrap_or_default(),
         usage: TokenUsage {
-            prompt_tokens: u64::try_from(row.try_get::<i64, _>(col("prompt_tokens").as_str())?).unwrap_or_default(),
-            completion_tokens: u64::try_from(row.try_get::<i64, _>(col("completion_tokens").as_str())?)
-                .unwrap_or_default(),
-            model: row.try_get(col("model").as_str())?,
-            provider: row.try_get(col("provider").as_str())?,
-            cost_usd: row.try_get(col("cost_usd").as_str())?,
+            prompt_tokens: u64::try_from(row.try_get::<i64, _>(&*col("prompt_tokens"))?).unwrap_or_default(),
+            completion_tokens: u64::try_from(row.try_get::<i64, _>(&*col("completion_tokens"))?).unwrap_or_default(),
+            model: row.try_get(&*col("model"))?,
+            provider: row.try_get(&*col("provider"))?,
+            cost_usd: row.try_get(&*col("cost_usd"))?,
         },
         conversation: String::new(),
-        started_at: row.try_get(col("started_at").as_str())?,
-        finished_at: row.try_get(col("finished_at").as_str())?,
+        started_at: row.try_get(&*col("started_at"))?,
+        finished_at: row.try_get(&*col("finished_at"))?,
     })
 }
