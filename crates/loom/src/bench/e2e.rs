@@ -332,9 +332,8 @@ async fn drive(args: &E2eArgs, store: Arc<dyn Store>, bus: Bus, raw: RawPg) -> a
         claim_batch: 256,
         project_concurrency: 1_000_000,
         global_concurrency: 1_000_000,
-        // Beads created through the API wake the dispatcher; the throughput run creates them in
-        // the store directly, so there the sweep stands in for that wake.
-        sweep_interval: if args.rate.is_some() { Duration::from_millis(500) } else { Duration::from_millis(2) },
+        // The default sweep: beads the throughput run creates in the store directly wake the
+        // dispatcher through the event relay (bead.created), as another instance's would.
         ..loom_control_plane::Config::default()
     };
     let api = format!("http://{}", listener.local_addr()?);
