@@ -91,6 +91,7 @@ async fn apply_batch(shared: &Shared, batch: Vec<Received<ResultMessage>>) {
         let started = std::time::Instant::now();
         let span = result_span(&received);
         let dispatch = received.message.metadata.dispatch_id.clone();
+        let counted = shared.slots().generation();
         let outcome = until_stored(shared, std::slice::from_ref(&received), || {
             shared.store.extend_lease(&dispatch, Utc::now() + shared.config.lease)
         })
@@ -99,7 +100,7 @@ async fn apply_batch(shared: &Shared, batch: Vec<Received<ResultMessage>>) {
         if let Ok(true) = outcome {
             record_steps(shared, &received.message).await;
         }
-        settle(shared, received, outcome.map(|_| None), started, 0).instrument(span).await;
+        settle(shared, received, outcome.map(|_| None), started, counted).instrument(span).await;
     }
     if finals.is_empty() {
         return;
